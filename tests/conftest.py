@@ -1,0 +1,30 @@
+"""Shared fixtures: the real data directory (../shared/data by default) and tiny synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("CORONET_DATA") or REPO.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real public data; tests that need it are skipped (with the reason) when it is absent."""
+    if not (DATA_DIR / "cohen-covid").is_dir():
+        pytest.skip(f"real data not found at {DATA_DIR} (set CORONET_DATA)")
+    return DATA_DIR
+
+
+def write_xray(path: Path, seed: int = 0, size=(40, 32), mode: str = "L") -> Path:
+    """A small random grayscale 'film' saved at ``path`` (format from the suffix)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0]), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).convert(mode).save(path)
+    return path
