@@ -28,3 +28,13 @@ def write_xray(path: Path, seed: int = 0, size=(40, 32), mode: str = "L") -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).convert(mode).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def prepared_dataset(data_dir, tmp_path_factory) -> Path:
+    """The paper's dataset prepared from the real data once per test session, with a 32x32 cache for tiny models."""
+    from coronet.prepare import PrepareConfig, prepare_dataset
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare_dataset(data_dir, out, PrepareConfig(image_size=32), log=lambda *_: None)
+    return out

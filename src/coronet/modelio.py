@@ -1,0 +1,104 @@
+"""The model directory: ``model.safetensors`` + ``model.json`` (the model card). Loading never unpickles.
+
+The card says how to rebuild and use the network (backbone, input size, classes,
+normalisation), where it came from (training data hash, profile, initial weights)
+and how it did (metrics); it also records the weights file's SHA-256, so a
+swapped or damaged weights file is refused instead of silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .model import CoroNet, build_model
+
+CARD_NAME, WEIGHTS_NAME = "model.json", "model.safetensors"
+FORMAT = "coronet-model/1"
+
+
+class ModelLoadError(RuntimeError):
+    """A model directory that is missing, malformed, tampered with, or does not match its card."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model_dir(model: CoroNet, out: str | os.PathLike, *, classes, backbone: str, input_size: int,
+                   hidden: int, dropout: float, extra: dict | None = None) -> Path:
+    """Write ``out/model.safetensors`` and ``out/model.json``; return ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = out / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, out / WEIGHTS_NAME)
+    card = {
+        "format": FORMAT,
+        "name": (extra or {}).get("name", f"coronet-{backbone}"),
+        "version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "classes": list(classes),
+        "backbone": backbone,
+        "input_size": input_size,
+        "channels": 1,
+        "hidden": hidden,
+        "dropout": dropout,
+        "normalisation": {"scale": 1 / 255, "mean": float(model.mean), "std": float(model.std)},
+        "weights_sha256": file_sha256(out / WEIGHTS_NAME),
+        "notice": "Research software. Not a medical device; not for diagnosis.",
+    }
+    card.update({k: v for k, v in (extra or {}).items() if k != "name"})
+    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+def read_card(path: str | os.PathLike) -> tuple[dict, Path]:
+    """(card, model directory) from a model directory or the path of its ``model.json``."""
+    path = Path(path)
+    directory = path.parent if path.name == CARD_NAME else path
+    card_path = directory / CARD_NAME
+    if not card_path.is_file():
+        raise ModelLoadError(f"{directory}: not a model directory (no {CARD_NAME})")
+    try:
+        card = json.loads(card_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{card_path}: not valid JSON ({error})") from error
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise ModelLoadError(f"{card_path}: not a {FORMAT} card")
+    return card, directory
+
+
+def load_model_dir(path: str | os.PathLike) -> tuple[CoroNet, dict]:
+    """Rebuild the network described by the card, load its safetensors weights, return ``(model.eval(), card)``."""
+    card, directory = read_card(path)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ModelLoadError(f"{directory}: {WEIGHTS_NAME} missing")
+    if file_sha256(weights) != card.get("weights_sha256"):
+        raise ModelLoadError(f"{weights}: SHA-256 differs from the card's weights_sha256 (modified or swapped file)")
+    try:
+        state = load_file(str(weights))
+    except Exception as error:  # safetensors refuses anything that is not its own format
+        raise ModelLoadError(f"{weights}: not a safetensors file ({type(error).__name__})") from error
+    normalisation = card.get("normalisation", {})
+    model = build_model(num_classes=len(card["classes"]), backbone=card["backbone"], weights=None,
+                        input_size=card["input_size"], hidden=card["hidden"], dropout=card["dropout"],
+                        mean=normalisation.get("mean", 0.0), std=normalisation.get("std", 1.0))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # missing/unexpected keys or other shapes
+        raise ModelLoadError(f"{weights}: weights do not match the card's network "
+                             f"({' '.join(str(error).split())[:300]})") from error
+    return model.eval(), card
