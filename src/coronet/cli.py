@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .config import resolve_data_dir
+from .model import WeightsError
 
 app = typer.Typer(help="CoroNet: COVID-19 chest X-ray classification, reproduced and made usable.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -81,6 +82,96 @@ def data_fetch(
         fetch_sources(resolve_data_dir(data), source or None, urls=urls, force=force)
     except FetchError as error:
         fail(str(error), code=1)
+
+
+ProfileOption = Annotated[str, typer.Option(help="Settings profile: paper, quick or tiny.")]
+EpochsOption = Annotated[Optional[int], typer.Option(help="Override the profile's number of epochs.")]
+BackboneOption = Annotated[Optional[str], typer.Option(help="timm backbone (legacy_xception, resnet50, ...).")]
+WeightsOption = Annotated[Optional[str], typer.Option(help="Initial backbone weights: none, imagenet or a PATH.")]
+PrecisionOption = Annotated[Optional[str], typer.Option(help="auto, 32, bf16-mixed, 16-mixed.")]
+DevicesOption = Annotated[Optional[str], typer.Option(help="Lightning devices: 1, 2, auto, 0,1 ...")]
+AcceleratorOption = Annotated[Optional[str], typer.Option(help="auto, cpu, gpu ...")]
+StrategyOption = Annotated[Optional[str], typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn ...")]
+
+
+def training_config(profile: str, **overrides):
+    """The named profile with the command line's explicit settings on top."""
+    from .profiles import get_profile
+
+    try:
+        return get_profile(profile).with_overrides(**overrides)
+    except ValueError as error:
+        fail(str(error))
+
+
+def quiet_lightning() -> None:
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*treespec.*")
+
+
+@app.command("cv")
+def cv(
+    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
+    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    profile: ProfileOption = "paper",
+    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
+    epochs: EpochsOption = None,
+    backbone: BackboneOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    strategy: StrategyOption = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Override the batch size.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the training seed.")] = None,
+    resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+):
+    """k-fold cross-validation over the prepared dataset's folds: one model and predictions per fold."""
+    from .training import run_cv
+
+    config = training_config(profile, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
+                             devices=devices, accelerator=accelerator, strategy=strategy, batch_size=batch_size,
+                             seed=seed)
+    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    quiet_lightning()
+    try:
+        run_cv(dataset, out, config, profile=profile, folds=fold_list, resume=resume, progress=progress)
+    except (ValueError, FileNotFoundError, WeightsError) as error:
+        fail(str(error))
+
+
+@app.command("train")
+def train(
+    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
+    out: Annotated[Path, typer.Option(help="Fold directory to write.")],
+    fold: Annotated[int, typer.Option(help="The fold to validate on; the others train.")] = 1,
+    profile: ProfileOption = "paper",
+    epochs: EpochsOption = None,
+    backbone: BackboneOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    strategy: StrategyOption = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+):
+    """Train one model: validate on --fold, train on the rest."""
+    from .training import fit_fold
+
+    config = training_config(profile, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
+                             devices=devices, accelerator=accelerator, strategy=strategy)
+    quiet_lightning()
+    try:
+        result = fit_fold(dataset, fold, out, config, resume=resume, progress=progress)
+    except (ValueError, FileNotFoundError, WeightsError) as error:
+        fail(str(error))
+    typer.echo(f"fold {fold}: validation accuracy {result.accuracy:.4f} on {len(result.predictions)} images -> {out}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
