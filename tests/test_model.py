@@ -78,9 +78,14 @@ def test_pickle_weights_are_refused(tmp_path):
         build_model(backbone="test_resnet", input_size=32, weights=tmp_path / "evil.pt")
 
 
-def test_imagenet_offline_gives_clear_message(monkeypatch):
+def test_imagenet_offline_gives_clear_message(monkeypatch, tmp_path):
+    """timm's real pretrained path, with the hub offline and an empty cache (no network wait)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", "/nonexistent-cache")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(WeightsError, match="--weights PATH"):
         build_model(backbone="resnet18", weights="imagenet", input_size=64)
 

@@ -366,13 +366,13 @@ def _prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int
     table["fold"] = fold
     table["label"] = rows.label
     prob_columns = [c for c in probabilities.columns if c.startswith("prob_")]
-    table["rank"] = probabilities["rank"].to_numpy()
     for column in prob_columns:
         table[column] = probabilities[column].round(6).to_numpy()
     table["pred"] = [c[len("prob_"):] for c in probabilities[prob_columns].idxmax(axis=1)]
     for extra in ("source", "relpath"):
         if extra in rows:
             table[extra] = rows[extra]
+    table["rank"] = probabilities["rank"].to_numpy()  # the process that predicted it (DDP)
     return table
 
 
