@@ -311,6 +311,7 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, 
 
     predictions = _prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
     predictions.to_csv(out / "predictions.csv", index=False)
+    raw_predictions.unlink()
     accuracy = float((predictions.pred == predictions.label).mean())
     epoch_rows = _read_rows(out / "metrics.csv")
     speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
@@ -325,6 +326,8 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, 
                            "metrics": {"val_accuracy": accuracy, "val_images": len(val_set)},
                            "parameters": count_parameters(task.model),
                        })
+        if not config.keep_checkpoint:
+            ckpt.unlink(missing_ok=True)
     return FoldResult(fold, accuracy, predictions, out, speed)
 
 
