@@ -20,6 +20,7 @@ setup: $(BIN)/coronet
 reproduce: setup
 	CORONET_DATA=$(DATA) $(BIN)/coronet data prepare --out $(OUT)/dataset
 	$(BIN)/coronet cv --dataset $(OUT)/dataset --out $(OUT)/cv --profile quick --resume --no-progress
+	$(BIN)/coronet report $(OUT)/cv
 
 test: setup
 	CORONET_DATA=$(DATA) $(BIN)/python -m pytest -q

@@ -40,6 +40,14 @@ def test_prepare_then_cv_smoke(data_dir, tmp_path):
     assert card["classes"] == ["covid", "normal", "bacterial", "viral"] and card["training"]["fold"] == 3
     assert "mean of folds" in result.output
 
+    result = invoke("report", run, "--bootstrap", 50)
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-2:]
+    assert last[0].startswith("accuracy ") and "95% CI" in last[0]
+    assert last[1].startswith("covid recall ") and "95% CI" in last[1]
+    html = (run / "report" / "report.html").read_text()
+    assert "data:image/png;base64" in html and "not a medical device" in html
+
 
 def test_data_dir_from_environment_and_missing_data_message(tmp_path):
     result = invoke("data", "prepare", "--out", tmp_path / "ds", env={"CORONET_DATA": str(tmp_path / "empty")})

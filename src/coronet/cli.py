@@ -174,5 +174,22 @@ def train(
     typer.echo(f"fold {fold}: validation accuracy {result.accuracy:.4f} on {len(result.predictions)} images -> {out}")
 
 
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with predictions.csv (coronet cv).")],
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+):
+    """Tables (the paper's III and IV), figures, 95% intervals and an HTML page, from the run's predictions."""
+    from .report import summary_lines, write_report
+
+    if not (run_dir / "predictions.csv").is_file():
+        fail(f"{run_dir}: no predictions.csv (run `coronet cv` first)")
+    summary = write_report(run_dir, n_bootstrap=bootstrap, seed=seed)
+    typer.echo(f"report: {(run_dir / 'report' / 'report.html').resolve()}")
+    for line in summary_lines(summary):
+        typer.echo(line)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

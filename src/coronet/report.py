@@ -1,0 +1,509 @@
+"""Evaluation report for a cross-validation run: the paper's tables, intervals and figures.
+
+Input is a run directory holding ``predictions.csv`` (columns ``path, patient_id, fold, label``,
+one ``prob_<class>`` column per class in class order, ``pred``, maybe more) and optionally
+``fold-K/metrics.csv`` and ``fold-K/curves.png``.  :func:`write_report` writes into
+``RUN_DIR/report/``:
+
+* ``table3.csv`` / ``table4.csv`` -- the paper's Table III (per fold, macro P/R/Spec/F1 and accuracy)
+  and Table IV (per class, mean over folds), in percent, with the paper's values and our difference
+  beside ours when the run's classes are the paper's four;
+* ``ci.csv`` -- 95 % bootstrap intervals (patients resampled, all their images come along) for the
+  accuracy and each class's recall and precision;
+* ``auc.csv`` -- one-vs-rest ROC AUC per class; ``summary.json`` -- the returned summary;
+* ``confusion-fold-K.png`` per fold, ``confusion-pooled.png``, ``roc.png``, ``calibration.png``;
+* ``report.md`` and ``report.html`` (one self-contained page, figures embedded as data URIs).
+
+Precision, recall and F1 come from scikit-learn's definitions (0 where undefined); specificity,
+which scikit-learn lacks, is TN / (TN + FP) from the one-vs-rest confusion matrix.
+
+Research software, not a medical device.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+#: The paper's reported numbers (Khan et al. 2020, CoroNet), in percent.
+PAPER = {
+    "table3": {  # fold -> precision, recall, specificity, f1, accuracy
+        "1": {"precision": 88.0, "recall": 87.7, "specificity": 95.7, "f1": 87.6, "accuracy": 87.3},
+        "2": {"precision": 90.8, "recall": 90.7, "specificity": 96.7, "f1": 90.7, "accuracy": 90.0},
+        "3": {"precision": 88.9, "recall": 89.0, "specificity": 96.2, "f1": 88.9, "accuracy": 89.1},
+        "4": {"precision": 92.5, "recall": 92.2, "specificity": 97.3, "f1": 92.1, "accuracy": 92.26},
+        "mean": {"precision": 90.0, "recall": 89.92, "specificity": 96.4, "f1": 89.8, "accuracy": 89.6},
+    },
+    "table4": {  # class -> precision, recall, specificity, f1
+        "covid": {"precision": 93.17, "recall": 98.25, "specificity": 97.9, "f1": 95.61},
+        "normal": {"precision": 95.25, "recall": 93.5, "specificity": 98.1, "f1": 94.3},
+        "bacterial": {"precision": 86.85, "recall": 85.9, "specificity": 95.0, "f1": 86.3},
+        "viral": {"precision": 84.1, "recall": 82.1, "specificity": 94.8, "f1": 83.1},
+    },
+}
+PAPER_CLASSES = ["covid", "normal", "bacterial", "viral"]
+METRICS = ["precision", "recall", "specificity", "f1"]
+COVID = "covid"
+COVID_TARGET_RECALL = 0.98
+ECE_BINS = 15
+DISCLAIMER = "Research software, not a medical device."
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def classes_of(predictions: pd.DataFrame) -> list[str]:
+    """Class names: the ``prob_`` column suffixes, in column order."""
+    return [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
+
+
+def confusion(labels, preds, classes) -> np.ndarray:
+    """Confusion matrix, rows true class, columns predicted class, in ``classes`` order."""
+    return confusion_matrix(list(labels), list(preds), labels=list(classes))
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    out = np.zeros_like(num)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def per_class_metrics(cm, classes) -> pd.DataFrame:
+    """One-vs-rest precision, recall, specificity, F1 and support per class (0 where undefined)."""
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    tn = cm.sum() - tp - fp - fn
+    precision = _safe_div(tp, tp + fp)
+    recall = _safe_div(tp, tp + fn)
+    return pd.DataFrame(
+        {
+            "precision": precision,
+            "recall": recall,
+            "specificity": _safe_div(tn, tn + fp),
+            "f1": _safe_div(2 * precision * recall, precision + recall),
+            "support": cm.sum(axis=1).astype(int),
+        },
+        index=pd.Index(list(classes), name="class"),
+    )
+
+
+def _accuracy_of_cm(cm) -> float:
+    cm = np.asarray(cm)
+    return float(np.trace(cm) / cm.sum()) if cm.sum() else 0.0
+
+
+def _folds(predictions: pd.DataFrame) -> list:
+    return sorted(predictions["fold"].unique())
+
+
+def _fold_cm(predictions: pd.DataFrame, classes, fold) -> np.ndarray:
+    part = predictions[predictions["fold"] == fold]
+    return confusion(part["label"], part["pred"], classes)
+
+
+def expected_calibration_error(predictions: pd.DataFrame, classes=None, bins: int = ECE_BINS) -> float:
+    """ECE of the max probability: sum over equal-width bins of |accuracy - confidence| * share."""
+    conf, correct = _confidence(predictions, classes)
+    if len(conf) == 0:
+        return float("nan")
+    idx = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)  # bins (lo, hi], 0 in the first
+    ece = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            ece += abs(correct[mask].mean() - conf[mask].mean()) * mask.sum() / len(conf)
+    return float(ece)
+
+
+def _confidence(predictions: pd.DataFrame, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    classes = list(classes or classes_of(predictions))
+    probs = predictions[[f"prob_{c}" for c in classes]].to_numpy(float)
+    conf = probs.max(axis=1)
+    correct = (predictions["pred"].to_numpy() == predictions["label"].to_numpy()).astype(float)
+    return conf, correct
+
+
+def fold_table(predictions: pd.DataFrame, classes) -> pd.DataFrame:
+    """Table III: per fold the class-averaged P/R/Spec/F1 and the accuracy (percent), plus a 'mean' row.
+
+    An ``ece`` column (expected calibration error, percent) follows the paper's columns.
+    """
+    rows = {}
+    for fold in _folds(predictions):
+        cm = _fold_cm(predictions, classes, fold)
+        row = per_class_metrics(cm, classes)[METRICS].mean(axis=0) * 100
+        row["accuracy"] = _accuracy_of_cm(cm) * 100
+        row["ece"] = expected_calibration_error(predictions[predictions["fold"] == fold], classes) * 100
+        rows[str(fold)] = row
+    table = pd.DataFrame(rows).T
+    table.loc["mean"] = table.mean(axis=0)
+    table.index.name = "fold"
+    return table[METRICS + ["accuracy", "ece"]]
+
+
+def class_table(predictions: pd.DataFrame, classes) -> pd.DataFrame:
+    """Table IV: per class the mean over folds of precision, recall, specificity and F1 (percent)."""
+    per_fold = [per_class_metrics(_fold_cm(predictions, classes, f), classes)[METRICS] for f in _folds(predictions)]
+    table = sum(per_fold) / len(per_fold) * 100
+    table.index.name = "class"
+    return table
+
+
+def with_paper(table: pd.DataFrame, paper: dict) -> pd.DataFrame:
+    """Interleave ``<m>``, ``<m>_paper`` and ``<m>_diff`` (ours minus paper) for the paper's metrics."""
+    paper_df = pd.DataFrame(paper).T.reindex(table.index)
+    cols = {}
+    for m in table.columns:
+        cols[m] = table[m]
+        if m in paper_df.columns:
+            cols[f"{m}_paper"] = paper_df[m]
+            cols[f"{m}_diff"] = table[m] - paper_df[m]
+    return pd.DataFrame(cols, index=table.index)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def accuracy(df: pd.DataFrame) -> float:
+    """Fraction of images whose prediction equals the label."""
+    return float((df["pred"] == df["label"]).mean()) if len(df) else float("nan")
+
+
+def recall_of(cls: str) -> Callable[[pd.DataFrame], float]:
+    """Statistic: recall of ``cls`` (nan when the class is absent)."""
+    def stat(df):
+        true = df["label"] == cls
+        return float((df.loc[true, "pred"] == cls).mean()) if true.any() else float("nan")
+    return stat
+
+
+def precision_of(cls: str) -> Callable[[pd.DataFrame], float]:
+    """Statistic: precision of ``cls`` (nan when never predicted)."""
+    def stat(df):
+        called = df["pred"] == cls
+        return float((df.loc[called, "label"] == cls).mean()) if called.any() else float("nan")
+    return stat
+
+
+def _patient_resampler(predictions: pd.DataFrame, seed: int):
+    """Yield row positions of successive patient-level bootstrap samples."""
+    codes, _ = pd.factorize(predictions["patient_id"])
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rng = np.random.default_rng(seed)
+    while True:
+        draw = rng.integers(0, len(counts), size=len(counts))
+        n_d = counts[draw]
+        ends = np.cumsum(n_d)
+        offsets = np.repeat(starts[draw] - (ends - n_d), n_d) + np.arange(ends[-1] if len(ends) else 0)
+        yield order[offsets]
+
+
+def bootstrap_cis(predictions: pd.DataFrame, statistics: dict, n: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> dict:
+    """Like :func:`bootstrap_ci` for several statistics sharing the same resamples: name -> (point, low, high)."""
+    samples = {name: np.empty(n) for name in statistics}
+    resample = _patient_resampler(predictions, seed)
+    for i in range(n):
+        part = predictions.iloc[next(resample)]
+        for name, stat in statistics.items():
+            samples[name][i] = stat(part)
+    alpha = (1 - level) / 2 * 100
+    out = {}
+    for name, stat in statistics.items():
+        s = samples[name][~np.isnan(samples[name])]
+        low, high = (np.percentile(s, [alpha, 100 - alpha]) if len(s) else (np.nan, np.nan))
+        out[name] = (float(stat(predictions)), float(low), float(high))
+    return out
+
+
+def bootstrap_ci(predictions: pd.DataFrame, statistic, n: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """(point, low, high): percentile interval of ``statistic`` over ``n`` resamples of patients.
+
+    Patients (``patient_id``) are drawn with replacement and all their images come along, so images
+    of one patient never count as independent evidence.  Deterministic for a given ``seed``.
+    """
+    return bootstrap_cis(predictions, {"stat": statistic}, n=n, seed=seed, level=level)["stat"]
+
+
+# --------------------------------------------------------------------------- ROC / operating point
+
+
+def roc_aucs(predictions: pd.DataFrame, classes) -> dict:
+    """One-vs-rest ROC AUC per class; classes with a single label value present are skipped."""
+    out = {}
+    for c in classes:
+        y = (predictions["label"] == c).to_numpy()
+        if 0 < y.sum() < len(y):
+            out[c] = float(roc_auc_score(y, predictions[f"prob_{c}"]))
+    return out
+
+
+def covid_operating_point(predictions: pd.DataFrame, target: float = COVID_TARGET_RECALL) -> dict | None:
+    """Highest threshold on ``prob_covid`` with COVID recall >= ``target``, and the specificity there."""
+    y = (predictions["label"] == COVID).to_numpy()
+    if not 0 < y.sum() < len(y):
+        return None
+    fpr, tpr, thr = roc_curve(y, predictions[f"prob_{COVID}"], drop_intermediate=False)
+    i = int(np.argmax(tpr >= target))  # thresholds decrease, so the first hit is the highest
+    return {"threshold": float(thr[i]), "recall": float(tpr[i]), "specificity": float(1 - fpr[i]),
+            "target_recall": target}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_confusion(cm, classes, title: str, path: Path) -> Path:
+    fig = Figure(figsize=(4.6, 4))
+    ax = fig.add_subplot()
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=30)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    top = cm.max() if cm.size else 0
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
+                    color="white" if cm[i, j] > top / 2 else "black")
+    return _save(fig, path)
+
+
+def plot_roc(predictions: pd.DataFrame, classes, aucs: dict, path: Path) -> Path:
+    fig = Figure(figsize=(4.6, 4))
+    ax = fig.add_subplot()
+    for c in classes:
+        if c in aucs:
+            fpr, tpr, _ = roc_curve(predictions["label"] == c, predictions[f"prob_{c}"])
+            ax.plot(fpr, tpr, label=f"{c} (AUC {aucs[c]:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("one-vs-rest ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_calibration(predictions: pd.DataFrame, classes, ece: float, path: Path, bins: int = ECE_BINS) -> Path:
+    conf, correct = _confidence(predictions, classes)
+    idx = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    centers, accs, counts = [], [], []
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            centers.append((b + 0.5) / bins)
+            accs.append(correct[mask].mean())
+            counts.append(mask.sum())
+    fig = Figure(figsize=(4.6, 4))
+    ax = fig.add_subplot()
+    ax.bar(centers, accs, width=1 / bins, edgecolor="k", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (max probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability, ECE {ece:.3f} ({bins} bins)")
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "" if np.isnan(v) else f"{v:.2f}"
+    return str(v)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    head = [df.index.name or ""] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for idx, row in df.iterrows():
+        lines.append("| " + " | ".join([str(idx)] + [_fmt(v) for v in row]) + " |")
+    return "\n".join(lines)
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return df.to_html(float_format=lambda v: f"{v:.2f}", na_rep="", border=0, classes="t")
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The two lines the CLI prints: accuracy and COVID-19 recall with their 95 % intervals."""
+    n = summary.get("n_patients")
+    tail = f", bootstrap over {n} patients)" if n is not None else ")"
+    lines = []
+    for key, name in (("accuracy", "accuracy"), ("covid_recall", "covid recall")):
+        value, ci = summary.get(key), summary.get(f"{key}_ci")
+        if value is None or ci is None:
+            lines.append(f"{name} n/a")
+        else:
+            lines.append(f"{name} {value:.4f} (95% CI {ci[0]:.2f}-{ci[1]:.2f}{tail}")
+    return lines
+
+
+def _training_tables(run_dir: Path) -> tuple[pd.DataFrame | None, dict]:
+    """Last row of each ``fold-K/metrics.csv`` and the paths of existing ``fold-K/curves.png``."""
+    last, curves = {}, {}
+    for fold_dir in sorted(run_dir.glob("fold-*")):
+        metrics = fold_dir / "metrics.csv"
+        if metrics.is_file():
+            df = pd.read_csv(metrics)
+            if len(df):
+                last[fold_dir.name] = df.iloc[-1]
+        if (fold_dir / "curves.png").is_file():
+            curves[fold_dir.name] = fold_dir / "curves.png"
+    table = pd.DataFrame(last).T if last else None
+    if table is not None:
+        table.index.name = "fold"
+    return table, curves
+
+
+def _render_html(title: str, sections: list[tuple[str, str]]) -> str:
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             ".note{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;font-weight:bold}"
+             "table.t{border-collapse:collapse;font-size:.9em}table.t td,table.t th{border:1px solid #ccc;"
+             "padding:2px 6px;text-align:right}img{max-width:100%;margin:4px}")
+    body = "".join(f"<h2>{html.escape(h)}</h2>\n{content}\n" for h, content in sections)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
+            f"<p class='note'>{html.escape(DISCLAIMER)}</p>\n{body}</body></html>\n")
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Write the report for ``run_dir`` into ``out`` (default ``run_dir/report``); return the summary."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    classes = classes_of(predictions)
+    paper_run = sorted(classes) == sorted(PAPER_CLASSES)
+
+    table3 = fold_table(predictions, classes)
+    table4 = class_table(predictions, classes)
+    if paper_run:
+        table3 = with_paper(table3, PAPER["table3"])
+        table4 = with_paper(table4, PAPER["table4"])
+    table3.to_csv(out / "table3.csv")
+    table4.to_csv(out / "table4.csv")
+
+    stats = {"accuracy": accuracy}
+    for c in classes:
+        stats[f"recall_{c}"] = recall_of(c)
+        stats[f"precision_{c}"] = precision_of(c)
+    cis = bootstrap_cis(predictions, stats, n=n_bootstrap, seed=seed)
+    n_patients = int(predictions["patient_id"].nunique())
+    ci = pd.DataFrame(cis, index=["point", "low", "high"]).T
+    ci.index.name = "statistic"
+    ci["n_patients"] = n_patients
+    ci["n_bootstrap"] = n_bootstrap
+    ci.to_csv(out / "ci.csv")
+
+    aucs = roc_aucs(predictions, classes)
+    auc = pd.DataFrame({"auc": pd.Series(aucs, dtype=float)}).reindex(classes)
+    auc.index.name = "class"
+    auc.to_csv(out / "auc.csv")
+    ece = expected_calibration_error(predictions, classes)
+    op = covid_operating_point(predictions) if COVID in classes else None
+
+    figures = {}
+    for fold in _folds(predictions):
+        figures[f"confusion, fold {fold}"] = plot_confusion(
+            _fold_cm(predictions, classes, fold), classes, f"fold {fold}", out / f"confusion-fold-{fold}.png")
+    pooled_cm = confusion(predictions["label"], predictions["pred"], classes)
+    figures["confusion, pooled"] = plot_confusion(pooled_cm, classes, "all folds", out / "confusion-pooled.png")
+    figures["ROC"] = plot_roc(predictions, classes, aucs, out / "roc.png")
+    figures["calibration"] = plot_calibration(predictions, classes, ece, out / "calibration.png")
+
+    summary = {
+        "run": run_dir.resolve().name,
+        "classes": classes,
+        "n_images": int(len(predictions)),
+        "n_patients": n_patients,
+        "n_bootstrap": n_bootstrap,
+        "accuracy": cis["accuracy"][0],
+        "accuracy_ci": [cis["accuracy"][1], cis["accuracy"][2]],
+        "covid_recall": cis[f"recall_{COVID}"][0] if COVID in classes else None,
+        "covid_recall_ci": [cis[f"recall_{COVID}"][1], cis[f"recall_{COVID}"][2]] if COVID in classes else None,
+        "auc": aucs,
+        "ece": ece,
+        "covid_operating_point": op,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    training, curves = _training_tables(run_dir)
+    _write_markdown(out, summary, table3, table4, ci, auc, training)
+    _write_html(out, summary, table3, table4, ci, auc, training, figures, curves)
+    return summary
+
+
+def _op_text(op: dict | None) -> str:
+    if op is None:
+        return "not available (no COVID-19 class or only one label value)"
+    return (f"threshold {op['threshold']:.4f} on prob_covid gives COVID-19 recall {op['recall']:.4f} "
+            f"(target >= {op['target_recall']}) at specificity {op['specificity']:.4f}")
+
+
+def _write_markdown(out, summary, table3, table4, ci, auc, training) -> None:
+    parts = [f"# Report: {summary['run']}", "", f"*{DISCLAIMER}*", "",
+             *[f"    {line}" for line in summary_lines(summary)], "",
+             "## Table III (per fold, percent)", "", markdown_table(table3), "",
+             "## Table IV (per class, mean over folds, percent)", "", markdown_table(table4), "",
+             "## 95% bootstrap intervals (patients resampled)", "", markdown_table(ci), "",
+             "## ROC AUC (one-vs-rest)", "", markdown_table(auc), "",
+             f"Expected calibration error ({ECE_BINS} bins, max probability): {summary['ece']:.4f}", "",
+             f"COVID-19 operating point: {_op_text(summary['covid_operating_point'])}", ""]
+    if training is not None:
+        parts += ["## Training (last epoch per fold)", "", markdown_table(training), ""]
+    (out / "report.md").write_text("\n".join(parts))
+
+
+def _write_html(out, summary, table3, table4, ci, auc, training, figures, curves) -> None:
+    imgs = "".join(f"<figure style='display:inline-block'><img src='{_data_uri(p)}' alt='{html.escape(name)}'>"
+                   f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, p in figures.items())
+    sections = [
+        ("Summary", "<pre>" + html.escape("\n".join(summary_lines(summary))) + "</pre>"
+         f"<p>{summary['n_images']} images, {summary['n_patients']} patients, classes: "
+         f"{html.escape(', '.join(summary['classes']))}.</p>"),
+        ("Table III: per fold (percent)", _html_table(table3)),
+        ("Table IV: per class, mean over folds (percent)", _html_table(table4)),
+        ("95% bootstrap intervals (patients resampled)", _html_table(ci)),
+        ("ROC AUC (one-vs-rest) and calibration", _html_table(auc)
+         + f"<p>Expected calibration error ({ECE_BINS} bins, max probability): {summary['ece']:.4f}</p>"
+         + f"<p>COVID-19 operating point: {html.escape(_op_text(summary['covid_operating_point']))}</p>"),
+        ("Figures", imgs),
+    ]
+    if training is not None or curves:
+        content = _html_table(training) if training is not None else ""
+        content += "".join(f"<figure><img src='{_data_uri(p)}' alt='{html.escape(k)} curves'>"
+                           f"<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in curves.items())
+        sections.append(("Training", content))
+    (out / "report.html").write_text(_render_html(summary["run"], sections), encoding="utf-8")

@@ -1,0 +1,246 @@
+"""Tests for coronet.report on small synthetic predictions with known answers."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import precision_recall_fscore_support
+
+from coronet import report
+from coronet.report import (
+    PAPER,
+    accuracy,
+    bootstrap_ci,
+    class_table,
+    confusion,
+    covid_operating_point,
+    expected_calibration_error,
+    fold_table,
+    per_class_metrics,
+    roc_aucs,
+    summary_lines,
+    write_report,
+)
+
+PAPER4 = ["covid", "normal", "bacterial", "viral"]
+
+
+def make_predictions(labels, preds, classes, folds, patients=None, confidence=0.7):
+    """A predictions frame whose probabilities put ``confidence`` on the predicted class."""
+    k = len(classes)
+    rows = []
+    for i, (y, p, f) in enumerate(zip(labels, preds, folds)):
+        row = {"path": f"img{i}.png", "patient_id": patients[i] if patients is not None else f"p{i}",
+               "fold": f, "label": y}
+        for c in classes:
+            row[f"prob_{c}"] = confidence if c == p else (1 - confidence) / (k - 1)
+        row["pred"] = p
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def random_predictions(n, classes, seed, folds=2, patients=None, accuracy_target=0.7):
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(classes, size=n)
+    wrong = rng.choice(classes, size=n)
+    preds = np.where(rng.random(n) < accuracy_target, labels, wrong)
+    probs = rng.dirichlet(np.ones(len(classes)), size=n)
+    df = pd.DataFrame({"path": [f"img{i}.png" for i in range(n)],
+                       "patient_id": patients if patients is not None else [f"p{i // 2}" for i in range(n)],
+                       "fold": np.arange(n) % folds + 1, "label": labels})
+    for j, c in enumerate(classes):
+        df[f"prob_{c}"] = probs[:, j]
+    # make the predicted class the argmax, as in a real run
+    for i, p in enumerate(preds):
+        col = f"prob_{p}"
+        top = df.loc[i, [f"prob_{c}" for c in classes]].max()
+        df.loc[i, col] = top + 0.5
+    total = df[[f"prob_{c}" for c in classes]].sum(axis=1)
+    for c in classes:
+        df[f"prob_{c}"] /= total
+    df["pred"] = preds
+    return df
+
+
+# --------------------------------------------------------------------------- per-class metrics
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_per_class_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    classes = ["a", "b", "c", "d"]
+    # a small sample so that some classes may be missing or never predicted (undefined -> 0)
+    labels = rng.choice(classes[:3], size=12)
+    preds = rng.choice(classes, size=12)
+    cm = confusion(labels, preds, classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = per_class_metrics(cm, classes)
+    p, r, f, s = precision_recall_fscore_support(labels, preds, labels=classes, zero_division=0)
+    np.testing.assert_allclose(ours["precision"], p)
+    np.testing.assert_allclose(ours["recall"], r)
+    np.testing.assert_allclose(ours["f1"], f)
+    np.testing.assert_array_equal(ours["support"], s)
+
+
+def test_specificity_by_hand():
+    classes = ["a", "b", "c"]
+    cm = np.array([[5, 1, 0],
+                   [2, 3, 1],
+                   [0, 4, 6]])
+    m = per_class_metrics(cm, classes)
+    # a: TN = 3+1+4+6 = 14, FP = 2+0 = 2 ; b: TN = 5+0+0+6 = 11, FP = 1+4 = 5 ; c: TN = 5+1+2+3 = 11, FP = 0+1 = 1
+    np.testing.assert_allclose(m["specificity"], [14 / 16, 11 / 16, 11 / 12])
+    np.testing.assert_allclose(m["precision"], [5 / 7, 3 / 8, 6 / 7])
+    np.testing.assert_allclose(m["recall"], [5 / 6, 3 / 6, 6 / 10])
+
+
+def test_confusion_rows_true_cols_pred():
+    cm = confusion(["a", "a", "b"], ["b", "a", "b"], ["a", "b"])
+    np.testing.assert_array_equal(cm, [[1, 1], [0, 1]])
+
+
+# --------------------------------------------------------------------------- tables with known answers
+
+
+@pytest.fixture
+def known():
+    # fold 1: x,x,y,y -> x,y,y,y (accuracy 0.75); fold 2: all right (accuracy 1.0)
+    labels = ["x", "x", "y", "y", "x", "x", "y", "y"]
+    preds = ["x", "y", "y", "y", "x", "x", "y", "y"]
+    folds = [1, 1, 1, 1, 2, 2, 2, 2]
+    return make_predictions(labels, preds, ["x", "y"], folds)
+
+
+def test_fold_table_known(known):
+    t = fold_table(known, ["x", "y"])
+    assert list(t.index) == ["1", "2", "mean"]
+    # fold 1: x P=1 R=.5 Spec=1 F1=2/3 ; y P=2/3 R=1 Spec=.5 F1=.8
+    np.testing.assert_allclose(t.loc["1", ["precision", "recall", "specificity", "f1", "accuracy"]],
+                               [250 / 3, 75, 75, (200 / 3 + 80) / 2, 75])
+    np.testing.assert_allclose(t.loc["2", ["precision", "recall", "specificity", "f1", "accuracy"]], [100] * 5)
+    np.testing.assert_allclose(t.loc["mean", ["precision", "recall", "specificity", "f1", "accuracy"]],
+                               [(250 / 3 + 100) / 2, 87.5, 87.5, ((200 / 3 + 80) / 2 + 100) / 2, 87.5])
+    assert round(t.loc["mean", "accuracy"], 4) == 87.5
+
+
+def test_class_table_known(known):
+    t = class_table(known, ["x", "y"])
+    np.testing.assert_allclose(t.loc["x", ["precision", "recall", "specificity", "f1"]],
+                               [100, 75, 100, (200 / 3 + 100) / 2])
+    np.testing.assert_allclose(t.loc["y", ["precision", "recall", "specificity", "f1"]],
+                               [(200 / 3 + 100) / 2, 100, 75, 90])
+
+
+def test_ece_known(known):
+    # all confidences 0.7 (one bin), accuracy 7/8 -> ECE = |0.875 - 0.7|
+    assert expected_calibration_error(known, ["x", "y"]) == pytest.approx(0.175)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_deterministic():
+    df = random_predictions(60, ["a", "b", "c"], seed=5)
+    first = bootstrap_ci(df, accuracy, n=200, seed=3)
+    assert first == bootstrap_ci(df, accuracy, n=200, seed=3)
+    assert first != bootstrap_ci(df, accuracy, n=200, seed=4)
+    point, low, high = first
+    assert point == pytest.approx(accuracy(df))
+    assert low <= point <= high
+
+
+def test_bootstrap_patient_is_the_unit():
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = ["a"] * n
+    preds = ["a" if rng.random() < 0.8 else "b" for _ in range(n)]
+    preds[0] = "b"  # the duplicated patient is wrong
+    base = make_predictions(labels, preds, ["a", "b"], [1] * n)
+    copies = pd.concat([base.iloc[[0]]] * 50, ignore_index=True)
+    grouped = pd.concat([base, copies], ignore_index=True)  # copies share patient p0
+    independent = grouped.copy()
+    independent.loc[n:, "patient_id"] = [f"fake{i}" for i in range(len(copies))]
+
+    _, lo_g, hi_g = bootstrap_ci(grouped, accuracy, n=500, seed=0)
+    _, lo_i, hi_i = bootstrap_ci(independent, accuracy, n=500, seed=0)
+    assert (hi_i - lo_i) < (hi_g - lo_g)
+    # the grouped interval is clearly wide: one patient carries most of the images
+    assert (hi_g - lo_g) > 1.5 * (hi_i - lo_i)
+
+
+# --------------------------------------------------------------------------- ROC, operating point
+
+
+def test_roc_skips_single_valued_class_and_operating_point():
+    df = random_predictions(80, PAPER4, seed=2)
+    df.loc[df["label"] == "viral", "label"] = "normal"  # viral absent as a label
+    aucs = roc_aucs(df, PAPER4)
+    assert "viral" not in aucs and set(aucs) == {"covid", "normal", "bacterial"}
+    op = covid_operating_point(df)
+    y = df["label"] == "covid"
+    assert op["recall"] >= 0.98
+    assert ((df.loc[y, "prob_covid"] >= op["threshold"]).mean()) == pytest.approx(op["recall"])
+    # any higher threshold among the scores falls below the target
+    higher = df.loc[df["prob_covid"] > op["threshold"], "prob_covid"]
+    if len(higher):
+        assert (df.loc[y, "prob_covid"] >= higher.min()).mean() < 0.98
+    assert op["specificity"] == pytest.approx((df.loc[~y, "prob_covid"] < op["threshold"]).mean())
+
+
+# --------------------------------------------------------------------------- write_report
+
+
+def test_write_report(tmp_path):
+    run = tmp_path / "my-run"
+    run.mkdir()
+    patients = [f"p{i // 3}" for i in range(96)]
+    df = random_predictions(96, PAPER4, seed=7, folds=4, patients=patients)
+    df.to_csv(run / "predictions.csv", index=False)
+    (run / "fold-1").mkdir()
+    pd.DataFrame({"epoch": [1, 2], "train_loss": [1.2, 0.9], "train_acc": [0.4, 0.6],
+                  "val_loss": [1.1, 1.0], "val_acc": [0.5, 0.55]}).to_csv(run / "fold-1" / "metrics.csv", index=False)
+
+    summary = write_report(run, n_bootstrap=50, seed=0)
+
+    out = run / "report"
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64" in page
+    assert "not a medical device" in page
+    assert "<title>my-run</title>" in page
+    t3 = pd.read_csv(out / "table3.csv", index_col=0)
+    assert "mean" in t3.index.astype(str)
+    assert {"accuracy_paper", "accuracy_diff"} <= set(t3.columns)
+    assert t3.loc["mean", "accuracy_paper"] == PAPER["table3"]["mean"]["accuracy"]
+    t4 = pd.read_csv(out / "table4.csv", index_col=0)
+    assert t4.loc["covid", "recall_paper"] == 98.25
+    assert (out / "ci.csv").is_file() and (out / "report.md").is_file()
+    for k in (1, 2, 3, 4):
+        assert (out / f"confusion-fold-{k}.png").is_file()
+    for name in ("confusion-pooled.png", "roc.png", "calibration.png"):
+        assert (out / name).is_file()
+    for key in ("accuracy", "accuracy_ci", "covid_recall", "covid_recall_ci"):
+        assert key in summary
+    assert summary["accuracy"] == pytest.approx(accuracy(df))
+    assert set(summary["auc"]) == set(PAPER4)
+    lines = summary_lines(summary)
+    assert len(lines) == 2
+    assert lines[0].startswith("accuracy ") and "95% CI" in lines[0] and "32 patients" in lines[0]
+    assert lines[1].startswith("covid recall ")
+
+
+def test_write_report_other_classes(tmp_path):
+    df = random_predictions(30, ["a", "b"], seed=1)
+    df.to_csv(tmp_path / "predictions.csv", index=False)
+    summary = write_report(tmp_path, out=tmp_path / "elsewhere", n_bootstrap=20)
+    t3 = pd.read_csv(tmp_path / "elsewhere" / "table3.csv", index_col=0)
+    assert not any(c.endswith("_paper") for c in t3.columns)
+    assert summary["covid_recall"] is None
+    assert summary_lines(summary)[1] == "covid recall n/a"
+
+
+def test_module_has_docstring():
+    assert report.__doc__ and "not a medical device" in report.__doc__
