@@ -92,6 +92,8 @@ PrecisionOption = Annotated[Optional[str], typer.Option(help="auto, 32, bf16-mix
 DevicesOption = Annotated[Optional[str], typer.Option(help="Lightning devices: 1, 2, auto, 0,1 ...")]
 AcceleratorOption = Annotated[Optional[str], typer.Option(help="auto, cpu, gpu ...")]
 StrategyOption = Annotated[Optional[str], typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn ...")]
+BatchSizeOption = Annotated[Optional[int], typer.Option(help="Override the batch size.")]
+SeedOption = Annotated[Optional[int], typer.Option(help="Override the training seed.")]
 
 
 def training_config(profile: str, **overrides):
@@ -126,8 +128,8 @@ def cv(
     devices: DevicesOption = None,
     accelerator: AcceleratorOption = None,
     strategy: StrategyOption = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Override the batch size.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override the training seed.")] = None,
+    batch_size: BatchSizeOption = None,
+    seed: SeedOption = None,
     resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
@@ -158,6 +160,8 @@ def train(
     devices: DevicesOption = None,
     accelerator: AcceleratorOption = None,
     strategy: StrategyOption = None,
+    batch_size: BatchSizeOption = None,
+    seed: SeedOption = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
@@ -165,7 +169,8 @@ def train(
     from .training import fit_fold
 
     config = training_config(profile, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
-                             devices=devices, accelerator=accelerator, strategy=strategy)
+                             devices=devices, accelerator=accelerator, strategy=strategy, batch_size=batch_size,
+                             seed=seed)
     quiet_lightning()
     try:
         result = fit_fold(dataset, fold, out, config, resume=resume, progress=progress)

@@ -35,10 +35,6 @@ def train_transform(config: TrainConfig) -> v2.Transform:
     return v2.Compose(steps)
 
 
-def resize_transform(size: int) -> v2.Transform:
-    return v2.Resize((size, size), antialias=True)
-
-
 class CachedXrays(Dataset):
     """(image, label index, row) triples from cache rows; ``image`` is float (1, size, size) in [0, 1]."""
 
@@ -47,7 +43,8 @@ class CachedXrays(Dataset):
         self.cache, self.rows = cache, np.asarray(rows)
         self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))
         self.size, self.transform, self.seed = size, transform, seed
-        self.resize = resize_transform(size) if cache.shape[1:] != (size, size) else None
+        # a cache of another size (e.g. 150 for a 224 backbone) is resized here, once per image read
+        self.resize = v2.Resize((size, size), antialias=True) if cache.shape[1:] != (size, size) else None
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -17,7 +17,6 @@ its validation score would leak the test fold into the result.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ from torch.utils.data import DataLoader
 from . import __version__
 from .data import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset, train_transform
 from .model import build_model, count_parameters
-from .modelio import save_model_dir
+from .modelio import file_sha256, save_model_dir
 from .prepare import load_cache
 from .profiles import TrainConfig
 
@@ -227,7 +226,7 @@ def resolve_precision(config: TrainConfig) -> str:
 
 
 def dataset_hash(dataset_dir: Path) -> str:
-    return hashlib.sha256((Path(dataset_dir) / "manifest.csv").read_bytes()).hexdigest()
+    return file_sha256(Path(dataset_dir) / "manifest.csv")
 
 
 def load_manifest(dataset_dir: Path, classes) -> pd.DataFrame:
