@@ -1,0 +1,61 @@
+"""The typer application, and the helpers and option types its command modules share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="CoroNet: COVID-19 chest X-ray classification, reproduced and made usable.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Get and prepare the public chest X-ray data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DataOption = Annotated[Optional[Path], typer.Option(
+    "--data", help="Data directory (default: $CORONET_DATA, else ~/.local/share/coronet/data).")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def require_sources(data_dir: Path, names) -> None:
+    """Exit with a helpful message when a source folder is missing from the data directory."""
+    from ..fetch import missing_data_help
+    from ..sources import source_dir
+
+    if not all(source_dir(name, data_dir).is_dir() for name in names):
+        fail(missing_data_help(data_dir))
+
+
+ProfileOption = Annotated[str, typer.Option(help="Settings profile: paper, quick or tiny.")]
+EpochsOption = Annotated[Optional[int], typer.Option(help="Override the profile's number of epochs.")]
+BackboneOption = Annotated[Optional[str], typer.Option(help="timm backbone (legacy_xception, resnet50, ...).")]
+WeightsOption = Annotated[Optional[str], typer.Option(help="Initial backbone weights: none, imagenet or a PATH.")]
+PrecisionOption = Annotated[Optional[str], typer.Option(help="auto, 32, bf16-mixed, 16-mixed.")]
+DevicesOption = Annotated[Optional[str], typer.Option(help="Lightning devices: 1, 2, auto, 0,1 ...")]
+AcceleratorOption = Annotated[Optional[str], typer.Option(help="auto, cpu, gpu ...")]
+StrategyOption = Annotated[Optional[str], typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn ...")]
+BatchSizeOption = Annotated[Optional[int], typer.Option(help="Override the batch size.")]
+SeedOption = Annotated[Optional[int], typer.Option(help="Override the training seed.")]
+
+
+def training_config(profile: str, **overrides):
+    """The named profile with the command line's explicit settings on top."""
+    from ..profiles import get_profile
+
+    try:
+        return get_profile(profile).with_overrides(**overrides)
+    except ValueError as error:
+        fail(str(error))
+
+
+def quiet_lightning() -> None:
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*treespec.*")

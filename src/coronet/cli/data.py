@@ -1,0 +1,61 @@
+"""``coronet data ...``: get and prepare the public sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import resolve_data_dir
+from ._app import DataOption, data_app, fail, require_sources
+
+
+@data_app.command("prepare")
+def data_prepare(
+    out: Annotated[Path, typer.Option(help="Dataset directory to write.")],
+    data: DataOption = None,
+    folds: Annotated[int, typer.Option(help="Number of cross-validation folds.")] = 4,
+    split: Annotated[str, typer.Option(help="'patient' (grouped by patient id) or 'image' (the paper's).")] = "patient",
+    seed: Annotated[int, typer.Option(help="Seed for under-sampling and folds.")] = 0,
+    image_size: Annotated[int, typer.Option(help="Side of the cached, resized images.")] = 150,
+    source: Annotated[Optional[list[str]], typer.Option(help="Sources to read (repeatable).")] = None,
+    count: Annotated[Optional[list[str]], typer.Option(
+        help="Per-class target as LABEL=N (repeatable); default: the paper's Table I.")] = None,
+    workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
+):
+    """Select the paper's dataset (Table I), remove duplicates, assign folds, and cache decoded images."""
+    from ..prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
+
+    data_dir = resolve_data_dir(data)
+    sources = tuple(source or ("cohen", "kaggle"))
+    require_sources(data_dir, sources)
+    counts = dict(PAPER_CLASS_COUNTS)
+    for item in count or []:
+        label, _, number = item.partition("=")
+        if not number.isdigit():
+            fail(f"--count {item!r}: expected LABEL=N")
+        counts[label] = int(number)
+    try:
+        config = PrepareConfig(sources=sources, class_counts=counts, folds=folds, split=split, seed=seed,
+                               image_size=image_size, workers=workers)
+    except ValueError as error:
+        fail(str(error))
+    prepare_dataset(data_dir, out, config)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    data: DataOption = None,
+    source: Annotated[Optional[list[str]], typer.Option(help="cohen, kaggle, ozturk (repeatable; default all).")] = None,
+    url: Annotated[Optional[list[str]], typer.Option(help="Override a download address as NAME=URL.")] = None,
+    force: Annotated[bool, typer.Option(help="Download and install again even if present.")] = False,
+):
+    """Download the public sources into the data directory (checksummed, resumable)."""
+    from ..fetch import FetchError, fetch_sources
+
+    urls = dict(item.split("=", 1) for item in url or [])
+    try:
+        fetch_sources(resolve_data_dir(data), source or None, urls=urls, force=force)
+    except FetchError as error:
+        fail(str(error), code=1)

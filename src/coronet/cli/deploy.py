@@ -1,0 +1,3 @@
+"""Using a trained model: ``predict``, ``export``, ``serve``."""
+
+from __future__ import annotations

@@ -1,0 +1,94 @@
+"""Training and evaluation experiments: ``cv``, ``train``, ``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..model import WeightsError
+from ._app import (AcceleratorOption, BackboneOption, BatchSizeOption, DevicesOption, EpochsOption, PrecisionOption,
+                   ProfileOption, SeedOption, StrategyOption, WeightsOption, app, fail, quiet_lightning,
+                   training_config)
+
+
+@app.command("cv")
+def cv(
+    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
+    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    profile: ProfileOption = "paper",
+    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
+    epochs: EpochsOption = None,
+    backbone: BackboneOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    strategy: StrategyOption = None,
+    batch_size: BatchSizeOption = None,
+    seed: SeedOption = None,
+    resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+):
+    """k-fold cross-validation over the prepared dataset's folds: one model and predictions per fold."""
+    from ..training import run_cv
+
+    config = training_config(profile, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
+                             devices=devices, accelerator=accelerator, strategy=strategy, batch_size=batch_size,
+                             seed=seed)
+    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    quiet_lightning()
+    try:
+        run_cv(dataset, out, config, profile=profile, folds=fold_list, resume=resume, progress=progress)
+    except (ValueError, FileNotFoundError, WeightsError) as error:
+        fail(str(error))
+
+
+@app.command("train")
+def train(
+    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
+    out: Annotated[Path, typer.Option(help="Fold directory to write.")],
+    fold: Annotated[int, typer.Option(help="The fold to validate on; the others train.")] = 1,
+    profile: ProfileOption = "paper",
+    epochs: EpochsOption = None,
+    backbone: BackboneOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    strategy: StrategyOption = None,
+    batch_size: BatchSizeOption = None,
+    seed: SeedOption = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+):
+    """Train one model: validate on --fold, train on the rest."""
+    from ..training import fit_fold
+
+    config = training_config(profile, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
+                             devices=devices, accelerator=accelerator, strategy=strategy, batch_size=batch_size,
+                             seed=seed)
+    quiet_lightning()
+    try:
+        result = fit_fold(dataset, fold, out, config, resume=resume, progress=progress)
+    except (ValueError, FileNotFoundError, WeightsError) as error:
+        fail(str(error))
+    typer.echo(f"fold {fold}: validation accuracy {result.accuracy:.4f} on {len(result.predictions)} images -> {out}")
+
+
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with predictions.csv (coronet cv).")],
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+):
+    """Tables (the paper's III and IV), figures, 95% intervals and an HTML page, from the run's predictions."""
+    from ..report import summary_lines, write_report
+
+    if not (run_dir / "predictions.csv").is_file():
+        fail(f"{run_dir}: no predictions.csv (run `coronet cv` first)")
+    summary = write_report(run_dir, n_bootstrap=bootstrap, seed=seed)
+    typer.echo(f"report: {(run_dir / 'report' / 'report.html').resolve()}")
+    for line in summary_lines(summary):
+        typer.echo(line)
