@@ -7,7 +7,7 @@ DATA   ?= ../shared/data
 OUT    ?= runs/quick
 BIN     = $(VENV)/bin
 
-.PHONY: setup reproduce test clean
+.PHONY: setup browser reproduce test clean
 
 $(BIN)/coronet: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,13 +17,22 @@ $(BIN)/coronet: pyproject.toml
 
 setup: $(BIN)/coronet
 
+# The browser test drives Debian's Chromium (no browser download by a test tool).
+CHROMIUM ?= /usr/bin/chromium
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; }
+
+browser: $(CHROMIUM)
+
 reproduce: setup
 	CORONET_DATA=$(DATA) $(BIN)/coronet data prepare --out $(OUT)/dataset
 	$(BIN)/coronet cv --dataset $(OUT)/dataset --out $(OUT)/cv --profile quick --resume --no-progress
 	$(BIN)/coronet report $(OUT)/cv
 
-test: setup
-	CORONET_DATA=$(DATA) $(BIN)/python -m pytest -q
+test: setup browser
+	CORONET_DATA=$(DATA) CORONET_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
