@@ -242,5 +242,79 @@ def test_write_report_other_classes(tmp_path):
     assert summary_lines(summary)[1] == "covid recall n/a"
 
 
+def test_task_of_and_table5_row(tmp_path):
+    assert report.task_of(["viral", "covid", "normal", "bacterial"]) == "4-class"
+    assert report.task_of(["covid", "normal", "pneumonia"]) == "3-class"
+    assert report.task_of(["normal", "covid"]) == "binary"
+    assert report.task_of(["covid", "other"]) == "covid-vs-rest"
+    assert report.task_of(["a", "b"]) is None
+    # binary run: 2 folds, fold 1 all right, fold 2 half right -> accuracy mean (100 + 50) / 2
+    labels = ["covid", "normal", "covid", "normal"] * 2
+    preds = ["covid", "normal", "covid", "normal", "covid", "covid", "covid", "covid"]
+    df = make_predictions(labels, preds, ["covid", "normal"], folds=[1] * 4 + [2] * 4)
+    df.to_csv(tmp_path / "predictions.csv", index=False)
+    summary = write_report(tmp_path, n_bootstrap=10)
+    assert summary["task"] == "binary"
+    t5 = pd.read_csv(tmp_path / "report" / "table5.csv", index_col=0)
+    assert list(t5.index) == ["binary"]
+    assert t5.loc["binary", "accuracy"] == pytest.approx(75.0)
+    assert t5.loc["binary", "accuracy_paper"] == PAPER["table5"]["binary"]["accuracy"]
+    assert t5.loc["binary", "accuracy_diff"] == pytest.approx(75.0 - 99.0)
+    # fold 2: covid P 0.5 R 1, normal P 0 (undefined -> 0) R 0 -> macro P 0.25; fold 1 P 1 -> mean 62.5
+    assert t5.loc["binary", "precision"] == pytest.approx(62.5)
+    assert not (tmp_path / "report" / "table6.csv").exists()
+    assert "Table V" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_table6_for_dataset2_runs(tmp_path):
+    classes = ["covid", "normal", "pneumonia"]
+    labels = ["covid", "normal", "pneumonia"] * 4
+    preds = ["covid", "normal", "pneumonia"] * 3 + ["normal", "normal", "covid"]
+    make_predictions(labels, preds, classes, folds=[1] * 12).to_csv(tmp_path / "predictions.csv", index=False)
+    (tmp_path / "config.json").write_text('{"paper_table": "table6"}')
+    write_report(tmp_path, n_bootstrap=10)
+    t6 = pd.read_csv(tmp_path / "report" / "table6.csv", index_col=0)
+    assert t6.loc["accuracy", "accuracy"] == pytest.approx(10 / 12 * 100)
+    assert t6.loc["accuracy", "accuracy_paper"] == 90.21
+    assert t6.loc["covid", "recall_paper"] == 89.0
+    assert t6.loc["pneumonia", "recall"] == pytest.approx(75.0)   # 3 of 4 pneumonia right
+    assert t6.loc["covid", "precision"] == pytest.approx(75.0)    # 3 of 4 covid calls right
+
+
+def test_sample_predictions_show_hits_and_misses():
+    labels = ["covid"] * 5 + ["normal"] * 5
+    preds = ["covid"] * 4 + ["normal"] + ["normal"] * 5
+    df = make_predictions(labels, preds, ["covid", "normal"], folds=[1] * 10)
+    picked = report.sample_predictions(df, ["covid", "normal"], per_class=2, seed=3)
+    covid = picked[picked["label"] == "covid"]
+    assert list(covid["pred"]) == ["covid", "normal"]          # one hit, then the only miss
+    assert list(picked[picked["label"] == "normal"]["pred"]) == ["normal", "normal"]
+    assert picked.equals(report.sample_predictions(df, ["covid", "normal"], per_class=2, seed=3))
+
+
+def test_report_draws_sample_grid_from_readable_images(tmp_path):
+    from conftest import write_xray
+
+    labels, preds = ["covid", "normal", "covid", "normal"], ["covid", "covid", "normal", "normal"]
+    df = make_predictions(labels, preds, ["covid", "normal"], folds=[1, 1, 2, 2])
+    df["path"] = [str(write_xray(tmp_path / "img" / f"{i}.png", seed=i)) for i in range(3)] + [
+        str(tmp_path / "img" / "gone.png")]  # a moved image is left out, not an error
+    df.to_csv(tmp_path / "predictions.csv", index=False)
+    images, shown = report.load_sample_images(df)
+    assert len(images) == 3 and images[0].shape == (224, 224)
+    assert list(shown.index) == [0, 1, 2]
+    write_report(tmp_path, n_bootstrap=10)
+    assert (tmp_path / "report" / "samples.png").is_file()
+    assert "sample predictions (Fig. 8)" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_prediction_grid_accepts_gray_and_rgb(tmp_path):
+    gray = np.zeros((20, 20), np.uint8)
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    path = report.plot_prediction_grid([gray, rgb], ["a", "b"], [[0.9, 0.1], [0.2, 0.8]], tmp_path / "g.png",
+                                       true_labels=["a", None], names=["x.png", "y.dcm"])
+    assert path.stat().st_size > 0
+
+
 def test_module_has_docstring():
     assert report.__doc__ and "not a medical device" in report.__doc__

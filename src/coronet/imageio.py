@@ -156,6 +156,15 @@ def read_image(
 # helpers
 
 
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a 2-D uint8 image to ``size`` x ``size`` (bilinear, aspect not kept).
+
+    The one resize used for the training cache and for prediction, so a model
+    sees the same pixels at inference as in training.
+    """
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 

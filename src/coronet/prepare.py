@@ -32,12 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
 from . import __version__
 from .dedup import connected_groups, edge_signature, near_duplicate_pairs, perceptual_hash, pixel_hash
-from .imageio import ImageReadError, read_image
+from .imageio import ImageReadError, read_image, resize_square
 from .sources import LABELS, read_source, source_dir
 
 #: The paper's Table I.
@@ -97,7 +96,7 @@ def _scan_one(args: tuple[str, int]) -> dict:
         return {"error": error.problem}
     except OSError as error:
         return {"error": f"cannot read file ({error.strerror or error})"}
-    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+    resized = resize_square(image, size)
     return {
         "sha256": hashlib.sha256(data).hexdigest(),
         "pixel_hash": pixel_hash(image),

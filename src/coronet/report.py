@@ -8,10 +8,16 @@ one ``prob_<class>`` column per class in class order, ``pred``, maybe more) and 
 * ``table3.csv`` / ``table4.csv`` -- the paper's Table III (per fold, macro P/R/Spec/F1 and accuracy)
   and Table IV (per class, mean over folds), in percent, with the paper's values and our difference
   beside ours when the run's classes are the paper's four;
+* ``table5.csv`` -- the paper's Table V row for the run's task (4-class, 3-class, binary; recognised
+  from the class names, see ``TASKS``), with the paper's row beside it;
+* ``table6.csv`` -- for a dataset-2 3-class run (``config.json`` says ``"paper_table": "table6"``),
+  Table IV's per-class figures and the accuracy beside the paper's Table VI;
 * ``ci.csv`` -- 95 % bootstrap intervals (patients resampled, all their images come along) for the
   accuracy and each class's recall and precision;
 * ``auc.csv`` -- one-vs-rest ROC AUC per class; ``summary.json`` -- the returned summary;
-* ``confusion-fold-K.png`` per fold, ``confusion-pooled.png``, ``roc.png``, ``calibration.png``;
+* ``confusion-fold-K.png`` per fold, ``confusion-pooled.png``, ``roc.png``, ``calibration.png``,
+  ``samples.png`` (the paper's Fig. 8: validation images with true label and probabilities; drawn
+  from the ``path`` column, so only where the images are still readable);
 * ``report.md`` and ``report.html`` (one self-contained page, figures embedded as data URIs).
 
 Precision, recall and F1 come from scikit-learn's definitions (0 where undefined); specificity,
@@ -48,8 +54,26 @@ PAPER = {
         "bacterial": {"precision": 86.85, "recall": 85.9, "specificity": 95.0, "f1": 86.3},
         "viral": {"precision": 84.1, "recall": 82.1, "specificity": 94.8, "f1": 83.1},
     },
+    "table5": {  # task -> fold-mean macro precision, recall, specificity, f1, accuracy
+        "4-class": {"precision": 90.0, "recall": 89.92, "specificity": 96.4, "f1": 89.8, "accuracy": 89.6},
+        "3-class": {"precision": 95.0, "recall": 96.9, "specificity": 97.5, "f1": 95.6, "accuracy": 95.0},
+        "binary": {"precision": 98.3, "recall": 99.3, "specificity": 98.6, "f1": 98.5, "accuracy": 99.0},
+    },
+    "table6": {  # dataset-2 after fine-tuning: class -> precision, recall, specificity, f1; plus accuracy
+        "covid": {"precision": 97.0, "recall": 89.0, "specificity": 99.6, "f1": 93.0},
+        "normal": {"precision": 92.0, "recall": 85.0, "specificity": 97.7, "f1": 89.0},
+        "pneumonia": {"precision": 87.0, "recall": 95.0, "specificity": 88.7, "f1": 91.0},
+        "accuracy": 90.21,
+    },
 }
-PAPER_CLASSES = ["covid", "normal", "bacterial", "viral"]
+# The label set of each task (coronet finetune --task); the report recognises a run's task by its classes.
+TASKS = {
+    "4-class": ["covid", "normal", "bacterial", "viral"],
+    "3-class": ["covid", "normal", "pneumonia"],
+    "binary": ["covid", "normal"],
+    "covid-vs-rest": ["covid", "other"],
+}
+PAPER_CLASSES = TASKS["4-class"]
 METRICS = ["precision", "recall", "specificity", "f1"]
 COVID = "covid"
 COVID_TARGET_RECALL = 0.98
@@ -132,6 +156,18 @@ def _confidence(predictions: pd.DataFrame, classes=None) -> tuple[np.ndarray, np
     conf = probs.max(axis=1)
     correct = (predictions["pred"].to_numpy() == predictions["label"].to_numpy()).astype(float)
     return conf, correct
+
+
+def task_of(classes) -> str | None:
+    """The task name in ``TASKS`` whose label set is ``classes`` (any order), or None."""
+    return next((task for task, labels in TASKS.items() if sorted(labels) == sorted(classes)), None)
+
+
+def task_row(table3: pd.DataFrame, task: str | None) -> pd.DataFrame:
+    """The paper's Table V layout: one row for the task, the fold means of Table III."""
+    row = table3.loc[["mean"], ["precision", "recall", "specificity", "f1", "accuracy"]].copy()
+    row.index = pd.Index([task or "task"], name="task")
+    return row
 
 
 def fold_table(predictions: pd.DataFrame, classes) -> pd.DataFrame:
@@ -327,6 +363,72 @@ def plot_calibration(predictions: pd.DataFrame, classes, ece: float, path: Path,
     return _save(fig, path)
 
 
+def sample_predictions(predictions: pd.DataFrame, classes, per_class: int = 2, seed: int = 0) -> pd.DataFrame:
+    """Rows for a sample-predictions figure: per true class, correct and wrong predictions alternately.
+
+    For each class in ``classes`` up to ``per_class`` rows are drawn (seeded), taking a
+    correctly classified image first and a misclassified one second where both exist, so
+    the figure shows the model's errors as well as its successes.
+    """
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in classes:
+        rows = predictions[predictions["label"] == c]
+        pools = [list(rows.index[rows["pred"] == c]), list(rows.index[rows["pred"] != c])]
+        for pool in pools:
+            rng.shuffle(pool)
+        order = [pool[i] for i in range(max(map(len, pools))) for pool in pools if i < len(pool)]
+        picked += order[:per_class]
+    return predictions.loc[picked]
+
+
+def load_sample_images(rows: pd.DataFrame, size: int = 224) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """Decode the ``path`` of each row (resized to ``size``); rows whose file is gone or unreadable are dropped."""
+    from .imageio import ImageReadError, read_image, resize_square
+
+    images, kept = [], []
+    for index, path in rows["path"].items():
+        try:
+            images.append(resize_square(read_image(path), size))
+        except (ImageReadError, OSError):
+            continue
+        kept.append(index)
+    return images, rows.loc[kept]
+
+
+def plot_prediction_grid(images, classes, probabilities, path, *, true_labels=None, names=None,
+                         columns: int = 4) -> Path:
+    """The paper's Fig. 8: a grid of images, each titled with its true label and predicted class probabilities.
+
+    ``images`` are 2-D uint8 (shown in grey) or HxWx3 uint8 RGB arrays (e.g. Grad-CAM
+    overlays); ``probabilities`` is an (n, len(classes)) array. A title is green when the
+    prediction matches the true label, red when it does not, black when the label is unknown.
+    """
+    probabilities = np.asarray(probabilities, dtype=float).reshape(len(images), len(classes))
+    n = len(images)
+    columns = max(1, min(columns, n))
+    rows = max(1, -(-n // columns))
+    fig = Figure(figsize=(2.6 * columns, 3.3 * rows))
+    for i, image in enumerate(images):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.imshow(image, cmap="gray" if np.ndim(image) == 2 else None, vmin=0, vmax=255)
+        ax.set_axis_off()
+        pred = classes[int(np.argmax(probabilities[i]))]
+        truth = true_labels[i] if true_labels is not None else None
+        head = f"true {truth} / pred {pred}" if truth is not None else f"pred {pred}"
+        probs = "  ".join(f"{c} {p:.2f}" for c, p in zip(classes, probabilities[i]))
+        lines = ([Path(str(names[i])).name[:28]] if names is not None else []) + [head, _wrap(probs, 30)]
+        color = "black" if truth is None else ("green" if truth == pred else "red")
+        ax.set_title("\n".join(lines), fontsize=7, color=color)
+    return _save(fig, Path(path))
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -404,15 +506,27 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     out.mkdir(parents=True, exist_ok=True)
     predictions = pd.read_csv(run_dir / "predictions.csv")
     classes = classes_of(predictions)
-    paper_run = sorted(classes) == sorted(PAPER_CLASSES)
+    task = task_of(classes)
+    paper_table = _run_config(run_dir).get("paper_table")
 
     table3 = fold_table(predictions, classes)
     table4 = class_table(predictions, classes)
-    if paper_run:
+    table5 = task_row(table3, task)
+    table6 = None
+    if task == "4-class":
         table3 = with_paper(table3, PAPER["table3"])
         table4 = with_paper(table4, PAPER["table4"])
+    if paper_table == "table6" and task == "3-class":
+        table6 = table4.copy()
+        table6.loc["accuracy", "accuracy"] = table3.loc["mean", "accuracy"]
+        table6 = with_paper(table6, {**{c: PAPER["table6"][c] for c in classes},
+                                     "accuracy": {"accuracy": PAPER["table6"]["accuracy"]}})
+        table6.to_csv(out / "table6.csv")
+    elif task in PAPER["table5"]:
+        table5 = with_paper(table5, PAPER["table5"])
     table3.to_csv(out / "table3.csv")
     table4.to_csv(out / "table4.csv")
+    table5.to_csv(out / "table5.csv")
 
     stats = {"accuracy": accuracy}
     for c in classes:
@@ -441,9 +555,15 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     figures["confusion, pooled"] = plot_confusion(pooled_cm, classes, "all folds", out / "confusion-pooled.png")
     figures["ROC"] = plot_roc(predictions, classes, aucs, out / "roc.png")
     figures["calibration"] = plot_calibration(predictions, classes, ece, out / "calibration.png")
+    images, shown = load_sample_images(sample_predictions(predictions, classes, seed=seed))
+    if images:
+        figures["sample predictions (Fig. 8)"] = plot_prediction_grid(
+            images, classes, shown[[f"prob_{c}" for c in classes]].to_numpy(), out / "samples.png",
+            true_labels=list(shown["label"]), names=list(shown["path"]))
 
     summary = {
         "run": run_dir.resolve().name,
+        "task": task,
         "classes": classes,
         "n_images": int(len(predictions)),
         "n_patients": n_patients,
@@ -459,9 +579,22 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     training, curves = _training_tables(run_dir)
-    _write_markdown(out, summary, table3, table4, ci, auc, training)
-    _write_html(out, summary, table3, table4, ci, auc, training, figures, curves)
+    tables = {"Table III: per fold (percent)": table3,
+              "Table IV: per class, mean over folds (percent)": table4,
+              f"Table V: the {task or 'task'} row (fold means, percent)": table5}
+    if table6 is not None:
+        tables["Table VI: dataset-2, per class and accuracy (percent)"] = table6
+    _write_markdown(out, summary, tables, ci, auc, training)
+    _write_html(out, summary, tables, ci, auc, training, figures, curves)
     return summary
+
+
+def _run_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
 
 
 def _op_text(op: dict | None) -> str:
@@ -471,12 +604,12 @@ def _op_text(op: dict | None) -> str:
             f"(target >= {op['target_recall']}) at specificity {op['specificity']:.4f}")
 
 
-def _write_markdown(out, summary, table3, table4, ci, auc, training) -> None:
+def _write_markdown(out, summary, tables, ci, auc, training) -> None:
     parts = [f"# Report: {summary['run']}", "", f"*{DISCLAIMER}*", "",
-             *[f"    {line}" for line in summary_lines(summary)], "",
-             "## Table III (per fold, percent)", "", markdown_table(table3), "",
-             "## Table IV (per class, mean over folds, percent)", "", markdown_table(table4), "",
-             "## 95% bootstrap intervals (patients resampled)", "", markdown_table(ci), "",
+             *[f"    {line}" for line in summary_lines(summary)], ""]
+    for title, table in tables.items():
+        parts += [f"## {title}", "", markdown_table(table), ""]
+    parts += ["## 95% bootstrap intervals (patients resampled)", "", markdown_table(ci), "",
              "## ROC AUC (one-vs-rest)", "", markdown_table(auc), "",
              f"Expected calibration error ({ECE_BINS} bins, max probability): {summary['ece']:.4f}", "",
              f"COVID-19 operating point: {_op_text(summary['covid_operating_point'])}", ""]
@@ -485,15 +618,14 @@ def _write_markdown(out, summary, table3, table4, ci, auc, training) -> None:
     (out / "report.md").write_text("\n".join(parts))
 
 
-def _write_html(out, summary, table3, table4, ci, auc, training, figures, curves) -> None:
+def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> None:
     imgs = "".join(f"<figure style='display:inline-block'><img src='{_data_uri(p)}' alt='{html.escape(name)}'>"
                    f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, p in figures.items())
     sections = [
         ("Summary", "<pre>" + html.escape("\n".join(summary_lines(summary))) + "</pre>"
          f"<p>{summary['n_images']} images, {summary['n_patients']} patients, classes: "
          f"{html.escape(', '.join(summary['classes']))}.</p>"),
-        ("Table III: per fold (percent)", _html_table(table3)),
-        ("Table IV: per class, mean over folds (percent)", _html_table(table4)),
+        *[(title, _html_table(table)) for title, table in tables.items()],
         ("95% bootstrap intervals (patients resampled)", _html_table(ci)),
         ("ROC AUC (one-vs-rest) and calibration", _html_table(auc)
          + f"<p>Expected calibration error ({ECE_BINS} bins, max probability): {summary['ece']:.4f}</p>"
