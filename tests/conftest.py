@@ -38,3 +38,15 @@ def prepared_dataset(data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     prepare_dataset(data_dir, out, PrepareConfig(image_size=32), log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cv_run(prepared_dataset, tmp_path_factory) -> Path:
+    """A finished 4-fold, 1-epoch cross-validation run of the tiny network on the real prepared data."""
+    from coronet.profiles import get_profile
+    from coronet.training import run_cv
+
+    out = tmp_path_factory.mktemp("tiny-cv")
+    run_cv(prepared_dataset, out, get_profile("tiny").with_overrides(epochs=1), profile="tiny", progress=False,
+           log=lambda *_: None)
+    return out

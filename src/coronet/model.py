@@ -137,6 +137,29 @@ def build_model(num_classes: int = 4, backbone: str = DEFAULT_BACKBONE, weights:
                    mean=mean, std=std)
 
 
+TRAINABLE_PARTS = ("all", "head", "classifier")
+
+
+def replace_classifier(model: CoroNet, num_classes: int) -> CoroNet:
+    """Give ``model`` a new, freshly initialised last layer with ``num_classes`` outputs (in place).
+
+    Everything else -- backbone and the 256-unit dense layer -- keeps its trained weights:
+    the paper derives its 3-class and binary models this way from the 4-class model.
+    """
+    old = model.head[-1]
+    model.head[-1] = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+    return model
+
+
+def set_trainable(model: CoroNet, part: str) -> None:
+    """Freeze all but ``part``: ``all`` (nothing frozen), ``head`` (the dense layers) or ``classifier`` (last layer)."""
+    if part not in TRAINABLE_PARTS:
+        raise ValueError(f"trainable part must be one of {TRAINABLE_PARTS}, not {part!r}")
+    trainable = {"all": model, "head": model.head, "classifier": model.head[-1]}[part]
+    model.requires_grad_(part == "all")
+    trainable.requires_grad_(True)
+
+
 def count_parameters(module: nn.Module) -> dict[str, int]:
     """Trainable parameters and BatchNorm running-statistic elements (Keras' "non-trainable")."""
     return {

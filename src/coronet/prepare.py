@@ -15,7 +15,8 @@ Steps, in order:
 
 The dataset directory holds ``manifest.csv``, ``images-<size>.npy`` (uint8,
 N x size x size, memory-mappable, row ``cache_index``), ``duplicates.csv``,
-``skipped.csv``, ``prepare.json`` (resolved config and counts) and ``summary.md``.
+``skipped.csv``, ``prepare.json`` (resolved config and counts), ``summary.md`` and
+``signatures.npy`` (edge signatures, for :func:`cross_dataset_overlap` with another dataset).
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from . import __version__
-from .dedup import connected_groups, edge_signature, near_duplicate_pairs, perceptual_hash, pixel_hash
+from .dedup import (connected_groups, cross_duplicate_pairs, edge_signature, near_duplicate_pairs, perceptual_hash,
+                    pixel_hash)
 from .imageio import ImageReadError, read_image, resize_square
 from .sources import LABELS, read_source, source_dir
 
 #: The paper's Table I.
 PAPER_CLASS_COUNTS = {"covid": 284, "normal": 310, "bacterial": 330, "viral": 327}
 CACHE_TEMPLATE = "images-{size}.npy"
+SIGNATURES = "signatures.npy"
 
 
 @dataclass
@@ -55,6 +58,7 @@ class PrepareConfig:
     seed: int = 0
     image_size: int = 150
     cohen_views: tuple[str, ...] = ("PA", "AP", "AP Supine")
+    source_roots: dict[str, str] = field(default_factory=dict)  # a source's folder, if not under data_dir
     workers: int = min(2, os.cpu_count() or 1)
 
     def __post_init__(self):
@@ -78,7 +82,8 @@ def collect_candidates(data_dir: Path, config: PrepareConfig) -> pd.DataFrame:
     tables = []
     for name in config.sources:
         options = {"views": config.cohen_views} if name == "cohen" else {}
-        tables.append(read_source(name, source_dir(name, data_dir), **options))
+        root = config.source_roots.get(name) or source_dir(name, data_dir)
+        tables.append(read_source(name, root, **options))
     table = pd.concat(tables, ignore_index=True)
     table["path"] = [str(Path(p).resolve()) for p in table["path"]]
     root = data_dir.resolve()
@@ -200,6 +205,8 @@ def prepare_dataset(data_dir: str | os.PathLike, out: str | os.PathLike,
     selected["cache_index"] = np.arange(len(selected))
     out.mkdir(parents=True, exist_ok=True)
     write_cache(out / CACHE_TEMPLATE.format(size=config.image_size), [scans[k]["cached"] for k in scan_rows])
+    # kept for overlap checks against other datasets (coronet finetune --data): 8 KiB per image
+    np.save(out / SIGNATURES, np.stack([scans[k]["signature"] for k in scan_rows]).astype(np.float16))
     manifest = selected.drop(columns=["_scan", "pixel_hash"])
     manifest.to_csv(out / "manifest.csv", index=False)
     duplicates = pd.DataFrame(duplicate_rows, columns=["kind", "path", "other_path", "distance", "correlation",
@@ -246,6 +253,40 @@ def load_cache(dataset_dir: str | os.PathLike, size: int = 150) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {size}x{size} image cache; run `coronet data prepare --image-size {size}`")
     return np.load(path, mmap_mode="r")
+
+
+def dataset_fingerprints(dataset_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """``(manifest, perceptual hashes, edge signatures)`` of a prepared dataset, rows in manifest order.
+
+    Signatures come from the dataset's ``signatures.npy``; datasets prepared before it existed
+    have them recomputed from the image files.
+    """
+    dataset_dir = Path(dataset_dir)
+    manifest = pd.read_csv(dataset_dir / "manifest.csv")
+    hashes = np.array([int(h, 16) for h in manifest["phash"]], dtype=np.uint64)
+    path = dataset_dir / SIGNATURES
+    if path.is_file():
+        signatures = np.load(path)[manifest["cache_index"].to_numpy()].astype(np.float32)
+    else:
+        signatures = np.stack([edge_signature(read_image(p)) for p in manifest["path"]])
+    return manifest, hashes, signatures
+
+
+def cross_dataset_overlap(dataset_dir: str | os.PathLike, reference_dir: str | os.PathLike) -> pd.DataFrame:
+    """Images of one prepared dataset that are the same film as an image of another (exact or near copy).
+
+    One row per matching pair: ``path`` (in ``dataset_dir``), ``reference_path``, ``reference_patient_id``,
+    ``distance`` (pHash bits) and ``correlation`` (edge maps), judged as in duplicate removal.
+    """
+    ours, our_hashes, our_signatures = dataset_fingerprints(dataset_dir)
+    theirs, their_hashes, their_signatures = dataset_fingerprints(reference_dir)
+    pairs = cross_duplicate_pairs(our_hashes, our_signatures, their_hashes, their_signatures)
+    return pd.DataFrame(
+        [{"path": ours.path[a], "label": ours.label[a], "reference_path": theirs.path[b],
+          "reference_label": theirs.label[b], "reference_patient_id": theirs.patient_id[b],
+          "distance": d, "correlation": c} for a, b, d, c in pairs],
+        columns=["path", "label", "reference_path", "reference_label", "reference_patient_id", "distance",
+                 "correlation"])
 
 
 def summarize(candidates: pd.DataFrame, manifest: pd.DataFrame, duplicates: pd.DataFrame,

@@ -35,6 +35,7 @@ class TrainConfig:
     devices: str = "1"                   # Lightning devices: "1", "2", "auto", "0,1"
     strategy: str = "auto"               # auto | ddp | ddp_spawn ...
     num_workers: int = 0                 # the 2-core CPU trains fastest with augmentation in-process
+    train_layers: str = "all"            # all | head | classifier: what fine-tuning updates (the rest is frozen)
     keep_checkpoint: bool = True         # keep last.ckpt (~400 MB for CoroNet) once the fold has finished
     classes: tuple[str, ...] = ("covid", "normal", "bacterial", "viral")
 
@@ -71,10 +72,31 @@ PROFILES: dict[str, TrainConfig] = {
 }
 
 
+#: Fine-tuning a trained 4-class run for another task (coronet finetune): these settings replace the
+#: source run's; everything else (backbone, input size, augmentation ...) stays as the source was trained.
+FINETUNE_PROFILES: dict[str, dict] = {
+    # The paper says the new output layer is fine-tuned but not for how long: all layers, its lr,
+    # 20 epochs (a quarter of the 4-class schedule).
+    "paper": {"epochs": 20, "lr": 1e-4, "train_layers": "all", "train_per_class": None, "val_every": 1},
+    # A smoke run: the dense head only (the backbone is frozen, so no backward pass through it).
+    "quick": {"epochs": 2, "lr": 1e-3, "train_layers": "head", "train_per_class": 60, "val_every": 2,
+              "keep_checkpoint": False},
+    "tiny": {"epochs": 1, "lr": 1e-3, "train_layers": "all", "train_per_class": 8, "val_every": 1},
+}
+
+
 def get_profile(name: str) -> TrainConfig:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose from {sorted(PROFILES)}")
     return PROFILES[name]
 
 
-__all__ = ["PROFILES", "TrainConfig", "get_profile"]
+def finetune_config(source: TrainConfig, profile: str, classes, **overrides) -> TrainConfig:
+    """The source run's settings with fine-tuning profile ``profile``, the task's ``classes`` and ``overrides``."""
+    if profile not in FINETUNE_PROFILES:
+        raise ValueError(f"unknown fine-tuning profile {profile!r}; choose from {sorted(FINETUNE_PROFILES)}")
+    return replace(source, classes=tuple(classes), weights="none",
+                   **FINETUNE_PROFILES[profile]).with_overrides(**overrides)
+
+
+__all__ = ["FINETUNE_PROFILES", "PROFILES", "TrainConfig", "finetune_config", "get_profile"]

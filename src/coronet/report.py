@@ -9,7 +9,7 @@ one ``prob_<class>`` column per class in class order, ``pred``, maybe more) and 
   and Table IV (per class, mean over folds), in percent, with the paper's values and our difference
   beside ours when the run's classes are the paper's four;
 * ``table5.csv`` -- the paper's Table V row for the run's task (4-class, 3-class, binary; recognised
-  from the class names, see ``TASKS``), with the paper's row beside it;
+  from the class names, see ``coronet.tasks``), with the paper's row beside it;
 * ``table6.csv`` -- for a dataset-2 3-class run (``config.json`` says ``"paper_table": "table6"``),
   Table IV's per-class figures and the accuracy beside the paper's Table VI;
 * ``ci.csv`` -- 95 % bootstrap intervals (patients resampled, all their images come along) for the
@@ -39,6 +39,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
+from . import tasks
+from .tasks import PAPER_NAMES, TASKS
+
 #: The paper's reported numbers (Khan et al. 2020, CoroNet), in percent.
 PAPER = {
     "table3": {  # fold -> precision, recall, specificity, f1, accuracy
@@ -66,14 +69,7 @@ PAPER = {
         "accuracy": 90.21,
     },
 }
-# The label set of each task (coronet finetune --task); the report recognises a run's task by its classes.
-TASKS = {
-    "4-class": ["covid", "normal", "bacterial", "viral"],
-    "3-class": ["covid", "normal", "pneumonia"],
-    "binary": ["covid", "normal"],
-    "covid-vs-rest": ["covid", "other"],
-}
-PAPER_CLASSES = TASKS["4-class"]
+PAPER_CLASSES = list(TASKS["4class"])
 METRICS = ["precision", "recall", "specificity", "f1"]
 COVID = "covid"
 COVID_TARGET_RECALL = 0.98
@@ -159,8 +155,8 @@ def _confidence(predictions: pd.DataFrame, classes=None) -> tuple[np.ndarray, np
 
 
 def task_of(classes) -> str | None:
-    """The task name in ``TASKS`` whose label set is ``classes`` (any order), or None."""
-    return next((task for task, labels in TASKS.items() if sorted(labels) == sorted(classes)), None)
+    """The paper's name (Table V row) of the task whose label set is ``classes``, or None."""
+    return PAPER_NAMES.get(tasks.task_of(classes))
 
 
 def task_row(table3: pd.DataFrame, task: str | None) -> pd.DataFrame:

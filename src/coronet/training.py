@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from . import __version__
 from .data import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset, train_transform
-from .model import build_model, count_parameters
+from .model import build_model, count_parameters, set_trainable
 from .modelio import file_sha256, save_model_dir
 from .prepare import load_cache
 from .profiles import TrainConfig
@@ -55,6 +56,7 @@ class CoroNetTask(pl.LightningModule):
         self.model = model if model is not None else build_model(
             num_classes=len(config.classes), backbone=config.backbone, weights=config.weights,
             input_size=config.input_size, hidden=config.hidden, dropout=config.dropout)
+        set_trainable(self.model, config.train_layers)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
@@ -67,7 +69,13 @@ class CoroNetTask(pl.LightningModule):
 
     def configure_optimizers(self):
         # fused Adam: one kernel for all 34M parameters (measured faster than foreach on the CPU)
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr, fused=True)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(trainable, lr=self.config.lr, fused=True)
+
+    def on_train_epoch_start(self):
+        # A frozen backbone also keeps its BatchNorm statistics (Lightning restores this mode after validation).
+        if self.config.train_layers != "all":
+            self.model.backbone.eval()
 
     def training_step(self, batch, _):
         # Dropout draws from the global generator: seed it from (seed, step, rank), which a resumed
@@ -229,8 +237,10 @@ def dataset_hash(dataset_dir: Path) -> str:
     return file_sha256(Path(dataset_dir) / "manifest.csv")
 
 
-def load_manifest(dataset_dir: Path, classes) -> pd.DataFrame:
-    manifest = pd.read_csv(Path(dataset_dir) / "manifest.csv")
+def load_manifest(dataset_dir: Path, classes, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The dataset's manifest (or the given one), checked to hold only labels among ``classes``."""
+    if manifest is None:
+        manifest = pd.read_csv(Path(dataset_dir) / "manifest.csv")
     unknown = sorted(set(manifest.label) - set(classes))
     if unknown:
         raise ValueError(f"{dataset_dir}: labels {unknown} are not among the model's classes {list(classes)}")
@@ -246,20 +256,24 @@ def _devices(value: str):
 
 def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, config: TrainConfig,
              resume: bool = False, max_epochs: int | None = None, progress: bool = True,
-             model: torch.nn.Module | None = None) -> FoldResult:
+             model: torch.nn.Module | None = None, manifest: pd.DataFrame | None = None,
+             card: dict | None = None) -> FoldResult:
     """Train on every fold but ``fold``, validate on ``fold``, write the fold directory ``out``.
 
     resume: continue from ``out/checkpoints/last.ckpt`` when it exists.
     max_epochs: stop after this many epochs (default ``config.epochs``); a later call with
         ``resume=True`` continues exactly where it stopped.
     model: start from this network instead of building one from ``config`` (fine-tuning).
+    manifest: use these rows (e.g. relabelled for another task) instead of the dataset's manifest.csv;
+        ``cache_index`` still points into the dataset's image cache.
+    card: extra entries for the model card (e.g. where a fine-tuned model came from).
     """
     dataset_dir, out = Path(dataset_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
-    manifest = load_manifest(dataset_dir, config.classes)
+    manifest = load_manifest(dataset_dir, config.classes, manifest)
     class_index = {c: k for k, c in enumerate(config.classes)}
     cache = load_cache(dataset_dir, _cache_size(dataset_dir, config.input_size))
     train_rows = stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed)
@@ -324,6 +338,7 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, 
                                         "initial_weights": config.weights, "config": config.to_dict()},
                            "metrics": {"val_accuracy": accuracy, "val_images": len(val_set)},
                            "parameters": count_parameters(task.model),
+                           **(card or {}),
                        })
         if not config.keep_checkpoint:
             ckpt.unlink(missing_ok=True)
@@ -371,7 +386,7 @@ def _prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int
     for column in prob_columns:
         table[column] = probabilities[column].round(6).to_numpy()
     table["pred"] = [c[len("prob_"):] for c in probabilities[prob_columns].idxmax(axis=1)]
-    for extra in ("source", "relpath"):
+    for extra in ("source", "relpath", "source_label", "overlap"):
         if extra in rows:
             table[extra] = rows[extra]
     table["rank"] = probabilities["rank"].to_numpy()  # the process that predicted it (DDP)
@@ -380,21 +395,27 @@ def _prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int
 
 # --------------------------------------------------------------------------- cross-validation
 def run_cv(dataset_dir: str | os.PathLike, out: str | os.PathLike, config: TrainConfig, profile: str = "custom",
-           folds: list[int] | None = None, resume: bool = False, progress: bool = True, log=print) -> pd.DataFrame:
+           folds: list[int] | None = None, resume: bool = False, progress: bool = True, log=print,
+           manifest: pd.DataFrame | None = None, initial_model: Callable[[int], torch.nn.Module] | None = None,
+           record: dict | None = None) -> pd.DataFrame:
     """Train and evaluate every fold (or ``folds``) of the prepared dataset into one run directory.
 
     Finished folds (with a model directory) are kept when ``resume`` is set; an interrupted fold
     continues from its last checkpoint. Returns the combined per-image predictions.
+
+    manifest: the rows to use instead of the dataset's own manifest (a relabelled task).
+    initial_model: fold -> the network that fold starts from (fine-tuning); default: a new one.
+    record: extra entries for the run's ``config.json`` (e.g. the task and the source run).
     """
     dataset_dir, out = Path(dataset_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = load_manifest(dataset_dir, config.classes)
+    manifest = load_manifest(dataset_dir, config.classes, manifest)
     all_folds = sorted(int(f) for f in manifest.fold.unique())
     folds = folds or all_folds
     missing = sorted(set(folds) - set(all_folds))
     if missing:
         raise ValueError(f"folds {missing} not in the dataset (it has {all_folds})")
-    _write_run_config(out, dataset_dir, config, profile, folds)
+    _write_run_config(out, dataset_dir, config, profile, folds, record)
     manifest.to_csv(out / "manifest.csv", index=False)
     for name in ("prepare.json", "summary.md", "duplicates.csv"):
         if (dataset_dir / name).is_file():
@@ -408,7 +429,10 @@ def run_cv(dataset_dir: str | os.PathLike, out: str | os.PathLike, config: Train
             log(f"fold {fold}: already finished, kept")
         else:
             started = time.perf_counter()
-            result = fit_fold(dataset_dir, fold, fold_dir, config, resume=resume, progress=progress)
+            model = initial_model(fold) if initial_model is not None else None
+            card = (record or {}).get("card")
+            result = fit_fold(dataset_dir, fold, fold_dir, config, resume=resume, progress=progress, model=model,
+                              manifest=manifest, card=card)
             predictions = result.predictions
             log(f"fold {fold}: accuracy {result.accuracy:.4f} on {len(predictions)} images "
                 f"({time.perf_counter() - started:.0f} s, {result.train_images_per_s or float('nan'):.1f} train images/s)")
@@ -435,7 +459,8 @@ def fold_summary(predictions: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_run_config(out: Path, dataset_dir: Path, config: TrainConfig, profile: str, folds: list[int]) -> None:
+def _write_run_config(out: Path, dataset_dir: Path, config: TrainConfig, profile: str, folds: list[int],
+                      extra: dict | None = None) -> None:
     record = {
         "profile": profile,
         "train": config.to_dict(),
@@ -446,6 +471,7 @@ def _write_run_config(out: Path, dataset_dir: Path, config: TrainConfig, profile
                      "python": platform.python_version()},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        **(extra or {}),
     }
     record = json.loads(json.dumps(record))  # tuples -> lists, as they will be read back
     path = out / "config.json"

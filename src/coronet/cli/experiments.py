@@ -1,4 +1,4 @@
-"""Training and evaluation experiments: ``cv``, ``train``, ``report``."""
+"""Training and evaluation experiments: ``cv``, ``train``, ``report``, ``finetune``."""
 
 from __future__ import annotations
 
@@ -92,3 +92,37 @@ def report(
     typer.echo(f"report: {(run_dir / 'report' / 'report.html').resolve()}")
     for line in summary_lines(summary):
         typer.echo(line)
+
+
+@app.command("finetune")
+def finetune(
+    source: Annotated[Path, typer.Option("--from", help="A finished 4-class run directory (coronet cv).")],
+    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    task: Annotated[str, typer.Option(help="3class, binary (COVID-19 vs Normal) or covid-vs-rest.")] = "3class",
+    profile: Annotated[str, typer.Option(help="Fine-tuning profile: paper, quick or tiny.")] = "paper",
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Dataset-2 (Ozturk et al.), or a data directory holding it: fine-tune and evaluate there.")]
+    = None,
+    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
+    epochs: EpochsOption = None,
+    train_layers: Annotated[Optional[str], typer.Option(help="What trains: all, head or classifier.")] = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    batch_size: BatchSizeOption = None,
+    resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+):
+    """Derive the paper's 3-class / binary model from each fold's 4-class model: new last layer, fine-tuned."""
+    from ..finetune import finetune as run_finetune
+    from ..modelio import ModelLoadError
+
+    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    quiet_lightning()
+    try:
+        run_finetune(source, out, task=task, profile=profile, data=data, folds=fold_list, resume=resume,
+                     progress=progress, epochs=epochs, train_layers=train_layers, precision=precision,
+                     devices=devices, accelerator=accelerator, batch_size=batch_size)
+    except (ValueError, FileNotFoundError, ModelLoadError) as error:
+        fail(str(error))
+    typer.echo(f"fine-tuned run: {out.resolve()}  (coronet report {out})")

@@ -1,0 +1,118 @@
+"""The paper's tasks as label sets, and the explicit mappings between label sets.
+
+The 4-class model (COVID-19, Normal, bacterial and viral pneumonia) is the paper's main
+model; the 3-class and binary models are derived from it by fine-tuning (Table V), and
+dataset-2 has 3 classes of its own (Table VI). A mapping sends each source label to a
+target label, or to ``None`` to leave the image out (COVID-19 vs Normal drops pneumonia).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: Task name -> its classes, in model output order.
+TASKS: dict[str, tuple[str, ...]] = {
+    "4class": ("covid", "normal", "bacterial", "viral"),
+    "3class": ("covid", "normal", "pneumonia"),
+    "binary": ("covid", "normal"),
+    "covid-vs-rest": ("covid", "other"),
+}
+
+#: The paper's names for the tasks (its Table V rows).
+PAPER_NAMES = {"4class": "4-class", "3class": "3-class", "binary": "binary", "covid-vs-rest": "covid-vs-rest"}
+
+#: Task name -> source label -> target label (None: the image is not part of the task).
+LABEL_MAPS: dict[str, dict[str, str | None]] = {
+    "4class": {"covid": "covid", "normal": "normal", "bacterial": "bacterial", "viral": "viral",
+               "pneumonia": None},
+    "3class": {"covid": "covid", "normal": "normal", "bacterial": "pneumonia", "viral": "pneumonia",
+               "pneumonia": "pneumonia"},
+    "binary": {"covid": "covid", "normal": "normal", "bacterial": None, "viral": None, "pneumonia": None},
+    "covid-vs-rest": {"covid": "covid", "normal": "other", "bacterial": "other", "viral": "other",
+                      "pneumonia": "other"},
+}
+
+
+def task_classes(task: str) -> tuple[str, ...]:
+    """The classes of ``task`` in output order; ``ValueError`` for an unknown task."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def task_of(classes: Sequence[str]) -> str | None:
+    """The task whose label set is ``classes`` (any order), or None."""
+    return next((task for task, labels in TASKS.items() if sorted(labels) == sorted(classes)), None)
+
+
+def relabel(table: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Rows of ``table`` that belong to ``task``, with ``label`` mapped to the task's classes.
+
+    The original label is kept in ``source_label``. Labels the task's map does not know are
+    an error (``ValueError``), so a new label can never be silently dropped.
+    """
+    mapping = LABEL_MAPS[task] if task in LABEL_MAPS else None
+    if mapping is None:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(LABEL_MAPS)}")
+    unknown = sorted(set(table["label"]) - set(mapping))
+    if unknown:
+        raise ValueError(f"task {task}: no mapping for labels {unknown}")
+    out = table.copy()
+    out["source_label"] = out["label"]
+    out["label"] = out["label"].map(mapping)
+    return out[out["label"].notna()].reset_index(drop=True)
+
+
+def parse_class_map(items: Sequence[str]) -> dict[str, str]:
+    """``["bacterial=pneumonia", "viral=pneumonia"]`` -> ``{"bacterial": "pneumonia", "viral": "pneumonia"}``."""
+    mapping = {}
+    for item in items:
+        source, sep, target = item.partition("=")
+        if not sep or not source or not target:
+            raise ValueError(f"class map {item!r}: expected MODEL_CLASS=DATA_LABEL")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def default_class_map(model_classes: Sequence[str], data_labels: Sequence[str]) -> dict[str, str]:
+    """How a model's classes answer for a dataset's labels, when no explicit map is given.
+
+    Identity when every data label is a model class. Otherwise the paper's task map from
+    the model's classes to the data's label set (a 4-class model on a 3-class dataset:
+    bacterial and viral both count as pneumonia). ``ValueError`` when neither applies.
+    """
+    model_classes, data_labels = list(model_classes), sorted(set(data_labels))
+    if set(data_labels) <= set(model_classes):
+        return {c: c for c in model_classes}
+    target = task_of(data_labels) or next((t for t, labels in TASKS.items() if set(data_labels) <= set(labels)), None)
+    if target is not None:
+        mapping = {c: LABEL_MAPS[target].get(c) for c in model_classes}
+        if all(mapping.values()) and set(data_labels) <= set(mapping.values()):
+            return mapping
+    raise ValueError(f"no default mapping from the model's classes {model_classes} to the data's labels "
+                     f"{data_labels}; give one with --map MODEL_CLASS=DATA_LABEL (repeatable)")
+
+
+def merge_probabilities(probabilities: np.ndarray, model_classes: Sequence[str],
+                        class_map: Mapping[str, str]) -> tuple[np.ndarray, list[str]]:
+    """Sum the model's class probabilities into the mapped label set.
+
+    Returns ``(merged, labels)`` with ``labels`` in first-appearance order of the model's
+    classes; unmapped model classes are an error, so no probability mass goes missing.
+    """
+    missing = [c for c in model_classes if c not in class_map]
+    if missing:
+        raise ValueError(f"class map says nothing about model classes {missing}")
+    labels = list(dict.fromkeys(class_map[c] for c in model_classes))
+    probabilities = np.asarray(probabilities, dtype=float)
+    merged = np.zeros((len(probabilities), len(labels)))
+    for k, c in enumerate(model_classes):
+        merged[:, labels.index(class_map[c])] += probabilities[:, k]
+    return merged, labels
+
+
+__all__ = ["LABEL_MAPS", "PAPER_NAMES", "TASKS", "default_class_map", "merge_probabilities", "parse_class_map",
+           "relabel", "task_classes", "task_of"]
