@@ -183,6 +183,8 @@ def test_dataset2_overlap_and_clean_evaluation(tiny_cv_run, data_dir, tmp_path):
     # files mostly carry the same name in both collections
     assert len(overlap) > 30
     assert set(overlap.label) == {"covid"} and set(overlap.reference_label) == {"covid"}
+    assert set(overlap.kind) == {"film", "patient"}
+    assert set(predictions.overlap_kind.fillna("")) == {"", "film", "patient"}
     same_name = (overlap.path.map(lambda p: Path(p).stem) == overlap.reference_path.map(lambda p: Path(p).stem))
     assert same_name.mean() > 0.8
     assert predictions.overlap.sum() == predictions.path.isin(set(overlap.path)).sum() > 0

@@ -7,11 +7,12 @@ fold's validation part, so the 4-class run's folds -- patient-grouped -- carry o
 no fine-tuned model has seen its validation images, either time.
 
 Dataset-2 (Ozturk et al.; the paper's Table VI) has folds of its own. Its COVID-19
-films are mostly the Cohen films the 4-class models were trained on: the run records
-each dataset-2 image that is the same film as an image of the 4-class dataset
-(``overlap.csv``, the ``overlap`` column of the predictions) and writes a second run
-directory, ``no-overlap/``, holding only the predictions of images the 4-class models
-never saw -- the honest number beside the paper's.
+films are mostly Cohen films, many of which the 4-class models were trained on: the
+run records each dataset-2 image that is the same film as an image of the 4-class
+dataset, or a film of a patient who has films there (``overlap.csv``; the ``overlap``
+and ``overlap_kind`` columns of the predictions), and writes a second run directory,
+``no-overlap/``, holding only the predictions of images of films and patients the
+4-class models never saw -- the honest number beside the paper's.
 
 The run directory has the layout of :mod:`coronet.training` plus ``source-run.json``.
 """
@@ -23,14 +24,16 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from .model import CoroNet, replace_classifier
 from .modelio import load_model_dir
-from .prepare import PrepareConfig, cross_dataset_overlap, prepare_dataset
+from .dedup import cross_duplicate_pairs
+from .prepare import PrepareConfig, cross_dataset_overlap, dataset_fingerprints, prepare_dataset, scan_images
 from .profiles import TrainConfig, finetune_config
-from .sources import source_dir
+from .sources import read_source, source_dir
 from .tasks import relabel, task_classes
 from .training import run_cv
 
@@ -118,13 +121,16 @@ def finetune(source_run: str | os.PathLike, out: str | os.PathLike, task: str = 
             raise ValueError("dataset-2 has 3 classes: use --task 3class with --data")
         dataset_dir = prepare_dataset2(data, out / "dataset", source, folds=source_manifest.fold.nunique(),
                                        seed=source.seed, log=log)
-        overlap = cross_dataset_overlap(dataset_dir, source_dataset)
+        overlap = find_overlap(dataset_dir, source_dataset)
         overlap.to_csv(out / "overlap.csv", index=False)
         manifest = relabel(pd.read_csv(dataset_dir / "manifest.csv"), task)
-        manifest["overlap"] = manifest["path"].isin(set(overlap["path"]))
-        log(f"dataset-2: {int(manifest.overlap.sum())} of {len(manifest)} images are films of the 4-class "
-            f"dataset ({', '.join(f'{k} {v}' for k, v in manifest[manifest.overlap].label.value_counts().items())})"
-            f" -> {out / 'overlap.csv'}")
+        kind = overlap.drop_duplicates("path").set_index("path")["kind"]
+        manifest["overlap"] = manifest["path"].isin(kind.index)
+        manifest["overlap_kind"] = manifest["path"].map(kind).fillna("")
+        counts = manifest.overlap_kind[manifest.overlap].value_counts()
+        log(f"dataset-2: {int(manifest.overlap.sum())} of {len(manifest)} images overlap the 4-class dataset "
+            f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} another film of a training "
+            f"patient) -> {out / 'overlap.csv'}")
         # any fold's 4-class model will do (dataset-2 is new data); cycle through the trained ones
         fold_of_model = {int(f): trained[(int(f) - 1) % len(trained)] for f in sorted(manifest.fold.unique())}
         info.update(paper_table="table6", dataset2=str(ozturk_root(data)))
@@ -136,6 +142,41 @@ def finetune(source_run: str | os.PathLike, out: str | os.PathLike, task: str = 
     if data is not None:
         write_no_overlap_run(out, predictions)
     return predictions
+
+
+def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:
+    """Dataset-2 images the 4-class models may have learnt: the same film, or a film of the same patient.
+
+    ``kind`` is ``film`` for an exact or near copy of a 4-class image and ``patient`` for a
+    copy of a Cohen film (any, selected or not) of a patient who has films in the 4-class
+    dataset: dataset-2's COVID-19 files carry no patient ids, so the Cohen metadata is the
+    only way to see that two different films are one person.
+    """
+    films = cross_dataset_overlap(dataset_dir, source_dataset)
+    films.insert(2, "kind", "film")
+    source_manifest = pd.read_csv(source_dataset / "manifest.csv")
+    prepared = json.loads((source_dataset / "prepare.json").read_text())
+    cohen_root = Path(prepared["config"].get("source_roots", {}).get("cohen")
+                      or source_dir("cohen", prepared["data_dir"]))
+    if not cohen_root.is_dir():
+        return films
+    cohen = read_source("cohen", cohen_root)
+    scans = scan_images(list(cohen["path"]), 32, workers=2)
+    readable = [k for k, scan in enumerate(scans) if "error" not in scan]
+    ours, hashes, signatures = dataset_fingerprints(dataset_dir)
+    pairs = cross_duplicate_pairs(hashes, signatures,
+                                  np.array([scans[k]["phash"] for k in readable], dtype=np.uint64),
+                                  np.stack([scans[k]["signature"] for k in readable]))
+    trained_patients = set(source_manifest["patient_id"])
+    rows = []
+    for a, b, distance, correlation in pairs:
+        match = cohen.iloc[readable[b]]
+        if match["patient_id"] in trained_patients and ours.path[a] not in set(films["path"]):
+            rows.append({"path": ours.path[a], "label": ours.label[a], "kind": "patient",
+                         "reference_path": str(Path(match["path"]).resolve()), "reference_label": match["label"],
+                         "reference_patient_id": match["patient_id"], "distance": distance,
+                         "correlation": correlation})
+    return pd.concat([films, pd.DataFrame(rows, columns=films.columns)], ignore_index=True)
 
 
 def write_no_overlap_run(out: Path, predictions: pd.DataFrame) -> Path:

@@ -386,7 +386,7 @@ def _prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int
     for column in prob_columns:
         table[column] = probabilities[column].round(6).to_numpy()
     table["pred"] = [c[len("prob_"):] for c in probabilities[prob_columns].idxmax(axis=1)]
-    for extra in ("source", "relpath", "source_label", "overlap"):
+    for extra in ("source", "relpath", "source_label", "overlap", "overlap_kind"):
         if extra in rows:
             table[extra] = rows[extra]
     table["rank"] = probabilities["rank"].to_numpy()  # the process that predicted it (DDP)
