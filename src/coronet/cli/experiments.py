@@ -1,4 +1,4 @@
-"""Training and evaluation experiments: ``cv``, ``train``, ``report``, ``finetune``."""
+"""Training and evaluation experiments: ``cv``, ``train``, ``report``, ``finetune``, ``evaluate``."""
 
 from __future__ import annotations
 
@@ -126,3 +126,35 @@ def finetune(
     except (ValueError, FileNotFoundError, ModelLoadError) as error:
         fail(str(error))
     typer.echo(f"fine-tuned run: {out.resolve()}  (coronet report {out})")
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Model directory (model.safetensors + model.json), or its model.json.")],
+    data: Annotated[Path, typer.Option(help="Data directory holding the source, or the source's own folder.")],
+    out: Annotated[Path, typer.Option(help="Run directory to write (coronet report works on it).")],
+    source: Annotated[str, typer.Option(help="How to read DATA: kaggle, cohen, ozturk or folder (one folder per "
+                                              "class).")] = "folder",
+    map_: Annotated[Optional[list[str]], typer.Option(
+        "--map", help="Model class to data label, as MODEL_CLASS=DATA_LABEL (repeatable; default: identity, or "
+                      "bacterial+viral=pneumonia for a 3-class dataset).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    runtime: Annotated[str, typer.Option(help="torch or onnx (needs coronet export).")] = "torch",
+    report: Annotated[bool, typer.Option(help="Write the report (coronet report) afterwards.")] = True,
+):
+    """Predict a whole dataset with a trained model (no training): predictions, then the full report."""
+    from ..evaluate import evaluate as run_evaluate
+    from ..modelio import ModelLoadError
+    from ..report import summary_lines, write_report
+    from ..tasks import parse_class_map
+
+    try:
+        run_evaluate(model, data, source, out, class_map=parse_class_map(map_) if map_ else None,
+                     batch_size=batch_size, runtime=runtime, log=typer.echo)
+    except (ValueError, FileNotFoundError, ModelLoadError) as error:
+        fail(str(error))
+    if report:
+        summary = write_report(out)
+        typer.echo(f"report: {(out / 'report' / 'report.html').resolve()}")
+        for line in summary_lines(summary):
+            typer.echo(line)

@@ -1,0 +1,69 @@
+"""coronet evaluate: a trained model on another dataset, with explicit class mapping; the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from coronet.cli import app
+from coronet.evaluate import evaluate
+from coronet.predict import Predictor
+from coronet.tasks import TASKS
+from conftest import write_xray
+
+
+@pytest.fixture()
+def ozturk_like(tmp_path):
+    """A tiny tree in dataset-2's layout (3 classes), plus one unreadable file."""
+    root = tmp_path / "ozturk"
+    for k, folder in enumerate(["Covid-19", "No_findings", "Pneumonia"]):
+        for i in range(3):
+            write_xray(root / folder / f"0000{k}{i}00_00{i}.png", seed=10 * k + i, size=(48, 40))
+    (root / "Pneumonia" / "00009999_000.png").write_bytes(b"not an image")
+    return root
+
+
+def test_4class_model_on_3class_data_merges_pneumonia(tiny_cv_run, ozturk_like, tmp_path):
+    model_dir = tiny_cv_run / "fold-1" / "model"
+    lines = []
+    predictions = evaluate(model_dir, ozturk_like, "ozturk", tmp_path / "run", log=lines.append)
+    assert len(predictions) == 9
+    assert [c for c in predictions.columns if c.startswith("prob_")] == ["prob_covid", "prob_normal", "prob_pneumonia"]
+    # the merged probability is the sum of the model's bacterial and viral outputs for the same film
+    four = Predictor(model_dir)
+    row = predictions.iloc[0]
+    raw = next(iter(four.predict_files([row.path])))
+    probs = dict(zip(TASKS["4class"], raw.probabilities))
+    assert row.prob_pneumonia == pytest.approx(probs["bacterial"] + probs["viral"], abs=2e-6)
+    assert row.prob_covid == pytest.approx(probs["covid"], abs=2e-6)
+    assert np.allclose(predictions.filter(like="prob_").sum(axis=1), 1, atol=1e-5)
+    skipped = pd.read_csv(tmp_path / "run" / "skipped.csv")
+    assert list(skipped.path.map(lambda p: p.endswith("00009999_000.png"))) == [True]
+    assert any("00009999_000.png" in line for line in lines)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["class_map"]["viral"] == "pneumonia" and config["skipped"] == 1
+
+
+def test_explicit_map_and_left_out_labels(tiny_cv_run, ozturk_like, tmp_path):
+    mapping = {"covid": "covid", "normal": "normal", "bacterial": "normal", "viral": "normal"}
+    lines = []
+    predictions = evaluate(tiny_cv_run / "fold-1" / "model", ozturk_like, "ozturk", tmp_path / "run",
+                           class_map=mapping, log=lines.append)
+    assert set(predictions.label) == {"covid", "normal"} and len(predictions) == 6
+    assert any("left out 4 images" in line and "pneumonia 4" in line for line in lines)  # 3 films + the bad file
+
+
+def test_evaluate_cli_writes_report(tiny_cv_run, ozturk_like, tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_cv_run / "fold-2" / "model" / "model.json"),
+                                      "--data", str(ozturk_like), "--source", "ozturk", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].startswith("covid recall ")
+    assert (tmp_path / "r" / "report" / "report.html").is_file()
+    bad = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_cv_run / "fold-2" / "model"), "--data",
+                                   str(ozturk_like), "--source", "ozturk", "--out", str(tmp_path / "x"),
+                                   "--map", "covid"])
+    assert bad.exit_code == 2 and "MODEL_CLASS=DATA_LABEL" in bad.output
