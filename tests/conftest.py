@@ -50,3 +50,19 @@ def tiny_cv_run(prepared_dataset, tmp_path_factory) -> Path:
     run_cv(prepared_dataset, out, get_profile("tiny").with_overrides(epochs=1), profile="tiny", progress=False,
            log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-weight test_resnet CoroNet (64 px input) saved as a model directory (tests of predict/serve)."""
+    from deploy_helpers import make_model_dir
+
+    return make_model_dir(tmp_path_factory.mktemp("tiny-model") / "model")
+
+
+@pytest.fixture(scope="session")
+def xray_paths(data_dir) -> list[Path]:
+    """Six real films from the shared data: two COVID-19, two normal, two pneumonia."""
+    from deploy_helpers import real_xrays
+
+    return real_xrays(data_dir)

@@ -1,0 +1,94 @@
+"""ONNX export: parity with PyTorch on real films, dynamic batch, refusal of damaged or stale exports, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from coronet.cli import app
+from coronet.export import ONNX_NAME, open_session, record_path
+from coronet.imageio import read_image
+from coronet.modelio import ModelLoadError
+from coronet.predict import Predictor
+from deploy_helpers import make_model_dir
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory):
+    """A copy of the tiny model directory, exported with `coronet export --onnx`."""
+    model_dir = tmp_path_factory.mktemp("onnx") / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    result = runner.invoke(app, ["export", "--onnx", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    assert "max |p_onnx - p_torch|" in result.output
+    return model_dir
+
+
+def test_onnx_probabilities_match_pytorch_on_real_films(exported, data_dir):
+    films = sorted((data_dir / "cohen-covid" / "images").glob("*.jpg"))[:8] + \
+        sorted((data_dir / "kaggle-pneumonia" / "chest_xray" / "train" / "PNEUMONIA").glob("*.jpeg"))[:8]
+    images = [read_image(p) for p in films]
+    torch_p = Predictor(exported).probabilities(images)
+    onnx_p = Predictor(exported, runtime="onnx").probabilities(images)
+    assert onnx_p.shape == torch_p.shape == (len(films), 4)
+    assert np.abs(onnx_p - torch_p).max() < 1e-4
+    assert np.ptp(torch_p, axis=0).max() > 0.02  # the films get different answers: the agreement is not trivial
+
+
+def test_export_record_and_dynamic_batch(exported):
+    record = json.loads(record_path(exported / ONNX_NAME).read_text())
+    card = json.loads((exported / "model.json").read_text())
+    assert record["weights_sha256"] == card["weights_sha256"] and record["classes"] == card["classes"]
+    session = open_session(exported)
+    assert session.get_inputs()[0].shape[1:] == [1, 64, 64] and isinstance(session.get_inputs()[0].shape[0], str)
+    for n in (1, 7):
+        logits, probabilities = session.run(None, {"image": np.random.rand(n, 1, 64, 64).astype(np.float32)})
+        assert logits.shape == probabilities.shape == (n, 4)
+        np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+
+
+def test_damaged_or_stale_exports_are_refused(exported, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported, model_dir)
+    onnx = model_dir / ONNX_NAME
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="SHA-256 differs"):
+        Predictor(model_dir, runtime="onnx")
+    # Other weights in the directory (a retrained model), the old export beside them.
+    shutil.copy(exported / ONNX_NAME, onnx)
+    other = make_model_dir(tmp_path / "other", seed=1)
+    for name in ("model.json", "model.safetensors"):
+        shutil.copy(other / name, model_dir / name)
+    with pytest.raises(ModelLoadError, match="exported from other weights"):
+        Predictor(model_dir, runtime="onnx")
+    record_path(onnx).unlink()
+    with pytest.raises(ModelLoadError, match="export record"):
+        open_session(model_dir)
+    onnx.unlink()
+    with pytest.raises(ModelLoadError, match="coronet export --onnx"):
+        open_session(model_dir)
+
+
+def test_cli_predict_with_onnx_runtime(exported, xray_paths, tmp_path):
+    rows = {}
+    for runtime in ("torch", "onnx"):
+        out = tmp_path / f"{runtime}.csv"
+        result = runner.invoke(app, ["predict", *map(str, xray_paths), "--model", str(exported),
+                                     "--runtime", runtime, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        rows[runtime] = list(csv.DictReader(open(out, newline="")))
+    assert [r["path"] for r in rows["onnx"]] == [r["path"] for r in rows["torch"]] == list(map(str, xray_paths))
+    for a, b in zip(rows["torch"], rows["onnx"]):
+        assert a["pred"] == b["pred"]
+        assert max(abs(float(a[k]) - float(b[k])) for k in a if k.startswith("prob_")) < 1e-4
+    result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tmp_path), "--runtime", "onnx"])
+    assert result.exit_code == 2

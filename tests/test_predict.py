@@ -1,0 +1,206 @@
+"""Prediction: the training preprocessing, file/folder expansion, bad files, batching, outputs, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from coronet.cli import app
+from coronet.imageio import read_image, resize_square
+from coronet.modelio import load_model_dir
+from coronet.predict import Failure, Prediction, Predictor, find_images, format_table, write_results
+from deploy_helpers import bad_files
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir) -> Predictor:
+    return Predictor(tiny_model_dir)
+
+
+@pytest.fixture
+def film_folder(tmp_path, xray_paths):
+    """Real films in a folder tree, with a CSV, a README, a hidden file and the bad-file corpus mixed in."""
+    root = tmp_path / "films"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    for i, path in enumerate(xray_paths):  # two films at each level
+        shutil.copy(path, root / ["", "sub", "sub/deeper"][i // 2] / path.name)
+    shutil.copy(xray_paths[0], root / ".hidden" / "skipped.jpg")
+    shutil.copy(xray_paths[1], root / "no-suffix")  # content, not the name, makes it an image
+    (root / "labels.csv").write_text("path,label\n")
+    (root / "README").write_text("films for the test\n")
+    for name, content in bad_files().values():
+        (root / "sub" / name).write_bytes(content)
+    return root
+
+
+def test_preprocessing_is_the_training_pipeline(predictor, tiny_model_dir, xray_paths):
+    films = [read_image(p) for p in xray_paths]
+    batch = predictor.batch(films)
+    expected = np.stack([resize_square(f, 64) for f in films])[:, None].astype(np.float32) / 255
+    assert batch.shape == (len(films), 1, 64, 64) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch, expected)
+    model, _ = load_model_dir(tiny_model_dir)
+    with torch.no_grad():
+        reference = torch.softmax(model(torch.from_numpy(expected)), 1).numpy()
+    np.testing.assert_allclose(predictor.probabilities(films), reference, atol=1e-6)
+    # The sharpened test model tells films apart, so the comparisons in these tests mean something.
+    assert np.ptp(reference, axis=0).max() > 0.02
+
+
+def test_find_images_walks_folders_and_keeps_named_files(film_folder, tmp_path, xray_paths):
+    missing = tmp_path / "missing.png"
+    found = find_images([film_folder / "labels.csv", film_folder, missing, film_folder / "sub"])
+    names = [p.relative_to(film_folder).as_posix() if p.is_relative_to(film_folder) else p.name for p in found]
+    assert names[0] == "labels.csv"  # named directly: tried, whatever it is
+    assert names[-1] == "missing.png"  # named directly: reported later as missing
+    films = [p.name for p in xray_paths]
+    bad = [name for name, _ in bad_files().values()]
+    assert names[1:-1] == (sorted(films[:2] + ["no-suffix"])  # not labels.csv, README, .hidden/
+                           + [f"sub/{n}" for n in sorted(films[2:4] + bad)]
+                           + [f"sub/deeper/{n}" for n in sorted(films[4:])])  # "sub" named again: not repeated
+
+
+def test_bad_files_fail_one_line_each_and_the_rest_are_predicted(predictor, film_folder):
+    files = find_images([film_folder])
+    results = list(predictor.predict_files(files, batch_size=3))
+    assert [r.path for r in results] == [str(f) for f in files]  # one result per file, in order
+    failures = {r.path.rsplit("/", 1)[-1]: r for r in results if isinstance(r, Failure)}
+    assert set(failures) == {name for name, _ in bad_files().values()}
+    for failure in failures.values():
+        line = str(failure)
+        assert "\n" not in line and line.startswith(failure.path + ": ") and failure.problem
+    assert "0 bytes" in failures["empty.png"].problem and "truncated" in failures["cut.jpg"].problem
+    assert "decompression bomb" in failures["bomb.png"].problem
+    assert "no pixel data" in failures["meta.dcm"].problem and "not an image" in failures["notes.png"].problem
+    predictions = [r for r in results if isinstance(r, Prediction)]
+    assert len(predictions) == 7 and all(abs(sum(p.probabilities) - 1) < 1e-5 for p in predictions)
+
+
+def test_batch_size_does_not_change_results(predictor, xray_paths):
+    one = [r.probabilities for r in predictor.predict_files(xray_paths, batch_size=1)]
+    four = [r.probabilities for r in predictor.predict_files(xray_paths, batch_size=4)]
+    np.testing.assert_allclose(one, four, atol=1e-6)
+
+
+def test_concurrent_use_gives_the_sequential_results(predictor, xray_paths):
+    films = [read_image(p) for p in xray_paths]
+    expected = predictor.probabilities(films)
+    expected_cam = predictor.heatmaps(films[:2], [0, 1])
+    errors, results = [], {}
+
+    def work(worker: int):
+        try:
+            for step in range(6):
+                i = (worker + step) % len(films)
+                results[(worker, step)] = (i, predictor.probabilities([films[i]])[0])
+                if step % 3 == 0:
+                    k = worker % 2
+                    np.testing.assert_allclose(predictor.heatmaps([films[k]], [k])[0], expected_cam[k], atol=1e-5)
+        except Exception as error:  # collected: an assertion in a thread would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(results) == 36
+    for i, probabilities in results.values():
+        np.testing.assert_allclose(probabilities, expected[i], atol=1e-5)
+
+
+def test_write_results_csv_and_json(tmp_path):
+    classes = ("covid", "normal")
+    predictions = [Prediction("a.png", classes, (0.25, 0.75)), Prediction("b.dcm", classes, (0.9, 0.1))]
+    failures = [Failure("c.jpg", "truncated JPEG")]
+    info = {"name": "m", "classes": list(classes)}
+    with open(write_results(tmp_path / "out.csv", predictions, failures, info), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [{"path": "a.png", "pred": "normal", "prob_covid": "0.25", "prob_normal": "0.75"},
+                    {"path": "b.dcm", "pred": "covid", "prob_covid": "0.9", "prob_normal": "0.1"}]
+    document = json.loads(write_results(tmp_path / "out.json", predictions, failures, info).read_text())
+    assert document["model"] == info
+    assert document["predictions"][1] == {"path": "b.dcm", "pred": "covid",
+                                          "probabilities": {"covid": 0.9, "normal": 0.1}}
+    assert document["failures"] == [{"path": "c.jpg", "problem": "truncated JPEG"}]
+    with pytest.raises(ValueError, match=r"\.csv or \.json"):
+        write_results(tmp_path / "out.txt", predictions, failures, info)
+    table = format_table(predictions, classes).splitlines()
+    assert table[0].split() == ["file", "predicted", "covid", "normal"]
+    assert table[1].split() == ["a.png", "normal", "0.2500", "0.7500"]
+
+
+def test_unknown_runtime_is_refused(tiny_model_dir):
+    with pytest.raises(ValueError, match="unknown runtime"):
+        Predictor(tiny_model_dir, runtime="tensorrt")
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+runner = CliRunner()
+
+
+def test_cli_predict_folder_table_csv_and_exit_status(tiny_model_dir, film_folder, tmp_path, predictor):
+    out = tmp_path / "predictions.csv"
+    result = runner.invoke(app, ["predict", str(film_folder), "--model", str(tiny_model_dir), "--out", str(out),
+                                 "--batch-size", "2"])
+    assert result.exit_code == 1, result.output  # some files failed ...
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert len(rows) == 7  # ... and the rest were predicted
+    assert list(rows[0]) == ["path", "pred", "prob_covid", "prob_normal", "prob_bacterial", "prob_viral"]
+    for row in rows:
+        expected = predictor.probabilities([read_image(row["path"])])[0]
+        np.testing.assert_allclose([float(row[f"prob_{c}"]) for c in predictor.classes], expected, atol=1e-6)
+        assert row["pred"] == predictor.classes[int(np.argmax(expected))]
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["file", "predicted", "covid", "normal", "bacterial", "viral"]
+    table = [line for line in lines if line.split() and line.split()[0] in {r["path"] for r in rows}]
+    assert len(table) == 7
+    for name, _ in bad_files().values():
+        assert sum(line.startswith(str(film_folder / "sub" / name) + ": ") for line in lines) == 1
+    assert "7 predicted, 5 failed" in result.output
+
+
+def test_cli_predict_all_good_exits_zero_and_writes_json(tiny_model_dir, xray_paths, tmp_path):
+    out = tmp_path / "p.json"
+    result = runner.invoke(app, ["predict", *map(str, xray_paths[:2]), "--model", str(tiny_model_dir / "model.json"),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert [p["path"] for p in document["predictions"]] == [str(p) for p in xray_paths[:2]]
+    assert document["failures"] == [] and document["model"]["runtime"] == "torch"
+
+
+def test_cli_predict_cam_writes_overlays_and_grid(tiny_model_dir, xray_paths, tmp_path):
+    cam = tmp_path / "cam"
+    result = runner.invoke(app, ["predict", *map(str, xray_paths), "--model", str(tiny_model_dir), "--cam", str(cam)])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in cam.iterdir())
+    assert written == sorted([f"{p.stem}-cam.png" for p in xray_paths] + ["grid.png"])
+    for path in xray_paths:
+        overlay = Image.open(cam / f"{path.stem}-cam.png")
+        film = read_image(path)
+        assert overlay.mode == "RGB" and max(overlay.size) == min(512, max(film.shape))
+        assert abs(overlay.size[0] / overlay.size[1] - film.shape[1] / film.shape[0]) < 0.02  # the film's aspect
+    assert Image.open(cam / "grid.png").size[0] > 500
+    assert "target layer backbone.layer4" in result.output
+
+
+def test_cli_predict_usage_errors(tiny_model_dir, tmp_path, xray_paths):
+    result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "not a model directory" in result.output
+    result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tiny_model_dir), "--out", "x.txt"])
+    assert result.exit_code == 2 and ".csv or .json" in result.output
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["predict", str(tmp_path / "empty"), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 1 and "no image files found" in result.output
