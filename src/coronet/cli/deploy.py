@@ -1,3 +1,170 @@
 """Using a trained model: ``predict``, ``export``, ``serve``."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._app import app, fail
+
+ModelOption = Annotated[Path, typer.Option("--model", help="Model directory (model.safetensors + model.json), "
+                                                           "or the path of its model.json.")]
+RuntimeOption = Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; run `coronet export` first).")]
+
+#: Lists at least this long get a progress bar.
+PROGRESS_FROM = 50
+#: Images per predicted class in the --cam grid (the paper's Fig. 8 shows a few per class).
+GRID_PER_CLASS = 4
+
+
+@app.command("predict")
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    model: ModelOption,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the results to FILE.csv or FILE.json.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 16,
+    runtime: RuntimeOption = "torch",
+    cam: Annotated[Optional[Path], typer.Option(help="Write a Grad-CAM overlay PNG per image (and grid.png) here.")]
+    = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar for long lists.")] = True,
+):
+    """Classify chest X-rays: a table of file, predicted class and class probabilities.
+
+    Files that cannot be read are reported one line each (file: problem) and the others are still
+    predicted; the exit status is then 1.
+    """
+    from tqdm import tqdm
+
+    from ..modelio import ModelLoadError
+    from ..predict import Failure, Predictor, find_images, table_header, table_line
+
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        fail(f"{out}: --out must end in .csv or .json")
+    try:
+        predictor = Predictor(model, runtime=runtime)
+    except (ModelLoadError, ValueError) as error:
+        fail(str(error))
+    files = find_images(paths)
+    if not files:
+        fail(f"no image files found in {', '.join(map(str, paths))}", 1)
+    if cam is not None:
+        cam.mkdir(parents=True, exist_ok=True)
+
+    width = max(len(str(f)) for f in files)
+    typer.echo(table_header(predictor.classes, width=width))
+    predictions, failures, overlays = [], [], _CamWriter(cam) if cam is not None else None
+    bar = tqdm(total=len(files), unit="image", disable=not progress or len(files) < PROGRESS_FROM, file=sys.stderr)
+    for result in predictor.predict_files(files, batch_size=batch_size, cam=cam is not None):
+        if isinstance(result, Failure):
+            failures.append(result)
+            bar.write(str(result), file=sys.stderr)
+        else:
+            predictions.append(result)
+            bar.write(table_line(result, width=width), file=sys.stdout)
+            if overlays is not None:
+                overlays.add(result)
+        bar.update()
+    bar.close()
+
+    if out is not None:
+        from ..predict import write_results
+        write_results(out, predictions, failures, predictor.info)
+    if overlays is not None and predictions:
+        grid = overlays.grid(predictor.classes)
+        typer.echo(f"Grad-CAM (target layer {predictor.grad_cam.target_layer}): {len(predictions)} overlays "
+                   f"and {grid} in {cam}", err=True)
+    typer.echo(f"{len(predictions)} predicted, {len(failures)} failed"
+               + (f"; results in {out}" if out is not None else ""), err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+class _CamWriter:
+    """Writes each prediction's Grad-CAM overlay as a PNG and keeps a few for the grid."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.names: set[str] = set()
+        self.kept: dict[str, list] = {}
+
+    def add(self, prediction) -> Path:
+        from ..explain import fit, overlay, png_bytes
+
+        picture = overlay(prediction.image, prediction.heatmap)
+        path = self.folder / self._unique(Path(prediction.path).stem)
+        path.write_bytes(png_bytes(picture))
+        chosen = self.kept.setdefault(prediction.predicted, [])
+        if len(chosen) < GRID_PER_CLASS:  # small copies only: a long list must not fill the memory
+            chosen.append((prediction, overlay(fit(prediction.image, 224), prediction.heatmap, max_side=224)))
+        return path
+
+    def _unique(self, stem: str) -> str:
+        name, n = f"{stem}-cam.png", 1
+        while name in self.names or name == "grid.png":
+            n += 1
+            name = f"{stem}-{n}-cam.png"
+        self.names.add(name)
+        return name
+
+    def grid(self, classes) -> str:
+        """Write ``grid.png``: up to GRID_PER_CLASS overlays per predicted class; return its name."""
+        import numpy as np
+
+        from ..report import plot_prediction_grid
+
+        picked = [item for c in classes for item in self.kept.get(c, [])]
+        plot_prediction_grid([picture for _, picture in picked], list(classes),
+                             np.array([p.probabilities for p, _ in picked]), self.folder / "grid.png",
+                             names=[p.path for p, _ in picked], columns=GRID_PER_CLASS)
+        return "grid.png"
+
+
+@app.command("export")
+def export(
+    onnx: Annotated[Path, typer.Option("--onnx", help="Model directory to export to ONNX.")],
+    out: Annotated[Optional[Path], typer.Option(help="ONNX file to write (default: MODEL_DIR/model.onnx).")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 18,
+):
+    """Export a model directory to ONNX (dynamic batch) and check it against PyTorch."""
+    import numpy as np
+
+    from ..export import export_onnx, onnx_parity, record_path
+    from ..modelio import ModelLoadError, read_card
+
+    try:
+        card, _ = read_card(onnx)
+        path = export_onnx(onnx, out, opset=opset)
+    except ModelLoadError as error:
+        fail(str(error))
+    # Random films at batch sizes 1 and 3: the dynamic batch dimension works and the numbers agree.
+    rng = np.random.default_rng(0)
+    size = int(card["input_size"])
+    worst = max(onnx_parity(onnx, rng.random((n, 1, size, size), dtype=np.float32), path) for n in (1, 3))
+    typer.echo(f"wrote {path} (+ {record_path(path).name}); "
+               f"max |p_onnx - p_torch| = {worst:.2e} on random inputs (batch 1 and 3)")
+    if worst > 1e-4:
+        fail(f"{path}: ONNX Runtime differs from PyTorch by {worst:.2e} (> 1e-4)", 1)
+
+
+@app.command("serve")
+def serve(
+    model: ModelOption,
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    runtime: RuntimeOption = "torch",
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")] = 32,
+    model_threads: Annotated[Optional[int], typer.Option(help="Concurrent model computations "
+                                                                  "(default: CPUs, 2 to 8).")] = None,
+):
+    """Serve the model: JSON API (/v1/predict, /v1/health, /v1/model, /docs) and a web page at /."""
+    from ..modelio import ModelLoadError
+    from ..serve import serve as run_server
+
+    try:
+        run_server(model, host=host, port=port, runtime=runtime, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                   model_threads=model_threads)
+    except (ModelLoadError, ValueError) as error:
+        fail(str(error))

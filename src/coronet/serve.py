@@ -1,0 +1,277 @@
+"""The web service: a JSON API over one loaded model, and a page for people at ``/``.
+
+::
+
+    POST /v1/predict   multipart field ``file`` (PNG, JPEG or DICOM); ``cam=true`` (query or form field)
+                       adds the Grad-CAM overlay, ``image=true`` the film as the model read it (base64 PNGs)
+    GET  /v1/health    {"status": "ok", model name and version, the upload limit}
+    GET  /v1/model     the model card
+    GET  /docs         OpenAPI documentation (``/openapi.json``)
+    GET  /             the page (``coronet/static``)
+
+The model is loaded once, when the app is created. Model work (decoding,
+inference, Grad-CAM) is blocking, so it runs in worker threads, at most
+``model_threads`` at a time, while the event loop keeps accepting requests;
+:class:`coronet.predict.Predictor` is safe to share between them.
+
+Untrusted input is bounded before it costs anything:
+
+* the body is read as a stream and refused with 413 once it passes
+  ``max_upload_bytes`` (a declared ``Content-Length`` over the cap is refused
+  before any of the body is read);
+* one file part, few and short other fields;
+* the format is sniffed from the bytes (PNG, JPEG or DICOM; the file name
+  and the part's Content-Type are ignored);
+* the pixel count is capped by the image reader (Pillow's
+  ``MAX_IMAGE_PIXELS``, checked from the header before decoding).
+
+Every refusal is a 4xx with a JSON body ``{"error": "..."}`` that names the
+problem; anything unexpected is logged and answered with a 500 in the same
+shape, and the server carries on.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from functools import partial
+from pathlib import Path
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
+
+from . import __version__
+from .explain import fit, overlay, png_bytes
+from .imageio import ImageReadError, read_image, sniff_format
+from .predict import Predictor
+
+__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "create_app", "serve"]
+
+log = logging.getLogger("coronet.serve")
+
+STATIC = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # a large CR/DX DICOM is ~20-30 MB
+ACCEPTED_FORMATS = ("png", "jpeg", "dicom")
+_MULTIPART_SLACK = 64 * 1024  # boundaries, part headers and small fields around the file
+_PREVIEW_SIDE = 512
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+#: The page's Content-Security-Policy: its own files only, images also from data:/blob: URLs.
+_PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+class ApiError(HTTPException):
+    """A refusal with its status and a message for the client."""
+
+
+class _UploadTooLarge(Exception):
+    pass
+
+
+def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predictor | None = None,
+               runtime: str = "torch", max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               model_threads: int | None = None) -> FastAPI:
+    """The FastAPI application serving ``model_dir`` (or an already loaded ``predictor``).
+
+    ``max_upload_bytes`` caps the uploaded file (the request body may exceed it by the
+    multipart framing only); ``model_threads`` caps concurrent model work (default: the
+    number of CPUs, at least 2 and at most 8).
+    """
+    if predictor is None:
+        if model_dir is None:
+            raise ValueError("create_app needs a model directory or a predictor")
+        predictor = Predictor(model_dir, runtime=runtime)
+    limiter = anyio.CapacityLimiter(model_threads or min(8, max(2, os.cpu_count() or 2)))
+    body_limit = max_upload_bytes + _MULTIPART_SLACK
+
+    app = FastAPI(title="CoroNet", version=__version__,
+                  description="COVID-19 chest X-ray classification (CoroNet). Research software: "
+                              "not a medical device, not for diagnosis.")
+    _install_error_handlers(app)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.url.path == "/" or request.url.path.startswith("/static/"):
+            response.headers.setdefault("Content-Security-Policy", _PAGE_CSP)
+        return response
+
+    @app.get("/v1/health", summary="Liveness and the loaded model")
+    def health() -> dict:
+        return {"status": "ok", "model": predictor.card.get("name"), "version": predictor.card.get("version"),
+                "runtime": predictor.runtime, "classes": list(predictor.classes),
+                "max_upload_bytes": max_upload_bytes}
+
+    @app.get("/v1/model", summary="The model card (model.json)")
+    def model_card() -> dict:
+        return predictor.card
+
+    @app.post("/v1/predict", summary="Classify one chest X-ray", openapi_extra=_PREDICT_OPENAPI)
+    async def predict(request: Request, cam: bool = False, image: bool = False) -> dict:
+        filename, data, fields = await _read_upload(request, body_limit, max_upload_bytes)
+        cam = cam or fields.get("cam", "").strip().lower() in _TRUE
+        image = image or fields.get("image", "").strip().lower() in _TRUE
+        return await anyio.to_thread.run_sync(
+            partial(_analyse, predictor, data, filename, cam=cam, preview=image), limiter=limiter)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.state.predictor = predictor
+    return app
+
+
+# ------------------------------------------------------------------------ upload
+
+async def _read_upload(request: Request, body_limit: int, file_limit: int) -> tuple[str, bytes, dict]:
+    """(file name, file bytes, other form fields) of a multipart upload, within the limits; else ApiError."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(415, "send the image as multipart/form-data, in the field 'file'")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        raise ApiError(413, f"upload too large: {int(declared)} bytes declared, limit {file_limit} bytes")
+    parser = MultiPartParser(request.headers, _capped(request.stream(), body_limit), max_files=1, max_fields=4,
+                             max_part_size=1024)
+    try:
+        form = await parser.parse()
+    except _UploadTooLarge:
+        raise ApiError(413, f"upload too large: over {file_limit} bytes") from None
+    except MultiPartException as error:
+        raise ApiError(400, f"malformed multipart body: {error.message}") from None
+    except ClientDisconnect:
+        raise ApiError(400, "client disconnected during the upload") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "no file: send the image as multipart field 'file'")
+        data = await upload.read()
+        if len(data) > file_limit:
+            raise ApiError(413, f"upload too large: {len(data)} bytes, limit {file_limit} bytes")
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        return _safe_name(upload.filename), data, fields
+    finally:
+        await form.close()
+
+
+async def _capped(stream, limit: int):
+    """``stream``'s chunks, raising once more than ``limit`` bytes have come."""
+    received = 0
+    async for chunk in stream:
+        received += len(chunk)
+        if received > limit:
+            raise _UploadTooLarge()
+        yield chunk
+
+
+def _safe_name(filename: str | None) -> str:
+    """The client's file name as a label only: base name, printable, at most 120 characters."""
+    name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())[:120]
+    return name or "upload"
+
+
+# ----------------------------------------------------------------------- analyse
+
+def _analyse(predictor: Predictor, data: bytes, name: str, *, cam: bool, preview: bool) -> dict:
+    """The prediction for one uploaded file (blocking: run in a worker thread)."""
+    kind = sniff_format(data)
+    dicom_by_name = kind is None and name.lower().endswith((".dcm", ".dicom"))
+    if not data:
+        raise ApiError(400, f"{name}: empty file (0 bytes)")
+    if kind not in ACCEPTED_FORMATS and not dicom_by_name:
+        found = f"{kind.upper()} image" if kind else "unrecognised content"
+        raise ApiError(415, f"{name}: not a PNG, JPEG or DICOM image ({found}; the format is read from the bytes)")
+    try:
+        film = read_image(data, name=name)
+    except ImageReadError as error:
+        raise ApiError(422, f"{name}: {error.problem}") from None
+    probabilities = predictor.probabilities([film])[0]
+    index = int(np.argmax(probabilities))
+    result = {
+        "file": name,
+        "predicted_class": predictor.classes[index],
+        "probabilities": {c: float(p) for c, p in zip(predictor.classes, probabilities)},
+        "model": {"name": predictor.card.get("name"), "version": predictor.card.get("version"),
+                  "weights_sha256": predictor.card.get("weights_sha256"), "runtime": predictor.runtime},
+        "image_size": {"width": int(film.shape[1]), "height": int(film.shape[0])},
+        "notice": "Research software. Not a medical device; not for diagnosis.",
+    }
+    if cam:
+        heatmap = predictor.heatmaps([film], [index])[0]
+        result["cam"] = _b64_png(overlay(film, heatmap, max_side=_PREVIEW_SIDE))
+        result["cam_class"] = predictor.classes[index]
+    if preview:
+        result["image"] = _b64_png(fit(film, _PREVIEW_SIDE))
+    return result
+
+
+def _b64_png(image: np.ndarray) -> str:
+    return base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+# ------------------------------------------------------------------------ errors
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": message}`` with its status; unexpected ones logged, answered 500."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors())
+        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error ({type(error).__name__})"}, status_code=500)
+
+
+_PREDICT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary", "description": "PNG, JPEG or DICOM chest X-ray"},
+                "cam": {"type": "boolean", "description": "also return the Grad-CAM overlay (PNG, base64)"},
+                "image": {"type": "boolean", "description": "also return the film as read (PNG, base64)"},
+            }}}},
+    },
+    "responses": {
+        "200": {"description": "predicted class, probability per class, model name and version"},
+        "400": {"description": "empty file or malformed multipart body"},
+        "413": {"description": "upload over the size limit"},
+        "415": {"description": "not multipart, or not a PNG, JPEG or DICOM image"},
+        "422": {"description": "no 'file' field, or an image that cannot be read (truncated, too many pixels...)"},
+    },
+}
+
+
+# ------------------------------------------------------------------------ server
+
+def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
+          max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, model_threads: int | None = None,
+          log_level: str = "info") -> None:
+    """Load the model and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(model_dir, runtime=runtime, max_upload_bytes=max_upload_bytes, model_threads=model_threads)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -1,0 +1,112 @@
+// The page: send one X-ray to /v1/predict, show the film, the class probabilities and the Grad-CAM overlay.
+// Plain JavaScript, no build step; everything comes from this server (see the page's Content-Security-Policy).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let maxUploadBytes = null;
+
+function show(element, visible) { element.hidden = !visible; }
+
+function setError(message) {
+  $("error").textContent = message || "";
+  show($("error"), Boolean(message));
+}
+
+function percent(p) { return (100 * p).toFixed(1) + " %"; }
+
+async function loadModelInfo() {
+  try {
+    const response = await fetch("/v1/health");
+    const health = await response.json();
+    $("model").textContent = `Model ${health.model} (version ${health.version}, ${health.runtime}); ` +
+      `classes: ${health.classes.join(", ")}.`;
+    maxUploadBytes = health.max_upload_bytes;
+    $("limit").textContent = `Up to ${(maxUploadBytes / 1048576).toFixed(0)} MB.`;
+  } catch (err) {
+    $("model").textContent = "The model service is not answering.";
+  }
+}
+
+function renderBars(probabilities, predicted) {
+  const bars = $("bars");
+  bars.replaceChildren();
+  const entries = Object.entries(probabilities).sort((a, b) => b[1] - a[1]);
+  for (const [name, p] of entries) {
+    const row = document.createElement("div");
+    row.className = "bar-row" + (name === predicted ? " top" : "");
+    row.dataset.class = name;
+    const label = document.createElement("span");
+    label.className = "bar-label";
+    label.textContent = name;
+    const track = document.createElement("span");
+    track.className = "bar-track";
+    track.setAttribute("role", "meter");
+    track.setAttribute("aria-label", name);
+    track.setAttribute("aria-valuemin", "0");
+    track.setAttribute("aria-valuemax", "1");
+    track.setAttribute("aria-valuenow", String(p));
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.style.width = (100 * p).toFixed(2) + "%";
+    bar.style.display = "block";
+    track.append(bar);
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = percent(p);
+    row.append(label, track, value);
+    bars.append(row);
+  }
+}
+
+async function analyse(file) {
+  setError("");
+  show($("result"), false);
+  if (!file) return;
+  if (maxUploadBytes !== null && file.size > maxUploadBytes) {
+    setError(`${file.name}: too large (${file.size} bytes; the limit is ${maxUploadBytes} bytes).`);
+    return;
+  }
+  $("status").textContent = `Analysing ${file.name}…`;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  let body;
+  try {
+    const response = await fetch("/v1/predict?cam=true&image=true", { method: "POST", body: form });
+    body = await response.json();
+    if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  } catch (err) {
+    $("status").textContent = "";
+    setError(`Could not analyse ${file.name}: ${err.message}`);
+    return;
+  }
+  $("filename").textContent = body.file;
+  $("summary").textContent = `Most probable class: ${body.predicted_class} ` +
+    `(${percent(body.probabilities[body.predicted_class])}). Research output, not a diagnosis.`;
+  renderBars(body.probabilities, body.predicted_class);
+  $("image").src = "data:image/png;base64," + body.image;
+  $("cam").src = "data:image/png;base64," + body.cam;
+  $("cam-class").textContent = body.cam_class;
+  $("status").textContent = `Done: ${body.file} (${body.image_size.width} × ${body.image_size.height} pixels).`;
+  show($("result"), true);
+}
+
+function setUp() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (event) => analyse(event.target.files[0]));
+  drop.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("file").click(); }
+  });
+  for (const name of ["dragenter", "dragover"]) {
+    drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const name of ["dragleave", "drop"]) {
+    drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.remove("over"); });
+  }
+  drop.addEventListener("drop", (event) => analyse(event.dataTransfer.files[0]));
+  // A file dropped outside the drop zone would make the browser navigate away from the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+  loadModelInfo();
+}
+
+setUp();

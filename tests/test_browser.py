@@ -1,0 +1,96 @@
+"""The page in a real browser: Debian's Chromium, headless, against the server on 127.0.0.1.
+
+Chromium comes from the system (``make browser``; ``$CORONET_CHROMIUM``, default /usr/bin/chromium),
+driven by the Playwright package; no browser is downloaded. A missing Chromium fails the test with
+the way to install it, unless ``CORONET_SKIP_BROWSER=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from coronet.predict import Predictor
+from coronet.serve import create_app
+from deploy_helpers import LiveServer
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CORONET_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    if os.environ.get("CORONET_SKIP_BROWSER") == "1":
+        pytest.skip("CORONET_SKIP_BROWSER=1")
+    path = shutil.which(CHROMIUM) or (CHROMIUM if os.access(CHROMIUM, os.X_OK) else None)
+    if path is None:
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make browser` (Debian package chromium), set "
+                    "CORONET_CHROMIUM to its path, or CORONET_SKIP_BROWSER=1 to skip the browser test")
+    return path
+
+
+def test_page_uploads_a_film_and_shows_probabilities_and_grad_cam(chromium_path, tiny_model_dir, xray_paths,
+                                                                   tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    predictor = Predictor(tiny_model_dir)
+    film = xray_paths[0]
+    console_errors = []
+    with LiveServer(create_app(predictor=predictor)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1000})
+            page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+            page.goto(url + "/")
+            expect(page.locator("#notice")).to_be_visible()
+            expect(page.locator("#notice")).to_contain_text("Research tool, not a medical device")
+            expect(page.locator("#model")).to_contain_text("coronet-test_resnet")
+
+            page.locator("#file").set_input_files(str(film))
+
+            rows = page.locator("#bars .bar-row")
+            expect(rows).to_have_count(len(predictor.classes), timeout=60_000)
+            expect(page.locator("#result")).to_be_visible()
+            for image in ("#cam", "#image"):
+                page.wait_for_function(f"document.querySelector('{image}').complete && "
+                                       f"document.querySelector('{image}').naturalWidth > 0", timeout=60_000)
+            shot = tmp_path / "browser-page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            artefacts = REPO / "test-artifacts"
+            artefacts.mkdir(exist_ok=True)
+            shutil.copy(shot, artefacts / "browser-page.png")
+
+            # The page shows what the API computes: the predicted class on top, the probabilities as bar widths.
+            from coronet.imageio import read_image
+            expected = dict(zip(predictor.classes, predictor.probabilities([read_image(film)])[0]))
+            top = max(expected, key=expected.get)
+            assert rows.first.get_attribute("data-class") == top
+            expect(page.locator("#bars .bar-row.top")).to_have_attribute("data-class", top)
+            expect(page.locator("#cam-class")).to_have_text(top)
+            for row in rows.all():
+                name = row.get_attribute("data-class")
+                shown = float(row.locator(".bar-track").get_attribute("aria-valuenow"))
+                assert abs(shown - expected[name]) < 1e-6
+                track = row.locator(".bar-track").bounding_box()["width"]
+                bar = row.locator(".bar").bounding_box()["width"]
+                assert abs(bar / track - expected[name]) < 0.02
+            cam_size = page.evaluate("[document.querySelector('#cam').naturalWidth, "
+                                     "document.querySelector('#cam').naturalHeight]")
+            film_shape = read_image(film).shape
+            assert abs(cam_size[0] / cam_size[1] - film_shape[1] / film_shape[0]) < 0.02
+
+            # A file that is not an X-ray: the page says what is wrong and stays usable.
+            bad = tmp_path / "notes.png"
+            bad.write_text("not an image")
+            page.locator("#file").set_input_files(str(bad))
+            expect(page.locator("#error")).to_contain_text("not a PNG, JPEG or DICOM image", timeout=60_000)
+            expect(page.locator("#result")).to_be_hidden()
+        finally:
+            browser.close()
+    # The failed upload logs its 415 in the console; nothing else may go wrong on the page.
+    assert all("415" in text for text in console_errors), console_errors

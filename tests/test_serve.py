@@ -1,0 +1,202 @@
+"""The web service: API on real films, the bad-input corpus, limits, concurrency on a real server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from coronet.imageio import read_image
+from coronet.predict import Predictor
+from coronet.serve import create_app
+from deploy_helpers import LiveServer, bad_files, jpeg_bytes
+
+LIMIT = 1024 * 1024  # the tests' upload cap: the shared films are well under it
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir) -> Predictor:
+    return Predictor(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor=predictor, max_upload_bytes=LIMIT), raise_server_exceptions=False) as c:
+        yield c
+
+
+def upload(client, name: str, content: bytes, *, params=None, data=None, content_type="application/octet-stream"):
+    return client.post("/v1/predict", files={"file": (name, content, content_type)}, params=params, data=data)
+
+
+def assert_healthy(client, predictor, xray) -> None:
+    """Health answers, and a good film is still predicted correctly."""
+    assert client.get("/v1/health").json()["status"] == "ok"
+    response = upload(client, xray.name, xray.read_bytes())
+    assert response.status_code == 200
+    expected = predictor.probabilities([read_image(xray)])[0]
+    np.testing.assert_allclose(list(response.json()["probabilities"].values()), expected, atol=1e-6)
+
+
+def test_predict_real_films(client, predictor, xray_paths):
+    for path in xray_paths:
+        response = upload(client, path.name, path.read_bytes(), content_type="image/jpeg")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        expected = predictor.probabilities([read_image(path)])[0]
+        assert list(body["probabilities"]) == ["covid", "normal", "bacterial", "viral"]
+        np.testing.assert_allclose(list(body["probabilities"].values()), expected, atol=1e-6)
+        assert body["predicted_class"] == predictor.classes[int(np.argmax(expected))]
+        assert body["model"]["name"] == "coronet-test_resnet" and body["model"]["version"] == predictor.card["version"]
+        assert body["file"] == path.name and "not a medical device" in body["notice"].lower()
+        assert "cam" not in body and "image" not in body
+
+
+def _png(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def test_cam_and_image_on_request(client, predictor, xray_paths):
+    path = xray_paths[2]
+    film = read_image(path)
+    for params, data in (({"cam": "true", "image": "1"}, None), (None, {"cam": "true", "image": "yes"})):
+        body = upload(client, path.name, path.read_bytes(), params=params, data=data).json()
+        cam, image = _png(body["cam"]), _png(body["image"])
+        assert cam.mode == "RGB" and image.mode == "L"
+        assert cam.size == image.size and max(cam.size) == min(512, max(film.shape))
+        assert body["cam_class"] == body["predicted_class"]
+        expected = predictor.heatmaps([film], [predictor.classes.index(body["cam_class"])])[0]
+        assert np.ptp(expected) > 0.5  # a real map, not a blank one
+    assert "cam" not in upload(client, path.name, path.read_bytes(), data={"cam": "false"}).json()
+
+
+def test_health_model_card_docs_and_page(client, predictor):
+    health = client.get("/v1/health").json()
+    assert health == {"status": "ok", "model": "coronet-test_resnet", "version": predictor.card["version"],
+                      "runtime": "torch", "classes": list(predictor.classes), "max_upload_bytes": LIMIT}
+    assert client.get("/v1/model").json() == predictor.card
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]
+    assert "file" in schema["requestBody"]["content"]["multipart/form-data"]["schema"]["required"]
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "Research tool, not a medical device" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+
+
+@pytest.mark.parametrize("kind", list(bad_files()))
+def test_bad_files_are_refused_cleanly(client, predictor, xray_paths, kind):
+    name, content = bad_files()[kind]
+    response = upload(client, name, content, content_type="image/png")  # the declared type is not trusted
+    assert 400 <= response.status_code < 500, response.text
+    error = response.json()["error"]
+    expected = {"zero bytes": "0 bytes", "truncated JPEG": "truncated", "text renamed .png": "not a PNG, JPEG or DICOM",
+                "20000x20000 PNG header": "decompression bomb", "DICOM without pixels": "no pixel data"}[kind]
+    assert error.startswith(name + ": ") and expected in error
+    assert_healthy(client, predictor, xray_paths[0])
+
+
+def test_requests_that_are_not_a_good_upload(client, predictor, xray_paths):
+    film = xray_paths[0].read_bytes()
+    cases = [
+        (client.post("/v1/predict", content=film, headers={"content-type": "image/jpeg"}), 415, "multipart/form-data"),
+        (client.post("/v1/predict", files={"image": ("a.jpg", film)}), 422, "field 'file'"),
+        (client.post("/v1/predict", data={"file": "not a file"}, files={"other": ("x", b"x")}), 422, "field 'file'"),
+        (client.post("/v1/predict", files=[("file", ("a.jpg", film)), ("file", ("b.jpg", film))]), 400, "Too many files"),
+        (client.post("/v1/predict", content=b"--x\r\nnot a header line\r\n\r\nabc\r\n--x--\r\n",
+                     headers={"content-type": "multipart/form-data; boundary=x"}), 400, "malformed multipart"),
+        (client.post("/v1/predict", content=b"--x\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--x--\r\n",
+                     headers={"content-type": "multipart/form-data; boundary=x"}), 400, "name"),
+        (client.post("/v1/predict", content=b"x", headers={"content-type": "multipart/form-data"}), 400, "boundary"),
+        (upload(client, "a.gif", _gif()), 415, "GIF image"),
+        (upload(client, "a.jpg", film, params={"cam": "maybe"}), 422, "cam"),
+        (client.get("/v1/predict"), 405, ""),
+        (client.get("/v1/nothing"), 404, ""),
+    ]
+    for response, status, words in cases:
+        assert response.status_code == status, response.text
+        assert words in response.json()["error"]
+    assert_healthy(client, predictor, xray_paths[0])
+
+
+def _gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8)).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def test_huge_multipart_body_is_refused_with_413(client, predictor, xray_paths):
+    huge = jpeg_bytes() + b"\0" * (3 * LIMIT)
+    response = upload(client, "huge.jpg", huge)
+    assert response.status_code == 413 and "too large" in response.json()["error"]
+
+    def chunked():  # no Content-Length: the cap must hold while the body streams in
+        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"huge.jpg\"\r\n\r\n"
+        for _ in range(3 * LIMIT // 65536):
+            yield b"\0" * 65536
+        yield b"\r\n--b--\r\n"
+
+    response = client.post("/v1/predict", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 413 and "too large" in response.json()["error"]
+    assert_healthy(client, predictor, xray_paths[0])
+
+
+# ------------------------------------------------------------------------------ a real server
+
+@pytest.fixture(scope="module")
+def live(predictor):
+    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT)) as url:
+        yield url
+
+
+def test_declared_huge_body_is_refused_before_it_is_sent(live):
+    """A 10 GB Content-Length is answered 413 at once: the server does not wait for the body."""
+    port = int(live.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                           b"Content-Length: 10000000000\r\n\r\n")
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert "too large" in json.loads(body)["error"]
+    assert httpx.get(live + "/v1/health").json()["status"] == "ok"
+
+
+def test_load_200_requests_from_8_clients(live, predictor, xray_paths):
+    """Concurrent requests (some with Grad-CAM) get exactly the answers of sequential calls; no errors."""
+    films = [(p.name, p.read_bytes()) for p in xray_paths]
+    expected = predictor.probabilities([read_image(p) for p in xray_paths])
+    local = threading.local()
+
+    def call(i: int):
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=live, timeout=120)
+        k = i % len(films)
+        params = {"cam": "true"} if i % 10 == 0 else None
+        response = local.client.post("/v1/predict", files={"file": films[k]}, params=params)
+        return k, response.status_code, response.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(200)))
+    assert [status for _, status, _ in results] == [200] * 200
+    for k, _, body in results:
+        assert body["file"] == films[k][0]
+        np.testing.assert_allclose(list(body["probabilities"].values()), expected[k], atol=1e-5)
+    assert sum("cam" in body for _, _, body in results) == 20
+    assert httpx.get(live + "/v1/health").json()["status"] == "ok"
