@@ -70,12 +70,13 @@ def ozturk_root(path: str | os.PathLike) -> Path:
 
 
 def prepare_dataset2(data: str | os.PathLike, out: Path, source: TrainConfig, folds: int, seed: int,
-                     log=print) -> Path:
-    """Prepare dataset-2 (all its images, patient-grouped folds) at the source run's input size, once."""
+                     per_class: int | None = None, log=print) -> Path:
+    """Prepare dataset-2 (all its images, or ``per_class`` of each; patient-grouped folds) at the source's input size."""
     if (out / "manifest.csv").is_file():
         return out
     root = ozturk_root(data)
-    config = PrepareConfig(sources=("ozturk",), class_counts={"covid": 10**6, "normal": 10**6, "pneumonia": 10**6},
+    count = per_class or 10**6
+    config = PrepareConfig(sources=("ozturk",), class_counts={"covid": count, "normal": count, "pneumonia": count},
                            folds=folds, seed=seed, image_size=source.input_size,
                            source_roots={"ozturk": str(root)})
     import warnings
@@ -87,11 +88,12 @@ def prepare_dataset2(data: str | os.PathLike, out: Path, source: TrainConfig, fo
 
 def finetune(source_run: str | os.PathLike, out: str | os.PathLike, task: str = "3class", profile: str = "paper",
              data: str | os.PathLike | None = None, folds: list[int] | None = None, resume: bool = False,
-             progress: bool = True, log=print, **overrides) -> pd.DataFrame:
+             progress: bool = True, log=print, data_per_class: int | None = None, **overrides) -> pd.DataFrame:
     """Fine-tune each fold's 4-class model of ``source_run`` for ``task``; write the run directory ``out``.
 
     data: dataset-2 (or a data directory holding it) to fine-tune and evaluate on instead of the
         source run's own images; the task must then be ``3class``.
+    data_per_class: use a seeded sample of this many dataset-2 images per class (smoke runs).
     overrides: training settings replacing the fine-tuning profile's (``epochs=1`` ...).
     Returns the per-image predictions (all images, also for dataset-2).
     """
@@ -120,7 +122,7 @@ def finetune(source_run: str | os.PathLike, out: str | os.PathLike, task: str = 
         if task != "3class":
             raise ValueError("dataset-2 has 3 classes: use --task 3class with --data")
         dataset_dir = prepare_dataset2(data, out / "dataset", source, folds=source_manifest.fold.nunique(),
-                                       seed=source.seed, log=log)
+                                       seed=source.seed, per_class=data_per_class, log=log)
         overlap = find_overlap(dataset_dir, source_dataset)
         overlap.to_csv(out / "overlap.csv", index=False)
         manifest = relabel(pd.read_csv(dataset_dir / "manifest.csv"), task)

@@ -446,7 +446,7 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _html_table(df: pd.DataFrame) -> str:
+def html_table(df: pd.DataFrame) -> str:
     return df.to_html(float_format=lambda v: f"{v:.2f}", na_rep="", border=0, classes="t")
 
 
@@ -481,7 +481,7 @@ def _training_tables(run_dir: Path) -> tuple[pd.DataFrame | None, dict]:
     return table, curves
 
 
-def _render_html(title: str, sections: list[tuple[str, str]]) -> str:
+def render_html(title: str, sections: list[tuple[str, str]]) -> str:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              ".note{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;font-weight:bold}"
              "table.t{border-collapse:collapse;font-size:.9em}table.t td,table.t th{border:1px solid #ccc;"
@@ -621,16 +621,16 @@ def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> Non
         ("Summary", "<pre>" + html.escape("\n".join(summary_lines(summary))) + "</pre>"
          f"<p>{summary['n_images']} images, {summary['n_patients']} patients, classes: "
          f"{html.escape(', '.join(summary['classes']))}.</p>"),
-        *[(title, _html_table(table)) for title, table in tables.items()],
-        ("95% bootstrap intervals (patients resampled)", _html_table(ci)),
-        ("ROC AUC (one-vs-rest) and calibration", _html_table(auc)
+        *[(title, html_table(table)) for title, table in tables.items()],
+        ("95% bootstrap intervals (patients resampled)", html_table(ci)),
+        ("ROC AUC (one-vs-rest) and calibration", html_table(auc)
          + f"<p>Expected calibration error ({ECE_BINS} bins, max probability): {summary['ece']:.4f}</p>"
          + f"<p>COVID-19 operating point: {html.escape(_op_text(summary['covid_operating_point']))}</p>"),
         ("Figures", imgs),
     ]
     if training is not None or curves:
-        content = _html_table(training) if training is not None else ""
+        content = html_table(training) if training is not None else ""
         content += "".join(f"<figure><img src='{_data_uri(p)}' alt='{html.escape(k)} curves'>"
                            f"<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in curves.items())
         sections.append(("Training", content))
-    (out / "report.html").write_text(_render_html(summary["run"], sections), encoding="utf-8")
+    (out / "report.html").write_text(render_html(summary["run"], sections), encoding="utf-8")

@@ -1,4 +1,5 @@
-"""Training and evaluation experiments: ``cv``, ``train``, ``report``, ``finetune``, ``evaluate``."""
+"""Training and evaluation experiments: ``cv``, ``train``, ``report``, ``finetune``, ``evaluate``,
+``reproduce``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..config import resolve_data_dir
 from ..model import WeightsError
-from ._app import (AcceleratorOption, BackboneOption, BatchSizeOption, DevicesOption, EpochsOption, PrecisionOption,
-                   ProfileOption, SeedOption, StrategyOption, WeightsOption, app, fail, quiet_lightning,
-                   training_config)
+from ._app import (AcceleratorOption, BackboneOption, BatchSizeOption, DataOption, DevicesOption, EpochsOption,
+                   PrecisionOption, ProfileOption, SeedOption, StrategyOption, WeightsOption, app, fail,
+                   quiet_lightning, require_sources, training_config)
 
 
 @app.command("cv")
@@ -158,3 +160,49 @@ def evaluate(
         typer.echo(f"report: {(out / 'report' / 'report.html').resolve()}")
         for line in summary_lines(summary):
             typer.echo(line)
+
+
+@app.command("reproduce")
+def reproduce(
+    out: Annotated[Path, typer.Option(help="Directory for every stage and the overview report.")],
+    profile: Annotated[str, typer.Option(help="quick (a few minutes' pipeline check), paper (the protocol) or "
+                                              "tiny (tests).")] = "quick",
+    data: DataOption = None,
+    count: Annotated[Optional[list[str]], typer.Option(
+        help="Per-class images as LABEL=N (repeatable); default: the paper's Table I.")] = None,
+    folds: Annotated[int, typer.Option(help="Number of cross-validation folds.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed for selection, folds and training.")] = 0,
+    dataset2: Annotated[bool, typer.Option(help="Include dataset-2 (Table VI) when the data holds it.")] = True,
+    dataset2_per_class: Annotated[Optional[int], typer.Option(
+        help="Use this many dataset-2 images per class (default: all).")] = None,
+    epochs: EpochsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = False,
+):
+    """The paper end to end: prepare, 4-class CV, 3-class and binary fine-tunes, dataset-2, one report."""
+    from ..modelio import ModelLoadError
+    from ..prepare import PAPER_CLASS_COUNTS
+    from ..reproduce import overview_lines
+    from ..reproduce import reproduce as run_reproduce
+
+    data_dir = resolve_data_dir(data)
+    require_sources(data_dir, ("cohen", "kaggle"))
+    counts = dict(PAPER_CLASS_COUNTS)
+    for item in count or []:
+        label, _, number = item.partition("=")
+        if label not in counts or not number.isdigit():
+            fail(f"--count {item!r}: expected LABEL=N with LABEL one of {', '.join(counts)}")
+        counts[label] = int(number)
+    quiet_lightning()
+    try:
+        summary = run_reproduce(data_dir, out, profile=profile, counts=counts, folds=folds, seed=seed,
+                                dataset2=dataset2, dataset2_per_class=dataset2_per_class, n_bootstrap=bootstrap,
+                                progress=progress, log=typer.echo, epochs=epochs, precision=precision,
+                                devices=devices, accelerator=accelerator)
+    except (ValueError, FileNotFoundError, ModelLoadError) as error:
+        fail(str(error))
+    for line in overview_lines(summary):
+        typer.echo(line)

@@ -1,0 +1,156 @@
+"""``coronet reproduce``: the whole paper end to end, into one directory, with one report.
+
+Stages (each a directory under ``out``; an interrupted run continues where it stopped):
+
+1. ``dataset/`` -- the paper's Table I selection, duplicates removed, patient-grouped folds;
+2. ``4class/`` -- cross-validation of the 4-class model (Tables III and IV);
+3. ``3class/``, ``binary/`` -- fine-tuned from each fold's 4-class model (Table V);
+4. ``dataset2/`` -- fine-tuned on Ozturk et al.'s dataset-2, with ``dataset2/no-overlap/`` for
+   the images the 4-class models never saw (Table VI), when the data directory holds it;
+5. ``report.md`` / ``report.html`` -- Tables III-VI beside the paper's values, the 95 %
+   intervals of every run, and links to each run's own report; ``timings.json``.
+
+The profile names the settings of every stage (``coronet.profiles``): ``paper`` is the
+paper's protocol, ``quick`` a pipeline check of a few minutes, ``tiny`` a test network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .finetune import NO_OVERLAP, finetune, ozturk_root
+from .prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
+from .profiles import FINETUNE_PROFILES, get_profile
+from .report import DISCLAIMER, html_table, markdown_table, render_html, summary_lines, write_report
+from .training import run_cv
+
+FINETUNED_TASKS = ("3class", "binary")
+
+
+def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "quick",
+              counts: dict[str, int] | None = None, folds: int = 4, seed: int = 0,
+              dataset2: bool = True, dataset2_per_class: int | None = None, n_bootstrap: int = 1000,
+              progress: bool = False, log=print, **overrides) -> dict:
+    """Run every stage (see the module docstring) for ``profile``; return the overview's summary.
+
+    counts: images per class for the 4-class dataset (default: the paper's Table I).
+    dataset2: include the dataset-2 stage when the data directory holds dataset-2.
+    dataset2_per_class: a seeded sample of dataset-2 per class (smoke runs); default all.
+    overrides: training settings replacing the profile's in every stage (``epochs=1`` ...).
+    """
+    data, out = Path(data), Path(out)
+    config = get_profile(profile).with_overrides(**overrides)
+    if profile not in FINETUNE_PROFILES:
+        raise ValueError(f"profile {profile!r} has no fine-tuning settings; choose from {sorted(FINETUNE_PROFILES)}")
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, work):
+        log(f"== {name}")
+        started = time.perf_counter()
+        result = work()
+        timings[name] = round(time.perf_counter() - started, 1)
+        (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+        return result
+
+    dataset = out / "dataset"
+    if not (dataset / "manifest.csv").is_file():
+        prepare = PrepareConfig(class_counts=dict(counts or PAPER_CLASS_COUNTS), folds=folds, seed=seed,
+                                image_size=config.input_size)
+        stage("prepare", lambda: prepare_dataset(data, dataset, prepare, log=log))
+    stage("4class", lambda: run_cv(dataset, out / "4class", config, profile=profile, resume=True,
+                                   progress=progress, log=log))
+    tuned = {k: v for k, v in overrides.items() if k not in ("epochs", "lr", "train_per_class")}
+    for task in FINETUNED_TASKS:
+        stage(task, lambda task=task: finetune(out / "4class", out / task, task=task, profile=profile, resume=True,
+                                               progress=progress, log=log, **tuned))
+    runs = {"4-class": out / "4class", "3-class": out / "3class", "binary": out / "binary"}
+    if dataset2 and _has_dataset2(data):
+        stage("dataset2", lambda: finetune(out / "4class", out / "dataset2", task="3class", profile=profile,
+                                           data=data, data_per_class=dataset2_per_class, resume=True,
+                                           progress=progress, log=log, **tuned))
+        runs["dataset-2"] = out / "dataset2"
+        runs["dataset-2, no overlap"] = out / "dataset2" / NO_OVERLAP
+    elif dataset2:
+        log(f"dataset-2 not found under {data}: Table VI skipped")
+
+    summaries = stage("reports", lambda: {name: write_report(run, n_bootstrap=n_bootstrap, seed=seed)
+                                          for name, run in runs.items()})
+    return write_overview(out, runs, summaries, profile, timings)
+
+
+def _has_dataset2(data: Path) -> bool:
+    try:
+        ozturk_root(data)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict], profile: str,
+                   timings: dict[str, float]) -> dict:
+    """``out/report.md`` and ``out/report.html``: Tables III-VI beside the paper's, intervals, links."""
+    four = runs["4-class"] / "report"
+    table3 = pd.read_csv(four / "table3.csv", index_col=0)
+    table4 = pd.read_csv(four / "table4.csv", index_col=0)
+    table5 = pd.concat([pd.read_csv(runs[name] / "report" / "table5.csv", index_col=0)
+                        for name in ("4-class", "3-class", "binary")])
+    table5.to_csv(out / "table5.csv")
+    tables = {"Table III: 4-class, per fold (percent)": table3,
+              "Table IV: 4-class, per class (percent)": table4,
+              "Table V: per task, fold means (percent)": table5}
+    if "dataset-2" in runs:
+        parts = {name: pd.read_csv(runs[name] / "report" / "table6.csv", index_col=0)
+                 for name in ("dataset-2", "dataset-2, no overlap")}
+        table6 = pd.concat(parts, names=["images", "class"])
+        table6.index = [f"{images}: {cls}" for images, cls in table6.index]
+        table6.index.name = "images: class"
+        table6.to_csv(out / "table6.csv")
+        tables["Table VI: dataset-2, all images and without the 4-class films/patients (percent)"] = table6
+
+    intervals = pd.DataFrame(
+        [{"run": name, "images": s["n_images"], "patients": s["n_patients"], "accuracy": s["accuracy"],
+          "accuracy 95% CI": _ci(s["accuracy_ci"]), "covid recall": s["covid_recall"],
+          "covid recall 95% CI": _ci(s["covid_recall_ci"])} for name, s in summaries.items()]).set_index("run")
+    intervals.to_csv(out / "intervals.csv")
+    summary = {"profile": profile, "report": str((out / "report.html").resolve()), "timings_s": timings,
+               "runs": {name: {"dir": str(runs[name].resolve()), "accuracy": s["accuracy"],
+                               "accuracy_ci": s["accuracy_ci"], "covid_recall": s["covid_recall"],
+                               "covid_recall_ci": s["covid_recall_ci"]} for name, s in summaries.items()}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    title = f"CoroNet reproduction ({profile} profile)"
+    links = {name: os.path.relpath(run / "report" / "report.html", out) for name, run in runs.items()}
+    md = [f"# {title}", "", f"*{DISCLAIMER}*", "", "## Accuracy and COVID-19 recall, 95% intervals "
+          "(bootstrap over patients)", "", markdown_table(intervals), ""]
+    for name, table in tables.items():
+        md += [f"## {name}", "", markdown_table(table), ""]
+    md += ["## Runs", ""] + [f"- {name}: [{links[name]}]({links[name]})" for name in runs] + [
+        "", "## Time per stage (s)", "", *[f"- {k}: {v}" for k, v in timings.items()], ""]
+    (out / "report.md").write_text("\n".join(md))
+    sections = [("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(intervals)),
+                *[(name, html_table(table)) for name, table in tables.items()],
+                ("Runs", "<ul>" + "".join(f"<li><a href='{links[n]}'>{n}</a></li>" for n in runs) + "</ul>"),
+                ("Time per stage (s)", "<ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in timings.items()) + "</ul>")]
+    (out / "report.html").write_text(render_html(title, sections), encoding="utf-8")
+    return summary
+
+
+def _ci(ci) -> str:
+    return "" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
+
+
+def overview_lines(summary: dict) -> list[str]:
+    """What ``coronet reproduce`` prints last: the report's path and each run's two headline lines."""
+    lines = [f"report: {summary['report']}"]
+    for name, run in summary["runs"].items():
+        lines += [f"{name}: {line}" for line in summary_lines({**run, "n_patients": None})]
+    return lines
+
+
+__all__ = ["overview_lines", "reproduce", "write_overview"]

@@ -1,0 +1,49 @@
+"""`coronet reproduce --profile quick` end to end on a tiny subset of the real data (CoroNet at 150 px)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from coronet.cli import app
+
+
+def test_reproduce_quick_on_a_tiny_subset(data_dir, tmp_path):
+    out = tmp_path / "reproduce"
+    args = ["reproduce", "--profile", "quick", "--data", str(data_dir), "--out", str(out), "--folds", "2",
+            "--dataset2-per-class", "4", "--bootstrap", "50"]
+    for label in ("covid", "normal", "bacterial", "viral"):
+        args += ["--count", f"{label}=5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    for stage in ("4class", "3class", "binary", "dataset2", "dataset2/no-overlap"):
+        assert (out / stage / "report" / "report.html").is_file(), stage
+    assert json.loads((out / "4class" / "config.json").read_text())["train"]["backbone"] == "legacy_xception"
+    assert json.loads((out / "binary" / "config.json").read_text())["task"] == "binary"
+    assert set(pd.read_csv(out / "binary" / "predictions.csv").label) == {"covid", "normal"}
+    assert set(pd.read_csv(out / "3class" / "predictions.csv").label) == {"covid", "normal", "pneumonia"}
+    assert len(pd.read_csv(out / "dataset2" / "predictions.csv")) == 12
+
+    table5 = pd.read_csv(out / "table5.csv", index_col=0)
+    assert list(table5.index) == ["4-class", "3-class", "binary"]
+    assert list(table5.accuracy_paper) == [89.6, 95.0, 99.0]
+    table6 = pd.read_csv(out / "table6.csv", index_col=0)
+    assert table6.loc["dataset-2: accuracy", "accuracy_paper"] == 90.21
+    assert "dataset-2, no overlap: covid" in table6.index
+    page = (out / "report.html").read_text()
+    for name in ("Table III", "Table IV", "Table V", "Table VI", "not a medical device"):
+        assert name in page
+    timings = json.loads((out / "timings.json").read_text())
+    assert {"prepare", "4class", "3class", "binary", "dataset2", "reports"} <= set(timings)
+
+    lines = result.output.strip().splitlines()
+    assert lines[-11].startswith("report: ") and lines[-11].endswith("report.html")
+    assert lines[-10].startswith("4-class: accuracy ") and "95% CI" in lines[-10]
+
+    # run again: every stage is found finished and kept (resume), the overview is rebuilt
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "already finished, kept" in again.output
