@@ -76,6 +76,24 @@ def test_grad_cam_matches_the_formula_and_leaves_the_model_alone(backbone, size)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_grad_cam_never_hooks_the_callers_model(monkeypatch):
+    """Not even briefly: a server's other threads run predictions on that model meanwhile."""
+    model = build_model(4, "test_resnet", input_size=64, hidden=8).eval()
+    hooked = []
+    for method in ("register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook"):
+        original = getattr(nn.Module, method)
+
+        def spy(self, *args, _original=original, **kwargs):
+            hooked.append(self)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(nn.Module, method, spy)
+    with torch.inference_mode():  # as in a serving thread
+        cam = GradCam(model, 64)
+        cam(np.zeros((1, 1, 64, 64), np.float32), [1])
+    own = {id(m) for m in model.modules()}
+    assert hooked and not any(id(m) in own for m in hooked)
+
+
 def test_overlay_keeps_the_film_aspect_and_caps_the_size():
     film = np.tile(np.arange(300, dtype=np.uint8)[None, :], (700, 1))  # 700 high, 300 wide
     heat = np.zeros((8, 8), np.float32)

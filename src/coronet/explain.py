@@ -75,7 +75,8 @@ def find_target_layer(backbone: nn.Module, input_size: int) -> str:
     was_training = backbone.training
     try:
         backbone.eval()
-        with torch.no_grad():
+        # Not in inference mode even inside a caller's inference_mode block: its tensors have no version counter.
+        with torch.inference_mode(False), torch.no_grad():
             backbone(torch.zeros(1, 3, input_size, input_size))
     finally:
         backbone.train(was_training)
@@ -96,9 +97,12 @@ class GradCam:
 
     def __init__(self, model: nn.Module, input_size: int):
         self.input_size = int(input_size)
-        self.layer_name = find_target_layer(model.backbone, self.input_size)
-        self._model = copy.deepcopy(model).eval()
+        # Copy first: even the target-layer search hooks the network, and the caller's may be
+        # serving predictions in other threads right now.
+        with torch.inference_mode(False):  # a copy made in inference mode could never join a backward pass
+            self._model = copy.deepcopy(model).eval()
         self._model.requires_grad_(False)
+        self.layer_name = find_target_layer(self._model.backbone, self.input_size)
         self._layer = self._model.backbone.get_submodule(self.layer_name)
         self._layer.register_forward_hook(_start_graph_here)
         self._lock = threading.Lock()
@@ -121,9 +125,8 @@ class GradCam:
         if batch.ndim != 4 or len(classes) != len(batch):
             raise ValueError(f"expected (N, 1, S, S) images and N classes, got {batch.shape} and {len(classes)}")
         targets = [ClassifierOutputTarget(int(c)) for c in classes]
-        # A fresh tensor, created outside any inference_mode block, so autograd may use it.
-        tensor = torch.tensor(batch)
         with self._lock, torch.inference_mode(False), torch.enable_grad():
+            tensor = torch.tensor(batch)  # created here, outside any inference mode, so autograd may use it
             cam = GradCAM(model=self._model, target_layers=[self._layer])
             try:
                 maps = cam(input_tensor=tensor, targets=targets)
