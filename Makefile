@@ -27,9 +27,7 @@ $(CHROMIUM):
 browser: $(CHROMIUM)
 
 reproduce: setup
-	CORONET_DATA=$(DATA) $(BIN)/coronet data prepare --out $(OUT)/dataset
-	$(BIN)/coronet cv --dataset $(OUT)/dataset --out $(OUT)/cv --profile quick --resume --no-progress
-	$(BIN)/coronet report $(OUT)/cv
+	$(BIN)/coronet reproduce --profile quick --data $(DATA) --out $(OUT)
 
 test: setup browser
 	CORONET_DATA=$(DATA) CORONET_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
