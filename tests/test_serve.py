@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -175,6 +179,9 @@ def test_declared_huge_body_is_refused_before_it_is_sent(live):
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413")
     assert "too large" in json.loads(body)["error"]
+    # An ordinary client sending the whole body gets the 413 too, not a reset connection.
+    response = httpx.post(live + "/v1/predict", files={"file": ("big.jpg", jpeg_bytes() + bytes(8 * LIMIT))}, timeout=60)
+    assert response.status_code == 413 and "too large" in response.json()["error"]
     assert httpx.get(live + "/v1/health").json()["status"] == "ok"
 
 
@@ -200,3 +207,41 @@ def test_load_200_requests_from_8_clients(live, predictor, xray_paths):
         np.testing.assert_allclose(list(body["probabilities"].values()), expected[k], atol=1e-5)
     assert sum("cam" in body for _, _, body in results) == 20
     assert httpx.get(live + "/v1/health").json()["status"] == "ok"
+
+
+def test_coronet_serve_command(tiny_model_dir, xray_paths):
+    """`coronet serve --model DIR --host 127.0.0.1 --port N`, as other tools start it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
+                               str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        health = None
+        for _ in range(1200):  # up to two minutes for imports and the warm-up on a busy machine
+            if server.poll() is not None:
+                pytest.fail(f"coronet serve exited ({server.returncode}): {server.stderr.read()[-2000:]}")
+            try:
+                health = httpx.get(url + "/v1/health", timeout=5).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert health and health["status"] == "ok" and health["model"] == "coronet-test_resnet"
+        film = xray_paths[3]
+        response = httpx.post(url + "/v1/predict", files={"file": (film.name, film.read_bytes())}, timeout=60)
+        assert response.status_code == 200 and response.json()["file"] == film.name
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert server.returncode in (0, -signal.SIGTERM)  # it stopped on SIGTERM (uvicorn re-raises the signal)
+
+
+def test_coronet_serve_refuses_a_bad_model_dir(tmp_path):
+    from typer.testing import CliRunner
+
+    from coronet.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "not a model directory" in result.output

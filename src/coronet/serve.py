@@ -80,17 +80,21 @@ class _UploadTooLarge(Exception):
 
 def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predictor | None = None,
                runtime: str = "torch", max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               model_threads: int | None = None) -> FastAPI:
+               model_threads: int | None = None, warm_up: bool = True) -> FastAPI:
     """The FastAPI application serving ``model_dir`` (or an already loaded ``predictor``).
 
     ``max_upload_bytes`` caps the uploaded file (the request body may exceed it by the
     multipart framing only); ``model_threads`` caps concurrent model work (default: the
-    number of CPUs, at least 2 and at most 8).
+    number of CPUs, at least 2 and at most 8). ``warm_up`` runs one prediction and one
+    Grad-CAM on a blank film now, so that the first request does not pay for building them.
     """
     if predictor is None:
         if model_dir is None:
             raise ValueError("create_app needs a model directory or a predictor")
         predictor = Predictor(model_dir, runtime=runtime)
+    if warm_up:
+        blank = np.zeros((predictor.input_size, predictor.input_size), np.uint8)
+        predictor.heatmaps([blank], [int(np.argmax(predictor.probabilities([blank])[0]))])
     limiter = anyio.CapacityLimiter(model_threads or min(8, max(2, os.cpu_count() or 2)))
     body_limit = max_upload_bytes + _MULTIPART_SLACK
 

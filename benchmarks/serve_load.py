@@ -1,0 +1,131 @@
+"""Load on `coronet serve` over loopback: requests/s, latency percentiles, errors. Prints figures; asserts nothing.
+
+    python benchmarks/serve_load.py                        # an untrained CoroNet (legacy_xception, 150 px)
+    python benchmarks/serve_load.py --model runs/quick/cv/fold-1/model --requests 400 --clients 16 --cam-every 10
+
+Starts ``coronet serve`` in its own process on 127.0.0.1 (a free port), waits for
+``/v1/health``, then ``--clients`` threads, each with its own keep-alive connection, send
+``--requests`` POST /v1/predict in total, cycling through real films from the shared data
+(every ``--cam-every``-th request also asks for the Grad-CAM overlay). Latency is the
+client's, from sending the request to having the JSON. Afterwards it checks health again
+and stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from coronet.export import export_onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inference import films, untrained_model_dir  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited with status {server.returncode}")
+        try:
+            return httpx.get(url + "/v1/health", timeout=5).json()
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise SystemExit("server did not become healthy")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def load(url: str, uploads: list[tuple[str, bytes]], requests: int, clients: int, cam_every: int):
+    local = threading.local()
+
+    def call(i: int):
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, timeout=300)
+        params = {"cam": "true"} if cam_every and i % cam_every == 0 else None
+        start = time.perf_counter()
+        try:
+            response = local.client.post("/v1/predict", files={"file": uploads[i % len(uploads)]}, params=params)
+            ok = response.status_code == 200 and "predicted_class" in response.json()
+        except httpx.HTTPError:
+            ok = False
+        return time.perf_counter() - start, ok
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(call, range(requests)))
+    return time.perf_counter() - start, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="model directory (default: an untrained 150 px CoroNet)")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("CORONET_DATA", "../shared/data")))
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--cam-every", type=int, default=0, help="ask for Grad-CAM on every N-th request (0: never)")
+    parser.add_argument("--runtime", default="torch", choices=("torch", "onnx"))
+    args = parser.parse_args()
+
+    paths = films(args.data, 32)
+    if not paths:
+        raise SystemExit(f"no films under {args.data} (set --data or CORONET_DATA)")
+    uploads = [(p.name, p.read_bytes()) for p in paths]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        if args.model:
+            shutil.copytree(args.model, model_dir)
+        else:
+            untrained_model_dir(model_dir)
+        if args.runtime == "onnx":
+            export_onnx(model_dir)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
+                                   str(model_dir), "--port", str(port), "--runtime", args.runtime],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            health = wait_healthy(url, server)
+            print(f"server: {health['model']} ({health['runtime']}), {os.cpu_count()} CPUs; {args.requests} requests "
+                  f"from {args.clients} clients, {len(uploads)} real films"
+                  + (f", Grad-CAM on every {args.cam_every}th" if args.cam_every else ""))
+            load(url, uploads, min(16, args.requests), args.clients, 0)  # warm-up
+            wall, results = load(url, uploads, args.requests, args.clients, args.cam_every)
+            latencies = [t for t, _ in results]
+            errors = sum(not ok for _, ok in results)
+            print(f"{args.requests / wall:.1f} requests/s; latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                  f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms; "
+                  f"errors {errors}")
+            after = httpx.get(url + "/v1/health", timeout=30)
+            print(f"health after: {after.status_code} {after.json().get('status')}")
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+if __name__ == "__main__":
+    main()
