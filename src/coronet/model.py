@@ -19,6 +19,8 @@ import timm
 import torch
 from torch import nn
 
+from . import darkcovidnet as _darkcovidnet  # noqa: F401  (registers the peer network with timm)
+
 DEFAULT_BACKBONE = "legacy_xception"
 #: The paper (Keras notebook) only rescales pixels by 1/255: mean 0, std 1 after that.
 PAPER_NORMALISATION = {"mean": 0.0, "std": 1.0}

@@ -1,5 +1,5 @@
 """Training and evaluation experiments: ``cv``, ``train``, ``report``, ``finetune``, ``evaluate``,
-``reproduce``."""
+``reproduce``, ``compare``."""
 
 from __future__ import annotations
 
@@ -206,3 +206,36 @@ def reproduce(
         fail(str(error))
     for line in overview_lines(summary):
         typer.echo(line)
+
+
+@app.command("compare")
+def compare(
+    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
+    out: Annotated[Path, typer.Option(help="Directory for every backbone's runs and the comparison table.")],
+    backbone: Annotated[Optional[list[str]], typer.Option(
+        help="timm backbone (repeatable); default: legacy_xception resnet50 densenet121 vgg19 darkcovidnet.")] = None,
+    profile: ProfileOption = "quick",
+    task: Annotated[Optional[list[str]], typer.Option(help="4class, 3class, binary (repeatable; default all).")]
+    = None,
+    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
+    epochs: EpochsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = False,
+):
+    """The paper's Table VII, measured: several backbones through the same folds, profile and report."""
+    from ..compare import DEFAULT_BACKBONES, TASK_COLUMNS
+    from ..compare import compare as run_compare
+    from ..modelio import ModelLoadError
+
+    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    quiet_lightning()
+    try:
+        run_compare(dataset, out, backbones=tuple(backbone or DEFAULT_BACKBONES), profile=profile,
+                    tasks=tuple(task or TASK_COLUMNS), folds=fold_list, n_bootstrap=bootstrap, progress=progress,
+                    log=typer.echo, epochs=epochs, precision=precision, devices=devices, accelerator=accelerator)
+    except (ValueError, FileNotFoundError, ModelLoadError, WeightsError) as error:
+        fail(str(error))
+    typer.echo(f"comparison: {(out / 'compare.md').resolve()}")
