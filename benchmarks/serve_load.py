@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--cam-every", type=int, default=0, help="ask for Grad-CAM on every N-th request (0: never)")
     parser.add_argument("--runtime", default="torch", choices=("torch", "onnx"))
+    parser.add_argument("--model-threads", type=int, help="passed to coronet serve (default: its own)")
     args = parser.parse_args()
 
     paths = films(args.data, 32)
@@ -103,11 +104,13 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
-                                   str(model_dir), "--port", str(port), "--runtime", args.runtime],
+                                   str(model_dir), "--port", str(port), "--runtime", args.runtime]
+                                  + (["--model-threads", str(args.model_threads)] if args.model_threads else []),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             health = wait_healthy(url, server)
-            print(f"server: {health['model']} ({health['runtime']}), {os.cpu_count()} CPUs; {args.requests} requests "
+            print(f"server: {health['model']} ({health['runtime']}, model threads {args.model_threads or 'default'}), "
+                  f"{os.cpu_count()} CPUs; {args.requests} requests "
                   f"from {args.clients} clients, {len(uploads)} real films"
                   + (f", Grad-CAM on every {args.cam_every}th" if args.cam_every else ""))
             load(url, uploads, min(16, args.requests), args.clients, 0)  # warm-up

@@ -131,6 +131,8 @@ class Predictor:
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
         self.model, self.card = load_model_dir(model_dir)
+        # channels_last: ~1.5x faster convolutions on the CPU (measured, benchmarks/inference.py), as in training.
+        self.model = self.model.to(memory_format=torch.channels_last)
         self.model_dir = read_card(model_dir)[1]
         self.classes = tuple(self.card["classes"])
         self.input_size = int(self.card["input_size"])
@@ -169,7 +171,8 @@ class Predictor:
         if self._session is not None:
             return self._session.run(["probabilities"], {"image": batch})[0]
         with torch.inference_mode():
-            return torch.softmax(self.model(torch.from_numpy(batch)), dim=1).numpy()
+            tensor = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+            return torch.softmax(self.model(tensor), dim=1).numpy()
 
     def heatmaps(self, images: Sequence[np.ndarray], classes: Sequence[int]) -> np.ndarray:
         """Grad-CAM heat maps ``(N, S, S)`` in [0, 1] for decoded films, film ``i`` explaining class ``classes[i]``."""
