@@ -65,6 +65,30 @@ def test_predict_real_films(client, predictor, xray_paths):
         assert "cam" not in body and "image" not in body
 
 
+def test_predict_dicom(client, predictor, xray_paths):
+    """A film as 12-bit MONOCHROME1 DICOM is read as the CLI reads it (LUT, inversion), with or without preamble."""
+    from pydicom import uid
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    film = read_image(xray_paths[4])
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = uid.ComputedRadiographyImageStorage, uid.generate_uid(), "CR"
+    ds.set_pixel_data((4095 - film.astype(np.uint16) * 16), "MONOCHROME1", 12)
+    for preamble, name in ((True, "film.bin"), (False, "film.dcm")):
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=preamble)
+        body = upload(client, name, buffer.getvalue(), params={"image": "true"}).json()
+        decoded = read_image(buffer.getvalue(), name=name)
+        assert np.abs(decoded.astype(int) - film).max() <= 1  # the same film, bone bright again
+        np.testing.assert_allclose(list(body["probabilities"].values()), predictor.probabilities([decoded])[0],
+                                   atol=1e-6)
+        assert body["image_size"] == {"width": film.shape[1], "height": film.shape[0]}
+    # Without preamble only the name says DICOM: the same bytes under another name are refused.
+    assert upload(client, "film.bin", buffer.getvalue()).status_code == 415
+
+
 def _png(b64: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(b64)))
 

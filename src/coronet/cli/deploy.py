@@ -14,7 +14,7 @@ ModelOption = Annotated[Path, typer.Option("--model", help="Model directory (mod
                                                            "or the path of its model.json.")]
 RuntimeOption = Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; run `coronet export` first).")]
 
-#: Lists at least this long get a progress bar.
+#: Lists at least this long get a progress bar (on a terminal).
 PROGRESS_FROM = 50
 #: Images per predicted class in the --cam grid (the paper's Fig. 8 shows a few per class).
 GRID_PER_CLASS = 4
@@ -33,8 +33,7 @@ def predict(
 ):
     """Classify chest X-rays: a table of file, predicted class and class probabilities.
 
-    Files that cannot be read are reported one line each (file: problem) and the others are still
-    predicted; the exit status is then 1.
+    Unreadable files are reported one line each (file: problem), the others still predicted; exit status 1.
     """
     from tqdm import tqdm
 
@@ -56,7 +55,8 @@ def predict(
     width = max(len(str(f)) for f in files)
     typer.echo(table_header(predictor.classes, width=width))
     predictions, failures, overlays = [], [], _CamWriter(cam) if cam is not None else None
-    bar = tqdm(total=len(files), unit="image", disable=not progress or len(files) < PROGRESS_FROM, file=sys.stderr)
+    show_bar = progress and len(files) >= PROGRESS_FROM and sys.stderr.isatty()  # no bar redraws in logs
+    bar = tqdm(total=len(files), unit="image", disable=not show_bar, file=sys.stderr)
     for result in predictor.predict_files(files, batch_size=batch_size, cam=cam is not None):
         if isinstance(result, Failure):
             failures.append(result)
