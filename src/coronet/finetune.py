@@ -128,7 +128,7 @@ def finetune(source_run: str | os.PathLike, out: str | os.PathLike, task: str = 
         manifest = relabel(pd.read_csv(dataset_dir / "manifest.csv"), task)
         kind = overlap.drop_duplicates("path").set_index("path")["kind"]
         manifest["overlap"] = manifest["path"].isin(kind.index)
-        manifest["overlap_kind"] = manifest["path"].map(kind).fillna("")
+        manifest["overlap_kind"] = manifest["path"].map(kind).astype(object).fillna("")
         counts = manifest.overlap_kind[manifest.overlap].value_counts()
         log(f"dataset-2: {int(manifest.overlap.sum())} of {len(manifest)} images overlap the 4-class dataset "
             f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} another film of a training "
