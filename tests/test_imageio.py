@@ -285,6 +285,20 @@ def test_bomb_message_reports_size_and_limit(tmp_path):
     assert str(Image.MAX_IMAGE_PIXELS) in problem
 
 
+def test_max_pixels_lowers_the_limit_for_one_call():
+    png16 = _encode(Image.fromarray(_ramp16(0, 65535, shape=(60, 50))), "PNG")
+    assert read_image(png16, name="ok.png", max_pixels=3000).shape == (60, 50)
+    with pytest.raises(ImageReadError) as info:
+        read_image(png16, name="big.png", max_pixels=2999)
+    assert info.value.problem.startswith("image too large (3000 pixels, limit 2999)")
+    dicom = _dicom_bytes(_dicom(_ramp16(0, 4095, shape=(60, 50))))
+    with pytest.raises(ImageReadError, match="limit 2999"):
+        read_image(dicom, name="big.dcm", max_pixels=2999)
+    # a higher per-call value never raises the project-wide limit
+    with pytest.raises(ImageReadError, match=str(Image.MAX_IMAGE_PIXELS)):
+        read_image(_png_header_only(20000, 20000), name="bomb.png", max_pixels=10**12)
+
+
 def test_bomb_protection_is_left_in_place():
     limit = Image.MAX_IMAGE_PIXELS
     filters = list(warnings.filters)

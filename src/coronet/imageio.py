@@ -120,14 +120,17 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def read_image(
-    source: str | os.PathLike | bytes, *, name: str | None = None
+    source: str | os.PathLike | bytes, *, name: str | None = None, max_pixels: int | None = None
 ) -> np.ndarray:
     """Decode an X-ray file into the canonical 2-D ``uint8`` grayscale array.
 
     ``source`` is a path or the file's raw bytes (``bytes``, ``bytearray`` or
     ``memoryview``).  ``name`` labels the input in error messages (and is
     what the DICOM-without-preamble rule looks at); it defaults to the path,
-    or ``"<bytes>"`` for bytes input.
+    or ``"<bytes>"`` for bytes input.  ``max_pixels`` lowers the pixel-count
+    limit for this call below Pillow's project-wide ``Image.MAX_IMAGE_PIXELS``
+    (a server bounds the memory one upload can take: a 16-bit film is decoded
+    through float copies of 4 bytes per pixel).
 
     Raises :class:`ImageReadError` for any input that cannot be read.
     """
@@ -144,11 +147,11 @@ def read_image(
 
     fmt = sniff_format(data)
     if fmt == "dicom":
-        return _decode_dicom(data, label)
+        return _decode_dicom(data, label, max_pixels=max_pixels)
     if fmt is not None:
-        return _decode_pillow(data, label, fmt)
+        return _decode_pillow(data, label, fmt, max_pixels)
     if label.lower().endswith(_DICOM_SUFFIXES):
-        return _decode_dicom(data, label, force=True)
+        return _decode_dicom(data, label, force=True, max_pixels=max_pixels)
     raise ImageReadError(label, "not an image (unrecognised format)")
 
 
@@ -191,8 +194,8 @@ def _read_file(path: str | bytes, label: str) -> bytes:
         raise ImageReadError(label, f"cannot read file ({_detail(exc)})") from None
 
 
-def _too_large(pixels: int | None) -> str:
-    limit = Image.MAX_IMAGE_PIXELS
+def _too_large(pixels: int | None, limit: int | None = None) -> str:
+    limit = limit or Image.MAX_IMAGE_PIXELS
     count = f"{pixels} pixels, limit {limit}" if pixels else f"limit {limit} pixels"
     return f"image too large ({count}): possible decompression bomb"
 
@@ -207,12 +210,13 @@ def _bomb_pixels(exc: BaseException) -> int | None:
     return int(match[1]) if match else None
 
 
-def _check_pixel_count(label: str, width: int, height: int) -> None:
-    # Image.MAX_IMAGE_PIXELS is the single, project-wide size limit; None means
-    # somebody deliberately disabled it, which we respect.
-    limit = Image.MAX_IMAGE_PIXELS
+def _check_pixel_count(label: str, width: int, height: int, max_pixels: int | None = None) -> None:
+    # Image.MAX_IMAGE_PIXELS is the project-wide size limit (None means somebody
+    # deliberately disabled it, which we respect); max_pixels can only lower it.
+    limits = [v for v in (Image.MAX_IMAGE_PIXELS, max_pixels) if v is not None]
+    limit = min(limits) if limits else None
     if limit is not None and width * height > limit:
-        raise ImageReadError(label, _too_large(width * height))
+        raise ImageReadError(label, _too_large(width * height, limit))
 
 
 def _to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -221,7 +225,8 @@ def _to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None)
     Without ``lo``/``hi`` the data's own finite min..max is used.  A constant
     image (``lo == hi``) maps to zeros.  ``hi < lo`` is allowed and inverts.
     """
-    arr = np.asarray(arr, dtype=np.float64)
+    # float32: exact for 16-bit integers, half the memory of float64 on large films
+    arr = np.asarray(arr, dtype=np.float32)
     if lo is None or hi is None:
         finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
         if finite.size == 0:
@@ -229,7 +234,7 @@ def _to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None)
         lo, hi = float(finite.min()), float(finite.max())
     if hi == lo:
         return np.zeros(arr.shape, dtype=np.uint8)
-    out = (arr - lo) * (255.0 / (hi - lo))
+    out = (arr - np.float32(lo)) * np.float32(255.0 / (hi - lo))
     np.clip(out, 0.0, 255.0, out=out)
     np.nan_to_num(out, copy=False, nan=0.0)
     return np.ascontiguousarray(np.rint(out), dtype=np.uint8)
@@ -239,7 +244,7 @@ def _to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None)
 # Pillow formats
 
 
-def _decode_pillow(data: bytes, label: str, fmt: str) -> np.ndarray:
+def _decode_pillow(data: bytes, label: str, fmt: str, max_pixels: int | None = None) -> np.ndarray:
     plugin = _PILLOW_FORMATS[fmt]
     try:
         with warnings.catch_warnings():
@@ -252,7 +257,7 @@ def _decode_pillow(data: bytes, label: str, fmt: str) -> np.ndarray:
                 # Image.open checks this too, but through the (process-global)
                 # warnings filter; checking the header size ourselves keeps the
                 # limit in force before decoding whatever the filter state.
-                _check_pixel_count(label, *img.size)
+                _check_pixel_count(label, *img.size, max_pixels)
                 img.load()  # decode now, inside the try: truncation fails here
                 ImageOps.exif_transpose(img, in_place=True)
                 return _pillow_to_gray(img, label)
@@ -299,11 +304,11 @@ def _pillow_to_gray(img: Image.Image, label: str) -> np.ndarray:
 # DICOM
 
 
-def _decode_dicom(data: bytes, label: str, *, force: bool = False) -> np.ndarray:
+def _decode_dicom(data: bytes, label: str, *, force: bool = False, max_pixels: int | None = None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _dicom_to_gray(data, label, force)
+            return _dicom_to_gray(data, label, force, max_pixels)
     except ImageReadError:
         raise
     except _BOMB_ERRORS as exc:
@@ -314,7 +319,7 @@ def _decode_dicom(data: bytes, label: str, *, force: bool = False) -> np.ndarray
         ) from exc
 
 
-def _dicom_to_gray(data: bytes, label: str, force: bool) -> np.ndarray:
+def _dicom_to_gray(data: bytes, label: str, force: bool, max_pixels: int | None = None) -> np.ndarray:
     # Imported lazily: only DICOM inputs pay for importing pydicom.
     import pydicom
     from pydicom import uid
@@ -352,7 +357,7 @@ def _dicom_to_gray(data: bytes, label: str, force: bool) -> np.ndarray:
     if not available:
         raise ImageReadError(label, f"DICOM compression not supported: {tsyntax.name}")
 
-    _check_pixel_count(label, int(ds.Columns), int(ds.Rows))
+    _check_pixel_count(label, int(ds.Columns), int(ds.Rows), max_pixels)
     arr = pixel_array(ds, index=0)  # first frame only; YBR is converted to RGB
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
