@@ -6,11 +6,18 @@ Preprocessing is the training pipeline's, by construction: the one reader
 divided by 255 into a float32 ``(N, 1, S, S)`` batch. The network normalises
 its input itself, so nothing else happens here, whatever the runtime.
 
-A :class:`Predictor` loads a model directory once and is then safe to share
-between threads (the web service does): PyTorch runs under
-``torch.inference_mode`` without touching any shared state, ONNX Runtime
+A :class:`Predictor` loads a model directory once and is then shared between
+threads (the web service does). The model side is safe for that: PyTorch runs
+under ``torch.inference_mode`` without touching any shared state, ONNX Runtime
 sessions are thread-safe, and Grad-CAM works on its own copy of the network
-behind a lock (:class:`coronet.explain.GradCam`).
+behind a lock (:class:`coronet.explain.GradCam`). Decoding is not strictly
+thread-safe: :func:`coronet.imageio.read_image` turns Pillow's
+decompression-bomb warning into an error inside ``warnings.catch_warnings()``,
+which saves and restores the process-global warning filters, so two threads
+decoding at once can restore each other's filter lists (the escalation may be
+missing for a moment, or a filter set meanwhile elsewhere may be lost). That is
+harmless for the results: the reader checks the pixel count from the header
+itself before decoding, so the size limit holds whatever the filter state.
 
 Bad files never stop a run: :meth:`Predictor.predict_files` yields a
 :class:`Failure` (``"PATH: problem"``) in the file's place and goes on.
@@ -31,14 +38,16 @@ import torch
 
 from .imageio import ImageReadError, read_image, resize_square, sniff_format
 from .modelio import load_model_dir, read_card
+from .sources.base import IMAGE_SUFFIXES as SOURCE_IMAGE_SUFFIXES
 
 __all__ = ["Failure", "IMAGE_SUFFIXES", "Prediction", "Predictor", "RUNTIMES", "find_images", "format_table",
            "write_results"]
 
 RUNTIMES = ("torch", "onnx")
 
-#: Suffixes a folder walk picks up without looking inside (content still decides how a file is read).
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+#: Suffixes a folder walk picks up without looking inside (content still decides how a file is read): the
+#: data sources' image suffixes plus the other formats the reader decodes.
+IMAGE_SUFFIXES = SOURCE_IMAGE_SUFFIXES | {".gif", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -194,7 +203,8 @@ class Predictor:
         """One :class:`Prediction` or :class:`Failure` per path, in the order given, ``batch_size`` films per forward pass.
 
         With ``cam``, each prediction also carries its decoded film and the Grad-CAM heat map
-        of its predicted class.
+        of its predicted class: full-size arrays, so a caller that keeps many results should
+        keep ``dataclasses.replace(result, image=None, heatmap=None)`` once it has used them.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
