@@ -125,10 +125,35 @@ def test_model_directory_refuses_pickle_and_mismatch(tmp_path):
     (directory / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelLoadError, match="not a safetensors"):
         load_model_dir(directory)
-    save_file({"a": torch.zeros(1)}, str(weights))
+    save_file({"a": torch.zeros(1)}, str(weights))  # no network description
+    card["weights_sha256"] = file_sha256(weights)
+    (directory / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match="carries no network description"):
+        load_model_dir(directory)
+    network = {"classes": card["classes"], "backbone": "test_resnet", "input_size": 32, "hidden": 8,
+               "dropout": 0.5, "mean": 0.0, "std": 1.0}
+    save_file({"a": torch.zeros(1)}, str(weights), metadata={"coronet_network": json.dumps(network)})
     card["weights_sha256"] = file_sha256(weights)
     (directory / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelLoadError, match="do not match"):
         load_model_dir(directory)
     with pytest.raises(ModelLoadError, match="not a model directory"):
         load_model_dir(tmp_path)
+
+
+def test_edited_card_is_refused(tmp_path):
+    _, directory = save_tiny(tmp_path)
+    card_path = directory / "model.json"
+    card = json.loads(card_path.read_text())
+    swapped = dict(card, classes=["normal", "covid", "bacterial", "viral"])
+    card_path.write_text(json.dumps(swapped))
+    with pytest.raises(ModelLoadError, match="card differs from the trained network on classes"):
+        load_model_dir(directory)
+    card_path.write_text(json.dumps(dict(card, normalisation={"mean": 0.5, "std": 0.25})))
+    with pytest.raises(ModelLoadError, match="mean .*std"):
+        load_model_dir(directory)
+    card_path.write_text(json.dumps({k: v for k, v in card.items() if k != "input_size"}))
+    with pytest.raises(ModelLoadError, match="card lacks input_size"):
+        load_model_dir(directory)
+    card_path.write_text(json.dumps(dict(card, name="renamed", notice="edited")))  # descriptive fields are free
+    assert load_model_dir(directory)[1]["name"] == "renamed"

@@ -14,6 +14,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -21,6 +22,11 @@ from .model import CoroNet, build_model
 
 CARD_NAME, WEIGHTS_NAME = "model.json", "model.safetensors"
 FORMAT = "coronet-model/1"
+#: The card fields that decide what the network computes and what its outputs mean. They are also
+#: stored inside the weights file (whose SHA-256 the card holds), so an edited card -- classes
+#: swapped, another normalisation -- is refused rather than silently mislabelling every film.
+NETWORK_KEY = "coronet_network"
+REQUIRED = ("classes", "backbone", "input_size", "hidden", "dropout", "weights_sha256")
 
 
 class ModelLoadError(RuntimeError):
@@ -41,8 +47,10 @@ def save_model_dir(model: CoroNet, out: str | os.PathLike, *, classes, backbone:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    network = {"classes": list(classes), "backbone": backbone, "input_size": input_size, "hidden": hidden,
+               "dropout": dropout, "mean": float(model.mean), "std": float(model.std)}
     tmp = out / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp))
+    save_file(state, str(tmp), metadata={NETWORK_KEY: json.dumps(network)})
     os.replace(tmp, out / WEIGHTS_NAME)
     card = {
         "format": FORMAT,
@@ -77,7 +85,24 @@ def read_card(path: str | os.PathLike) -> tuple[dict, Path]:
         raise ModelLoadError(f"{card_path}: not valid JSON ({error})") from error
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise ModelLoadError(f"{card_path}: not a {FORMAT} card")
+    missing = [key for key in REQUIRED if key not in card]
+    if missing:
+        raise ModelLoadError(f"{card_path}: card lacks {', '.join(missing)}")
     return card, directory
+
+
+def _check_card_matches_weights(card: dict, normalisation: dict, metadata: dict, weights: Path) -> None:
+    try:
+        stored = json.loads(metadata[NETWORK_KEY])
+    except (KeyError, json.JSONDecodeError):
+        raise ModelLoadError(f"{weights}: carries no network description (written by another tool or an older "
+                             "coronet); re-save it with coronet.modelio.save_model_dir") from None
+    stated = {key: card[key] for key in ("classes", "backbone", "input_size", "hidden", "dropout")}
+    stated.update(mean=normalisation.get("mean", 0.0), std=normalisation.get("std", 1.0))
+    differing = [key for key in stated if stated[key] != stored.get(key)]
+    if differing:
+        raise ModelLoadError(f"{weights.parent / CARD_NAME}: card differs from the trained network on "
+                             + ", ".join(f"{k} (card {stated[k]!r}, weights {stored.get(k)!r})" for k in differing))
 
 
 def load_model_dir(path: str | os.PathLike) -> tuple[CoroNet, dict]:
@@ -90,9 +115,12 @@ def load_model_dir(path: str | os.PathLike) -> tuple[CoroNet, dict]:
         raise ModelLoadError(f"{weights}: SHA-256 differs from the card's weights_sha256 (modified or swapped file)")
     try:
         state = load_file(str(weights))
+        with safe_open(str(weights), "pt") as handle:
+            metadata = handle.metadata() or {}
     except Exception as error:  # safetensors refuses anything that is not its own format
         raise ModelLoadError(f"{weights}: not a safetensors file ({type(error).__name__})") from error
     normalisation = card.get("normalisation", {})
+    _check_card_matches_weights(card, normalisation, metadata, weights)
     model = build_model(num_classes=len(card["classes"]), backbone=card["backbone"], weights=None,
                         input_size=card["input_size"], hidden=card["hidden"], dropout=card["dropout"],
                         mean=normalisation.get("mean", 0.0), std=normalisation.get("std", 1.0))
