@@ -233,20 +233,22 @@ def test_load_200_requests_from_8_clients(live, predictor, xray_paths):
     assert httpx.get(live + "/v1/health").json()["status"] == "ok"
 
 
-def test_coronet_serve_command(tiny_model_dir, xray_paths):
+def test_coronet_serve_command(tiny_model_dir, xray_paths, tmp_path):
     """`coronet serve --model DIR --host 127.0.0.1 --port N`, as other tools start it."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
-                               str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "serve.log"  # a file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks
+    with open(log, "wb") as stderr:
+        server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
+                                   str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
+                                   "--max-concurrency", "8"], stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         health = None
         for _ in range(1200):  # up to two minutes for imports and the warm-up on a busy machine
             if server.poll() is not None:
-                pytest.fail(f"coronet serve exited ({server.returncode}): {server.stderr.read()[-2000:]}")
+                pytest.fail(f"coronet serve exited ({server.returncode}): {log.read_text(errors='replace')[-2000:]}")
             try:
                 health = httpx.get(url + "/v1/health", timeout=5).json()
                 break
@@ -262,10 +264,90 @@ def test_coronet_serve_command(tiny_model_dir, xray_paths):
     assert server.returncode in (0, -signal.SIGTERM)  # it stopped on SIGTERM (uvicorn re-raises the signal)
 
 
-def test_coronet_serve_refuses_a_bad_model_dir(tmp_path):
+def test_coronet_serve_refuses_a_bad_model_dir_and_bad_limits(tmp_path, tiny_model_dir):
     from typer.testing import CliRunner
 
     from coronet.cli import app
 
     result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path)])
     assert result.exit_code == 2 and "not a model directory" in result.output
+    for option, value in (("--max-upload-mb", "0"), ("--max-upload-mb", "0.5"), ("--max-concurrency", "0"),
+                          ("--model-threads", "0")):
+        result = CliRunner().invoke(app, ["serve", "--model", str(tiny_model_dir), option, value])
+        assert result.exit_code == 2 and option in result.output, (option, result.output)
+
+
+def test_serve_sets_the_concurrency_limit_and_shares_the_cpus(tiny_model_dir, monkeypatch):
+    """serve() passes limit_concurrency to uvicorn and gives each model thread its share of PyTorch's threads."""
+    import os
+
+    import torch
+    import uvicorn
+
+    from coronet import serve as serve_module
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    threads = torch.get_num_threads()
+    try:
+        serve_module.serve(tiny_model_dir, model_threads=4)
+        assert torch.get_num_threads() == 2
+        serve_module.serve(tiny_model_dir, model_threads=3, max_concurrency=5)
+        assert torch.get_num_threads() == 2  # 8 // 3
+        serve_module.serve(tiny_model_dir)  # default: 8 model threads on 8 CPUs
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert [c["limit_concurrency"] for c in calls] == [4 * 4 + 8, 5, 4 * 8 + 8]
+
+
+def test_excess_connections_get_503_at_once(predictor):
+    """With limit_concurrency 2, one open keep-alive connection leaves room for one more request only."""
+    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT, warm_up=False),
+                    limit_concurrency=2) as url:
+        with httpx.Client(base_url=url, timeout=30) as first, httpx.Client(base_url=url, timeout=30) as second:
+            assert first.get("/v1/health").status_code == 200  # its connection stays open (keep-alive)
+            busy = second.get("/v1/health")
+            assert busy.status_code == 503
+        for _ in range(100):  # both connections closed: the server has room again
+            if httpx.get(url + "/v1/health", timeout=30).status_code == 200:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("still 503 after the connections closed")
+
+
+class _SlowCam(Predictor):
+    """A Predictor whose Grad-CAM waits until the test lets it go."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cam_started, self.cam_release = threading.Event(), threading.Event()
+
+    def heatmaps(self, images, classes):
+        self.cam_started.set()
+        assert self.cam_release.wait(60)
+        return super().heatmaps(images, classes)
+
+
+def test_grad_cam_does_not_hold_the_model_threads(tiny_model_dir, xray_paths):
+    """One model thread; Grad-CAM requests in progress and queued; a plain prediction is still answered."""
+    slow = _SlowCam(tiny_model_dir)
+    film = (xray_paths[0].name, xray_paths[0].read_bytes())
+    with LiveServer(create_app(predictor=slow, max_upload_bytes=LIMIT, model_threads=1, warm_up=False)) as url, \
+            ThreadPoolExecutor(3) as pool:
+        def post(params=None):
+            return httpx.post(url + "/v1/predict", files={"file": film}, params=params, timeout=120)
+
+        cams = [pool.submit(post, {"cam": "true"}) for _ in range(2)]
+        assert slow.cam_started.wait(60)
+        time.sleep(0.3)  # the second Grad-CAM request has been predicted and waits for the Grad-CAM slot
+        try:
+            plain = post()
+            assert plain.status_code == 200 and "cam" not in plain.json()
+            assert not any(c.done() for c in cams)  # the heat maps are still waiting
+        finally:
+            slow.cam_release.set()
+        assert [c.result().status_code for c in cams] == [200, 200]
+        assert all(c.result().json()["cam_class"] == c.result().json()["predicted_class"] for c in cams)

@@ -92,7 +92,9 @@ class GradCam:
 
     ``model`` is a CoroNet (``.backbone`` + ``.head``, input ``(N, 1, S, S)`` floats in [0, 1]);
     it is copied, never modified. Calls are serialised by a lock: the copy's hooks hold one
-    call's activations at a time.
+    call's activations at a time. A caller with a bounded pool of worker threads should queue
+    for it in a slot of its own rather than wait on the lock in a shared worker (``coronet
+    serve`` runs Grad-CAM under a one-thread limiter, apart from the prediction threads).
     """
 
     def __init__(self, model: nn.Module, input_size: int):

@@ -10,9 +10,14 @@
     GET  /             the page (``coronet/static``)
 
 The model is loaded once, when the app is created. Model work (decoding,
-inference, Grad-CAM) is blocking, so it runs in worker threads, at most
-``model_threads`` at a time, while the event loop keeps accepting requests;
-:class:`coronet.predict.Predictor` is safe to share between them.
+inference, Grad-CAM) is blocking, so it runs in worker threads while the event
+loop keeps accepting requests: decoding and inference at most ``model_threads``
+at a time, Grad-CAM in one more thread of its own (it is serialised anyway, see
+:class:`coronet.explain.GradCam`; waiting for it never holds a model slot, so
+heat maps cannot starve plain predictions). :class:`coronet.predict.Predictor`
+is safe to share between them. :func:`serve` also caps the open connections
+and requests in progress (``max_concurrency``): beyond it uvicorn answers 503
+at once rather than queueing without bound.
 
 Untrusted input is bounded before it costs anything:
 
@@ -40,6 +45,7 @@ from pathlib import Path
 
 import anyio
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -54,7 +60,7 @@ from .explain import fit, overlay, png_bytes
 from .imageio import ImageReadError, read_image, sniff_format
 from .predict import Predictor
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "create_app", "default_max_concurrency", "default_model_threads", "serve"]
 
 log = logging.getLogger("coronet.serve")
 
@@ -64,6 +70,7 @@ ACCEPTED_FORMATS = ("png", "jpeg", "dicom")
 _MULTIPART_SLACK = 64 * 1024  # boundaries, part headers and small fields around the file
 _PREVIEW_SIDE = 512
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_NOTICE = "Research software. Not a medical device; not for diagnosis."  # for cards written without one
 
 #: The page's Content-Security-Policy: its own files only, images also from data:/blob: URLs.
 _PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -78,15 +85,26 @@ class _UploadTooLarge(Exception):
     pass
 
 
+def default_model_threads() -> int:
+    """Concurrent model computations when not set: the number of CPUs, at least 2 and at most 8."""
+    return min(8, max(2, os.cpu_count() or 2))
+
+
+def default_max_concurrency(model_threads: int) -> int:
+    """Open connections and requests in progress when not set: 4 per model thread, plus 8."""
+    return 4 * model_threads + 8
+
+
 def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predictor | None = None,
                runtime: str = "torch", max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                model_threads: int | None = None, warm_up: bool = True) -> FastAPI:
     """The FastAPI application serving ``model_dir`` (or an already loaded ``predictor``).
 
     ``max_upload_bytes`` caps the uploaded file (the request body may exceed it by the
-    multipart framing only); ``model_threads`` caps concurrent model work (default: the
-    number of CPUs, at least 2 and at most 8). ``warm_up`` runs one prediction and one
-    Grad-CAM on a blank film now, so that the first request does not pay for building them.
+    multipart framing only); ``model_threads`` caps concurrent decoding and inference
+    (default: :func:`default_model_threads`); Grad-CAM runs in one separate thread.
+    ``warm_up`` runs one prediction and one Grad-CAM on a blank film now, so that the
+    first request does not pay for building them.
     """
     if predictor is None:
         if model_dir is None:
@@ -95,8 +113,12 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
     if warm_up:
         blank = np.zeros((predictor.input_size, predictor.input_size), np.uint8)
         predictor.heatmaps([blank], [int(np.argmax(predictor.probabilities([blank])[0]))])
-    limiter = anyio.CapacityLimiter(model_threads or min(8, max(2, os.cpu_count() or 2)))
+    limiter = anyio.CapacityLimiter(model_threads or default_model_threads())
+    # Grad-CAM is one call at a time (a lock in GradCam): queue for it here, in its own thread,
+    # rather than in a model thread, where waiting would hold a slot plain predictions need.
+    cam_limiter = anyio.CapacityLimiter(1)
     body_limit = max_upload_bytes + _MULTIPART_SLACK
+    info = predictor.info
 
     app = FastAPI(title="CoroNet", version=__version__,
                   description="COVID-19 chest X-ray classification (CoroNet). Research software: "
@@ -113,9 +135,8 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
 
     @app.get("/v1/health", summary="Liveness and the loaded model")
     def health() -> dict:
-        return {"status": "ok", "model": predictor.card.get("name"), "version": predictor.card.get("version"),
-                "runtime": predictor.runtime, "classes": list(predictor.classes),
-                "max_upload_bytes": max_upload_bytes}
+        return {"status": "ok", "model": info["name"], "version": info["version"], "runtime": info["runtime"],
+                "classes": info["classes"], "max_upload_bytes": max_upload_bytes}
 
     @app.get("/v1/model", summary="The model card (model.json)")
     def model_card() -> dict:
@@ -126,8 +147,12 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
         filename, data, fields = await _read_upload(request, body_limit, max_upload_bytes)
         cam = cam or fields.get("cam", "").strip().lower() in _TRUE
         image = image or fields.get("image", "").strip().lower() in _TRUE
-        return await anyio.to_thread.run_sync(
-            partial(_analyse, predictor, data, filename, cam=cam, preview=image), limiter=limiter)
+        result, film, index = await anyio.to_thread.run_sync(
+            partial(_analyse, predictor, data, filename, preview=image), limiter=limiter)
+        if cam:
+            result.update(await anyio.to_thread.run_sync(partial(_grad_cam, predictor, film, index),
+                                                         limiter=cam_limiter))
+        return result
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -190,8 +215,9 @@ def _safe_name(filename: str | None) -> str:
 
 # ----------------------------------------------------------------------- analyse
 
-def _analyse(predictor: Predictor, data: bytes, name: str, *, cam: bool, preview: bool) -> dict:
-    """The prediction for one uploaded file (blocking: run in a worker thread)."""
+def _analyse(predictor: Predictor, data: bytes, name: str, *, preview: bool) -> tuple[dict, np.ndarray, int]:
+    """The answer for one uploaded file, its decoded film and the predicted class's index (blocking: run in a
+    worker thread)."""
     kind = sniff_format(data)
     dicom_by_name = kind is None and name.lower().endswith((".dcm", ".dicom"))
     if not data:
@@ -205,22 +231,24 @@ def _analyse(predictor: Predictor, data: bytes, name: str, *, cam: bool, preview
         raise ApiError(422, f"{name}: {error.problem}") from None
     probabilities = predictor.probabilities([film])[0]
     index = int(np.argmax(probabilities))
+    info = predictor.info
     result = {
         "file": name,
         "predicted_class": predictor.classes[index],
         "probabilities": {c: float(p) for c, p in zip(predictor.classes, probabilities)},
-        "model": {"name": predictor.card.get("name"), "version": predictor.card.get("version"),
-                  "weights_sha256": predictor.card.get("weights_sha256"), "runtime": predictor.runtime},
+        "model": {key: info[key] for key in ("name", "version", "weights_sha256", "runtime")},
         "image_size": {"width": int(film.shape[1]), "height": int(film.shape[0])},
-        "notice": "Research software. Not a medical device; not for diagnosis.",
+        "notice": predictor.card.get("notice") or _NOTICE,
     }
-    if cam:
-        heatmap = predictor.heatmaps([film], [index])[0]
-        result["cam"] = _b64_png(overlay(film, heatmap, max_side=_PREVIEW_SIDE))
-        result["cam_class"] = predictor.classes[index]
     if preview:
         result["image"] = _b64_png(fit(film, _PREVIEW_SIDE))
-    return result
+    return result, film, index
+
+
+def _grad_cam(predictor: Predictor, film: np.ndarray, index: int) -> dict:
+    """The Grad-CAM overlay of class ``index`` for a decoded film (blocking: run in a worker thread)."""
+    heatmap = predictor.heatmaps([film], [index])[0]
+    return {"cam": _b64_png(overlay(film, heatmap, max_side=_PREVIEW_SIDE)), "cam_class": predictor.classes[index]}
 
 
 def _b64_png(image: np.ndarray) -> str:
@@ -265,6 +293,7 @@ _PREDICT_OPENAPI = {
         "413": {"description": "upload over the size limit"},
         "415": {"description": "not multipart, or not a PNG, JPEG or DICOM image"},
         "422": {"description": "no 'file' field, or an image that cannot be read (truncated, too many pixels...)"},
+        "503": {"description": "server busy: `coronet serve --max-concurrency` reached (plain text, from uvicorn)"},
     },
 }
 
@@ -273,9 +302,20 @@ _PREDICT_OPENAPI = {
 
 def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
           max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, model_threads: int | None = None,
-          log_level: str = "info") -> None:
-    """Load the model and serve it with uvicorn until interrupted."""
+          max_concurrency: int | None = None, log_level: str = "info") -> None:
+    """Load the model and serve it with uvicorn until interrupted.
+
+    ``max_concurrency`` (default: :func:`default_max_concurrency`) is uvicorn's
+    ``limit_concurrency``: once that many connections are open or requests in progress
+    (idle keep-alive connections count), new requests are answered 503 at once, so a
+    flood queues neither without bound nor with its uploads in memory.
+    """
     import uvicorn
 
+    model_threads = model_threads or default_model_threads()
+    # PyTorch gives every computation all the CPUs' threads by default; model_threads computations at
+    # once would then run model_threads x CPUs threads and slow each other down: share the CPUs out.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // model_threads))
     app = create_app(model_dir, runtime=runtime, max_upload_bytes=max_upload_bytes, model_threads=model_threads)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
+                limit_concurrency=max_concurrency or default_max_concurrency(model_threads))
