@@ -22,13 +22,61 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory):
-    """A copy of the tiny model directory, exported with `coronet export --onnx`."""
+    """A copy of the tiny model directory, exported with `coronet export --onnx` (which loads the model once)."""
+    import coronet.export
+    import coronet.modelio
+
     model_dir = tmp_path_factory.mktemp("onnx") / "model"
     shutil.copytree(tiny_model_dir, model_dir)
-    result = runner.invoke(app, ["export", "--onnx", str(model_dir)])
+    calls = []
+
+    def counted(module, name):
+        real = getattr(module, name)
+        return lambda *args, **kwargs: calls.append(name) or real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        for module, name in ((coronet.modelio, "load_model_dir"), (coronet.export, "load_model_dir"),
+                             (coronet.export, "open_session")):
+            patch.setattr(module, name, counted(module, name))
+        result = runner.invoke(app, ["export", "--onnx", str(model_dir)])
     assert result.exit_code == 0, result.output
     assert "max |p_onnx - p_torch|" in result.output
+    assert sorted(calls) == ["load_model_dir", "open_session"]  # one load, one session, for export and check
     return model_dir
+
+
+def test_onnx_parity_of_the_papers_backbone(xray_paths, tmp_path):
+    """legacy_xception at 150 px, random weights: ONNX Runtime gives PyTorch's probabilities on real films."""
+    from coronet.export import export_onnx
+
+    # sharpen=100: a random Xception gives every film nearly the same probabilities otherwise (spread ~5e-4).
+    model_dir = make_model_dir(tmp_path / "xception", backbone="legacy_xception", input_size=150, sharpen=100.0)
+    export_onnx(model_dir)
+    images = [read_image(p) for p in xray_paths]
+    torch_p = Predictor(model_dir).probabilities(images)
+    onnx_p = Predictor(model_dir, runtime="onnx").probabilities(images)
+    assert onnx_p.shape == torch_p.shape == (len(images), 4)
+    assert np.abs(onnx_p - torch_p).max() < 1e-4
+    assert np.ptp(torch_p, axis=0).max() > 0.01  # the films get different answers: the agreement is not trivial
+
+
+def test_failed_export_leaves_nothing_behind(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
+    from coronet.export import export_onnx
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    before = sorted(p.name for p in model_dir.iterdir())
+
+    def broken_export(model, args, path, **options):
+        open(path, "wb").write(b"half an ONNX file")
+        raise RuntimeError("exporter failed")
+
+    monkeypatch.setattr(torch.onnx, "export", broken_export)
+    with pytest.raises(RuntimeError, match="exporter failed"):
+        export_onnx(model_dir)
+    assert sorted(p.name for p in model_dir.iterdir()) == before
 
 
 def test_onnx_probabilities_match_pytorch_on_real_films(exported, data_dir):
@@ -90,5 +138,11 @@ def test_cli_predict_with_onnx_runtime(exported, xray_paths, tmp_path):
     for a, b in zip(rows["torch"], rows["onnx"]):
         assert a["pred"] == b["pred"]
         assert max(abs(float(a[k]) - float(b[k])) for k in a if k.startswith("prob_")) < 1e-4
-    result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tmp_path), "--runtime", "onnx"])
+
+
+def test_cli_predict_onnx_without_an_export_says_how_to_make_one(tiny_model_dir, xray_paths):
+    assert not (tiny_model_dir / ONNX_NAME).exists()
+    result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tiny_model_dir), "--runtime", "onnx"])
     assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "no ONNX export" in message and f"coronet export --onnx {tiny_model_dir}" in message

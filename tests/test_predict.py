@@ -197,6 +197,53 @@ def test_cli_predict_cam_writes_overlays_and_grid(tiny_model_dir, xray_paths, tm
     assert "target layer backbone.layer4" in result.output
 
 
+def test_cli_predict_cam_keeps_no_full_size_films(tiny_model_dir, xray_paths, tmp_path, monkeypatch):
+    """After its overlay is written, a result is kept without its film and heat map (the grid keeps small copies)."""
+    import coronet.predict
+    from coronet.cli import deploy
+
+    written, for_grid = [], []
+    real_grid = deploy._CamWriter.grid
+
+    def grid(self, classes):
+        for_grid.extend(self.kept.items())
+        return real_grid(self, classes)
+
+    monkeypatch.setattr(deploy._CamWriter, "grid", grid)
+    monkeypatch.setattr(coronet.predict, "write_results", lambda path, predictions, *_: written.extend(predictions))
+    monkeypatch.setattr(deploy, "GRID_PER_CLASS", 1)
+    result = runner.invoke(app, ["predict", *map(str, xray_paths), "--model", str(tiny_model_dir),
+                                 "--cam", str(tmp_path / "cam"), "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    assert [p.path for p in written] == list(map(str, xray_paths))
+    assert for_grid and all(len(items) == 1 for _, items in for_grid)  # at most GRID_PER_CLASS per class
+    kept = written + [p for _, items in for_grid for p, _ in items]
+    assert all(p.image is None and p.heatmap is None for p in kept)
+    assert all(max(picture.shape[:2]) <= 224 for _, items in for_grid for _, picture in items)
+
+
+def test_cli_predict_unwritable_out_fails_before_predicting(tiny_model_dir, xray_paths, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "folder.csv").mkdir()
+    for out, words in ((tmp_path / "a-file" / "p.csv", "cannot create its folder"),
+                       (tmp_path / "folder.csv", "is a directory")):
+        result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tiny_model_dir), "--out", str(out)])
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert str(xray_paths[0]) not in result.output  # refused up front: nothing was predicted
+    # A write that fails at the end anyway (disk full, ...): one line, no traceback.
+    import coronet.predict
+
+    def disk_full(path, *_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(coronet.predict, "write_results", disk_full)
+    result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tiny_model_dir),
+                                 "--out", str(tmp_path / "p.json")])
+    assert result.exit_code == 2
+    assert "cannot write the results (No space left on device)" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_cli_predict_usage_errors(tiny_model_dir, tmp_path, xray_paths):
     result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tmp_path)])
     assert result.exit_code == 2 and "not a model directory" in result.output

@@ -55,42 +55,52 @@ def record_path(onnx_path: str | os.PathLike) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, opset: int = 18) -> Path:
+def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, opset: int = 18,
+                model: nn.Module | None = None) -> Path:
     """Export the model directory's network to ONNX (dynamic batch); return the ONNX file's path.
 
     ``out`` defaults to ``MODEL_DIR/model.onnx``; the export record is written beside it
     (:func:`record_path`). Both are written to temporary names first and then renamed, so a
-    failed export never leaves a half-written model behind.
+    failed export never leaves a half-written model (or a temporary file) behind. ``model`` is
+    the directory's network already loaded with :func:`coronet.modelio.load_model_dir`, to
+    spare loading it again; by default it is loaded here.
     """
-    model, card = load_model_dir(model_dir)
-    directory = read_card(model_dir)[1]
+    if model is None:
+        model, card = load_model_dir(model_dir)
+        directory = read_card(model_dir)[1]
+    else:
+        card, directory = read_card(model_dir)
     out = Path(out) if out is not None else directory / ONNX_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
     size = int(card["input_size"])
     example = torch.rand(2, 1, size, size)
     tmp = out.with_name(out.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # exporter chatter (deprecations in torch.export internals)
-        torch.onnx.export(_WithProbabilities(model).eval(), (example,), str(tmp), input_names=[INPUT],
-                          output_names=list(OUTPUTS), dynamic_shapes=({0: torch.export.Dim("batch")},),
-                          opset_version=opset, dynamo=True, external_data=False, verbose=False)
-    os.replace(tmp, out)
-    record = {
-        "format": FORMAT,
-        "onnx_sha256": file_sha256(out),
-        "weights_sha256": card["weights_sha256"],
-        "name": card.get("name"),
-        "classes": card["classes"],
-        "input_size": size,
-        "input": INPUT,
-        "outputs": list(OUTPUTS),
-        "opset": opset,
-        "torch": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
     tmp_record = record_path(tmp)
-    tmp_record.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp_record, record_path(out))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # exporter chatter (deprecations in torch.export internals)
+            torch.onnx.export(_WithProbabilities(model).eval(), (example,), str(tmp), input_names=[INPUT],
+                              output_names=list(OUTPUTS), dynamic_shapes=({0: torch.export.Dim("batch")},),
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False)
+        os.replace(tmp, out)
+        record = {
+            "format": FORMAT,
+            "onnx_sha256": file_sha256(out),
+            "weights_sha256": card["weights_sha256"],
+            "name": card.get("name"),
+            "classes": card["classes"],
+            "input_size": size,
+            "input": INPUT,
+            "outputs": list(OUTPUTS),
+            "opset": opset,
+            "torch": torch.__version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        tmp_record.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp_record, record_path(out))
+    finally:
+        tmp.unlink(missing_ok=True)  # both gone already after a successful export
+        tmp_record.unlink(missing_ok=True)
     return out
 
 
@@ -123,14 +133,20 @@ def open_session(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | No
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_parity(model_dir: str | os.PathLike, batch: np.ndarray, onnx_path: str | os.PathLike | None = None) -> float:
+def onnx_parity(model_dir: str | os.PathLike, batch: np.ndarray, onnx_path: str | os.PathLike | None = None, *,
+                model: nn.Module | None = None, session=None) -> float:
     """Largest absolute difference between PyTorch's and ONNX Runtime's probabilities on ``batch``.
 
-    ``batch`` is the model input, ``(N, 1, S, S)`` float32 in [0, 1].
+    ``batch`` is the model input, ``(N, 1, S, S)`` float32 in [0, 1]. ``model`` (the directory's
+    network, from :func:`coronet.modelio.load_model_dir`) and ``session`` (from :func:`open_session`)
+    may be passed in to reuse them across calls; by default each is loaded or opened here.
     """
-    model, _ = load_model_dir(model_dir)
+    if model is None:
+        model, _ = load_model_dir(model_dir)
+    if session is None:
+        session = open_session(model_dir, onnx_path)
     batch = np.ascontiguousarray(batch, dtype=np.float32)
     with torch.inference_mode():
         expected = torch.softmax(model(torch.from_numpy(batch)), dim=1).numpy()
-    got = open_session(model_dir, onnx_path).run([OUTPUTS[1]], {INPUT: batch})[0]
+    got = session.run([OUTPUTS[1]], {INPUT: batch})[0]
     return float(np.abs(got - expected).max())

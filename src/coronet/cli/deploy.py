@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -40,8 +42,8 @@ def predict(
     from ..modelio import ModelLoadError
     from ..predict import Failure, Predictor, find_images, table_header, table_line
 
-    if out is not None and out.suffix.lower() not in (".csv", ".json"):
-        fail(f"{out}: --out must end in .csv or .json")
+    if out is not None:
+        _check_output_file(out)
     try:
         predictor = Predictor(model, runtime=runtime)
     except (ModelLoadError, ValueError) as error:
@@ -50,7 +52,10 @@ def predict(
     if not files:
         fail(f"no image files found in {', '.join(map(str, paths))}", 1)
     if cam is not None:
-        cam.mkdir(parents=True, exist_ok=True)
+        try:
+            cam.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            fail(f"{cam}: cannot create the --cam folder ({error.strerror or error})")
 
     width = max(len(str(f)) for f in files)
     typer.echo(table_header(predictor.classes, width=width))
@@ -62,16 +67,20 @@ def predict(
             failures.append(result)
             bar.write(str(result), file=sys.stderr)
         else:
-            predictions.append(result)
             bar.write(table_line(result, width=width), file=sys.stdout)
             if overlays is not None:
                 overlays.add(result)
+            # The film and heat map are full-size arrays: a long list must not keep them all in memory.
+            predictions.append(replace(result, image=None, heatmap=None))
         bar.update()
     bar.close()
 
     if out is not None:
         from ..predict import write_results
-        write_results(out, predictions, failures, predictor.info)
+        try:
+            write_results(out, predictions, failures, predictor.info)
+        except OSError as error:
+            fail(f"{out}: cannot write the results ({error.strerror or error})")
     if overlays is not None and predictions:
         grid = overlays.grid(predictor.classes)
         typer.echo(f"Grad-CAM (target layer {predictor.grad_cam.target_layer}): {len(predictions)} overlays "
@@ -80,6 +89,20 @@ def predict(
                + (f"; results in {out}" if out is not None else ""), err=True)
     if failures:
         raise typer.Exit(1)
+
+
+def _check_output_file(out: Path) -> None:
+    """Fail now, before any prediction, when ``--out`` could not be written at the end."""
+    if out.suffix.lower() not in (".csv", ".json"):
+        fail(f"{out}: --out must end in .csv or .json")
+    if out.is_dir():
+        fail(f"{out}: --out is a directory; give a file name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"{out}: cannot create its folder ({error.strerror or error})")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        fail(f"{out}: not writable")
 
 
 class _CamWriter:
@@ -98,7 +121,8 @@ class _CamWriter:
         path.write_bytes(png_bytes(picture))
         chosen = self.kept.setdefault(prediction.predicted, [])
         if len(chosen) < GRID_PER_CLASS:  # small copies only: a long list must not fill the memory
-            chosen.append((prediction, overlay(fit(prediction.image, 224), prediction.heatmap, max_side=224)))
+            chosen.append((replace(prediction, image=None, heatmap=None),
+                           overlay(fit(prediction.image, 224), prediction.heatmap, max_side=224)))
         return path
 
     def _unique(self, stem: str) -> str:
@@ -131,18 +155,22 @@ def export(
     """Export a model directory to ONNX (dynamic batch) and check it against PyTorch."""
     import numpy as np
 
-    from ..export import export_onnx, onnx_parity, record_path
-    from ..modelio import ModelLoadError, read_card
+    from ..export import export_onnx, onnx_parity, open_session, record_path
+    from ..modelio import ModelLoadError, load_model_dir
 
     try:
-        card, _ = read_card(onnx)
-        path = export_onnx(onnx, out, opset=opset)
+        network, card = load_model_dir(onnx)  # loaded once: exported, then compared with the export
+        path = export_onnx(onnx, out, opset=opset, model=network)
+        session = open_session(onnx, path)
     except ModelLoadError as error:
         fail(str(error))
+    except OSError as error:
+        fail(f"{out or onnx}: cannot write the export ({error.strerror or error})")
     # Random films at batch sizes 1 and 3: the dynamic batch dimension works and the numbers agree.
     rng = np.random.default_rng(0)
     size = int(card["input_size"])
-    worst = max(onnx_parity(onnx, rng.random((n, 1, size, size), dtype=np.float32), path) for n in (1, 3))
+    worst = max(onnx_parity(onnx, rng.random((n, 1, size, size), dtype=np.float32), path, model=network,
+                            session=session) for n in (1, 3))
     typer.echo(f"wrote {path} (+ {record_path(path).name}); "
                f"max |p_onnx - p_torch| = {worst:.2e} on random inputs (batch 1 and 3)")
     if worst > 1e-4:
@@ -155,9 +183,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     runtime: RuntimeOption = "torch",
-    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.")] = 32,
-    model_threads: Annotated[Optional[int], typer.Option(help="Concurrent model computations "
-                                                                  "(default: CPUs, 2 to 8).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest accepted upload, in MiB (at least 1).")] = 32,
+    model_threads: Annotated[Optional[int], typer.Option(min=1, help="Concurrent model computations "
+                                                                         "(default: CPUs, 2 to 8).")] = None,
+    max_concurrency: Annotated[Optional[int], typer.Option(
+        min=1, help="Open connections and requests in progress at most; beyond it new requests get 503 at once "
+                    "(default: 4 x model threads + 8).")] = None,
 ):
     """Serve the model: JSON API (/v1/predict, /v1/health, /v1/model, /docs) and a web page at /."""
     from ..modelio import ModelLoadError
@@ -165,6 +196,6 @@ def serve(
 
     try:
         run_server(model, host=host, port=port, runtime=runtime, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                   model_threads=model_threads)
+                   model_threads=model_threads, max_concurrency=max_concurrency)
     except (ModelLoadError, ValueError) as error:
         fail(str(error))
