@@ -180,6 +180,27 @@ def test_huge_multipart_body_is_refused_with_413(client, predictor, xray_paths):
     assert_healthy(client, predictor, xray_paths[0])
 
 
+def test_too_many_pixels_are_refused_before_decoding(client, predictor, xray_paths):
+    """A 7000 x 7000 16-bit PNG of zeros: a small file (under the upload cap) that would take GBs to decode."""
+    buffer = io.BytesIO()
+    Image.new("I;16", (7000, 7000)).save(buffer, format="PNG")
+    assert len(buffer.getvalue()) < LIMIT
+    response = upload(client, "big16.png", buffer.getvalue())
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error.startswith("big16.png: image too large") and "49000000 pixels" in error and "limit 40000000" in error
+    assert_healthy(client, predictor, xray_paths[0])
+
+
+def test_max_pixels_setting(predictor, xray_paths):
+    film = xray_paths[0]
+    pixels = read_image(film).size
+    with TestClient(create_app(predictor=predictor, max_pixels=pixels - 1, warm_up=False)) as small:
+        response = upload(small, film.name, film.read_bytes())
+        assert response.status_code == 422 and f"{pixels} pixels, limit {pixels - 1}" in response.json()["error"]
+        assert upload(small, "small.jpg", jpeg_bytes()).status_code == 200
+
+
 # ------------------------------------------------------------------------------ a real server
 
 @pytest.fixture(scope="module")
@@ -243,7 +264,7 @@ def test_coronet_serve_command(tiny_model_dir, xray_paths, tmp_path):
     with open(log, "wb") as stderr:
         server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
                                    str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-                                   "--max-concurrency", "8"], stdout=subprocess.DEVNULL, stderr=stderr)
+                                   "--max-concurrency", "8", "--max-pixels", "20000000"], stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         health = None
         for _ in range(1200):  # up to two minutes for imports and the warm-up on a busy machine

@@ -27,8 +27,10 @@ Untrusted input is bounded before it costs anything:
 * one file part, few and short other fields;
 * the format is sniffed from the bytes (PNG, JPEG or DICOM; the file name
   and the part's Content-Type are ignored);
-* the pixel count is capped by the image reader (Pillow's
-  ``MAX_IMAGE_PIXELS``, checked from the header before decoding).
+* the pixel count is capped by the image reader, checked from the header
+  before decoding: ``max_pixels`` (default 40 million, a 16-bit film takes
+  several bytes per pixel while it is decoded), and never more than Pillow's
+  ``MAX_IMAGE_PIXELS``.
 
 Every refusal is a 4xx with a JSON body ``{"error": "..."}`` that names the
 problem; anything unexpected is logged and answered with a 500 in the same
@@ -60,12 +62,13 @@ from .explain import fit, overlay, png_bytes
 from .imageio import ImageReadError, read_image, sniff_format
 from .predict import Predictor
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "create_app", "default_max_concurrency", "default_model_threads", "serve"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "default_max_concurrency", "default_model_threads", "serve"]
 
 log = logging.getLogger("coronet.serve")
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # a large CR/DX DICOM is ~20-30 MB
+DEFAULT_MAX_PIXELS = 40_000_000  # a large CR/DX film is ~4300 x 3500 (15 million pixels)
 ACCEPTED_FORMATS = ("png", "jpeg", "dicom")
 _MULTIPART_SLACK = 64 * 1024  # boundaries, part headers and small fields around the file
 _PREVIEW_SIDE = 512
@@ -97,11 +100,13 @@ def default_max_concurrency(model_threads: int) -> int:
 
 def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predictor | None = None,
                runtime: str = "torch", max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               model_threads: int | None = None, warm_up: bool = True) -> FastAPI:
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, model_threads: int | None = None,
+               warm_up: bool = True) -> FastAPI:
     """The FastAPI application serving ``model_dir`` (or an already loaded ``predictor``).
 
     ``max_upload_bytes`` caps the uploaded file (the request body may exceed it by the
-    multipart framing only); ``model_threads`` caps concurrent decoding and inference
+    multipart framing only); ``max_pixels`` caps an uploaded image's pixel count (None:
+    Pillow's ``MAX_IMAGE_PIXELS`` only); ``model_threads`` caps concurrent decoding and inference
     (default: :func:`default_model_threads`); Grad-CAM runs in one separate thread.
     ``warm_up`` runs one prediction and one Grad-CAM on a blank film now, so that the
     first request does not pay for building them.
@@ -148,7 +153,7 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
         cam = cam or fields.get("cam", "").strip().lower() in _TRUE
         image = image or fields.get("image", "").strip().lower() in _TRUE
         result, film, index = await anyio.to_thread.run_sync(
-            partial(_analyse, predictor, data, filename, preview=image), limiter=limiter)
+            partial(_analyse, predictor, data, filename, preview=image, max_pixels=max_pixels), limiter=limiter)
         if cam:
             result.update(await anyio.to_thread.run_sync(partial(_grad_cam, predictor, film, index),
                                                          limiter=cam_limiter))
@@ -215,7 +220,8 @@ def _safe_name(filename: str | None) -> str:
 
 # ----------------------------------------------------------------------- analyse
 
-def _analyse(predictor: Predictor, data: bytes, name: str, *, preview: bool) -> tuple[dict, np.ndarray, int]:
+def _analyse(predictor: Predictor, data: bytes, name: str, *, preview: bool,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[dict, np.ndarray, int]:
     """The answer for one uploaded file, its decoded film and the predicted class's index (blocking: run in a
     worker thread)."""
     kind = sniff_format(data)
@@ -226,7 +232,7 @@ def _analyse(predictor: Predictor, data: bytes, name: str, *, preview: bool) -> 
         found = f"{kind.upper()} image" if kind else "unrecognised content"
         raise ApiError(415, f"{name}: not a PNG, JPEG or DICOM image ({found}; the format is read from the bytes)")
     try:
-        film = read_image(data, name=name)
+        film = read_image(data, name=name, max_pixels=max_pixels)
     except ImageReadError as error:
         raise ApiError(422, f"{name}: {error.problem}") from None
     probabilities = predictor.probabilities([film])[0]
@@ -292,7 +298,7 @@ _PREDICT_OPENAPI = {
         "400": {"description": "empty file or malformed multipart body"},
         "413": {"description": "upload over the size limit"},
         "415": {"description": "not multipart, or not a PNG, JPEG or DICOM image"},
-        "422": {"description": "no 'file' field, or an image that cannot be read (truncated, too many pixels...)"},
+        "422": {"description": "no 'file' field, or an image that cannot be read (truncated, over the pixel cap...)"},
         "503": {"description": "server busy: `coronet serve --max-concurrency` reached (plain text, from uvicorn)"},
     },
 }
@@ -301,8 +307,8 @@ _PREDICT_OPENAPI = {
 # ------------------------------------------------------------------------ server
 
 def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
-          max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, model_threads: int | None = None,
-          max_concurrency: int | None = None, log_level: str = "info") -> None:
+          max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+          model_threads: int | None = None, max_concurrency: int | None = None, log_level: str = "info") -> None:
     """Load the model and serve it with uvicorn until interrupted.
 
     ``max_concurrency`` (default: :func:`default_max_concurrency`) is uvicorn's
@@ -316,6 +322,7 @@ def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 
     # PyTorch gives every computation all the CPUs' threads by default; model_threads computations at
     # once would then run model_threads x CPUs threads and slow each other down: share the CPUs out.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // model_threads))
-    app = create_app(model_dir, runtime=runtime, max_upload_bytes=max_upload_bytes, model_threads=model_threads)
+    app = create_app(model_dir, runtime=runtime, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels,
+                     model_threads=model_threads)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
                 limit_concurrency=max_concurrency or default_max_concurrency(model_threads))

@@ -184,6 +184,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     runtime: RuntimeOption = "torch",
     max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest accepted upload, in MiB (at least 1).")] = 32,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image, in pixels (width x height), "
+                                                        "checked before decoding.")] = 40_000_000,
     model_threads: Annotated[Optional[int], typer.Option(min=1, help="Concurrent model computations "
                                                                          "(default: CPUs, 2 to 8).")] = None,
     max_concurrency: Annotated[Optional[int], typer.Option(
@@ -196,6 +198,6 @@ def serve(
 
     try:
         run_server(model, host=host, port=port, runtime=runtime, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                   model_threads=model_threads, max_concurrency=max_concurrency)
+                   max_pixels=max_pixels, model_threads=model_threads, max_concurrency=max_concurrency)
     except (ModelLoadError, ValueError) as error:
         fail(str(error))
