@@ -264,7 +264,8 @@ def test_coronet_serve_command(tiny_model_dir, xray_paths, tmp_path):
     with open(log, "wb") as stderr:
         server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
                                    str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-                                   "--max-concurrency", "8", "--max-pixels", "20000000"], stdout=subprocess.DEVNULL, stderr=stderr)
+                                   "--max-concurrency", "8", "--max-pixels", "20000000"],
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         health = None
         for _ in range(1200):  # up to two minutes for imports and the warm-up on a busy machine

@@ -62,7 +62,8 @@ from .explain import fit, overlay, png_bytes
 from .imageio import ImageReadError, read_image, sniff_format
 from .predict import Predictor
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "default_max_concurrency", "default_model_threads", "serve"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "default_max_concurrency",
+           "default_model_threads", "serve"]
 
 log = logging.getLogger("coronet.serve")
 
