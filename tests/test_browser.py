@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,43 @@ def test_page_uploads_a_film_and_shows_probabilities_and_grad_cam(chromium_path,
             browser.close()
     # The failed upload logs its 415 in the console; nothing else may go wrong on the page.
     assert all("415" in text for text in console_errors), console_errors
+
+
+class _SlowForOneShape(Predictor):
+    """A Predictor that takes ``delay`` seconds over films of one shape (the upload the test wants to be slow)."""
+
+    def __init__(self, *args, slow_shape, delay: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slow_shape, self.delay = slow_shape, delay
+
+    def probabilities(self, images):
+        if images and images[0].shape == self.slow_shape:
+            time.sleep(self.delay)
+        return super().probabilities(images)
+
+
+def test_a_slow_reply_for_an_earlier_file_does_not_replace_the_latest(chromium_path, tiny_model_dir, xray_paths,
+                                                                       tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from conftest import write_xray
+
+    slow = write_xray(tmp_path / "slow.png", size=(333, 222))
+    fast = xray_paths[0]
+    predictor = _SlowForOneShape(tiny_model_dir, slow_shape=(222, 333), delay=3.0)
+    with LiveServer(create_app(predictor=predictor, model_threads=2)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            expect(page.locator("#model")).to_contain_text("coronet-test_resnet")
+            page.locator("#file").set_input_files(str(slow))
+            expect(page.locator("#status")).to_contain_text("Analysing slow.png")
+            page.locator("#file").set_input_files(str(fast))
+            expect(page.locator("#status")).to_contain_text(f"Done: {fast.name}", timeout=60_000)
+            time.sleep(4.0)  # the server has answered (or tried to answer) the slow upload by now
+            expect(page.locator("#filename")).to_have_text(fast.name)
+            expect(page.locator("#status")).to_contain_text(f"Done: {fast.name}")
+            expect(page.locator("#error")).to_be_hidden()
+        finally:
+            browser.close()

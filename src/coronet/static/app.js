@@ -4,6 +4,10 @@
 
 const $ = (id) => document.getElementById(id);
 let maxUploadBytes = null;
+// Each file chosen gets the next number; a reply for any but the latest is dropped (and its request aborted),
+// so a slow answer for an earlier file can never overwrite the result of the file chosen after it.
+let latest = 0;
+let inFlight = null;
 
 function show(element, visible) { element.hidden = !visible; }
 
@@ -59,7 +63,11 @@ function renderBars(probabilities, predicted) {
 }
 
 async function analyse(file) {
+  const request = ++latest;
+  if (inFlight) inFlight.abort();
+  inFlight = null;
   setError("");
+  $("status").textContent = "";
   show($("result"), false);
   if (!file) return;
   if (maxUploadBytes !== null && file.size > maxUploadBytes) {
@@ -69,15 +77,24 @@ async function analyse(file) {
   $("status").textContent = `Analysing ${file.name}…`;
   const form = new FormData();
   form.append("file", file, file.name);
+  const controller = new AbortController();
+  inFlight = controller;
   let body;
   try {
-    const response = await fetch("/v1/predict?cam=true&image=true", { method: "POST", body: form });
-    body = await response.json();
-    if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+    const response = await fetch("/v1/predict?cam=true&image=true",
+                                 { method: "POST", body: form, signal: controller.signal });
+    body = await response.json().catch(() => null);  // a busy server's 503 is plain text
+    if (request !== latest) return;
+    if (!response.ok || body === null) {
+      throw new Error((body && body.error) || `HTTP ${response.status} ${response.statusText}`.trim());
+    }
   } catch (err) {
+    if (request !== latest) return;  // aborted or overtaken by a newer file: its outcome no longer matters
     $("status").textContent = "";
     setError(`Could not analyse ${file.name}: ${err.message}`);
     return;
+  } finally {
+    if (inFlight === controller) inFlight = null;
   }
   $("filename").textContent = body.file;
   $("summary").textContent = `Most probable class: ${body.predicted_class} ` +
