@@ -1,7 +1,7 @@
 """Prediction speed on the CPU: PyTorch vs ONNX Runtime. Prints figures; asserts nothing.
 
     python benchmarks/inference.py                       # an untrained CoroNet (legacy_xception, 150 px)
-    python benchmarks/inference.py --model runs/quick/cv/fold-1/model --data ../shared/data
+    python benchmarks/inference.py --model runs/quick/4class/fold-1/model --data ../shared/data
 
 For each runtime, on the same model and the same input:
 

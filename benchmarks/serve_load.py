@@ -1,14 +1,16 @@
 """Load on `coronet serve` over loopback: requests/s, latency percentiles, errors. Prints figures; asserts nothing.
 
     python benchmarks/serve_load.py                        # an untrained CoroNet (legacy_xception, 150 px)
-    python benchmarks/serve_load.py --model runs/quick/cv/fold-1/model --requests 400 --clients 16 --cam-every 10
+    python benchmarks/serve_load.py --model runs/quick/4class/fold-1/model --requests 400 --clients 16 --cam-every 10
 
 Starts ``coronet serve`` in its own process on 127.0.0.1 (a free port), waits for
 ``/v1/health``, then ``--clients`` threads, each with its own keep-alive connection, send
 ``--requests`` POST /v1/predict in total, cycling through real films from the shared data
 (every ``--cam-every``-th request also asks for the Grad-CAM overlay). Latency is the
-client's, from sending the request to having the JSON. Afterwards it checks health again
-and stops the server.
+client's, from sending the request to having the JSON; a reply that is not 200 with the
+prediction's JSON (a 503 from a full server, a transport error) counts as an error. Afterwards
+it checks health again and stops the server. The server's log goes to a temporary file,
+printed (its end) if the server fails.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 300) -> dict:
+def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"server exited with status {server.returncode}")
+            raise SystemExit(f"server exited with status {server.returncode}:\n"
+                             f"{log.read_text(errors='replace')[-3000:]}")
         try:
             return httpx.get(url + "/v1/health", timeout=5).json()
         except httpx.HTTPError:
@@ -68,7 +71,7 @@ def load(url: str, uploads: list[tuple[str, bytes]], requests: int, clients: int
         try:
             response = local.client.post("/v1/predict", files={"file": uploads[i % len(uploads)]}, params=params)
             ok = response.status_code == 200 and "predicted_class" in response.json()
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):  # ValueError: a reply that is not JSON (uvicorn's plain 503)
             ok = False
         return time.perf_counter() - start, ok
 
@@ -87,6 +90,9 @@ def main() -> None:
     parser.add_argument("--cam-every", type=int, default=0, help="ask for Grad-CAM on every N-th request (0: never)")
     parser.add_argument("--runtime", default="torch", choices=("torch", "onnx"))
     parser.add_argument("--model-threads", type=int, help="passed to coronet serve (default: its own)")
+    parser.add_argument("--max-concurrency", type=int,
+                        help="passed to coronet serve (default: its own, 4 x model threads + 8; it counts open "
+                             "connections, so keep it above --clients)")
     args = parser.parse_args()
 
     paths = films(args.data, 32)
@@ -103,12 +109,16 @@ def main() -> None:
             export_onnx(model_dir)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
-                                   str(model_dir), "--port", str(port), "--runtime", args.runtime]
-                                  + (["--model-threads", str(args.model_threads)] if args.model_threads else []),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        log = Path(tmp) / "server.log"  # a file, not a pipe: nothing reads a pipe during the run, and a full one blocks
+        with open(log, "wb") as stderr:
+            server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
+                                       str(model_dir), "--port", str(port), "--runtime", args.runtime]
+                                      + (["--model-threads", str(args.model_threads)] if args.model_threads else [])
+                                      + (["--max-concurrency", str(args.max_concurrency)]
+                                         if args.max_concurrency else []),
+                                      stdout=subprocess.DEVNULL, stderr=stderr)
         try:
-            health = wait_healthy(url, server)
+            health = wait_healthy(url, server, log)
             print(f"server: {health['model']} ({health['runtime']}, model threads {args.model_threads or 'default'}), "
                   f"{os.cpu_count()} CPUs; {args.requests} requests "
                   f"from {args.clients} clients, {len(uploads)} real films"
