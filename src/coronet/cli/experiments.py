@@ -85,7 +85,7 @@ def report(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ):
-    """Tables (the paper's III and IV), figures, 95% intervals and an HTML page, from the run's predictions."""
+    """The paper's Tables III-VI (as the run allows), figures incl. Fig. 8, 95% intervals and an HTML page."""
     from ..report import summary_lines, write_report
 
     if not (run_dir / "predictions.csv").is_file():
