@@ -22,7 +22,7 @@ import pandas as pd
 from . import __version__
 from .predict import Failure, Predictor
 from .sources import SOURCES, read_source, source_dir
-from .tasks import default_class_map, merge_probabilities
+from .tasks import default_class_map, mapped_labels, merge_probabilities
 
 
 def source_root(data: str | os.PathLike, source: str) -> Path:
@@ -47,7 +47,7 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, source: str,
     table = read_source(source, root)
     predictor = Predictor(model_dir, runtime=runtime)
     mapping = class_map or default_class_map(predictor.classes, table["label"])
-    _, labels = merge_probabilities([[0.0] * len(predictor.classes)], predictor.classes, mapping)
+    labels = mapped_labels(predictor.classes, mapping)
     outside = table[~table["label"].isin(labels)]
     if len(outside):
         log(f"left out {len(outside)} images whose labels the model's mapped classes {labels} cannot express: "

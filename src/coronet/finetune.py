@@ -30,8 +30,7 @@ import torch
 
 from .model import CoroNet, replace_classifier
 from .modelio import load_model_dir
-from .dedup import cross_duplicate_pairs
-from .prepare import PrepareConfig, cross_dataset_overlap, dataset_fingerprints, prepare_dataset, scan_images
+from .prepare import PrepareConfig, dataset_fingerprints, overlap_table, prepare_dataset, scan_images
 from .profiles import TrainConfig, finetune_config
 from .sources import read_source, source_dir
 from .tasks import relabel, task_classes
@@ -75,14 +74,10 @@ def prepare_dataset2(data: str | os.PathLike, out: Path, source: TrainConfig, fo
     if (out / "manifest.csv").is_file():
         return out
     root = ozturk_root(data)
-    count = per_class or 10**6
-    config = PrepareConfig(sources=("ozturk",), class_counts={"covid": count, "normal": count, "pneumonia": count},
+    config = PrepareConfig(sources=("ozturk",), class_counts=dict.fromkeys(("covid", "normal", "pneumonia"), per_class),
                            folds=folds, seed=seed, image_size=source.input_size,
                            source_roots={"ozturk": str(root)})
-    import warnings
-    with warnings.catch_warnings():  # "only N images available": taking all of them is the point here
-        warnings.simplefilter("ignore", UserWarning)
-        prepare_dataset(root.parent, out, config, log=log)
+    prepare_dataset(root.parent, out, config, log=log)
     return out
 
 
@@ -154,9 +149,9 @@ def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:
     dataset: dataset-2's COVID-19 files carry no patient ids, so the Cohen metadata is the
     only way to see that two different films are one person.
     """
-    films = cross_dataset_overlap(dataset_dir, source_dataset)
-    films.insert(2, "kind", "film")
-    source_manifest = pd.read_csv(source_dataset / "manifest.csv")
+    ours = dataset_fingerprints(dataset_dir)
+    source = dataset_fingerprints(source_dataset)
+    films = overlap_table(ours, source).assign(kind="film")
     prepared = json.loads((source_dataset / "prepare.json").read_text())
     cohen_root = Path(prepared["config"].get("source_roots", {}).get("cohen")
                       or source_dir("cohen", prepared["data_dir"]))
@@ -165,20 +160,13 @@ def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:
     cohen = read_source("cohen", cohen_root)
     scans = scan_images(list(cohen["path"]), 32, workers=2)
     readable = [k for k, scan in enumerate(scans) if "error" not in scan]
-    ours, hashes, signatures = dataset_fingerprints(dataset_dir)
-    pairs = cross_duplicate_pairs(hashes, signatures,
-                                  np.array([scans[k]["phash"] for k in readable], dtype=np.uint64),
-                                  np.stack([scans[k]["signature"] for k in readable]))
-    trained_patients = set(source_manifest["patient_id"])
-    rows = []
-    for a, b, distance, correlation in pairs:
-        match = cohen.iloc[readable[b]]
-        if match["patient_id"] in trained_patients and ours.path[a] not in set(films["path"]):
-            rows.append({"path": ours.path[a], "label": ours.label[a], "kind": "patient",
-                         "reference_path": str(Path(match["path"]).resolve()), "reference_label": match["label"],
-                         "reference_patient_id": match["patient_id"], "distance": distance,
-                         "correlation": correlation})
-    return pd.concat([films, pd.DataFrame(rows, columns=films.columns)], ignore_index=True)
+    cohen = cohen.iloc[readable].assign(path=lambda t: [str(Path(p).resolve()) for p in t["path"]])
+    fingerprints = (np.array([scans[k]["phash"] for k in readable], dtype=np.uint64),
+                    np.stack([scans[k]["signature"] for k in readable]))
+    patients = overlap_table(ours, (cohen, *fingerprints)).assign(kind="patient")
+    patients = patients[patients["reference_patient_id"].isin(set(source[0]["patient_id"]))
+                        & ~patients["path"].isin(set(films["path"]))]
+    return pd.concat([films, patients], ignore_index=True)
 
 
 def write_no_overlap_run(out: Path, predictions: pd.DataFrame) -> Path:

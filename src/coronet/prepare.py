@@ -52,7 +52,7 @@ class PrepareConfig:
     """Everything that decides which images end up in which fold."""
 
     sources: tuple[str, ...] = ("cohen", "kaggle")
-    class_counts: dict[str, int] = field(default_factory=lambda: dict(PAPER_CLASS_COUNTS))
+    class_counts: dict[str, int | None] = field(default_factory=lambda: dict(PAPER_CLASS_COUNTS))
     folds: int = 4
     split: str = "patient"  # "patient": stratified + grouped by patient; "image": the paper's stratified folds
     seed: int = 0
@@ -123,7 +123,10 @@ def scan_images(paths: list[str], size: int, workers: int) -> list[dict]:
 
 
 def undersample(table: pd.DataFrame, class_counts: dict[str, int], seed: int) -> pd.DataFrame:
-    """Seeded random selection of ``class_counts[label]`` images per label (all of them, with a warning, if fewer).
+    """Seeded random selection of ``class_counts[label]`` images per label.
+
+    A count of ``None`` takes every image of the label; a count above what is available
+    takes all of them, with a warning.
 
     The draw depends only on the seed and the sorted ``relpath`` of each class, not on
     where the data directory is or the order files were listed.
@@ -133,7 +136,9 @@ def undersample(table: pd.DataFrame, class_counts: dict[str, int], seed: int) ->
     for label in sorted(class_counts):
         rows = table[table["label"] == label].sort_values("relpath", kind="stable")
         wanted = class_counts[label]
-        if len(rows) < wanted:
+        if wanted is None:
+            chosen.append(rows)
+        elif len(rows) < wanted:
             warnings.warn(f"class {label!r}: only {len(rows)} images available, {wanted} requested; taking all",
                           stacklevel=2)
             chosen.append(rows)
@@ -272,21 +277,30 @@ def dataset_fingerprints(dataset_dir: str | os.PathLike) -> tuple[pd.DataFrame, 
     return manifest, hashes, signatures
 
 
-def cross_dataset_overlap(dataset_dir: str | os.PathLike, reference_dir: str | os.PathLike) -> pd.DataFrame:
-    """Images of one prepared dataset that are the same film as an image of another (exact or near copy).
+OVERLAP_COLUMNS = ["path", "label", "reference_path", "reference_label", "reference_patient_id", "distance",
+                   "correlation"]
 
-    One row per matching pair: ``path`` (in ``dataset_dir``), ``reference_path``, ``reference_patient_id``,
-    ``distance`` (pHash bits) and ``correlation`` (edge maps), judged as in duplicate removal.
+
+def overlap_table(ours: tuple[pd.DataFrame, np.ndarray, np.ndarray],
+                  reference: tuple[pd.DataFrame, np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """Pairs of the same film between two fingerprinted tables (``(table, hashes, signatures)``, as from
+    :func:`dataset_fingerprints`), judged as in duplicate removal.
+
+    One row per pair: ``path`` and ``label`` from ``ours``; ``reference_path``, ``reference_label``
+    and ``reference_patient_id`` from ``reference``; ``distance`` (pHash bits) and ``correlation``
+    (edge maps). The tables need ``path``, ``label`` and (reference) ``patient_id`` columns.
     """
-    ours, our_hashes, our_signatures = dataset_fingerprints(dataset_dir)
-    theirs, their_hashes, their_signatures = dataset_fingerprints(reference_dir)
-    pairs = cross_duplicate_pairs(our_hashes, our_signatures, their_hashes, their_signatures)
+    (table, hashes, signatures), (other, other_hashes, other_signatures) = ours, reference
+    pairs = cross_duplicate_pairs(hashes, signatures, other_hashes, other_signatures)
     return pd.DataFrame(
-        [{"path": ours.path[a], "label": ours.label[a], "reference_path": theirs.path[b],
-          "reference_label": theirs.label[b], "reference_patient_id": theirs.patient_id[b],
-          "distance": d, "correlation": c} for a, b, d, c in pairs],
-        columns=["path", "label", "reference_path", "reference_label", "reference_patient_id", "distance",
-                 "correlation"])
+        [{"path": table["path"].iloc[a], "label": table["label"].iloc[a], "reference_path": other["path"].iloc[b],
+          "reference_label": other["label"].iloc[b], "reference_patient_id": other["patient_id"].iloc[b],
+          "distance": d, "correlation": c} for a, b, d, c in pairs], columns=OVERLAP_COLUMNS)
+
+
+def cross_dataset_overlap(dataset_dir: str | os.PathLike, reference_dir: str | os.PathLike) -> pd.DataFrame:
+    """Images of one prepared dataset that are the same film as an image of another (see :func:`overlap_table`)."""
+    return overlap_table(dataset_fingerprints(dataset_dir), dataset_fingerprints(reference_dir))
 
 
 def summarize(candidates: pd.DataFrame, manifest: pd.DataFrame, duplicates: pd.DataFrame,

@@ -54,9 +54,8 @@ def relabel(table: pd.DataFrame, task: str) -> pd.DataFrame:
     The original label is kept in ``source_label``. Labels the task's map does not know are
     an error (``ValueError``), so a new label can never be silently dropped.
     """
-    mapping = LABEL_MAPS[task] if task in LABEL_MAPS else None
-    if mapping is None:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(LABEL_MAPS)}")
+    task_classes(task)  # unknown task -> ValueError
+    mapping = LABEL_MAPS[task]
     unknown = sorted(set(table["label"]) - set(mapping))
     if unknown:
         raise ValueError(f"task {task}: no mapping for labels {unknown}")
@@ -96,17 +95,24 @@ def default_class_map(model_classes: Sequence[str], data_labels: Sequence[str]) 
                      f"{data_labels}; give one with --map MODEL_CLASS=DATA_LABEL (repeatable)")
 
 
-def merge_probabilities(probabilities: np.ndarray, model_classes: Sequence[str],
-                        class_map: Mapping[str, str]) -> tuple[np.ndarray, list[str]]:
-    """Sum the model's class probabilities into the mapped label set.
+def mapped_labels(model_classes: Sequence[str], class_map: Mapping[str, str]) -> list[str]:
+    """The labels ``class_map`` sends the model's classes to, in first-appearance order.
 
-    Returns ``(merged, labels)`` with ``labels`` in first-appearance order of the model's
-    classes; unmapped model classes are an error, so no probability mass goes missing.
+    Every model class must be mapped (``ValueError`` otherwise), so no probability mass goes missing.
     """
     missing = [c for c in model_classes if c not in class_map]
     if missing:
         raise ValueError(f"class map says nothing about model classes {missing}")
-    labels = list(dict.fromkeys(class_map[c] for c in model_classes))
+    return list(dict.fromkeys(class_map[c] for c in model_classes))
+
+
+def merge_probabilities(probabilities: np.ndarray, model_classes: Sequence[str],
+                        class_map: Mapping[str, str]) -> tuple[np.ndarray, list[str]]:
+    """Sum the model's class probabilities into the mapped label set.
+
+    Returns ``(merged, labels)`` with ``labels`` as :func:`mapped_labels` gives them.
+    """
+    labels = mapped_labels(model_classes, class_map)
     probabilities = np.asarray(probabilities, dtype=float)
     merged = np.zeros((len(probabilities), len(labels)))
     for k, c in enumerate(model_classes):
@@ -114,5 +120,5 @@ def merge_probabilities(probabilities: np.ndarray, model_classes: Sequence[str],
     return merged, labels
 
 
-__all__ = ["LABEL_MAPS", "PAPER_NAMES", "TASKS", "default_class_map", "merge_probabilities", "parse_class_map",
-           "relabel", "task_classes", "task_of"]
+__all__ = ["LABEL_MAPS", "PAPER_NAMES", "TASKS", "default_class_map", "mapped_labels", "merge_probabilities",
+           "parse_class_map", "relabel", "task_classes", "task_of"]
