@@ -35,7 +35,12 @@ from coronet.modelio import save_model_dir
 from coronet.predict import Predictor, find_images
 
 
-def untrained_model_dir(out: Path) -> Path:
+def benchmark_model_dir(out: Path, source: Path | None = None) -> Path:
+    """A copy of the model directory ``source`` at ``out`` (exports go there, not beside the original), or,
+    without one, an untrained CoroNet: weights do not change the amount of computation."""
+    if source is not None:
+        shutil.copytree(source, out)
+        return out
     torch.manual_seed(0)
     model = build_model(4, "legacy_xception", input_size=150)
     return save_model_dir(model, out, classes=("covid", "normal", "bacterial", "viral"), backbone="legacy_xception",
@@ -66,11 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        if args.model:
-            shutil.copytree(args.model, model_dir)
-        else:
-            untrained_model_dir(model_dir)
+        model_dir = benchmark_model_dir(Path(tmp) / "model", args.model)
         start = time.perf_counter()
         export_onnx(model_dir)
         export_s = time.perf_counter() - start

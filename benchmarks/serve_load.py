@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ import httpx
 from coronet.export import export_onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inference import films, untrained_model_dir  # noqa: E402
+from inference import benchmark_model_dir, films  # noqa: E402
 
 
 def free_port() -> int:
@@ -100,11 +99,7 @@ def main() -> None:
         raise SystemExit(f"no films under {args.data} (set --data or CORONET_DATA)")
     uploads = [(p.name, p.read_bytes()) for p in paths]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        if args.model:
-            shutil.copytree(args.model, model_dir)
-        else:
-            untrained_model_dir(model_dir)
+        model_dir = benchmark_model_dir(Path(tmp) / "model", args.model)
         if args.runtime == "onnx":
             export_onnx(model_dir)
         port = free_port()

@@ -20,6 +20,16 @@ from deploy_helpers import make_model_dir
 runner = CliRunner()
 
 
+def assert_onnx_parity(model_dir, paths, min_spread: float) -> None:
+    """ONNX Runtime's probabilities within 1e-4 of PyTorch's on real films that get clearly different answers."""
+    images = [read_image(p) for p in paths]
+    torch_p = Predictor(model_dir).probabilities(images)
+    onnx_p = Predictor(model_dir, runtime="onnx").probabilities(images)
+    assert onnx_p.shape == torch_p.shape == (len(images), 4)
+    assert np.abs(onnx_p - torch_p).max() < 1e-4
+    assert np.ptp(torch_p, axis=0).max() > min_spread  # the films differ: the agreement is not trivial
+
+
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory):
     """A copy of the tiny model directory, exported with `coronet export --onnx` (which loads the model once)."""
@@ -52,12 +62,7 @@ def test_onnx_parity_of_the_papers_backbone(xray_paths, tmp_path):
     # sharpen=100: a random Xception gives every film nearly the same probabilities otherwise (spread ~5e-4).
     model_dir = make_model_dir(tmp_path / "xception", backbone="legacy_xception", input_size=150, sharpen=100.0)
     export_onnx(model_dir)
-    images = [read_image(p) for p in xray_paths]
-    torch_p = Predictor(model_dir).probabilities(images)
-    onnx_p = Predictor(model_dir, runtime="onnx").probabilities(images)
-    assert onnx_p.shape == torch_p.shape == (len(images), 4)
-    assert np.abs(onnx_p - torch_p).max() < 1e-4
-    assert np.ptp(torch_p, axis=0).max() > 0.01  # the films get different answers: the agreement is not trivial
+    assert_onnx_parity(model_dir, xray_paths, min_spread=0.01)
 
 
 def test_failed_export_leaves_nothing_behind(tiny_model_dir, tmp_path, monkeypatch):
@@ -82,12 +87,7 @@ def test_failed_export_leaves_nothing_behind(tiny_model_dir, tmp_path, monkeypat
 def test_onnx_probabilities_match_pytorch_on_real_films(exported, data_dir):
     films = sorted((data_dir / "cohen-covid" / "images").glob("*.jpg"))[:8] + \
         sorted((data_dir / "kaggle-pneumonia" / "chest_xray" / "train" / "PNEUMONIA").glob("*.jpeg"))[:8]
-    images = [read_image(p) for p in films]
-    torch_p = Predictor(exported).probabilities(images)
-    onnx_p = Predictor(exported, runtime="onnx").probabilities(images)
-    assert onnx_p.shape == torch_p.shape == (len(films), 4)
-    assert np.abs(onnx_p - torch_p).max() < 1e-4
-    assert np.ptp(torch_p, axis=0).max() > 0.02  # the films get different answers: the agreement is not trivial
+    assert_onnx_parity(exported, films, min_spread=0.02)
 
 
 def test_export_record_and_dynamic_batch(exported):
