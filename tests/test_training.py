@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -34,16 +35,26 @@ def test_fold_directory_and_predictions(prepared_dataset, tiny, tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_resume_matches_uninterrupted_run(prepared_dataset, tiny, tmp_path):
+#: Every stateful lever of the fast recipe: a per-step schedule, a weight average, mixing, progressive resizing.
+RECIPE = dict(optimizer="adamw", weight_decay=0.05, schedule="onecycle", warmup=0.25, label_smoothing=0.1, ema=0.9,
+              mixup=0.4, cutmix=1.0, train_sizes=(24,), tta=True, bn_zero_init=True, bn_momentum=0.05, epochs=3)
+
+
+@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["paper-like", "fast-recipe"])
+def test_resume_matches_uninterrupted_run(prepared_dataset, tiny, tmp_path, recipe):
+    tiny = tiny.with_overrides(**recipe)
     fit_fold(prepared_dataset, 1, tmp_path / "straight", tiny, progress=False)
     fit_fold(prepared_dataset, 1, tmp_path / "resumed", tiny, progress=False, max_epochs=1)
     assert not (tmp_path / "resumed" / "model").exists()  # stopped after epoch 1
     assert pd.read_csv(tmp_path / "resumed" / "metrics.csv").epoch.tolist() == [1]
+    checkpoint = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    if recipe:  # the interrupted run's checkpoint holds the schedule's and the average's state
+        assert checkpoint["lr_schedulers"] and any(k.startswith("ema.") for k in checkpoint["state_dict"])
     fit_fold(prepared_dataset, 1, tmp_path / "resumed", tiny, progress=False, resume=True)
 
     straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
-    assert straight.keys() == resumed.keys()
+    assert straight.keys() == resumed.keys() and len(straight) > 10
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     a = pd.read_csv(tmp_path / "straight" / "metrics.csv").drop(columns=["seconds", "train_images_per_s"])
@@ -83,3 +94,88 @@ def test_cv_run_directory(prepared_dataset, tiny, tmp_path):
     assert sum("already finished" in line for line in lines) == 2
     with pytest.raises(ValueError, match="other settings"):
         run_cv(prepared_dataset, tmp_path, config.with_overrides(lr=1.0), folds=[1], progress=False)
+
+
+def test_the_saved_model_is_the_weight_average(prepared_dataset, tiny, tmp_path):
+    from coronet.modelio import load_model_dir
+    from coronet.training import CoroNetModule
+
+    config = tiny.with_overrides(ema=0.5, epochs=1)
+    fit_fold(prepared_dataset, 2, tmp_path, config, progress=False)
+    module = CoroNetModule(config)
+    module.load_state_dict(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    saved, card = load_model_dir(tmp_path / "model")
+    for key, value in saved.state_dict().items():
+        assert torch.equal(value, module.ema.module.state_dict()[key]), key
+    assert not all(torch.equal(v, module.model.state_dict()[k]) for k, v in saved.state_dict().items())
+    assert card["training"]["config"]["ema"] == 0.5 and card["inference"] == {"tta": None}
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, "32-true"), (True, False, "bf16-mixed"),
+                                                        (False, True, "bf16-mixed")])
+def test_auto_precision_follows_the_cpus_bf16_support(monkeypatch, tiny, avx512_bf16, amx, expected):
+    from coronet import training
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    config = tiny.with_overrides(precision="auto")
+    assert training.resolve_precision(config) == expected
+    assert expected in training.describe_precision(config)
+    assert training.resolve_precision(config.with_overrides(precision="32")) == "32"
+
+
+def test_auto_precision_without_the_probe_functions(monkeypatch, tiny):
+    from coronet import training
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert training.resolve_precision(tiny.with_overrides(precision="auto")) == "32-true"
+
+
+def test_auto_precision_on_a_gpu(monkeypatch, tiny):
+    from coronet import training
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert training.resolve_precision(tiny.with_overrides(precision="auto")) == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert training.resolve_precision(tiny.with_overrides(precision="auto")) == "32-true"
+
+
+@pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine"])
+def test_schedules_warm_up_and_peak_at_lr(schedule):
+    from coronet.profiles import TrainConfig
+    from coronet.training import lr_schedule
+
+    config = TrainConfig(lr=1e-3, schedule=schedule, warmup=0.2)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = lr_schedule(optimizer, config, 100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] < 0.2e-3 and max(rates) == pytest.approx(1e-3, rel=0.02)
+    assert int(np.argmax(rates)) in range(15, 25)
+    if schedule == "constant":
+        assert rates[-1] == pytest.approx(1e-3)
+    else:
+        assert rates[-1] < 1e-4
+
+
+def test_settings_parse_by_field_type():
+    from coronet.profiles import get_profile, parse_settings
+
+    parsed = parse_settings(["lr=2e-3", "schedule=cosine", "vflip=false", "train_sizes=96,112", "epochs=4",
+                             "train_per_class=none", "ema=0.99"])
+    assert parsed == {"lr": 2e-3, "schedule": "cosine", "vflip": False, "train_sizes": (96, 112), "epochs": 4,
+                      "train_per_class": None, "ema": 0.99}
+    config = get_profile("fast").with_overrides(**parsed)
+    assert config.train_size(0) == 96 and config.train_size(1) == 112 and config.train_size(2) == 150
+    for bad in ["nope=1", "lr", "epochs=x", "vflip=maybe"]:
+        with pytest.raises(ValueError, match="--set"):
+            parse_settings([bad])
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        get_profile("fast").with_overrides(schedule="linear")

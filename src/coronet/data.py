@@ -1,9 +1,10 @@
 """Training and validation data from a prepared dataset's image cache.
 
 Images are never decoded here: rows of the memory-mapped uint8 cache become
-(1, H, W) uint8 tensors, augmented as uint8 by torchvision transforms v2, and
-scaled to [0, 1] floats at the end. Augmentation randomness is a function of
-(seed, epoch, image index) only, so a resumed run, or a run split over several
+(1, H, W) uint8 tensors, batched as they are (a quarter of the bytes of floats), and
+augmented, resized and scaled to [0, 1] on the training device by
+:mod:`coronet.augment`, one batch at a time. Each item carries its augmentation seed,
+a function of (seed, epoch, image) only, so a resumed run, or a run split over several
 processes, sees exactly the same images as an uninterrupted single-process run.
 """
 
@@ -16,50 +17,30 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
-from torchvision.transforms import v2
 
-from .profiles import TrainConfig
-
-
-def train_transform(config: TrainConfig) -> v2.Transform:
-    """The authors' Keras augmentation (rotation, shift, shear, zoom, flips, constant fill), on uint8 tensors."""
-    steps: list[v2.Transform] = [
-        v2.RandomAffine(degrees=config.rotation, translate=(config.shift, config.shift),
-                        scale=(1 - config.zoom, 1 + config.zoom), shear=config.shear,
-                        interpolation=v2.InterpolationMode.BILINEAR, fill=0),
-    ]
-    if config.flips:
-        steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
-    if config.brightness:
-        steps.append(v2.ColorJitter(brightness=config.brightness))
-    return v2.Compose(steps)
+from .augment import augmentation_seed
 
 
 class CachedXrays(Dataset):
-    """(image, label index, row) triples from cache rows; ``image`` is float (1, size, size) in [0, 1]."""
+    """(image, label index, position, augmentation seed) from cache rows; ``image`` is uint8 (1, H, W).
 
-    def __init__(self, cache: np.ndarray, rows: Sequence[int], labels: Sequence[int], size: int,
-                 transform: v2.Transform | None = None, seed: int = 0):
+    ``seed`` is -1 for an item asked for by plain index (validation: never augmented).
+    """
+
+    def __init__(self, cache: np.ndarray, rows: Sequence[int], labels: Sequence[int], seed: int = 0):
         self.cache, self.rows = cache, np.asarray(rows)
         self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))
-        self.size, self.transform, self.seed = size, transform, seed
-        # a cache of another size (e.g. 150 for a 224 backbone) is resized here, once per image read
-        self.resize = v2.Resize((size, size), antialias=True) if cache.shape[1:] != (size, size) else None
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, key: int | tuple[int, int]):
         """``key`` is an index, or ``(epoch, index)`` from :class:`EpochShuffleSampler` for augmented data."""
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index = key if isinstance(key, tuple) else (None, key)
         image = torch.from_numpy(np.array(self.cache[self.rows[index]]))[None]  # copy out of the memmap
-        if self.resize is not None:
-            image = self.resize(image)
-        if self.transform is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(hash((self.seed, epoch, int(self.rows[index]))) & 0x7FFF_FFFF)
-                image = self.transform(image)
-        return image.float().div_(255), self.labels[index], index
+        seed = -1 if epoch is None else augmentation_seed(self.seed, epoch, int(self.rows[index]))
+        return image, self.labels[index], index, seed
 
 
 class EpochShuffleSampler(Sampler[int]):

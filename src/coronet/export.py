@@ -7,6 +7,10 @@ one input and two outputs::
     logits         float32 (batch, classes)
     probabilities  float32 (batch, classes), softmax of logits
 
+A model validated with test-time augmentation (the card's ``inference.tta``) is
+exported with it: the graph averages the softmax of the film and its mirror, and
+``logits`` are then the log of those averaged probabilities.
+
 The batch dimension is dynamic. Normalisation is inside the graph, exactly as
 in the PyTorch model, so every runtime is fed the same tensor. Beside it goes
 ``model.onnx.json``, the export record: the ONNX file's SHA-256, the SHA-256 of
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .modelio import ModelLoadError, file_sha256, load_model_dir, read_card
+from .modelio import ModelLoadError, card_tta, file_sha256, inference_model, load_model_dir, read_card
 
 __all__ = ["ONNX_NAME", "export_onnx", "onnx_parity", "open_session", "record_path"]
 
@@ -79,9 +83,9 @@ def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike | None = No
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # exporter chatter (deprecations in torch.export internals)
-            torch.onnx.export(_WithProbabilities(model).eval(), (example,), str(tmp), input_names=[INPUT],
-                              output_names=list(OUTPUTS), dynamic_shapes=({0: torch.export.Dim("batch")},),
-                              opset_version=opset, dynamo=True, external_data=False, verbose=False)
+            network = _WithProbabilities(inference_model(model, card)).eval()  # the card's TTA included
+            torch.onnx.export(network, (example,), str(tmp), input_names=[INPUT], output_names=list(OUTPUTS),
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True, external_data=False, verbose=False)
         os.replace(tmp, out)
         record = {
             "format": FORMAT,
@@ -90,6 +94,7 @@ def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike | None = No
             "name": card.get("name"),
             "classes": card["classes"],
             "input_size": size,
+            "tta": card_tta(card),
             "input": INPUT,
             "outputs": list(OUTPUTS),
             "opset": opset,
@@ -147,6 +152,7 @@ def onnx_parity(model_dir: str | os.PathLike, batch: np.ndarray, onnx_path: str 
         session = open_session(model_dir, onnx_path)
     batch = np.ascontiguousarray(batch, dtype=np.float32)
     with torch.inference_mode():
-        expected = torch.softmax(model(torch.from_numpy(batch)), dim=1).numpy()
+        expected = torch.softmax(inference_model(model, read_card(model_dir)[0])(torch.from_numpy(batch)),
+                                 dim=1).numpy()
     got = session.run([OUTPUTS[1]], {INPUT: batch})[0]
     return float(np.abs(got - expected).max())

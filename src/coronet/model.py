@@ -17,6 +17,7 @@ from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import darkcovidnet as _darkcovidnet  # noqa: F401  (registers the peer network with timm)
@@ -61,7 +62,38 @@ class CoroNet(nn.Module):
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+        features = self.forward_features(x)
+        if tuple(features.shape[-2:]) != self.feature_shape[1:]:
+            # progressive resizing trains the first epochs below input_size: bring the smaller feature
+            # map to the head's grid (never the case at input_size, so the Table II model is unchanged)
+            features = F.interpolate(features, size=self.feature_shape[1:], mode="bilinear", align_corners=False)
+        return self.head(features)
+
+
+class FlipTTA(nn.Module):
+    """Test-time augmentation: the mean of the softmax of a film and of its mirror image.
+
+    Returns the log of the averaged probabilities, so ``softmax`` of the output is that
+    average and the wrapper stands wherever a network's logits are expected.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = (torch.softmax(self.model(x), dim=1) + torch.softmax(self.model(x.flip(-1)), dim=1)) / 2
+        return torch.log(probabilities.clamp_min(1e-12))
+
+
+TTA_MODES = (None, "hflip")
+
+
+def with_tta(model: nn.Module, tta: str | None) -> nn.Module:
+    """``model`` wrapped for the test-time augmentation ``tta`` (``None``: unchanged, ``"hflip"``: :class:`FlipTTA`)."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {TTA_MODES}")
+    return FlipTTA(model) if tta == "hflip" else model
 
 
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | None = None) -> nn.Module:
@@ -160,6 +192,27 @@ def set_trainable(model: CoroNet, part: str) -> None:
     trainable = {"all": model, "head": model.head, "classifier": model.head[-1]}[part]
     model.requires_grad_(part == "all")
     trainable.requires_grad_(True)
+
+
+def configure_batchnorm(model: CoroNet, momentum: float = 0.1, zero_init_last: bool = False) -> None:
+    """Set every BatchNorm's running-statistics ``momentum``; optionally start residual branches at zero.
+
+    zero_init_last: the last BatchNorm of each residual branch gets a zero scale, so every block
+    starts as (nearly) its shortcut -- Goyal et al.'s trick for fast early training. Xception's
+    blocks (``rep`` + shortcut) are handled here; other timm blocks through their ``zero_init_last``.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+    if not zero_init_last:
+        return
+    for module in model.backbone.modules():
+        if hasattr(module, "rep") and hasattr(module, "skip"):
+            norms = [m for m in module.rep if isinstance(m, nn.BatchNorm2d)]
+            if norms:
+                nn.init.zeros_(norms[-1].weight)
+        elif hasattr(module, "zero_init_last") and callable(module.zero_init_last):
+            module.zero_init_last()
 
 
 def count_parameters(module: nn.Module) -> dict[str, int]:

@@ -14,11 +14,12 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .model import CoroNet, build_model
+from .model import CoroNet, build_model, with_tta
 
 CARD_NAME, WEIGHTS_NAME = "model.json", "model.safetensors"
 FORMAT = "coronet-model/1"
@@ -47,8 +48,9 @@ def save_model_dir(model: CoroNet, out: str | os.PathLike, *, classes, backbone:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tta = ((extra or {}).get("inference") or {}).get("tta")
     network = {"classes": list(classes), "backbone": backbone, "input_size": input_size, "hidden": hidden,
-               "dropout": dropout, "mean": float(model.mean), "std": float(model.std)}
+               "dropout": dropout, "mean": float(model.mean), "std": float(model.std), "tta": tta}
     tmp = out / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={NETWORK_KEY: json.dumps(network)})
     os.replace(tmp, out / WEIGHTS_NAME)
@@ -98,15 +100,33 @@ def _check_card_matches_weights(card: dict, normalisation: dict, metadata: dict,
         raise ModelLoadError(f"{weights}: carries no network description (written by another tool or an older "
                              "coronet); re-save it with coronet.modelio.save_model_dir") from None
     stated = {key: card[key] for key in ("classes", "backbone", "input_size", "hidden", "dropout")}
-    stated.update(mean=normalisation.get("mean", 0.0), std=normalisation.get("std", 1.0))
+    stated.update(mean=normalisation.get("mean", 0.0), std=normalisation.get("std", 1.0), tta=card_tta(card))
     differing = [key for key in stated if stated[key] != stored.get(key)]
     if differing:
         raise ModelLoadError(f"{weights.parent / CARD_NAME}: card differs from the trained network on "
                              + ", ".join(f"{k} (card {stated[k]!r}, weights {stored.get(k)!r})" for k in differing))
 
 
+def card_tta(card: dict) -> str | None:
+    """The test-time augmentation the model was validated with (``None`` or ``"hflip"``)."""
+    return (card.get("inference") or {}).get("tta")
+
+
+def inference_model(model: CoroNet, card: dict) -> torch.nn.Module:
+    """The network as the card says to use it: wrapped for its test-time augmentation, if any.
+
+    Prediction, evaluation, export and the service all go through this, so each gives the
+    probabilities the model was validated with.
+    """
+    return with_tta(model, card_tta(card))
+
+
 def load_model_dir(path: str | os.PathLike) -> tuple[CoroNet, dict]:
-    """Rebuild the network described by the card, load its safetensors weights, return ``(model.eval(), card)``."""
+    """Rebuild the network described by the card, load its safetensors weights, return ``(model.eval(), card)``.
+
+    The model is the bare network (for fine-tuning, Grad-CAM); :func:`inference_model` adds the
+    card's test-time augmentation.
+    """
     card, directory = read_card(path)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .imageio import ImageReadError, read_image, resize_square, sniff_format
-from .modelio import load_model_dir, read_card
+from .modelio import card_tta, inference_model, load_model_dir, read_card
 from .sources.base import IMAGE_SUFFIXES as SOURCE_IMAGE_SUFFIXES
 
 __all__ = ["Failure", "IMAGE_SUFFIXES", "Prediction", "Predictor", "RUNTIMES", "find_images", "format_table",
@@ -142,6 +142,7 @@ class Predictor:
         self.model, self.card = load_model_dir(model_dir)
         # channels_last: ~1.5x faster convolutions on the CPU (measured, benchmarks/inference.py), as in training.
         self.model = self.model.to(memory_format=torch.channels_last)
+        self.network = inference_model(self.model, self.card)  # with the card's test-time augmentation
         self.model_dir = read_card(model_dir)[1]
         self.classes = tuple(self.card["classes"])
         self.input_size = int(self.card["input_size"])
@@ -159,7 +160,7 @@ class Predictor:
         return {"name": self.card.get("name"), "version": self.card.get("version"),
                 "backbone": self.card.get("backbone"), "classes": list(self.classes),
                 "input_size": self.input_size, "weights_sha256": self.card.get("weights_sha256"),
-                "runtime": self.runtime}
+                "tta": card_tta(self.card), "runtime": self.runtime}
 
     # ------------------------------------------------------------------ arrays
 
@@ -181,7 +182,7 @@ class Predictor:
             return self._session.run(["probabilities"], {"image": batch})[0]
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
-            return torch.softmax(self.model(tensor), dim=1).numpy()
+            return torch.softmax(self.network(tensor), dim=1).numpy()
 
     def heatmaps(self, images: Sequence[np.ndarray], classes: Sequence[int]) -> np.ndarray:
         """Grad-CAM heat maps ``(N, S, S)`` in [0, 1] for decoded films, film ``i`` explaining class ``classes[i]``."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import shutil
@@ -33,11 +34,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from timm.utils.model_ema import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from . import __version__
-from .data import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset, train_transform
-from .model import build_model, count_parameters, set_trainable
+from .augment import augment_batch, mix_batch, resize_batch
+from .data import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
+from .model import CoroNet, build_model, configure_batchnorm, count_parameters, set_trainable
 from .modelio import file_sha256, save_model_dir
 from .prepare import load_cache
 from .profiles import TrainConfig
@@ -46,53 +49,115 @@ LAST_CHECKPOINT = "last.ckpt"
 
 
 # --------------------------------------------------------------------------- Lightning pieces
-class CoroNetTask(pl.LightningModule):
-    """Cross-entropy training of a CoroNet with Adam; gathers per-image validation probabilities."""
+class CoroNetModule(pl.LightningModule):
+    """Trains a CoroNet as its ``TrainConfig`` says; gathers per-image validation probabilities.
+
+    Batches arrive as uint8 films and are augmented, resized and scaled on the device
+    (:meth:`on_after_batch_transfer`). With ``config.ema`` a moving average of the weights is
+    kept beside them (timm's ``ModelEmaV3``, part of the checkpoint): it is what validation
+    predicts and what is saved. With ``config.tta`` validation averages the film and its mirror.
+    """
 
     def __init__(self, config: TrainConfig, model: torch.nn.Module | None = None,
                  predictions_path: Path | None = None):
         super().__init__()
         self.config, self.predictions_path = config, predictions_path
-        self.model = model if model is not None else build_model(
-            num_classes=len(config.classes), backbone=config.backbone, weights=config.weights,
-            input_size=config.input_size, hidden=config.hidden, dropout=config.dropout)
+        if model is None:
+            model = build_model(num_classes=len(config.classes), backbone=config.backbone, weights=config.weights,
+                                input_size=config.input_size, hidden=config.hidden, dropout=config.dropout)
+            configure_batchnorm(model, config.bn_momentum, zero_init_last=config.bn_zero_init)
+        else:  # a trained network (fine-tuning) keeps its weights
+            configure_batchnorm(model, config.bn_momentum)
+        self.model = model
         set_trainable(self.model, config.train_layers)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.ema = None
+        if config.ema:
+            self.ema = ModelEmaV3(self.model, decay=config.ema, use_warmup=True, warmup_power=3 / 4)
+            self.ema.requires_grad_(False)
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """The network that is validated and saved: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.forward_model(images)
 
+    def predict_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax of the evaluated network (and of the mirrored films, averaged, with TTA)."""
+        net = self.evaluated_model if self.ema is not None else self.forward_model
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        probabilities = torch.softmax(net(images).float(), dim=1)
+        if self.config.tta:
+            probabilities = (probabilities + torch.softmax(net(images.flip(-1)).float(), dim=1)) / 2
+        return probabilities
+
     def configure_optimizers(self):
-        # fused Adam: one kernel for all 34M parameters (measured faster than foreach on the CPU)
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.config.lr, fused=True)
+        config = self.config
+        optimizer = make_optimizer(self.model.named_parameters(), config)
+        if config.schedule == "constant" and not config.warmup:
+            return optimizer
+        # over the configured epochs, not this call's max_epochs (a run stopped early and resumed keeps its schedule)
+        steps_per_epoch = int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs)
+        total = max(1, steps_per_epoch * config.epochs)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": lr_schedule(optimizer, config, total), "interval": "step"}}
 
     def on_train_epoch_start(self):
         # A frozen backbone also keeps its BatchNorm statistics (Lightning restores this mode after validation).
         if self.config.train_layers != "all":
             self.model.backbone.eval()
 
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        """uint8 films -> float [0, 1] on the device: augmented at the epoch's size when training."""
+        images, labels, index, seeds = batch
+        images = images.float().div_(255)
+        config = self.config
+        if self.trainer is not None and self.trainer.training:
+            size = config.train_size(self.current_epoch)
+            if config.augment:
+                images = augment_batch(images, seeds, size, rotation=config.rotation, shift=config.shift,
+                                       shear=config.shear, zoom=config.zoom, hflip=config.hflip, vflip=config.vflip,
+                                       brightness=config.brightness, contrast=config.contrast)
+            else:
+                images = resize_batch(images, size)
+        else:
+            images = resize_batch(images, config.input_size)
+        return images, labels, index
+
     def training_step(self, batch, _):
         # Dropout draws from the global generator: seed it from (seed, step, rank), which a resumed
         # run restores exactly (Lightning skips epoch-start hooks when it resumes at an epoch's end).
         torch.manual_seed(self.config.seed * 1_000_003 + self.global_step * 16 + self.global_rank)
         images, labels, _ = batch
+        images, labels_a, labels_b, lam = mix_batch(images, labels, (self.config.seed, self.global_step,
+                                                                     self.global_rank),
+                                                    mixup=self.config.mixup, cutmix=self.config.cutmix)
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
-        correct = (logits.argmax(1) == labels).float().mean()
+        smoothing = self.config.label_smoothing
+        loss = F.cross_entropy(logits, labels_a, label_smoothing=smoothing)
+        if lam < 1:
+            loss = lam * loss + (1 - lam) * F.cross_entropy(logits, labels_b, label_smoothing=smoothing)
+        correct = (logits.argmax(1) == labels_a).float().mean()
         # logged as tensors and reduced at epoch end: no per-step host synchronisation
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(labels))
         self.log("train_acc", correct, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(labels))
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
     def validation_step(self, batch, _):
         images, labels, index = batch
-        probabilities = torch.softmax(self(images).float(), dim=1)
+        probabilities = self.predict_probabilities(images)
         rank = torch.full_like(index, self.global_rank)
         self._val_outputs.append((index.cpu(), labels.cpu(), probabilities.cpu(), rank.cpu()))
 
@@ -122,6 +187,40 @@ class CoroNetTask(pl.LightningModule):
             os.replace(tmp, self.predictions_path)
 
 
+def make_optimizer(named_parameters, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters; no weight decay on norms and biases ("Bag of Tricks")."""
+    trainable = [p for _, p in named_parameters if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
+              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    # fused: one kernel for all 34M parameters (measured faster than foreach on the CPU)
+    return optimizer_class([g for g in groups if g["params"]], lr=config.lr, fused=True)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+    """The per-step learning-rate schedule ``config.schedule`` over ``total_steps``, with linear warm-up.
+
+    onecycle: PyTorch's ``OneCycleLR`` (warm-up from lr/25 over ``warmup`` of the steps, cosine
+    annealing to lr/25e4, Adam's beta1 cycled 0.95 -> 0.85 -> 0.95); cosine: linear warm-up
+    from 0, then cosine to 0; constant: linear warm-up, then ``lr``.
+    """
+    warm = int(round(config.warmup * total_steps))
+    if config.schedule == "onecycle" and total_steps >= 4:  # (shorter runs, e.g. tests: the cosine below)
+        pct_start = min(max(config.warmup, 2 / total_steps), 1 - 2 / total_steps)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
+                                                   pct_start=pct_start, anneal_strategy="cos")
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file and renamed (never half-written); loaded with weights_only."""
 
@@ -138,8 +237,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class EpochLog(Callback):
     """Appends one row per epoch to ``metrics.csv`` (kept across resumes) and redraws ``curves.png``."""
-
-    FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "train_images_per_s"]
 
     def __init__(self, fold_dir: Path, train_images: int):
         self.path, self.fold_dir, self.train_images = fold_dir / "metrics.csv", fold_dir, train_images
@@ -171,11 +268,19 @@ class EpochLog(Callback):
             "train_images_per_s": round(self.train_images / max(seconds, 1e-9), 2),
         }
         rows = [r for r in _read_rows(self.path) if int(r["epoch"]) < row["epoch"]] + [row]
-        with open(self.path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_metrics(rows, self.path)
         plot_curves(self.path, self.fold_dir / "curves.png")
+
+
+METRICS_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "train_images_per_s"]
+
+
+def write_metrics(rows: list[dict], path: Path) -> None:
+    """``metrics.csv``: one row per epoch."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRICS_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _number(value) -> float | str:
@@ -223,14 +328,35 @@ class FoldResult:
     train_images_per_s: float | None
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); without, bf16 autocast is ~20x slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name)() for name in probes if hasattr(torch.cpu, name))
+
+
 def resolve_precision(config: TrainConfig) -> str:
-    """``auto``: bf16-mixed on GPUs that support it; 32-bit elsewhere (the 2-core AVX2 CPU has no bf16
-    instructions, and bf16 autocast there measured 20x slower)."""
+    """``auto``: bf16-mixed on a GPU that supports it or a CPU with native bf16, else 32-bit.
+
+    On a CPU without bf16 instructions (AVX2 only) bf16 autocast measured about 20x slower
+    than fp32, so it is never chosen there.
+    """
     if config.precision != "auto":
         return config.precision
-    if config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+    on_gpu = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def describe_precision(config: TrainConfig) -> str:
+    """One line: the precision used and why (printed when training starts)."""
+    chosen = resolve_precision(config)
+    if config.precision != "auto":
+        return f"precision: {chosen} (as set)"
+    on_gpu = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    where = (f"GPU {torch.cuda.get_device_name(0)}" if on_gpu else
+             "CPU with native bf16" if cpu_has_native_bf16() else "CPU without native bf16 (AVX2 or older)")
+    return f"precision: {chosen} (auto: {where})"
 
 
 def dataset_hash(dataset_dir: Path) -> str:
@@ -257,7 +383,7 @@ def _devices(value: str):
 def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, config: TrainConfig,
              resume: bool = False, max_epochs: int | None = None, progress: bool = True,
              model: torch.nn.Module | None = None, manifest: pd.DataFrame | None = None,
-             card: dict | None = None) -> FoldResult:
+             card: dict | None = None, log=print) -> FoldResult:
     """Train on every fold but ``fold``, validate on ``fold``, write the fold directory ``out``.
 
     resume: continue from ``out/checkpoints/last.ckpt`` when it exists.
@@ -272,22 +398,18 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, 
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
+    cache, train_rows, val_rows, class_index = _fold_parts(dataset_dir, fold, config, manifest)
+    if config.head_on_features and config.train_layers != "all" and model is not None:
+        return fit_head_on_features(dataset_dir, fold, out, config, model, cache, train_rows, val_rows, card, log)
 
-    manifest = load_manifest(dataset_dir, config.classes, manifest)
-    class_index = {c: k for k, c in enumerate(config.classes)}
-    cache = load_cache(dataset_dir, _cache_size(dataset_dir, config.input_size))
-    train_rows = stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed)
-    val_rows = manifest[manifest.fold == fold]
-    if train_rows.empty or val_rows.empty:
-        raise ValueError(f"fold {fold}: empty training or validation part (folds: {sorted(manifest.fold.unique())})")
-
-    train_set = CachedXrays(cache, train_rows.cache_index, train_rows.label.map(class_index), config.input_size,
-                            transform=train_transform(config) if config.augment else None, seed=config.seed)
-    val_set = CachedXrays(cache, val_rows.cache_index, val_rows.label.map(class_index), config.input_size)
+    train_set = CachedXrays(cache, train_rows.cache_index, train_rows.label.map(class_index), seed=config.seed)
+    val_set = CachedXrays(cache, val_rows.cache_index, val_rows.label.map(class_index))
 
     raw_predictions = out / "val-outputs.csv"
     raw_predictions.unlink(missing_ok=True)
-    task = CoroNetTask(config, model=model, predictions_path=raw_predictions)
+    task = CoroNetModule(config, model=model, predictions_path=raw_predictions)
+    if progress:
+        log(describe_precision(config))
     checkpoints = out / "checkpoints"
     epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
     validate_every = max(1, min(config.val_every, epochs))
@@ -329,20 +451,128 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, 
     epoch_rows = _read_rows(out / "metrics.csv")
     speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
     if finished_epochs >= config.epochs:  # finished: write the model directory
-        save_model_dir(task.model.to(memory_format=torch.contiguous_format), out / "model",
-                       classes=config.classes, backbone=config.backbone, input_size=config.input_size,
-                       hidden=config.hidden, dropout=config.dropout, extra={
-                           "name": f"coronet-{config.backbone}-fold{fold}",
-                           "training": {"dataset_sha256": dataset_hash(dataset_dir), "fold": fold,
-                                        "train_images": len(train_set), "epochs": config.epochs,
-                                        "initial_weights": config.weights, "config": config.to_dict()},
-                           "metrics": {"val_accuracy": accuracy, "val_images": len(val_set)},
-                           "parameters": count_parameters(task.model),
-                           **(card or {}),
-                       })
+        _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, accuracy, len(train_set),
+                         len(val_set), card)
         if not config.keep_checkpoint:
             ckpt.unlink(missing_ok=True)
     return FoldResult(fold, accuracy, predictions, out, speed)
+
+
+def _fold_parts(dataset_dir: Path, fold: int, config: TrainConfig, manifest: pd.DataFrame | None):
+    """(image cache, training rows, validation rows, class -> index) of one fold."""
+    manifest = load_manifest(dataset_dir, config.classes, manifest)
+    class_index = {c: k for k, c in enumerate(config.classes)}
+    cache = load_cache(dataset_dir, _cache_size(dataset_dir, config.input_size))
+    train_rows = stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed)
+    val_rows = manifest[manifest.fold == fold]
+    if train_rows.empty or val_rows.empty:
+        raise ValueError(f"fold {fold}: empty training or validation part (folds: {sorted(manifest.fold.unique())})")
+    return cache, train_rows, val_rows, class_index
+
+
+def _save_fold_model(model: torch.nn.Module, out: Path, config: TrainConfig, dataset_dir: Path, fold: int,
+                     accuracy: float, train_images: int, val_images: int, card: dict | None) -> None:
+    """``out/model``: the fold's final network and its card (settings, data, validation accuracy)."""
+    save_model_dir(model.to(memory_format=torch.contiguous_format), out / "model",
+                   classes=config.classes, backbone=config.backbone, input_size=config.input_size,
+                   hidden=config.hidden, dropout=config.dropout, extra={
+                       "name": f"coronet-{config.backbone}-fold{fold}",
+                       "training": {"dataset_sha256": dataset_hash(dataset_dir), "fold": fold,
+                                    "train_images": train_images, "epochs": config.epochs,
+                                    "initial_weights": config.weights, "precision": resolve_precision(config),
+                                    "config": config.to_dict()},
+                       "inference": {"tta": "hflip" if config.tta else None},
+                       "metrics": {"val_accuracy": accuracy, "val_images": val_images},
+                       "parameters": count_parameters(model),
+                       **(card or {}),
+                   })
+
+
+# --------------------------------------------------------------------------- the head alone, on features
+def backbone_features(model: CoroNet, cache: np.ndarray, rows, input_size: int, mirrored: bool = False,
+                      batch_size: int = 32) -> torch.Tensor:
+    """The frozen backbone's flattened feature maps (N, C*H*W) of cache ``rows`` (mirror images if asked)."""
+    model.eval()
+    rows = np.asarray(rows)
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            images = torch.from_numpy(np.asarray(cache[rows[start:start + batch_size]]))[:, None]
+            images = resize_batch(images.float().div_(255), input_size)
+            if mirrored:
+                images = images.flip(-1)
+            images = images.contiguous(memory_format=torch.channels_last)
+            parts.append(model.forward_features(images).flatten(1).float())
+    return torch.cat(parts)
+
+
+def fit_head_on_features(dataset_dir: Path, fold: int, out: Path, config: TrainConfig, model: CoroNet,
+                         cache: np.ndarray, train_rows: pd.DataFrame, val_rows: pd.DataFrame,
+                         card: dict | None = None, log=print) -> FoldResult:
+    """Fine-tune only the dense head (or the last layer) on features the frozen backbone computes once.
+
+    With the backbone frozen and in eval mode its output for a film never changes, so it is
+    computed once (no augmentation) and the head trains on it for ``config.epochs`` in seconds,
+    with the profile's optimiser, schedule and label smoothing (EMA and mixup do not apply).
+    The fold directory has the usual layout; there is no checkpoint (a rerun takes seconds).
+    """
+    class_index = {c: k for k, c in enumerate(config.classes)}
+    started = time.perf_counter()
+    set_trainable(model, config.train_layers)
+    train_x = backbone_features(model, cache, train_rows.cache_index, config.input_size)
+    train_y = torch.as_tensor(train_rows.label.map(class_index).to_numpy())
+    val_x = backbone_features(model, cache, val_rows.cache_index, config.input_size)
+    val_mirror = (backbone_features(model, cache, val_rows.cache_index, config.input_size, mirrored=True)
+                  if config.tta else None)
+    log(f"fold {fold}: backbone features of {len(train_x) + len(val_x)} films in "
+        f"{time.perf_counter() - started:.0f} s; training the {config.train_layers} on them")
+
+    head = model.head
+    optimizer = make_optimizer(model.head.named_parameters(), config)
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    schedule = (lr_schedule(optimizer, config, steps_per_epoch * config.epochs)
+                if config.schedule != "constant" or config.warmup else None)
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # dropout
+    rows = []
+    for epoch in range(config.epochs):
+        epoch_started = time.perf_counter()
+        head.train()
+        total_loss, correct = 0.0, 0
+        for batch in torch.randperm(len(train_x), generator=generator).split(config.batch_size):
+            logits = head(train_x[batch])
+            loss = F.cross_entropy(logits, train_y[batch], label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            total_loss += float(loss) * len(batch)
+            correct += int((logits.argmax(1) == train_y[batch]).sum())
+        seconds = time.perf_counter() - epoch_started
+        head.eval()
+        with torch.no_grad():
+            probabilities = torch.softmax(head(val_x), 1)
+            if val_mirror is not None:
+                probabilities = (probabilities + torch.softmax(head(val_mirror), 1)) / 2
+        val_y = torch.as_tensor(val_rows.label.map(class_index).to_numpy())
+        rows.append({"epoch": epoch + 1, "train_loss": round(total_loss / len(train_x), 6),
+                     "train_acc": round(correct / len(train_x), 6),
+                     "val_loss": round(float(F.nll_loss(probabilities.clamp_min(1e-12).log(), val_y)), 6),
+                     "val_acc": round(float((probabilities.argmax(1) == val_y).float().mean()), 6),
+                     "seconds": round(seconds, 2), "train_images_per_s": round(len(train_x) / max(seconds, 1e-9), 2)})
+    write_metrics(rows, out / "metrics.csv")
+    plot_curves(out / "metrics.csv", out / "curves.png")
+
+    frame = pd.DataFrame(probabilities.numpy(), columns=[f"prob_{c}" for c in config.classes])
+    frame.insert(0, "index", np.arange(len(frame)))
+    frame["rank"] = 0
+    predictions = _prediction_table(val_rows, frame, fold)
+    predictions.to_csv(out / "predictions.csv", index=False)
+    accuracy = float((predictions.pred == predictions.label).mean())
+    _save_fold_model(model, out, config, dataset_dir, fold, accuracy, len(train_x), len(val_x),
+                     {**(card or {}), "head_trained_on_features": True})
+    return FoldResult(fold, accuracy, predictions, out, rows[-1]["train_images_per_s"])
 
 
 def _cache_size(dataset_dir: Path, input_size: int) -> int:
@@ -432,7 +662,7 @@ def run_cv(dataset_dir: str | os.PathLike, out: str | os.PathLike, config: Train
             model = initial_model(fold) if initial_model is not None else None
             card = (record or {}).get("card")
             result = fit_fold(dataset_dir, fold, fold_dir, config, resume=resume, progress=progress, model=model,
-                              manifest=manifest, card=card)
+                              manifest=manifest, card=card, log=log)
             predictions = result.predictions
             log(f"fold {fold}: accuracy {result.accuracy:.4f} on {len(predictions)} images "
                 f"({time.perf_counter() - started:.0f} s, {result.train_images_per_s or float('nan'):.1f} train images/s)")
@@ -482,4 +712,4 @@ def _write_run_config(out: Path, dataset_dir: Path, config: TrainConfig, profile
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-__all__ = ["CoroNetTask", "FoldResult", "fit_fold", "fold_summary", "plot_curves", "run_cv"]
+__all__ = ["CoroNetModule", "cpu_has_native_bf16", "describe_precision", "resolve_precision", "FoldResult", "fit_fold", "fold_summary", "plot_curves", "run_cv"]

@@ -40,15 +40,18 @@ AcceleratorOption = Annotated[Optional[str], typer.Option(help="auto, cpu, gpu .
 StrategyOption = Annotated[Optional[str], typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn ...")]
 BatchSizeOption = Annotated[Optional[int], typer.Option(help="Override the batch size.")]
 SeedOption = Annotated[Optional[int], typer.Option(help="Override the training seed.")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Any training setting as KEY=VALUE (repeatable), e.g. --set lr=1e-3 --set schedule=onecycle; "
+                  "the fields of coronet.profiles.TrainConfig.")]
 
 
-def training_config(profile: str, **overrides):
-    """The named profile with the command line's explicit settings on top."""
-    from ..profiles import get_profile
+def training_config(profile: str, settings: list[str] | None = None, **overrides):
+    """The named profile with ``--set`` settings, then the command line's explicit options, on top."""
+    from ..profiles import get_profile, parse_settings
 
     try:
-        return get_profile(profile).with_overrides(**overrides)
-    except ValueError as error:
+        return get_profile(profile).with_overrides(**parse_settings(settings)).with_overrides(**overrides)
+    except (ValueError, TypeError) as error:
         fail(str(error))
 
 

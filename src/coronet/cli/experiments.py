@@ -11,7 +11,7 @@ import typer
 from ..config import resolve_data_dir
 from ..model import WeightsError
 from ._app import (AcceleratorOption, BackboneOption, BatchSizeOption, DataOption, DevicesOption, EpochsOption,
-                   PrecisionOption, ProfileOption, SeedOption, StrategyOption, WeightsOption, app, fail,
+                   PrecisionOption, ProfileOption, SeedOption, SetOption, StrategyOption, WeightsOption, app, fail,
                    quiet_lightning, require_sources, training_config)
 
 
@@ -30,13 +30,14 @@ def cv(
     strategy: StrategyOption = None,
     batch_size: BatchSizeOption = None,
     seed: SeedOption = None,
+    settings: SetOption = None,
     resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """k-fold cross-validation over the prepared dataset's folds: one model and predictions per fold."""
     from ..training import run_cv
 
-    config = training_config(profile, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
+    config = training_config(profile, settings, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
                              devices=devices, accelerator=accelerator, strategy=strategy, batch_size=batch_size,
                              seed=seed)
     fold_list = [int(f) for f in folds.split(",")] if folds else None
@@ -62,13 +63,14 @@ def train(
     strategy: StrategyOption = None,
     batch_size: BatchSizeOption = None,
     seed: SeedOption = None,
+    settings: SetOption = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """Train one model: validate on --fold, train on the rest."""
     from ..training import fit_fold
 
-    config = training_config(profile, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
+    config = training_config(profile, settings, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
                              devices=devices, accelerator=accelerator, strategy=strategy, batch_size=batch_size,
                              seed=seed)
     quiet_lightning()
