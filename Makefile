@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 DATA   ?= ../shared/data
-OUT    ?= runs/quick
+PROFILE ?= fast
+OUT    ?= runs/$(PROFILE)
 BIN     = $(VENV)/bin
 
 .PHONY: setup browser reproduce test clean
@@ -27,7 +28,7 @@ $(CHROMIUM):
 browser: $(CHROMIUM)
 
 reproduce: setup
-	$(BIN)/coronet reproduce --profile quick --data $(DATA) --out $(OUT)
+	$(BIN)/coronet reproduce --profile $(PROFILE) --data $(DATA) --out $(OUT)
 
 test: setup browser
 	CORONET_DATA=$(DATA) CORONET_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q

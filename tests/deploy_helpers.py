@@ -21,7 +21,7 @@ CLASSES = ("covid", "normal", "bacterial", "viral")
 
 
 def make_model_dir(out: Path, *, backbone: str = "test_resnet", input_size: int = 64, hidden: int = 16,
-                   seed: int = 0, sharpen: float = 10.0) -> Path:
+                   seed: int = 0, sharpen: float = 10.0, tta: str | None = None) -> Path:
     """A random-weight CoroNet saved as a model directory.
 
     ``sharpen`` multiplies the two dense layers' weights: a random network's probabilities are
@@ -37,7 +37,7 @@ def make_model_dir(out: Path, *, backbone: str = "test_resnet", input_size: int 
         model.head[2].weight.mul_(sharpen)
         model.head[4].weight.mul_(sharpen)
     return save_model_dir(model, out, classes=CLASSES, backbone=backbone, input_size=input_size, hidden=hidden,
-                          dropout=0.5)
+                          dropout=0.5, extra={"inference": {"tta": tta}} if tta else None)
 
 
 def real_xrays(data_dir: Path, per_folder: int = 2) -> list[Path]:

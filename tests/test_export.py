@@ -65,6 +65,33 @@ def test_onnx_parity_of_the_papers_backbone(xray_paths, tmp_path):
     assert_onnx_parity(model_dir, xray_paths, min_spread=0.01)
 
 
+def test_a_model_validated_with_tta_is_predicted_and_exported_with_it(xray_paths, tmp_path):
+    """The card's test-time augmentation is applied by every runtime: the mean of the film and its mirror."""
+    from coronet.export import export_onnx
+
+    model_dir = make_model_dir(tmp_path / "tta", tta="hflip", sharpen=30.0)
+    plain_dir = make_model_dir(tmp_path / "plain", sharpen=30.0)
+    images = [read_image(p) for p in xray_paths]
+    predictor, plain = Predictor(model_dir), Predictor(plain_dir)
+    batch = predictor.batch(images)
+    expected = (plain.run(batch) + plain.run(np.ascontiguousarray(batch[..., ::-1]))) / 2
+    np.testing.assert_allclose(predictor.probabilities(images), expected, atol=1e-5)
+    assert np.abs(plain.probabilities(images) - expected).max() > 1e-3  # the mirror changes the answer
+    assert predictor.info["tta"] == "hflip" and plain.info["tta"] is None
+    export_onnx(model_dir)
+    assert json.loads(record_path(model_dir / ONNX_NAME).read_text())["tta"] == "hflip"
+    assert_onnx_parity(model_dir, xray_paths, min_spread=0.01)
+
+
+def test_a_card_that_drops_the_tta_is_refused(tmp_path):
+    model_dir = make_model_dir(tmp_path / "tta", tta="hflip")
+    card = json.loads((model_dir / "model.json").read_text())
+    card["inference"] = {"tta": None}
+    (model_dir / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match="tta"):
+        Predictor(model_dir)
+
+
 def test_failed_export_leaves_nothing_behind(tiny_model_dir, tmp_path, monkeypatch):
     import torch
 

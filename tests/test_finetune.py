@@ -194,3 +194,36 @@ def test_dataset2_overlap_and_clean_evaluation(tiny_cv_run, data_dir, tmp_path):
     write_report(tmp_path / "no-overlap", n_bootstrap=10)
     table6 = pd.read_csv(tmp_path / "no-overlap" / "report" / "table6.csv", index_col=0)
     assert table6.loc["accuracy", "accuracy_paper"] == 90.21
+
+
+def test_finetune_head_on_precomputed_features(tiny_cv_run, tmp_path):
+    """The fast profile's fine-tune: the frozen backbone's features once, then only the head trains on them."""
+    from coronet.training import backbone_features
+
+    predictions = finetune(tiny_cv_run, tmp_path, task="3class", profile="tiny", folds=[2], train_layers="head",
+                           head_on_features=True, epochs=3, tta=True, schedule="cosine", warmup=0.2,
+                           progress=False, log=lambda *_: None)
+    source = pd.read_csv(tiny_cv_run / "manifest.csv")
+    assert sorted(predictions.path) == sorted(source[source.fold == 2].path)
+    assert pd.read_csv(tmp_path / "fold-2" / "metrics.csv").epoch.tolist() == [1, 2, 3]
+    model, card = load_model_dir(tmp_path / "fold-2" / "model")
+    source_model, _ = load_model_dir(tiny_cv_run / "fold-2" / "model")
+    for name, value in source_model.state_dict().items():
+        if name.startswith("backbone."):
+            assert torch.equal(value, model.state_dict()[name]), name
+    assert not torch.equal(model.head[2].weight, source_model.head[2].weight)  # the dense layer trained
+    assert card["head_trained_on_features"] and card["inference"] == {"tta": "hflip"}
+
+    # the saved model, used as prediction uses it (the card's TTA), gives the run's validation probabilities
+    from coronet.modelio import inference_model
+    from coronet.prepare import load_cache
+
+    rows = source[source.fold == 2]
+    cache = load_cache(json.loads((tiny_cv_run / "config.json").read_text())["dataset"]["path"], 32)
+    images = torch.from_numpy(np.asarray(cache[rows.cache_index.to_numpy()]))[:, None].float() / 255
+    with torch.no_grad():
+        probabilities = torch.softmax(inference_model(model.eval(), card)(images), 1).numpy()
+    expected = predictions.set_index("path").loc[rows.path, [f"prob_{c}" for c in card["classes"]]].to_numpy()
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    features = backbone_features(model, cache, rows.cache_index, 32)
+    assert features.shape == (len(rows), int(np.prod(model.feature_shape)))

@@ -13,7 +13,7 @@ from coronet.cli import app
 def test_reproduce_quick_on_a_tiny_subset(data_dir, tmp_path):
     out = tmp_path / "reproduce"
     args = ["reproduce", "--profile", "quick", "--data", str(data_dir), "--out", str(out), "--folds", "2",
-            "--dataset2-per-class", "4", "--bootstrap", "50"]
+            "--dataset2-per-class", "4", "--bootstrap", "50", "--final", "--no-progress"]
     for label in ("covid", "normal", "bacterial", "viral"):
         args += ["--count", f"{label}=5"]
     result = CliRunner().invoke(app, args)
@@ -40,8 +40,16 @@ def test_reproduce_quick_on_a_tiny_subset(data_dir, tmp_path):
     assert {"prepare", "4class", "3class", "binary", "dataset2", "reports"} <= set(timings)
 
     lines = result.output.strip().splitlines()
-    assert lines[-11].startswith("report: ") and lines[-11].endswith("report.html")
-    assert lines[-10].startswith("4-class: accuracy ") and "95% CI" in lines[-10]
+    report = next(k for k, line in enumerate(lines) if line.startswith("report: "))
+    assert lines[report].endswith("report.html") and lines[report - 1].startswith("PIPELINE CHECK, NOT A RESULT")
+    assert lines[report + 1].startswith("4-class: accuracy ") and "95% CI" in lines[report + 1]
+    assert lines[-1] == f"model to use: coronet serve --model {(out / 'final' / 'model').resolve()}"
+    assert "Pipeline check, not a result" in page
+    card = json.loads((out / "final" / "model" / "model.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert card["training"]["train_images"] == 20 and card["metrics"]["val_accuracy"] is None
+    assert card["validated_by"]["accuracy"] == summary["runs"]["4-class"]["accuracy"]
+    assert summary["initial_weights"] == "none" and summary["pipeline_check"]
 
     # run again: every stage is found finished and kept (resume), the overview is rebuilt
     again = CliRunner().invoke(app, args)

@@ -107,9 +107,10 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | N
         try:
             return timm.create_model(name, pretrained=True, num_classes=0, global_pool="")
         except Exception as error:  # hub unreachable, no cache, no such weights
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
             raise WeightsError(
-                f"cannot get ImageNet weights for {name!r} ({type(error).__name__}: {str(error)[:200]}). "
-                "Offline, download them elsewhere and pass the file: --weights PATH.safetensors") from error
+                f"cannot get ImageNet weights for {name!r} ({reason}); offline, train from scratch with "
+                "--weights none, or download them elsewhere and pass the file with --weights PATH") from error
     backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
     if weights is not None:
         load_backbone_weights(backbone, weights)

@@ -106,8 +106,9 @@ class TrainConfig:
 
 
 PROFILES: dict[str, TrainConfig] = {
-    # Khan et al.: Adam 1e-4, batch 10, 80 epochs, 150x150, dropout 0.5, the notebook's augmentation.
-    "paper": TrainConfig(),
+    # Khan et al.: ImageNet weights, Adam 1e-4, batch 10, 80 epochs, 150x150, dropout 0.5, the notebook's
+    # augmentation. Offline, --weights none (from scratch) or --weights PATH.
+    "paper": TrainConfig(weights="imagenet"),
     # The same code on a stratified subset of each training part (all validation images are still
     # predicted), few epochs: about 9 minutes for 4 folds on a 2-core CPU. Not a result; a smoke run.
     # lr 1e-3: with only ~70 steps from scratch, 1e-4 stays at chance (fold 1: 25% vs 44%).
@@ -133,6 +134,10 @@ FINETUNE_PROFILES: dict[str, dict] = {
     "quick": {"epochs": 1, "lr": 1e-3, "train_layers": "head", "train_per_class": 60, "val_every": 1,
               "keep_checkpoint": False},
     "tiny": {"epochs": 1, "lr": 1e-3, "train_layers": "all", "train_per_class": 8, "val_every": 1},
+    # The dense head only, on features the frozen backbone computes once: seconds per fold
+    # (docs/RECIPES.md compares it with fine-tuning every layer).
+    "fast": {"epochs": 30, "lr": 1e-3, "batch_size": 32, "train_layers": "head", "head_on_features": True,
+             "schedule": "cosine", "warmup": 0.1, "train_per_class": None, "val_every": 1, "keep_checkpoint": False},
 }
 
 

@@ -8,10 +8,13 @@ Stages (each a directory under ``out``; an interrupted run continues where it st
 4. ``dataset2/`` -- fine-tuned on Ozturk et al.'s dataset-2, with ``dataset2/no-overlap/`` for
    the images the 4-class models never saw (Table VI), when the data directory holds it;
 5. ``report.md`` / ``report.html`` -- Tables III-VI beside the paper's values, the 95 %
-   intervals of every run, and links to each run's own report; ``timings.json``.
+   intervals of every run, and links to each run's own report; ``timings.json``;
+6. ``final/`` (with ``final=True``) -- one 4-class model trained on every image, for
+   deployment, its card recording the cross-validation figures that vouch for the recipe.
 
-The profile names the settings of every stage (``coronet.profiles``): ``paper`` is the
-paper's protocol, ``quick`` a pipeline check of a few minutes, ``tiny`` a test network.
+The profile names the settings of every stage (``coronet.profiles``): ``fast`` is the
+recipe that trains a working CoroNet from scratch on a CPU, ``paper`` the paper's
+protocol, ``quick`` a pipeline check of a few minutes, ``tiny`` a test network.
 """
 
 from __future__ import annotations
@@ -27,26 +30,34 @@ from .finetune import NO_OVERLAP, finetune, ozturk_root
 from .prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
 from .profiles import FINETUNE_PROFILES, get_profile
 from .report import DISCLAIMER, html_table, markdown_table, render_html, summary_lines, write_report
-from .training import run_cv
+from .training import check_training_config, fit_final, run_cv
 
 FINETUNED_TASKS = ("3class", "binary")
 
 
-def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "quick",
+#: Profiles whose results only show that the pipeline runs (too little training to mean anything).
+PIPELINE_CHECKS = ("quick", "tiny")
+RUNTIME_SETTINGS = ("precision", "devices", "accelerator", "strategy", "num_workers", "channels_last", "compile")
+
+
+def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "fast",
               counts: dict[str, int] | None = None, folds: int = 4, seed: int = 0,
               dataset2: bool = True, dataset2_per_class: int | None = None, n_bootstrap: int = 1000,
-              progress: bool = False, log=print, **overrides) -> dict:
+              progress: bool = False, final: bool = False, log=print, **overrides) -> dict:
     """Run every stage (see the module docstring) for ``profile``; return the overview's summary.
 
     counts: images per class for the 4-class dataset (default: the paper's Table I).
     dataset2: include the dataset-2 stage when the data directory holds dataset-2.
     dataset2_per_class: a seeded sample of dataset-2 per class (smoke runs); default all.
+    progress: one progress bar (with an ETA) over each training stage.
+    final: also train one model on every image (``out/final/model``) for deployment.
     overrides: training settings replacing the profile's in every stage (``epochs=1`` ...).
     """
     data, out = Path(data), Path(out)
     config = get_profile(profile).with_overrides(**overrides)
     if profile not in FINETUNE_PROFILES:
         raise ValueError(f"profile {profile!r} has no fine-tuning settings; choose from {sorted(FINETUNE_PROFILES)}")
+    check_training_config(config)  # e.g. ImageNet weights offline: say so before anything is written
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
@@ -65,7 +76,8 @@ def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "q
         stage("prepare", lambda: prepare_dataset(data, dataset, prepare, log=log))
     stage("4class", lambda: run_cv(dataset, out / "4class", config, profile=profile, resume=True,
                                    progress=progress, log=log))
-    tuned = {k: v for k, v in overrides.items() if k not in ("epochs", "lr", "train_per_class")}
+    # the fine-tunes have settings of their own (FINETUNE_PROFILES): only where and how to run carries over
+    tuned = {k: v for k, v in overrides.items() if k in RUNTIME_SETTINGS}
     for task in FINETUNED_TASKS:
         stage(task, lambda task=task: finetune(out / "4class", out / task, task=task, profile=profile, resume=True,
                                                progress=progress, log=log, **tuned))
@@ -81,7 +93,18 @@ def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "q
 
     summaries = stage("reports", lambda: {name: write_report(run, n_bootstrap=n_bootstrap, seed=seed)
                                           for name, run in runs.items()})
-    return write_overview(out, runs, summaries, profile, timings)
+    serve = out / "4class" / "fold-1" / "model"
+    if final:
+        stage("final", lambda: fit_final(out / "4class", out / "final", validated_by=_validation(summaries["4-class"]),
+                                         progress=progress, log=log))
+        serve = out / "final" / "model"
+    return write_overview(out, runs, summaries, profile, timings, weights=config.weights, serve=serve)
+
+
+def _validation(summary: dict) -> dict:
+    """What the 4-class cross-validation measured, for the final model's card."""
+    return {key: summary.get(key) for key in ("accuracy", "accuracy_ci", "covid_recall", "covid_recall_ci",
+                                              "n_images", "n_patients")}
 
 
 def _has_dataset2(data: Path) -> bool:
@@ -93,7 +116,7 @@ def _has_dataset2(data: Path) -> bool:
 
 
 def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict], profile: str,
-                   timings: dict[str, float]) -> dict:
+                   timings: dict[str, float], weights: str = "none", serve: Path | None = None) -> dict:
     """``out/report.md`` and ``out/report.html``: Tables III-VI beside the paper's, intervals, links."""
     four = runs["4-class"] / "report"
     table3 = pd.read_csv(four / "table3.csv", index_col=0)
@@ -118,22 +141,31 @@ def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict],
           "accuracy 95% CI": _ci(s["accuracy_ci"]), "covid recall": s["covid_recall"],
           "covid recall 95% CI": _ci(s["covid_recall_ci"])} for name, s in summaries.items()]).set_index("run")
     intervals.to_csv(out / "intervals.csv")
-    summary = {"profile": profile, "report": str((out / "report.html").resolve()), "timings_s": timings,
+    pipeline_check = profile in PIPELINE_CHECKS
+    summary = {"profile": profile, "pipeline_check": pipeline_check, "initial_weights": weights,
+               "model": str(serve.resolve()) if serve is not None else None,
+               "report": str((out / "report.html").resolve()), "timings_s": timings,
                "runs": {name: {"dir": str(runs[name].resolve()), "accuracy": s["accuracy"],
                                "accuracy_ci": s["accuracy_ci"], "covid_recall": s["covid_recall"],
                                "covid_recall_ci": s["covid_recall_ci"]} for name, s in summaries.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    title = f"CoroNet reproduction ({profile} profile)"
+    title = (f"Pipeline check, not a result ({profile} profile)" if pipeline_check
+             else f"CoroNet reproduction ({profile} profile)")
     links = {name: os.path.relpath(run / "report" / "report.html", out) for name, run in runs.items()}
-    md = [f"# {title}", "", f"*{DISCLAIMER}*", "", "## Accuracy and COVID-19 recall, 95% intervals "
+    start = ("from scratch (random initialisation)" if weights in ("none", None, "") else
+             "ImageNet-pretrained weights" if weights == "imagenet" else f"the weights in {weights}")
+    md = [f"# {title}", "", f"*{DISCLAIMER}*", "", f"Every 4-class model started from {start}; the fine-tuned "
+          "models from the 4-class models of their fold.", "", "## Accuracy and COVID-19 recall, 95% intervals "
           "(bootstrap over patients)", "", markdown_table(intervals), ""]
     for name, table in tables.items():
         md += [f"## {name}", "", markdown_table(table), ""]
     md += ["## Runs", ""] + [f"- {name}: [{links[name]}]({links[name]})" for name in runs] + [
         "", "## Time per stage (s)", "", *[f"- {k}: {v}" for k, v in timings.items()], ""]
     (out / "report.md").write_text("\n".join(md))
-    sections = [("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(intervals)),
+    sections = [("Initial weights", f"<p>Every 4-class model started from {start}; the fine-tuned models from the "
+                                    "4-class models of their fold.</p>"),
+                ("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(intervals)),
                 *[(name, html_table(table)) for name, table in tables.items()],
                 ("Runs", "<ul>" + "".join(f"<li><a href='{links[n]}'>{n}</a></li>" for n in runs) + "</ul>"),
                 ("Time per stage (s)", "<ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in timings.items()) + "</ul>")]
@@ -146,10 +178,16 @@ def _ci(ci) -> str:
 
 
 def overview_lines(summary: dict) -> list[str]:
-    """What ``coronet reproduce`` prints last: the report's path and each run's two headline lines."""
-    lines = [f"report: {summary['report']}"]
+    """What ``coronet reproduce`` prints last: the report, each run's headline figures, the model to serve."""
+    lines = []
+    if summary.get("pipeline_check"):
+        lines.append(f"PIPELINE CHECK, NOT A RESULT: the {summary['profile']} profile trains too little for its "
+                     "figures to mean anything (use --profile fast)")
+    lines.append(f"report: {summary['report']}")
     for name, run in summary["runs"].items():
         lines += [f"{name}: {line}" for line in summary_lines({**run, "n_patients": None})]
+    if summary.get("model"):
+        lines.append(f"model to use: coronet serve --model {summary['model']}")
     return lines
 
 

@@ -17,6 +17,7 @@ its validation score would leak the test fold into the result.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
+import timm
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
@@ -40,7 +42,7 @@ from torch.utils.data import DataLoader
 from . import __version__
 from .augment import augment_batch, mix_batch, resize_batch
 from .data import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
-from .model import CoroNet, build_model, configure_batchnorm, count_parameters, set_trainable
+from .model import CoroNet, build_model, create_backbone, configure_batchnorm, count_parameters, set_trainable
 from .modelio import file_sha256, save_model_dir
 from .prepare import load_cache
 from .profiles import TrainConfig
@@ -359,6 +361,38 @@ def describe_precision(config: TrainConfig) -> str:
     return f"precision: {chosen} (auto: {where})"
 
 
+@functools.lru_cache(maxsize=None)
+def _check_backbone(backbone: str, weights: str) -> None:
+    if not timm.is_model(backbone):
+        raise ValueError(f"unknown backbone {backbone!r}: not a timm model name (e.g. legacy_xception, resnet50, "
+                         "densenet121; timm.list_models() lists them)")
+    if weights not in ("none", "", None):
+        create_backbone(backbone, weights)  # raises WeightsError with what to do instead
+
+
+def check_training_config(config: TrainConfig) -> None:
+    """Refuse settings that cannot train, before anything is written: an unknown backbone, weights
+    that cannot be had (ImageNet offline, a missing or unfitting file). Raises ``ValueError`` or
+    :class:`coronet.model.WeightsError` with a one-line message."""
+    _check_backbone(config.backbone, config.weights)
+
+
+def fit_final(run_dir: str | os.PathLike, out: str | os.PathLike, validated_by: dict | None = None,
+              progress: bool = True, log=print) -> FoldResult:
+    """One model on every image of a finished cross-validation run, with the run's settings (deployment).
+
+    The cross-validation measured the recipe; this model has no validation images of its own,
+    so its card records ``validated_by``: the run and its figures.
+    """
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / "config.json").read_text())
+    config = TrainConfig.from_dict(record["train"])
+    card = {"validated_by": {"run": str(run_dir.resolve()), "profile": record.get("profile"),
+                             "folds": record.get("folds"), **(validated_by or {})}}
+    return fit_fold(record["dataset"]["path"], None, out, config, resume=True, progress=progress,
+                    manifest=pd.read_csv(run_dir / "manifest.csv"), card=card, log=log)
+
+
 def dataset_hash(dataset_dir: Path) -> str:
     return file_sha256(Path(dataset_dir) / "manifest.csv")
 
@@ -380,12 +414,14 @@ def _devices(value: str):
     return int(value)
 
 
-def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, config: TrainConfig,
+def fit_fold(dataset_dir: str | os.PathLike, fold: int | None, out: str | os.PathLike, config: TrainConfig,
              resume: bool = False, max_epochs: int | None = None, progress: bool = True,
              model: torch.nn.Module | None = None, manifest: pd.DataFrame | None = None,
-             card: dict | None = None, log=print) -> FoldResult:
+             card: dict | None = None, log=print, callbacks=()) -> FoldResult:
     """Train on every fold but ``fold``, validate on ``fold``, write the fold directory ``out``.
 
+    fold: ``None`` trains on every image and validates on none (a model for deployment, after
+        cross-validation has measured the recipe): no predictions, the card says so.
     resume: continue from ``out/checkpoints/last.ckpt`` when it exists.
     max_epochs: stop after this many epochs (default ``config.epochs``); a later call with
         ``resume=True`` continues exactly where it stopped.
@@ -393,14 +429,18 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, 
     manifest: use these rows (e.g. relabelled for another task) instead of the dataset's manifest.csv;
         ``cache_index`` still points into the dataset's image cache.
     card: extra entries for the model card (e.g. where a fine-tuned model came from).
+    callbacks: extra Lightning callbacks (e.g. a progress bar over several folds).
     """
     dataset_dir, out = Path(dataset_dir), Path(out)
+    if model is None:
+        check_training_config(config)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
     cache, train_rows, val_rows, class_index = _fold_parts(dataset_dir, fold, config, manifest)
     if config.head_on_features and config.train_layers != "all" and model is not None:
-        return fit_head_on_features(dataset_dir, fold, out, config, model, cache, train_rows, val_rows, card, log)
+        return fit_head_on_features(dataset_dir, fold, out, config, model, cache, train_rows, val_rows, card, log,
+                                    callbacks)
 
     train_set = CachedXrays(cache, train_rows.cache_index, train_rows.label.map(class_index), seed=config.seed)
     val_set = CachedXrays(cache, val_rows.cache_index, val_rows.label.map(class_index))
@@ -413,7 +453,9 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, 
     checkpoints = out / "checkpoints"
     epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
     validate_every = max(1, min(config.val_every, epochs))
+    validating = len(val_set) > 0
     trainer = pl.Trainer(
+        limit_val_batches=1.0 if validating else 0,
         max_epochs=epochs,
         accelerator=config.accelerator,
         devices=_devices(config.devices),
@@ -433,15 +475,22 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, 
                             every_n_epochs=1, save_on_train_epoch_end=True),
             EpochLog(out, len(train_set)),
             *([TQDMProgressBar(refresh_rate=5)] if progress else []),
+            *callbacks,
         ],
     )
     ckpt = checkpoints / LAST_CHECKPOINT
     loaders = _Loaders(train_set, val_set, config)
     trainer.fit(task, datamodule=loaders, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
     finished_epochs = trainer.current_epoch
-    if not raw_predictions.is_file() or epochs % validate_every:  # the last epoch was not validated
+    if validating and (not raw_predictions.is_file() or epochs % validate_every):  # last epoch not validated
         trainer.validate(task, datamodule=loaders, verbose=False)
     if not trainer.is_global_zero:
+        return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
+    if not validating:
+        if finished_epochs >= config.epochs:
+            _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, None, len(train_set), 0, card)
+            if not config.keep_checkpoint:
+                ckpt.unlink(missing_ok=True)
         return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
 
     predictions = _prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
@@ -458,25 +507,25 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int, out: str | os.PathLike, 
     return FoldResult(fold, accuracy, predictions, out, speed)
 
 
-def _fold_parts(dataset_dir: Path, fold: int, config: TrainConfig, manifest: pd.DataFrame | None):
-    """(image cache, training rows, validation rows, class -> index) of one fold."""
+def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manifest: pd.DataFrame | None):
+    """(image cache, training rows, validation rows, class -> index) of one fold (``None``: all rows train)."""
     manifest = load_manifest(dataset_dir, config.classes, manifest)
     class_index = {c: k for k, c in enumerate(config.classes)}
     cache = load_cache(dataset_dir, _cache_size(dataset_dir, config.input_size))
     train_rows = stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed)
     val_rows = manifest[manifest.fold == fold]
-    if train_rows.empty or val_rows.empty:
+    if train_rows.empty or (val_rows.empty and fold is not None):
         raise ValueError(f"fold {fold}: empty training or validation part (folds: {sorted(manifest.fold.unique())})")
     return cache, train_rows, val_rows, class_index
 
 
-def _save_fold_model(model: torch.nn.Module, out: Path, config: TrainConfig, dataset_dir: Path, fold: int,
-                     accuracy: float, train_images: int, val_images: int, card: dict | None) -> None:
+def _save_fold_model(model: torch.nn.Module, out: Path, config: TrainConfig, dataset_dir: Path, fold: int | None,
+                     accuracy: float | None, train_images: int, val_images: int, card: dict | None) -> None:
     """``out/model``: the fold's final network and its card (settings, data, validation accuracy)."""
     save_model_dir(model.to(memory_format=torch.contiguous_format), out / "model",
                    classes=config.classes, backbone=config.backbone, input_size=config.input_size,
                    hidden=config.hidden, dropout=config.dropout, extra={
-                       "name": f"coronet-{config.backbone}-fold{fold}",
+                       "name": f"coronet-{config.backbone}-" + (f"fold{fold}" if fold is not None else "all-images"),
                        "training": {"dataset_sha256": dataset_hash(dataset_dir), "fold": fold,
                                     "train_images": train_images, "epochs": config.epochs,
                                     "initial_weights": config.weights, "precision": resolve_precision(config),
@@ -508,7 +557,7 @@ def backbone_features(model: CoroNet, cache: np.ndarray, rows, input_size: int, 
 
 def fit_head_on_features(dataset_dir: Path, fold: int, out: Path, config: TrainConfig, model: CoroNet,
                          cache: np.ndarray, train_rows: pd.DataFrame, val_rows: pd.DataFrame,
-                         card: dict | None = None, log=print) -> FoldResult:
+                         card: dict | None = None, log=print, callbacks=()) -> FoldResult:
     """Fine-tune only the dense head (or the last layer) on features the frozen backbone computes once.
 
     With the backbone frozen and in eval mode its output for a film never changes, so it is
@@ -550,6 +599,9 @@ def fit_head_on_features(dataset_dir: Path, fold: int, out: Path, config: TrainC
             total_loss += float(loss) * len(batch)
             correct += int((logits.argmax(1) == train_y[batch]).sum())
         seconds = time.perf_counter() - epoch_started
+        for callback in callbacks:
+            if isinstance(callback, OverallProgress):
+                callback.bar.update(len(train_x))
         head.eval()
         with torch.no_grad():
             probabilities = torch.softmax(head(val_x), 1)
@@ -638,41 +690,76 @@ def run_cv(dataset_dir: str | os.PathLike, out: str | os.PathLike, config: Train
     record: extra entries for the run's ``config.json`` (e.g. the task and the source run).
     """
     dataset_dir, out = Path(dataset_dir), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if initial_model is None:
+        check_training_config(config)
     manifest = load_manifest(dataset_dir, config.classes, manifest)
     all_folds = sorted(int(f) for f in manifest.fold.unique())
     folds = folds or all_folds
     missing = sorted(set(folds) - set(all_folds))
     if missing:
         raise ValueError(f"folds {missing} not in the dataset (it has {all_folds})")
+    out.mkdir(parents=True, exist_ok=True)
     _write_run_config(out, dataset_dir, config, profile, folds, record)
     manifest.to_csv(out / "manifest.csv", index=False)
     for name in ("prepare.json", "summary.md", "duplicates.csv"):
         if (dataset_dir / name).is_file():
             shutil.copy2(dataset_dir / name, out / f"dataset-{name}")
 
+    log(describe_precision(config))
+    finished = {f for f in folds if resume and (out / f"fold-{f}" / "model" / "model.json").is_file()
+                and (out / f"fold-{f}" / "predictions.csv").is_file()}
+    bar = _overall_bar(out, manifest, config, folds, finished) if progress else None
     results = []
     for fold in folds:
         fold_dir = out / f"fold-{fold}"
-        if resume and (fold_dir / "model" / "model.json").is_file() and (fold_dir / "predictions.csv").is_file():
+        if fold in finished:
             predictions = pd.read_csv(fold_dir / "predictions.csv")
             log(f"fold {fold}: already finished, kept")
         else:
             started = time.perf_counter()
             model = initial_model(fold) if initial_model is not None else None
             card = (record or {}).get("card")
-            result = fit_fold(dataset_dir, fold, fold_dir, config, resume=resume, progress=progress, model=model,
-                              manifest=manifest, card=card, log=log)
+            result = fit_fold(dataset_dir, fold, fold_dir, config, resume=resume, progress=False, model=model,
+                              manifest=manifest, card=card, log=log,
+                              callbacks=[OverallProgress(bar, fold)] if bar is not None else ())
             predictions = result.predictions
             log(f"fold {fold}: accuracy {result.accuracy:.4f} on {len(predictions)} images "
                 f"({time.perf_counter() - started:.0f} s, {result.train_images_per_s or float('nan'):.1f} train images/s)")
         results.append(predictions)
+    if bar is not None:
+        bar.close()
     combined = pd.concat(results, ignore_index=True)
     combined.to_csv(out / "predictions.csv", index=False)
     summary = fold_summary(combined)
     (out / "results.md").write_text(summary)
     log(summary)
     return combined
+
+
+class OverallProgress(Callback):
+    """Advances one progress bar over every fold's training images (its ETA is the whole run's)."""
+
+    def __init__(self, bar, fold: int):
+        self.bar, self.fold = bar, fold
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.is_global_zero:
+            self.bar.set_description(f"fold {self.fold}, epoch {trainer.current_epoch + 1}", refresh=False)
+            self.bar.update(len(batch[1]) * trainer.world_size)
+
+
+def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: list[int], finished: set[int]):
+    """A tqdm bar over the training images of all epochs of all folds; work already done counts as done."""
+    from tqdm.auto import tqdm
+
+    total = done = 0
+    for fold in folds:
+        images = len(stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed))
+        total += images * config.epochs
+        epochs_done = config.epochs if fold in finished else len(_read_rows(out / f"fold-{fold}" / "metrics.csv"))
+        done += images * min(epochs_done, config.epochs)
+    return tqdm(total=total, initial=done, unit="img", unit_scale=True, mininterval=5, dynamic_ncols=True,
+                desc="training", smoothing=0.05)
 
 
 def fold_summary(predictions: pd.DataFrame) -> str:
@@ -712,4 +799,4 @@ def _write_run_config(out: Path, dataset_dir: Path, config: TrainConfig, profile
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-__all__ = ["CoroNetModule", "cpu_has_native_bf16", "describe_precision", "resolve_precision", "FoldResult", "fit_fold", "fold_summary", "plot_curves", "run_cv"]
+__all__ = ["CoroNetModule", "check_training_config", "cpu_has_native_bf16", "fit_final", "describe_precision", "resolve_precision", "FoldResult", "fit_fold", "fold_summary", "plot_curves", "run_cv"]

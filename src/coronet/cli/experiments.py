@@ -167,8 +167,9 @@ def evaluate(
 @app.command("reproduce")
 def reproduce(
     out: Annotated[Path, typer.Option(help="Directory for every stage and the overview report.")],
-    profile: Annotated[str, typer.Option(help="quick (a few minutes' pipeline check), paper (the protocol) or "
-                                              "tiny (tests).")] = "quick",
+    profile: Annotated[str, typer.Option(help="fast (a working CoroNet from scratch on a CPU), paper (the paper's "
+                                              "protocol, ImageNet weights), quick (a few minutes' pipeline check) "
+                                              "or tiny (tests).")] = "fast",
     data: DataOption = None,
     count: Annotated[Optional[list[str]], typer.Option(
         help="Per-class images as LABEL=N (repeatable); default: the paper's Table I.")] = None,
@@ -181,8 +182,12 @@ def reproduce(
     precision: PrecisionOption = None,
     devices: DevicesOption = None,
     accelerator: AcceleratorOption = None,
+    weights: WeightsOption = None,
+    settings: SetOption = None,
+    final: Annotated[bool, typer.Option(help="Also train one 4-class model on every image, for deployment "
+                                             "(OUT/final/model).")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")] = True,
 ):
     """The paper end to end: prepare, 4-class CV, 3-class and binary fine-tunes, dataset-2, one report."""
     from ..modelio import ModelLoadError
@@ -198,13 +203,17 @@ def reproduce(
         if label not in counts or not number.isdigit():
             fail(f"--count {item!r}: expected LABEL=N with LABEL one of {', '.join(counts)}")
         counts[label] = int(number)
+    from ..profiles import parse_settings
+
     quiet_lightning()
     try:
         summary = run_reproduce(data_dir, out, profile=profile, counts=counts, folds=folds, seed=seed,
                                 dataset2=dataset2, dataset2_per_class=dataset2_per_class, n_bootstrap=bootstrap,
-                                progress=progress, log=typer.echo, epochs=epochs, precision=precision,
-                                devices=devices, accelerator=accelerator)
-    except (ValueError, FileNotFoundError, ModelLoadError) as error:
+                                progress=progress, final=final, log=typer.echo,
+                                **{**parse_settings(settings), **{k: v for k, v in dict(
+                                    epochs=epochs, precision=precision, devices=devices, accelerator=accelerator,
+                                    weights=weights).items() if v is not None}})
+    except (ValueError, FileNotFoundError, ModelLoadError, WeightsError) as error:
         fail(str(error))
     for line in overview_lines(summary):
         typer.echo(line)
