@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,6 +61,32 @@ def test_resume_matches_uninterrupted_run(prepared_dataset, tiny, tmp_path, reci
     a = pd.read_csv(tmp_path / "straight" / "metrics.csv").drop(columns=["seconds", "train_images_per_s"])
     b = pd.read_csv(tmp_path / "resumed" / "metrics.csv").drop(columns=["seconds", "train_images_per_s"])
     pd.testing.assert_frame_equal(a, b)
+
+
+class _Crash(pl.Callback):
+    """Fails in the middle of epoch ``epoch`` (1-based), as a killed process would stop."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.current_epoch + 1 == self.epoch and batch_idx == 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_crashed_run_resumes_from_the_last_finished_epoch(prepared_dataset, tiny, tmp_path):
+    config = tiny.with_overrides(**RECIPE)
+    fit_fold(prepared_dataset, 1, tmp_path / "straight", config, progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_fold(prepared_dataset, 1, tmp_path / "crashed", config, progress=False, callbacks=[_Crash(3)])
+    checkpoint = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 1  # epochs 1 and 2 (0-based 0, 1) finished and saved
+    assert sorted(p.name for p in (tmp_path / "crashed" / "checkpoints").iterdir()) == ["last.ckpt"]
+    fit_fold(prepared_dataset, 1, tmp_path / "crashed", config, progress=False, resume=True)
+    straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "crashed" / "model" / "model.safetensors"))
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
 
 
 def test_same_seed_same_result(prepared_dataset, tiny, tmp_path):

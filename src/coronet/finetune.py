@@ -32,7 +32,7 @@ from .model import CoroNet, replace_classifier
 from .modelio import load_model_dir
 from .prepare import PrepareConfig, dataset_fingerprints, overlap_table, prepare_dataset, scan_images
 from .profiles import TrainConfig, finetune_config
-from .sources import read_source, source_dir
+from .sources import find_source_root, read_source, source_dir
 from .tasks import relabel, task_classes
 from .training import run_cv
 
@@ -59,13 +59,7 @@ def fold_model(run_dir: str | os.PathLike, fold: int, num_classes: int, seed: in
 
 def ozturk_root(path: str | os.PathLike) -> Path:
     """Dataset-2's own folder, given it or a data directory that holds it."""
-    path = Path(path)
-    if all((path / name).is_dir() for name in OZTURK_FOLDERS):
-        return path
-    if (source_dir("ozturk", path)).is_dir():
-        return source_dir("ozturk", path)
-    raise FileNotFoundError(f"{path}: neither dataset-2 (folders {', '.join(OZTURK_FOLDERS)}) "
-                            f"nor a data directory holding {source_dir('ozturk', '.').name}/")
+    return find_source_root("ozturk", path, OZTURK_FOLDERS)
 
 
 def prepare_dataset2(data: str | os.PathLike, out: Path, source: TrainConfig, folds: int, seed: int,

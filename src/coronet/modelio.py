@@ -107,6 +107,16 @@ def _check_card_matches_weights(card: dict, normalisation: dict, metadata: dict,
                              + ", ".join(f"{k} (card {stated[k]!r}, weights {stored.get(k)!r})" for k in differing))
 
 
+def annotate_card(model_dir: str | os.PathLike, **fields) -> dict:
+    """Add or replace top-level entries of a model card (measurements made after training); atomic."""
+    card, directory = read_card(model_dir)
+    card.update(fields)
+    tmp = directory / (CARD_NAME + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, directory / CARD_NAME)
+    return card
+
+
 def card_tta(card: dict) -> str | None:
     """The test-time augmentation the model was validated with (``None`` or ``"hflip"``)."""
     return (card.get("inference") or {}).get("tta")

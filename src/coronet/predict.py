@@ -40,7 +40,7 @@ from .imageio import ImageReadError, read_image, resize_square, sniff_format
 from .modelio import card_tta, inference_model, load_model_dir, read_card
 from .sources.base import IMAGE_SUFFIXES as SOURCE_IMAGE_SUFFIXES
 
-__all__ = ["Failure", "IMAGE_SUFFIXES", "Prediction", "Predictor", "RUNTIMES", "find_images", "format_table",
+__all__ = ["training_facts", "Failure", "IMAGE_SUFFIXES", "Prediction", "Predictor", "RUNTIMES", "find_images", "format_table",
            "write_results"]
 
 RUNTIMES = ("torch", "onnx")
@@ -127,6 +127,18 @@ def _looks_like_image(path: Path) -> bool:
         return True  # unreadable: keep it, so the problem is reported rather than hidden
 
 
+def training_facts(card: dict) -> dict:
+    """What a user should know before trusting an answer: the training data, and how often the model
+    called adult films without COVID-19 "COVID-19" (``None`` where never measured)."""
+    training = card.get("training") or {}
+    adults = training.get("adult_negatives") or 0
+    data = ("the paper's Table I data" + (f" plus {adults} adult ChestX-ray8 films (adult negatives)" if adults else
+                                          ": every normal and pneumonia film a child's, every COVID-19 film an adult's"))
+    test = card.get("adult_test") or {}
+    return {"training_data": data, "adult_false_covid_rate": test.get("false_covid_rate"),
+            "adult_test_films": test.get("films")}
+
+
 class Predictor:
     """A model directory loaded once; probabilities (and Grad-CAM) for decoded images or files.
 
@@ -160,7 +172,7 @@ class Predictor:
         return {"name": self.card.get("name"), "version": self.card.get("version"),
                 "backbone": self.card.get("backbone"), "classes": list(self.classes),
                 "input_size": self.input_size, "weights_sha256": self.card.get("weights_sha256"),
-                "tta": card_tta(self.card), "runtime": self.runtime}
+                "tta": card_tta(self.card), "runtime": self.runtime, **training_facts(self.card)}
 
     # ------------------------------------------------------------------ arrays
 

@@ -45,6 +45,20 @@ from .sources import LABELS, read_source, source_dir
 PAPER_CLASS_COUNTS = {"covid": 284, "normal": 310, "bacterial": 330, "viral": 327}
 CACHE_TEMPLATE = "images-{size}.npy"
 SIGNATURES = "signatures.npy"
+#: The ``cohort`` column: the paper's Table I rows, and adult negatives added for de-confounding.
+TABLE1, ADULT = "table1", "adult"
+ADULT_LABELS = {"normal": "normal", "pneumonia": "pneumonia"}  # dataset-2 label -> training label
+
+
+def split_cohorts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``(Table I rows, adult rows or None)`` of a manifest or predictions table (its ``cohort`` column).
+
+    The paper's tables are computed on the first part only.
+    """
+    if "cohort" not in table or not (table["cohort"] == ADULT).any():
+        return table, None
+    adult = table["cohort"] == ADULT
+    return table[~adult].reset_index(drop=True), table[adult].reset_index(drop=True)
 
 
 @dataclass
@@ -60,6 +74,11 @@ class PrepareConfig:
     cohen_views: tuple[str, ...] = ("PA", "AP", "AP Supine")
     source_roots: dict[str, str] = field(default_factory=dict)  # a source's folder, if not under data_dir
     workers: int = min(2, os.cpu_count() or 1)
+    # De-confounding: adult ChestX-ray8 films of dataset-2 (its folder, or a data directory holding it) as
+    # extra rows (cohort "adult"): No_findings -> normal, Pneumonia -> pneumonia (bacterial or viral, unknown
+    # which), in patient-grouped folds of their own; adult_per_class draws that many of each (all: None).
+    adult_negatives: str | None = None
+    adult_per_class: int | None = None
 
     def __post_init__(self):
         if self.split not in ("patient", "image"):
@@ -207,11 +226,22 @@ def prepare_dataset(data_dir: str | os.PathLike, out: str | os.PathLike,
     selected["group"] = connected_groups(len(selected), links)
     selected["fold"] = assign_folds(selected["label"], selected["group"], config.folds, config.seed)
 
+    images = [scans[k]["cached"] for k in scan_rows]
+    signatures = [scans[k]["signature"] for k in scan_rows]
+    if config.adult_negatives:
+        adults, adult_scans, adult_duplicates, adult_skipped = adult_negative_rows(data_dir, config, log)
+        adults["group"] += int(selected["group"].max()) + 1
+        selected = pd.concat([selected.assign(cohort=TABLE1), adults], ignore_index=True)
+        images += [scan["cached"] for scan in adult_scans]
+        signatures += [scan["signature"] for scan in adult_scans]
+        duplicate_rows += adult_duplicates
+        skipped = pd.concat([skipped, adult_skipped], ignore_index=True)
+
     selected["cache_index"] = np.arange(len(selected))
     out.mkdir(parents=True, exist_ok=True)
-    write_cache(out / CACHE_TEMPLATE.format(size=config.image_size), [scans[k]["cached"] for k in scan_rows])
+    write_cache(out / CACHE_TEMPLATE.format(size=config.image_size), images)
     # kept for overlap checks against other datasets (coronet finetune --data): 8 KiB per image
-    np.save(out / SIGNATURES, np.stack([scans[k]["signature"] for k in scan_rows]).astype(np.float16))
+    np.save(out / SIGNATURES, np.stack(signatures).astype(np.float16))
     manifest = selected.drop(columns=["_scan", "pixel_hash"])
     manifest.to_csv(out / "manifest.csv", index=False)
     duplicates = pd.DataFrame(duplicate_rows, columns=["kind", "path", "other_path", "distance", "correlation",
@@ -239,6 +269,54 @@ def prepare_dataset(data_dir: str | os.PathLike, out: str | os.PathLike,
     log(summary)
     log(f"prepared {len(manifest)} images in {elapsed:.1f} s -> {out}")
     return PreparedDataset(manifest, duplicates, skipped, summary, out)
+
+
+def adult_negative_rows(data_dir: Path, config: PrepareConfig, log=print):
+    """Dataset-2's adult ChestX-ray8 films as manifest rows: ``(rows, scans, duplicate rows, skipped)``.
+
+    No_findings become ``normal`` and Pneumonia ``pneumonia`` (a partial label: bacterial or viral).
+    Exact copies are dropped (their patients merged), near-duplicates and patients (the first 8
+    digits of the file name) grouped, and the rows get stratified, grouped folds of their own.
+    """
+    from .sources import find_source_root
+
+    root = find_source_root("ozturk", Path(config.adult_negatives), ("No_findings", "Pneumonia"))
+    table = read_source("ozturk", root)
+    table = table[table["label"].isin(ADULT_LABELS)].copy()
+    table["label"] = table["label"].map(ADULT_LABELS)
+    table["path"] = [str(Path(p).resolve()) for p in table["path"]]
+    table["relpath"] = [os.path.relpath(p, data_dir.resolve()) for p in table["path"]]
+    table = table.sort_values("relpath", kind="stable").reset_index(drop=True)
+    if config.adult_per_class is not None:
+        table = undersample(table, dict.fromkeys(ADULT_LABELS.values(), config.adult_per_class), config.seed)
+    log(f"scanning {len(table)} adult ChestX-ray8 films (adult negatives) ...")
+    scans = scan_images(list(table["path"]), config.image_size, config.workers)
+    skipped = pd.DataFrame([{"path": p, "problem": s["error"]} for p, s in zip(table["path"], scans) if "error" in s],
+                           columns=["path", "problem"])
+    readable = [k for k, s in enumerate(scans) if "error" not in s]
+    table, scans = table.iloc[readable].reset_index(drop=True), [scans[k] for k in readable]
+    for key in ("sha256", "height", "width"):
+        table[key] = [s[key] for s in scans]
+    table["phash"] = [f"{s['phash']:016x}" for s in scans]
+    seen: dict[str, int] = {}
+    first = [seen.setdefault(s["pixel_hash"], k) for k, s in enumerate(scans)]  # the first copy of each film
+    duplicates = [{"kind": "exact", "path": table.path[first[k]], "other_path": table.path[k], "distance": 0,
+                   "correlation": 1.0, "kept": "path"} for k in range(len(table)) if first[k] != k]
+    # the dropped copy's patient and the kept copy's are one person
+    alias = {table.patient_id[k]: table.patient_id[first[k]] for k in range(len(table)) if first[k] != k}
+    keep = [k for k in range(len(table)) if first[k] == k]
+    table, scans = table.iloc[keep].reset_index(drop=True), [scans[k] for k in keep]
+    pairs = near_duplicate_pairs(np.array([s["phash"] for s in scans], dtype=np.uint64),
+                                 np.stack([s["signature"] for s in scans]))
+    duplicates += [{"kind": "near", "path": table.path[a], "other_path": table.path[b], "distance": d,
+                    "correlation": c, "kept": "both"} for a, b, d, c in pairs]
+    patients = table["patient_id"].map(lambda p: alias.get(p, p))
+    first_index: dict[str, int] = {}
+    links = [(a, b) for a, b, *_ in pairs] + [(first_index.setdefault(p, k), k) for k, p in enumerate(patients)]
+    table["group"] = connected_groups(len(table), links)
+    table["fold"] = assign_folds(table["label"], table["group"], config.folds, config.seed)
+    table["cohort"] = ADULT
+    return table, scans, duplicates, skipped
 
 
 def write_cache(path: Path, images: list[np.ndarray]) -> None:
@@ -312,10 +390,14 @@ def summarize(candidates: pd.DataFrame, manifest: pd.DataFrame, duplicates: pd.D
              "|---|---|---|---|---|---|" + "---|" * config.folds]
     order = {label: k for k, label in enumerate(LABELS)}
     ordered = manifest.sort_values("label", key=lambda labels: labels.map(order), kind="stable")
+    if "cohort" in ordered:  # Table I rows first, then the adult negatives
+        ordered = ordered.sort_values("cohort", key=lambda c: c.ne(TABLE1), kind="stable")
     for (label, source), rows in ordered.groupby(["label", "source"], sort=False):
-        available = int(((candidates.label == label) & (candidates.source == source)).sum())
+        adult = "cohort" in rows and (rows["cohort"] == ADULT).all()
+        available = ("-" if adult else int(((candidates.label == label) & (candidates.source == source)).sum()))
         folds = rows.fold.value_counts()
-        lines.append(f"| {label} | {source} | {available} | {len(rows)} | {PAPER_CLASS_COUNTS.get(label, '-')} | "
+        paper = "-" if adult else PAPER_CLASS_COUNTS.get(label, "-")
+        lines.append(f"| {label}{' (adult)' if adult else ''} | {source} | {available} | {len(rows)} | {paper} | "
                      f"{rows.patient_id.nunique()} |" + "".join(f" {folds.get(k, 0)} |"
                                                                for k in range(1, config.folds + 1)))
     folds = manifest.fold.value_counts()

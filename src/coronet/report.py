@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from . import tasks
+from .prepare import split_cohorts
 from .tasks import PAPER_NAMES, TASKS
 
 #: The paper's reported numbers (Khan et al. 2020, CoroNet), in percent.
@@ -271,6 +272,69 @@ def bootstrap_ci(predictions: pd.DataFrame, statistic, n: int = 1000, seed: int 
     return bootstrap_cis(predictions, {"stat": statistic}, n=n, seed=seed, level=level)["stat"]
 
 
+def false_covid_rate_of(label: str) -> Callable[[pd.DataFrame], float]:
+    """Statistic: the share of ``label`` films (not COVID-19) called COVID-19 (nan when the label is absent)."""
+    def stat(df):
+        rows = df["label"] == label
+        return float((df.loc[rows, "pred"] == COVID).mean()) if rows.any() else float("nan")
+    return stat
+
+
+def normal_vs_pneumonia(df: pd.DataFrame) -> float:
+    """Statistic: normal films called normal and pneumonia films called any pneumonia class, among both."""
+    pneumonia = ("bacterial", "viral", "pneumonia")
+    normal, sick = df["label"] == "normal", df["label"].isin(pneumonia)
+    right = (normal & (df["pred"] == "normal")) | (sick & df["pred"].isin(pneumonia))
+    return float(right[normal | sick].mean()) if (normal | sick).any() else float("nan")
+
+
+def false_covid_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -> pd.DataFrame | None:
+    """Per label other than COVID-19: films, patients, the share called COVID-19 and its 95 % interval
+    (patients resampled). None when the model has no COVID-19 class or the data no other label."""
+    if f"prob_{COVID}" not in predictions or not (predictions["label"] != COVID).any():
+        return None
+    rows = []
+    for label in sorted(set(predictions["label"]) - {COVID}, key=str):
+        part = predictions[predictions["label"] == label]
+        point, low, high = bootstrap_ci(part, false_covid_rate_of(label), n=n, seed=seed)
+        rows.append({"label": label, "images": len(part), "patients": int(part["patient_id"].nunique()),
+                     "false covid rate": point, "95% CI low": low, "95% CI high": high})
+    return pd.DataFrame(rows).set_index("label")
+
+
+# --------------------------------------------------------------------------- cohorts
+
+ADULT_TEST = "adult-test"  # RUN/adult-test/predictions.csv (coronet.adulttest)
+
+
+def adult_predictions(run_dir: Path, predictions: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """The run's adult-film predictions: its own ``cohort == adult`` rows, else ``adult-test/``; None if neither."""
+    run_dir = Path(run_dir)
+    if predictions is None:
+        predictions = pd.read_csv(run_dir / "predictions.csv")
+    adults = split_cohorts(predictions)[1]
+    if adults is not None:
+        return adults
+    path = run_dir / ADULT_TEST / "predictions.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def adult_summary(adults: pd.DataFrame, n: int = 1000, seed: int = 0) -> dict:
+    """The adult-negative test's figures: false COVID-19 rate per label and normal-vs-pneumonia accuracy,
+    each with a 95 % interval over ChestX-ray8 patients."""
+    stats = {f"false_covid_{label}": false_covid_rate_of(label) for label in sorted(set(adults["label"]))}
+    stats["false_covid_all"] = lambda df: float((df["pred"] == COVID).mean()) if len(df) else float("nan")
+    stats["normal_vs_pneumonia"] = normal_vs_pneumonia
+    cis = bootstrap_cis(adults, stats, n=n, seed=seed)
+    out = {"n_images": int(len(adults)), "n_patients": int(adults["patient_id"].nunique())}
+    for name, (point, low, high) in cis.items():
+        out[name] = point
+        out[f"{name}_ci"] = [low, high]
+    for label in sorted(set(adults["label"])):
+        out[f"n_{label}"] = int((adults["label"] == label).sum())
+    return out
+
+
 # --------------------------------------------------------------------------- ROC / operating point
 
 
@@ -451,7 +515,8 @@ def html_table(df: pd.DataFrame) -> str:
 
 
 def summary_lines(summary: dict) -> list[str]:
-    """The two lines the CLI prints: accuracy and COVID-19 recall with their 95 % intervals."""
+    """The lines the CLI prints: accuracy and COVID-19 recall with their 95 % intervals, and the adult films'
+    false COVID-19 rate where the run has an adult-negative test."""
     n = summary.get("n_patients")
     tail = f", bootstrap over {n} patients)" if n is not None else ")"
     lines = []
@@ -461,6 +526,12 @@ def summary_lines(summary: dict) -> list[str]:
             lines.append(f"{name} n/a")
         else:
             lines.append(f"{name} {value:.4f} (95% CI {ci[0]:.2f}-{ci[1]:.2f}{tail}")
+    adult = summary.get("adult")
+    if adult:
+        ci = adult["false_covid_all_ci"]
+        lines.append(f"adult films called covid {adult['false_covid_all']:.4f} (95% CI {ci[0]:.2f}-{ci[1]:.2f}, "
+                     f"{adult['n_images']} adult films without COVID-19, bootstrap over {adult['n_patients']} "
+                     "patients)")
     return lines
 
 
@@ -500,7 +571,10 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    predictions = pd.read_csv(run_dir / "predictions.csv")
+    every = pd.read_csv(run_dir / "predictions.csv")
+    # the paper's tables are about its Table I data only; adult negatives (cohort "adult") get their own section
+    predictions, _ = split_cohorts(every)
+    adults = adult_predictions(run_dir, every)
     classes = classes_of(predictions)
     task = task_of(classes)
     paper_table = _run_config(run_dir).get("paper_table")
@@ -542,6 +616,15 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     auc.to_csv(out / "auc.csv")
     ece = expected_calibration_error(predictions, classes)
     op = covid_operating_point(predictions) if COVID in classes else None
+    false_covid = false_covid_table(predictions, n=n_bootstrap, seed=seed)
+    if false_covid is not None:
+        false_covid.to_csv(out / "false-covid.csv")
+    adult = None
+    if adults is not None and COVID in classes:
+        adult = adult_summary(adults, n=n_bootstrap, seed=seed)
+        adult["trained_with_adult_negatives"] = split_cohorts(every)[1] is not None
+        adult_table = false_covid_table(adults, n=n_bootstrap, seed=seed)
+        adult_table.to_csv(out / "adult-false-covid.csv")
 
     figures = {}
     for fold in _folds(predictions):
@@ -571,6 +654,10 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
         "auc": aucs,
         "ece": ece,
         "covid_operating_point": op,
+        "false_covid": None if false_covid is None else {
+            label: {"rate": row["false covid rate"], "ci": [row["95% CI low"], row["95% CI high"]],
+                    "images": int(row["images"])} for label, row in false_covid.iterrows()},
+        "adult": adult,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -580,6 +667,14 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
               f"Table V: the {task or 'task'} row (fold means, percent)": table5}
     if table6 is not None:
         tables["Table VI: dataset-2, per class and accuracy (percent)"] = table6
+    if false_covid is not None:
+        tables["False COVID-19 rate: films of each other label called COVID-19 (95% CI over patients)"] = false_covid
+    if adult is not None:
+        how = ("held-out adult films of each fold (the models trained on the other folds' adult films)"
+               if adult["trained_with_adult_negatives"] else "adult films none of the models saw in training")
+        tables[f"Adult films (ChestX-ray8, dataset-2): {how}; false COVID-19 rate "
+               f"(normal vs pneumonia accuracy {adult['normal_vs_pneumonia']:.3f}, 95% CI "
+               f"{adult['normal_vs_pneumonia_ci'][0]:.3f}-{adult['normal_vs_pneumonia_ci'][1]:.3f})"] = adult_table
     _write_markdown(out, summary, tables, ci, auc, training)
     _write_html(out, summary, tables, ci, auc, training, figures, curves)
     return summary

@@ -142,7 +142,9 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
     @app.get("/v1/health", summary="Liveness and the loaded model")
     def health() -> dict:
         return {"status": "ok", "model": info["name"], "version": info["version"], "runtime": info["runtime"],
-                "classes": info["classes"], "max_upload_bytes": max_upload_bytes}
+                "classes": info["classes"], "max_upload_bytes": max_upload_bytes,
+                "training_data": info["training_data"], "adult_false_covid_rate": info["adult_false_covid_rate"],
+                "adult_test_films": info["adult_test_films"]}
 
     @app.get("/v1/model", summary="The model card (model.json)")
     def model_card() -> dict:

@@ -36,6 +36,33 @@ LABEL_MAPS: dict[str, dict[str, str | None]] = {
 }
 
 
+#: Labels that name a set of classes rather than one: an adult ChestX-ray8 "Pneumonia" film is bacterial or
+#: viral, but which is not known. A model whose classes include every member learns it with a partial-label
+#: loss, -log(sum of the members' probabilities) (:func:`coronet.training.partial_label_loss`).
+PARTIAL_LABELS: dict[str, tuple[str, ...]] = {"pneumonia": ("bacterial", "viral")}
+
+
+def label_targets(classes: Sequence[str], labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The targets a model with ``classes`` trains on for ``labels``: ``(target names, masks)``.
+
+    Target ``k`` is a class (``k < len(classes)``, in order) or, after them, a partial label of
+    :data:`PARTIAL_LABELS` that occurs in ``labels`` and whose members are all classes; ``masks[k]``
+    marks the classes target ``k`` allows. Any other label is a ``ValueError``.
+    """
+    classes = list(classes)
+    partial = [label for label in dict.fromkeys(labels) if label not in classes and label in PARTIAL_LABELS
+               and set(PARTIAL_LABELS[label]) <= set(classes)]
+    unknown = sorted(set(labels) - set(classes) - set(partial))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the model's classes {classes}")
+    names = classes + partial
+    masks = np.zeros((len(names), len(classes)), dtype=bool)
+    masks[np.arange(len(classes)), np.arange(len(classes))] = True
+    for k, label in enumerate(partial, start=len(classes)):
+        masks[k, [classes.index(member) for member in PARTIAL_LABELS[label]]] = True
+    return names, masks
+
+
 def task_classes(task: str) -> tuple[str, ...]:
     """The classes of ``task`` in output order; ``ValueError`` for an unknown task."""
     if task not in TASKS:
@@ -120,5 +147,5 @@ def merge_probabilities(probabilities: np.ndarray, model_classes: Sequence[str],
     return merged, labels
 
 
-__all__ = ["LABEL_MAPS", "PAPER_NAMES", "TASKS", "default_class_map", "mapped_labels", "merge_probabilities",
+__all__ = ["LABEL_MAPS", "PAPER_NAMES", "PARTIAL_LABELS", "TASKS", "label_targets", "default_class_map", "mapped_labels", "merge_probabilities",
            "parse_class_map", "relabel", "task_classes", "task_of"]

@@ -44,7 +44,8 @@ from .augment import augment_batch, mix_batch, resize_batch
 from .data import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
 from .model import CoroNet, build_model, create_backbone, configure_batchnorm, count_parameters, set_trainable
 from .modelio import file_sha256, save_model_dir
-from .prepare import load_cache
+from .prepare import load_cache, split_cohorts
+from .tasks import label_targets
 from .profiles import TrainConfig
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -61,9 +62,12 @@ class CoroNetModule(pl.LightningModule):
     """
 
     def __init__(self, config: TrainConfig, model: torch.nn.Module | None = None,
-                 predictions_path: Path | None = None):
+                 predictions_path: Path | None = None, target_masks: np.ndarray | None = None):
         super().__init__()
         self.config, self.predictions_path = config, predictions_path
+        # target k allows the classes marked in row k: one each for the classes, then partial labels
+        masks = np.eye(len(config.classes), dtype=bool) if target_masks is None else target_masks
+        self.register_buffer("target_masks", torch.as_tensor(masks), persistent=False)
         if model is None:
             model = build_model(num_classes=len(config.classes), backbone=config.backbone, weights=config.weights,
                                 input_size=config.input_size, hidden=config.hidden, dropout=config.dropout)
@@ -143,11 +147,11 @@ class CoroNetModule(pl.LightningModule):
                                                                      self.global_rank),
                                                     mixup=self.config.mixup, cutmix=self.config.cutmix)
         logits = self(images)
-        smoothing = self.config.label_smoothing
-        loss = F.cross_entropy(logits, labels_a, label_smoothing=smoothing)
+        smoothing, masks = self.config.label_smoothing, self.target_masks
+        loss = partial_label_loss(logits, labels_a, masks, smoothing)
         if lam < 1:
-            loss = lam * loss + (1 - lam) * F.cross_entropy(logits, labels_b, label_smoothing=smoothing)
-        correct = (logits.argmax(1) == labels_a).float().mean()
+            loss = lam * loss + (1 - lam) * partial_label_loss(logits, labels_b, masks, smoothing)
+        correct = masks[labels_a, logits.argmax(1)].float().mean()
         # logged as tensors and reduced at epoch end: no per-step host synchronisation
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(labels))
         self.log("train_acc", correct, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(labels))
@@ -174,8 +178,9 @@ class CoroNetModule(pl.LightningModule):
         index, labels, probabilities, rank = (torch.cat(parts) for parts in zip(*gathered))
         order = torch.argsort(index)
         index, labels, probabilities, rank = index[order], labels[order], probabilities[order], rank[order]
-        loss = F.nll_loss(torch.log(probabilities.clamp_min(1e-12)), labels).item()
-        accuracy = (probabilities.argmax(1) == labels).float().mean().item()
+        masks = self.target_masks.cpu()
+        loss = -torch.log((probabilities * masks[labels]).sum(1).clamp_min(1e-12)).mean().item()
+        accuracy = masks[labels, probabilities.argmax(1)].float().mean().item()
         self.log_dict({"val_loss": loss, "val_acc": accuracy}, rank_zero_only=True)
         if self.global_rank == 0 and self.predictions_path is not None:
             # Written to disk by rank 0, so the launching process finds it whatever the strategy
@@ -187,6 +192,22 @@ class CoroNetModule(pl.LightningModule):
             tmp = self.predictions_path.with_name(self.predictions_path.name + ".tmp")
             frame.to_csv(tmp, index=False)
             os.replace(tmp, self.predictions_path)
+
+
+def partial_label_loss(logits: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
+                       label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy that also takes partial labels: ``-log(sum of the allowed classes' probabilities)``.
+
+    targets: (N,) target indices; ``masks[t]`` marks the classes target ``t`` allows (one for an
+    ordinary label: then this is exactly ``F.cross_entropy``, label smoothing included).
+    label_smoothing: ``(1 - e) * that + e * mean over classes of -log p``, PyTorch's definition.
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    allowed = masks[targets]
+    loss = -torch.logsumexp(log_p.masked_fill(~allowed, float("-inf")), dim=1)
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * log_p.mean(dim=1)
+    return loss.mean()
 
 
 def make_optimizer(named_parameters, config: TrainConfig) -> torch.optim.Optimizer:
@@ -398,12 +419,14 @@ def dataset_hash(dataset_dir: Path) -> str:
 
 
 def load_manifest(dataset_dir: Path, classes, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The dataset's manifest (or the given one), checked to hold only labels among ``classes``."""
+    """The dataset's manifest (or the given one), checked to hold only labels among ``classes`` (or partial
+    labels made of them, :data:`coronet.tasks.PARTIAL_LABELS`)."""
     if manifest is None:
         manifest = pd.read_csv(Path(dataset_dir) / "manifest.csv")
-    unknown = sorted(set(manifest.label) - set(classes))
-    if unknown:
-        raise ValueError(f"{dataset_dir}: labels {unknown} are not among the model's classes {list(classes)}")
+    try:
+        label_targets(classes, manifest.label)
+    except ValueError as error:
+        raise ValueError(f"{dataset_dir}: {error}") from None
     return manifest
 
 
@@ -437,17 +460,17 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int | None, out: str | os.Pat
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
-    cache, train_rows, val_rows, class_index = _fold_parts(dataset_dir, fold, config, manifest)
+    cache, train_rows, val_rows, class_index, masks = _fold_parts(dataset_dir, fold, config, manifest)
     if config.head_on_features and config.train_layers != "all" and model is not None:
-        return fit_head_on_features(dataset_dir, fold, out, config, model, cache, train_rows, val_rows, card, log,
-                                    callbacks)
+        return fit_head_on_features(dataset_dir, fold, out, config, model, cache, train_rows, val_rows,
+                                    class_index, masks, card, log, callbacks)
 
     train_set = CachedXrays(cache, train_rows.cache_index, train_rows.label.map(class_index), seed=config.seed)
     val_set = CachedXrays(cache, val_rows.cache_index, val_rows.label.map(class_index))
 
     raw_predictions = out / "val-outputs.csv"
     raw_predictions.unlink(missing_ok=True)
-    task = CoroNetModule(config, model=model, predictions_path=raw_predictions)
+    task = CoroNetModule(config, model=model, predictions_path=raw_predictions, target_masks=masks)
     if progress:
         log(describe_precision(config))
     checkpoints = out / "checkpoints"
@@ -471,8 +494,9 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int | None, out: str | os.Pat
         default_root_dir=str(out),
         plugins=[AtomicCheckpointIO()],
         callbacks=[
-            ModelCheckpoint(dirpath=checkpoints, filename="epoch-{epoch}", save_last=True, save_top_k=0,
-                            every_n_epochs=1, save_on_train_epoch_end=True),
+            # last.ckpt after every epoch, overwritten (Lightning 2.6 writes save_last only beside a top-k save)
+            ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1, save_last=False,
+                            enable_version_counter=False, every_n_epochs=1, save_on_train_epoch_end=True),
             EpochLog(out, len(train_set)),
             *([TQDMProgressBar(refresh_rate=5)] if progress else []),
             *callbacks,
@@ -488,19 +512,19 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int | None, out: str | os.Pat
         return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
     if not validating:
         if finished_epochs >= config.epochs:
-            _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, None, len(train_set), 0, card)
+            _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, None, train_rows, 0, card)
             if not config.keep_checkpoint:
                 ckpt.unlink(missing_ok=True)
         return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
 
-    predictions = _prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
+    predictions = prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
     predictions.to_csv(out / "predictions.csv", index=False)
     raw_predictions.unlink()
-    accuracy = float((predictions.pred == predictions.label).mean())
+    accuracy = table1_accuracy(predictions)
     epoch_rows = _read_rows(out / "metrics.csv")
     speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
     if finished_epochs >= config.epochs:  # finished: write the model directory
-        _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, accuracy, len(train_set),
+        _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, accuracy, train_rows,
                          len(val_set), card)
         if not config.keep_checkpoint:
             ckpt.unlink(missing_ok=True)
@@ -508,26 +532,30 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int | None, out: str | os.Pat
 
 
 def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manifest: pd.DataFrame | None):
-    """(image cache, training rows, validation rows, class -> index) of one fold (``None``: all rows train)."""
+    """(image cache, training rows, validation rows, label -> target index, target masks) of one fold
+    (``None``: all rows train). Targets are the classes, then any partial labels (:func:`label_targets`)."""
     manifest = load_manifest(dataset_dir, config.classes, manifest)
-    class_index = {c: k for k, c in enumerate(config.classes)}
+    names, masks = label_targets(config.classes, manifest.label)
+    class_index = {name: k for k, name in enumerate(names)}
     cache = load_cache(dataset_dir, _cache_size(dataset_dir, config.input_size))
     train_rows = stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed)
     val_rows = manifest[manifest.fold == fold]
     if train_rows.empty or (val_rows.empty and fold is not None):
         raise ValueError(f"fold {fold}: empty training or validation part (folds: {sorted(manifest.fold.unique())})")
-    return cache, train_rows, val_rows, class_index
+    return cache, train_rows, val_rows, class_index, masks
 
 
 def _save_fold_model(model: torch.nn.Module, out: Path, config: TrainConfig, dataset_dir: Path, fold: int | None,
-                     accuracy: float | None, train_images: int, val_images: int, card: dict | None) -> None:
+                     accuracy: float | None, train_rows: pd.DataFrame, val_images: int, card: dict | None) -> None:
     """``out/model``: the fold's final network and its card (settings, data, validation accuracy)."""
+    adults = split_cohorts(train_rows)[1]
     save_model_dir(model.to(memory_format=torch.contiguous_format), out / "model",
                    classes=config.classes, backbone=config.backbone, input_size=config.input_size,
                    hidden=config.hidden, dropout=config.dropout, extra={
                        "name": f"coronet-{config.backbone}-" + (f"fold{fold}" if fold is not None else "all-images"),
                        "training": {"dataset_sha256": dataset_hash(dataset_dir), "fold": fold,
-                                    "train_images": train_images, "epochs": config.epochs,
+                                    "train_images": len(train_rows), "epochs": config.epochs,
+                                    "adult_negatives": 0 if adults is None else len(adults),
                                     "initial_weights": config.weights, "precision": resolve_precision(config),
                                     "config": config.to_dict()},
                        "inference": {"tta": "hflip" if config.tta else None},
@@ -557,7 +585,8 @@ def backbone_features(model: CoroNet, cache: np.ndarray, rows, input_size: int, 
 
 def fit_head_on_features(dataset_dir: Path, fold: int, out: Path, config: TrainConfig, model: CoroNet,
                          cache: np.ndarray, train_rows: pd.DataFrame, val_rows: pd.DataFrame,
-                         card: dict | None = None, log=print, callbacks=()) -> FoldResult:
+                         class_index: dict[str, int], masks: np.ndarray, card: dict | None = None, log=print,
+                         callbacks=()) -> FoldResult:
     """Fine-tune only the dense head (or the last layer) on features the frozen backbone computes once.
 
     With the backbone frozen and in eval mode its output for a film never changes, so it is
@@ -565,7 +594,7 @@ def fit_head_on_features(dataset_dir: Path, fold: int, out: Path, config: TrainC
     with the profile's optimiser, schedule and label smoothing (EMA and mixup do not apply).
     The fold directory has the usual layout; there is no checkpoint (a rerun takes seconds).
     """
-    class_index = {c: k for k, c in enumerate(config.classes)}
+    masks = torch.as_tensor(masks)
     started = time.perf_counter()
     set_trainable(model, config.train_layers)
     train_x = backbone_features(model, cache, train_rows.cache_index, config.input_size)
@@ -590,14 +619,14 @@ def fit_head_on_features(dataset_dir: Path, fold: int, out: Path, config: TrainC
         total_loss, correct = 0.0, 0
         for batch in torch.randperm(len(train_x), generator=generator).split(config.batch_size):
             logits = head(train_x[batch])
-            loss = F.cross_entropy(logits, train_y[batch], label_smoothing=config.label_smoothing)
+            loss = partial_label_loss(logits, train_y[batch], masks, config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if schedule is not None:
                 schedule.step()
             total_loss += float(loss) * len(batch)
-            correct += int((logits.argmax(1) == train_y[batch]).sum())
+            correct += int(masks[train_y[batch], logits.argmax(1)].sum())
         seconds = time.perf_counter() - epoch_started
         for callback in callbacks:
             if isinstance(callback, OverallProgress):
@@ -610,8 +639,8 @@ def fit_head_on_features(dataset_dir: Path, fold: int, out: Path, config: TrainC
         val_y = torch.as_tensor(val_rows.label.map(class_index).to_numpy())
         rows.append({"epoch": epoch + 1, "train_loss": round(total_loss / len(train_x), 6),
                      "train_acc": round(correct / len(train_x), 6),
-                     "val_loss": round(float(F.nll_loss(probabilities.clamp_min(1e-12).log(), val_y)), 6),
-                     "val_acc": round(float((probabilities.argmax(1) == val_y).float().mean()), 6),
+                     "val_loss": round(float(-(probabilities * masks[val_y]).sum(1).clamp_min(1e-12).log().mean()), 6),
+                     "val_acc": round(float(masks[val_y, probabilities.argmax(1)].float().mean()), 6),
                      "seconds": round(seconds, 2), "train_images_per_s": round(len(train_x) / max(seconds, 1e-9), 2)})
     write_metrics(rows, out / "metrics.csv")
     plot_curves(out / "metrics.csv", out / "curves.png")
@@ -619,10 +648,10 @@ def fit_head_on_features(dataset_dir: Path, fold: int, out: Path, config: TrainC
     frame = pd.DataFrame(probabilities.numpy(), columns=[f"prob_{c}" for c in config.classes])
     frame.insert(0, "index", np.arange(len(frame)))
     frame["rank"] = 0
-    predictions = _prediction_table(val_rows, frame, fold)
+    predictions = prediction_table(val_rows, frame, fold)
     predictions.to_csv(out / "predictions.csv", index=False)
-    accuracy = float((predictions.pred == predictions.label).mean())
-    _save_fold_model(model, out, config, dataset_dir, fold, accuracy, len(train_x), len(val_x),
+    accuracy = table1_accuracy(predictions)
+    _save_fold_model(model, out, config, dataset_dir, fold, accuracy, train_rows, len(val_x),
                      {**(card or {}), "head_trained_on_features": True})
     return FoldResult(fold, accuracy, predictions, out, rows[-1]["train_images_per_s"])
 
@@ -657,7 +686,7 @@ class _Loaders(pl.LightningDataModule):
                             max(32, self.config.batch_size))
 
 
-def _prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int) -> pd.DataFrame:
+def prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int) -> pd.DataFrame:
     rows = rows.reset_index(drop=True)
     if len(probabilities) != len(rows) or not (probabilities["index"].to_numpy() == np.arange(len(rows))).all():
         raise RuntimeError(f"fold {fold}: {len(probabilities)} predictions for {len(rows)} validation images")
@@ -668,7 +697,7 @@ def _prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int
     for column in prob_columns:
         table[column] = probabilities[column].round(6).to_numpy()
     table["pred"] = [c[len("prob_"):] for c in probabilities[prob_columns].idxmax(axis=1)]
-    for extra in ("source", "relpath", "source_label", "overlap", "overlap_kind"):
+    for extra in ("source", "relpath", "source_label", "cohort", "overlap", "overlap_kind"):
         if extra in rows:
             table[extra] = rows[extra]
     table["rank"] = probabilities["rank"].to_numpy()  # the process that predicted it (DDP)
@@ -762,8 +791,15 @@ def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: 
                 desc="training", smoothing=0.05)
 
 
+def table1_accuracy(predictions: pd.DataFrame) -> float:
+    """Accuracy on the Table I rows (adult negatives, which may carry a partial label, left out)."""
+    rows = split_cohorts(predictions)[0]
+    return float((rows.pred == rows.label).mean())
+
+
 def fold_summary(predictions: pd.DataFrame) -> str:
-    """Markdown: accuracy per fold and the mean, from per-image predictions."""
+    """Markdown: accuracy per fold and the mean, from per-image predictions (Table I rows only)."""
+    predictions = split_cohorts(predictions)[0]
     lines = ["| fold | images | accuracy (%) |", "|---|---|---|"]
     accuracies = []
     for fold, rows in predictions.groupby("fold"):

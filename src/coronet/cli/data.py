@@ -23,6 +23,12 @@ def data_prepare(
     count: Annotated[Optional[list[str]], typer.Option(
         help="Per-class target as LABEL=N (repeatable); default: the paper's Table I.")] = None,
     workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
+    adult_negatives: Annotated[Optional[Path], typer.Option(
+        help="Add dataset-2's adult ChestX-ray8 films (its folder, or a data directory holding it) as training "
+             "rows with folds of their own: No_findings -> normal, Pneumonia -> pneumonia (bacterial or viral).")]
+    = None,
+    adult_per_class: Annotated[Optional[int], typer.Option(
+        help="With --adult-negatives: this many films of each of the two (default: all).")] = None,
 ):
     """Select the paper's dataset (Table I), remove duplicates, assign folds, and cache decoded images."""
     from ..prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
@@ -38,10 +44,12 @@ def data_prepare(
         counts[label] = int(number)
     try:
         config = PrepareConfig(sources=sources, class_counts=counts, folds=folds, split=split, seed=seed,
-                               image_size=image_size, workers=workers)
-    except ValueError as error:
+                               image_size=image_size, workers=workers,
+                               adult_negatives=str(adult_negatives) if adult_negatives else None,
+                               adult_per_class=adult_per_class)
+        prepare_dataset(data_dir, out, config)
+    except (ValueError, FileNotFoundError) as error:
         fail(str(error))
-    prepare_dataset(data_dir, out, config)
 
 
 @data_app.command("fetch")

@@ -186,6 +186,11 @@ def reproduce(
     settings: SetOption = None,
     final: Annotated[bool, typer.Option(help="Also train one 4-class model on every image, for deployment "
                                              "(OUT/final/model).")] = False,
+    adult_negatives: Annotated[bool, typer.Option(
+        help="Train with dataset-2's adult ChestX-ray8 films as extra rows (normal; pneumonia as bacterial-or-"
+             "viral), so that 'adult' no longer means COVID-19.")] = False,
+    adult_per_class: Annotated[Optional[int], typer.Option(
+        help="With --adult-negatives: this many adult films of each kind (default: all).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")] = True,
 ):
@@ -209,7 +214,8 @@ def reproduce(
     try:
         summary = run_reproduce(data_dir, out, profile=profile, counts=counts, folds=folds, seed=seed,
                                 dataset2=dataset2, dataset2_per_class=dataset2_per_class, n_bootstrap=bootstrap,
-                                progress=progress, final=final, log=typer.echo,
+                                progress=progress, final=final, adult_negatives=adult_negatives,
+                                adult_per_class=adult_per_class, log=typer.echo,
                                 **{**parse_settings(settings), **{k: v for k, v in dict(
                                     epochs=epochs, precision=precision, devices=devices, accelerator=accelerator,
                                     weights=weights).items() if v is not None}})

@@ -34,6 +34,18 @@ def source_dir(name: str, data_dir: str | Path) -> Path:
     return Path(data_dir) / SOURCES[name][1]
 
 
+def find_source_root(name: str, path: str | Path, markers: tuple[str, ...] = ()) -> Path:
+    """Source ``name``'s own folder, given it (it holds every name in ``markers``) or a data directory holding it."""
+    path = Path(path)
+    if markers and all((path / marker).is_dir() for marker in markers):
+        return path
+    if source_dir(name, path).is_dir():
+        return source_dir(name, path)
+    what = f"folders {', '.join(markers)}" if markers else "its files"
+    raise FileNotFoundError(f"{path}: neither the {name} source ({what}) nor a data directory holding "
+                            f"{SOURCES[name][1]}/")
+
+
 def read_source(name: str, root: str | Path, **options) -> pd.DataFrame:
     """Read one source: ``cohen``, ``kaggle``, ``ozturk`` (``root`` is that source's folder) or ``folder``."""
     if name == "folder":
@@ -44,4 +56,4 @@ def read_source(name: str, root: str | Path, **options) -> pd.DataFrame:
 
 
 __all__ = ["COLUMNS", "LABELS", "SOURCES", "canonical_label", "parse_kaggle_name", "read_cohen",
-           "read_folder", "read_kaggle", "read_ozturk", "read_source", "source_dir"]
+           "find_source_root", "read_folder", "read_kaggle", "read_ozturk", "read_source", "source_dir"]

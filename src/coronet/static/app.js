@@ -22,8 +22,12 @@ async function loadModelInfo() {
   try {
     const response = await fetch("/v1/health");
     const health = await response.json();
+    const adult = health.adult_false_covid_rate === null || health.adult_false_covid_rate === undefined
+      ? "Its rate of false COVID-19 answers on adult films was never measured: be wary of a COVID-19 answer."
+      : `It called ${percent(health.adult_false_covid_rate)} of ${health.adult_test_films} adult films without ` +
+        "COVID-19 \u201cCOVID-19\u201d: weigh a COVID-19 answer by that.";
     $("model").textContent = `Model ${health.model} (version ${health.version}, ${health.runtime}); ` +
-      `classes: ${health.classes.join(", ")}.`;
+      `classes: ${health.classes.join(", ")}; trained on ${health.training_data}. ${adult}`;
     maxUploadBytes = health.max_upload_bytes;
     $("limit").textContent = `Up to ${(maxUploadBytes / 1048576).toFixed(0)} MB.`;
   } catch (err) {
