@@ -27,6 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from .adulttest import adult_negative_test
+from .audit import AuditConfig, overview_section
+from .audit import audit as run_audit
 from .modelio import annotate_card
 from .finetune import NO_OVERLAP, finetune, ozturk_root
 from .prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
@@ -46,7 +48,8 @@ def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "f
               counts: dict[str, int] | None = None, folds: int = 4, seed: int = 0,
               dataset2: bool = True, dataset2_per_class: int | None = None, n_bootstrap: int = 1000,
               progress: bool = False, final: bool = False, adult_negatives: bool = False,
-              adult_per_class: int | None = None, log=print, **overrides) -> dict:
+              adult_per_class: int | None = None, audit: bool = True, audit_retrain: bool = True,
+              log=print, **overrides) -> dict:
     """Run every stage (see the module docstring) for ``profile``; return the overview's summary.
 
     counts: images per class for the 4-class dataset (default: the paper's Table I).
@@ -56,6 +59,8 @@ def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "f
     final: also train one model on every image (``out/final/model``) for deployment.
     adult_negatives: train with dataset-2's adult ChestX-ray8 films as extra rows (de-confounding;
         ``coronet data prepare --adult-negatives``), ``adult_per_class`` of each (default all).
+    audit: run the shortcut audit (``coronet audit``) on the 4-class run; ``audit_retrain``: with
+        its test 6 (a model retrained on lungs-removed films, one fold).
     overrides: training settings replacing the profile's in every stage (``epochs=1`` ...).
     """
     data, out = Path(data), Path(out)
@@ -87,6 +92,12 @@ def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "f
                                    progress=progress, log=log, record={"adult_negatives": adult_negatives}))
     if _has_dataset2(data):  # how often adult films without COVID-19 are called COVID-19
         stage("adult-test", lambda: adult_negative_test(out / "4class", ozturk_root(data), log=log))
+    audited = None
+    if audit:
+        audit_json = out / "4class" / "audit" / "audit.json"
+        audited = (json.loads(audit_json.read_text()) if audit_json.is_file() else
+                   stage("audit", lambda: run_audit(out / "4class", config=AuditConfig(
+                       retrain=audit_retrain, n_bootstrap=n_bootstrap, seed=seed), progress=progress, log=log)))
     # the fine-tunes have settings of their own (FINETUNE_PROFILES): only where and how to run carries over
     tuned = {k: v for k, v in overrides.items() if k in RUNTIME_SETTINGS}
     for task in FINETUNED_TASKS:
@@ -117,7 +128,8 @@ def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "f
                                              "data": "dataset-2 adult ChestX-ray8 films, each predicted by the "
                                                      "cross-validation model that never trained on it",
                                              "measured_on": "the cross-validation models of this recipe"})
-    return write_overview(out, runs, summaries, profile, timings, weights=config.weights, serve=serve)
+    return write_overview(out, runs, summaries, profile, timings, weights=config.weights, serve=serve,
+                          audit=audited)
 
 
 def _validation(summary: dict) -> dict:
@@ -135,7 +147,8 @@ def _has_dataset2(data: Path) -> bool:
 
 
 def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict], profile: str,
-                   timings: dict[str, float], weights: str = "none", serve: Path | None = None) -> dict:
+                   timings: dict[str, float], weights: str = "none", serve: Path | None = None,
+                   audit: dict | None = None) -> dict:
     """``out/report.md`` and ``out/report.html``: Tables III-VI beside the paper's, intervals, links."""
     four = runs["4-class"] / "report"
     table3 = pd.read_csv(four / "table3.csv", index_col=0)
@@ -165,6 +178,8 @@ def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict],
     intervals.to_csv(out / "intervals.csv")
     pipeline_check = profile in PIPELINE_CHECKS
     summary = {"profile": profile, "pipeline_check": pipeline_check, "initial_weights": weights,
+               "audit": None if audit is None else {"verdicts": audit["verdicts"], "tests": {
+                   name: test["accuracy"] for name, test in audit["tests"].items()}, "chance": audit["chance"]},
                "model": str(serve.resolve()) if serve is not None else None,
                "report": str((out / "report.html").resolve()), "timings_s": timings,
                "runs": {name: {"dir": str(runs[name].resolve()), "accuracy": s["accuracy"],
@@ -181,6 +196,11 @@ def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict],
     md = [f"# {title}", "", f"*{DISCLAIMER}*", "", f"Every 4-class model started from {start}; the fine-tuned "
           "models from the 4-class models of their fold.", "", "## Accuracy and COVID-19 recall, 95% intervals "
           "(bootstrap over patients)", "", markdown_table(intervals), ""]
+    if audit is not None:
+        audit_md, audit_html = overview_section(audit)
+        md += ["## Is it looking at the lungs?", "", audit_md, "",
+               f"Details: [4class/audit/audit.html]({os.path.relpath(runs['4-class'] / 'audit' / 'audit.html', out)})",
+               ""]
     for name, table in tables.items():
         md += [f"## {name}", "", markdown_table(table), ""]
     md += ["## Runs", ""] + [f"- {name}: [{links[name]}]({links[name]})" for name in runs] + [
@@ -189,6 +209,9 @@ def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict],
     sections = [("Initial weights", f"<p>Every 4-class model started from {start}; the fine-tuned models from the "
                                     "4-class models of their fold.</p>"),
                 ("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(intervals)),
+                *([("Is it looking at the lungs?", audit_html + "<p><a href='"
+                    + os.path.relpath(runs["4-class"] / "audit" / "audit.html", out) + "'>the full audit</a></p>")]
+                  if audit is not None else []),
                 *[(name, html_table(table)) for name, table in tables.items()],
                 ("Runs", "<ul>" + "".join(f"<li><a href='{links[n]}'>{n}</a></li>" for n in runs) + "</ul>"),
                 ("Time per stage (s)", "<ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in timings.items()) + "</ul>")]
@@ -211,6 +234,10 @@ def overview_lines(summary: dict) -> list[str]:
         lines += [f"{name}: {line}" for line in summary_lines({**run, "n_patients": None})]
         if name == "4-class" and not run.get("adult"):
             lines.append(f"{name}: adult films called covid n/a (no dataset-2 for the adult-negative test)")
+    verdicts = (summary.get("audit") or {}).get("verdicts") or {}
+    headline = verdicts.get("retrained-lungs-removed") or verdicts.get("lungs-removed")
+    if headline:
+        lines.append(f"shortcut audit: {headline}")
     if summary.get("model"):
         lines.append(f"model to use: coronet serve --model {summary['model']}")
     return lines

@@ -21,6 +21,17 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def parse_folds(text: str) -> list[int]:
+    """``"1,3"`` -> ``[1, 3]``; anything else is a one-line error."""
+    try:
+        folds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--folds {text!r}: expected fold numbers separated by commas, e.g. 1,2")
+    if not folds:
+        fail(f"--folds {text!r}: expected at least one fold number")
+    return folds
+
+
 def require_sources(data_dir: Path, names) -> None:
     """Exit with a helpful message when a source folder is missing from the data directory."""
     from ..fetch import missing_data_help

@@ -11,7 +11,7 @@ import typer
 from ..config import resolve_data_dir
 from ..model import WeightsError
 from ._app import (AcceleratorOption, BackboneOption, BatchSizeOption, DataOption, DevicesOption, EpochsOption,
-                   PrecisionOption, ProfileOption, SeedOption, SetOption, StrategyOption, WeightsOption, app, fail,
+                   PrecisionOption, ProfileOption, SeedOption, SetOption, StrategyOption, WeightsOption, app, fail, parse_folds,
                    quiet_lightning, require_sources, training_config)
 
 
@@ -40,7 +40,7 @@ def cv(
     config = training_config(profile, settings, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
                              devices=devices, accelerator=accelerator, strategy=strategy, batch_size=batch_size,
                              seed=seed)
-    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     try:
         run_cv(dataset, out, config, profile=profile, folds=fold_list, resume=resume, progress=progress)
@@ -121,7 +121,7 @@ def finetune(
     from ..finetune import finetune as run_finetune
     from ..modelio import ModelLoadError
 
-    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     try:
         run_finetune(source, out, task=task, profile=profile, data=data, folds=fold_list, resume=resume,
@@ -145,6 +145,9 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     runtime: Annotated[str, typer.Option(help="torch or onnx (needs coronet export).")] = "torch",
     report: Annotated[bool, typer.Option(help="Write the report (coronet report) afterwards.")] = True,
+    audit_: Annotated[bool, typer.Option(
+        "--audit", help="Also run the shortcut audit's tests 1, 2 and 5 (lungs removed, lungs only, Grad-CAM) "
+                        "on these films (OUT/audit).")] = False,
 ):
     """Predict a whole dataset with a trained model (no training): predictions, then the full report."""
     from ..evaluate import evaluate as run_evaluate
@@ -162,6 +165,13 @@ def evaluate(
         typer.echo(f"report: {(out / 'report' / 'report.html').resolve()}")
         for line in summary_lines(summary):
             typer.echo(line)
+    if audit_:
+        from ..audit import audit_external
+
+        audited = audit_external(out, model if model.is_dir() else model.parent, log=typer.echo)
+        typer.echo(f"audit: {(out / 'audit' / 'audit.html').resolve()}")
+        for text in audited["verdicts"].values():
+            typer.echo(f"- {text}")
 
 
 @app.command("reproduce")
@@ -191,6 +201,10 @@ def reproduce(
              "viral), so that 'adult' no longer means COVID-19.")] = False,
     adult_per_class: Annotated[Optional[int], typer.Option(
         help="With --adult-negatives: this many adult films of each kind (default: all).")] = None,
+    audit_: Annotated[bool, typer.Option("--audit/--no-audit", help="Run the shortcut audit on the 4-class run.")]
+    = True,
+    audit_retrain: Annotated[bool, typer.Option(help="The audit's test 6: retrain one fold on lungs-removed "
+                                                      "films.")] = True,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")] = True,
 ):
@@ -215,7 +229,8 @@ def reproduce(
         summary = run_reproduce(data_dir, out, profile=profile, counts=counts, folds=folds, seed=seed,
                                 dataset2=dataset2, dataset2_per_class=dataset2_per_class, n_bootstrap=bootstrap,
                                 progress=progress, final=final, adult_negatives=adult_negatives,
-                                adult_per_class=adult_per_class, log=typer.echo,
+                                adult_per_class=adult_per_class, audit=audit_, audit_retrain=audit_retrain,
+                                log=typer.echo,
                                 **{**parse_settings(settings), **{k: v for k, v in dict(
                                     epochs=epochs, precision=precision, devices=devices, accelerator=accelerator,
                                     weights=weights).items() if v is not None}})
@@ -223,6 +238,42 @@ def reproduce(
         fail(str(error))
     for line in overview_lines(summary):
         typer.echo(line)
+
+
+@app.command("audit")
+def audit(
+    run_dir: Annotated[Path, typer.Argument(help="A finished 4-class run directory (coronet cv).")],
+    data: Annotated[Optional[Path], typer.Option(
+        help="Where the films are, if their recorded paths moved (for the acquisition features).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Audit directory (default RUN_DIR/audit).")] = None,
+    lung_box: Annotated[Optional[str], typer.Option(
+        help="The lung field as X0,Y0,X1,Y1 fractions of the square film (default 0.12,0.08,0.88,0.85).")] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Per-image lung masks: PNG files named like the films.")]
+    = None,
+    retrain: Annotated[bool, typer.Option(help="Test 6: retrain on lungs-removed films (one fold by default).")]
+    = True,
+    folds: Annotated[Optional[str], typer.Option(help="Folds to retrain for test 6, e.g. 1,2 (default: the "
+                                                     "first).")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar while retraining.")] = True,
+):
+    """Is it looking at the lungs? Six tests of how much accuracy comes from shortcuts (see docs)."""
+    from ..audit import AuditConfig, parse_box
+    from ..audit import audit as run_audit
+
+    try:
+        config = AuditConfig(lung_box=parse_box(lung_box) if lung_box else AuditConfig.lung_box,
+                             masks=str(masks) if masks else None, retrain=retrain,
+                             retrain_folds=tuple(parse_folds(folds)) if folds else None, n_bootstrap=bootstrap)
+        if masks is not None and not masks.is_dir():
+            raise FileNotFoundError(f"--masks {masks}: no such directory")
+        quiet_lightning()
+        summary = run_audit(run_dir, out=out, data=data, config=config, progress=progress, log=typer.echo)
+    except (ValueError, FileNotFoundError) as error:
+        fail(str(error))
+    typer.echo(f"audit: {((out or run_dir / 'audit') / 'audit.html').resolve()}")
+    for text in summary["verdicts"].values():
+        typer.echo(f"- {text}")
 
 
 @app.command("compare")
@@ -247,7 +298,7 @@ def compare(
     from ..compare import compare as run_compare
     from ..modelio import ModelLoadError
 
-    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     try:
         run_compare(dataset, out, backbones=tuple(backbone or DEFAULT_BACKBONES), profile=profile,
