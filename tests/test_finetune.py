@@ -176,6 +176,9 @@ def test_dataset2_overlap_and_clean_evaluation(tiny_cv_run, data_dir, tmp_path):
     predictions = finetune(tiny_cv_run, tmp_path, task="3class", profile="tiny", data=data_dir / "ozturk-dataset2",
                            folds=[1], progress=False, log=lambda *_: None)
     manifest = pd.read_csv(tmp_path / "dataset" / "manifest.csv")
+    # dataset-2's COVID-19 copies of Cohen films carry their Cohen patient, and a patient stays in one fold
+    assert manifest[manifest.label == "covid"].patient_id.str.startswith("cohen:").mean() > 0.9
+    assert manifest.groupby("patient_id").fold.nunique().max() == 1
     # all of dataset-2 but one No_findings film, whose two files decode to identical pixels
     assert manifest.label.value_counts().to_dict() == {"normal": 499, "pneumonia": 500, "covid": 125}
     overlap = pd.read_csv(tmp_path / "overlap.csv")

@@ -7,6 +7,8 @@ import json
 import shutil
 import threading
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +85,37 @@ def test_bad_files_fail_one_line_each_and_the_rest_are_predicted(predictor, film
     assert "no pixel data" in failures["meta.dcm"].problem and "not an image" in failures["notes.png"].problem
     predictions = [r for r in results if isinstance(r, Prediction)]
     assert len(predictions) == 7 and all(abs(sum(p.probabilities) - 1) < 1e-5 for p in predictions)
+
+
+def test_paths_that_are_not_plain_files_each_get_a_verdict(predictor, xray_paths, tmp_path):
+    """A symlink loop, a directory named like a film, /dev/zero and a FIFO: one line each, never a hang."""
+    import os
+
+    (tmp_path / "loop-a.png").symlink_to(tmp_path / "loop-b.png")
+    (tmp_path / "loop-b.png").symlink_to(tmp_path / "loop-a.png")
+    (tmp_path / "x.jpg").mkdir()
+    os.mkfifo(tmp_path / "pipe.png")
+    inside = tmp_path / "folder"
+    inside.mkdir()
+    os.mkfifo(inside / "pipe2.png")
+    (inside / "loop.jpg").symlink_to(inside / "loop.jpg")
+    named = [tmp_path / "loop-a.png", tmp_path / "x.jpg", "/dev/zero", tmp_path / "pipe.png", inside, xray_paths[0]]
+    files = find_images(named)
+    results = list(predictor.predict_files(files))
+    failures = {Path(r.path).name: r.problem for r in results if isinstance(r, Failure)}
+    assert "symbolic links" in failures["loop-a.png"] or "loop" in failures["loop-a.png"]
+    assert "x.jpg" not in failures  # a folder (named like a film) is walked; the command line reports it empty
+    assert "character device" in failures["zero"]
+    assert "FIFO" in failures["pipe.png"] and "FIFO" in failures["pipe2.png"]  # found inside a folder too
+    assert "loop.jpg" in failures
+    assert [Path(r.path).name for r in results if isinstance(r, Prediction)] == [xray_paths[0].name]
+
+
+def test_cli_reports_a_named_folder_without_films(tiny_model_dir, xray_paths, tmp_path):
+    (tmp_path / "x.jpg").mkdir()
+    result = runner.invoke(app, ["predict", str(tmp_path / "x.jpg"), str(xray_paths[0]), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 1 and f"{tmp_path / 'x.jpg'}: folder holds no image files" in result.output
+    assert "1 predicted, 1 failed" in result.output and "Traceback" not in result.output
 
 
 def test_batch_size_does_not_change_results(predictor, xray_paths):

@@ -169,3 +169,21 @@ def test_near_duplicate_detection_on_resized_copy():
 
 def test_connected_groups():
     assert connected_groups(5, [(0, 3), (3, 4)]).tolist() == [0, 1, 2, 0, 0]
+
+
+def test_a_chain_of_duplicate_films_makes_one_person_and_one_fold():
+    """P and Q share a film, Q and R share another: P, Q and R are one person, whatever the order of the pairs."""
+    from coronet.dedup import person_groups
+    from coronet.prepare import assign_folds
+
+    patients = ["P", "P", "Q", "R", "R", "S", "T", "U", "V", "W", "X", "Y"]
+    for same_person in ([("Q", "P"), ("R", "Q")], [("R", "Q"), ("Q", "P")], [("P", "Q"), ("Q", "R")]):
+        groups = person_groups(patients, same_person)
+        assert len({groups[k] for k in range(5)}) == 1
+        assert len(set(groups)) == 1 + 7
+        labels = ["a", "b"] * 6
+        folds = assign_folds(labels, groups, 4, seed=0)
+        assert len({folds[k] for k in range(5)}) == 1
+    # one patient with two duplicates, and a near-duplicate film pair between two other patients
+    groups = person_groups(["A", "B", "C", "D", "E"], [("B", "A"), ("C", "A")], same_film=[(3, 4, 5, 0.9)])
+    assert groups[0] == groups[1] == groups[2] and groups[3] == groups[4] and groups[0] != groups[3]

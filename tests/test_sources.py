@@ -125,3 +125,15 @@ def test_canonical_label():
 def test_missing_source_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="chest-xray-pneumonia"):
         read_source("kaggle", tmp_path / "nope")
+
+
+def test_dataset2_covid_copies_get_their_cohen_patient(data_dir):
+    from coronet.sources import read_ozturk
+
+    plain = read_ozturk(data_dir / "ozturk-dataset2")
+    linked = read_ozturk(data_dir / "ozturk-dataset2", cohen_root=data_dir / "cohen-covid")
+    covid = linked[linked.label == "covid"]
+    assert covid.patient_id.str.startswith("cohen:").sum() >= 110  # 121 of 125 names are Cohen's
+    assert (plain[plain.label == "covid"].patient_id.str.startswith("ozturk:")).all()
+    assert covid.patient_id.value_counts().max() > 1  # some Cohen patients have several films in dataset-2
+    assert (linked[linked.label != "covid"].patient_id == plain[plain.label != "covid"].patient_id).all()

@@ -514,7 +514,7 @@ def _result_table(summary: dict) -> pd.DataFrame:
                 row[stat.replace("_", " ")] = f"{v['value']:.3f} ({v['ci'][0]:.2f}-{v['ci'][1]:.2f})"
         rows.append(row)
     rows.append({"test": "chance (the largest class)", "accuracy": f"{summary['chance']:.3f}"})
-    return pd.DataFrame(rows).set_index("test").fillna("")
+    return pd.DataFrame(rows).set_index("test").astype(object).fillna("")
 
 
 def _write_pages(out: Path, summary: dict, cam_figure: Path | None) -> None:

@@ -113,3 +113,20 @@ def connected_groups(n: int, pairs) -> np.ndarray:
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
     return np.array([find(a) for a in range(n)])
+
+
+def person_groups(patients, same_person=(), same_film=()) -> np.ndarray:
+    """Group label per row: rows share a label when they are one person or one film, transitively.
+
+    patients: the patient id of each row. same_person: ``(patient, patient)`` pairs known to be one
+    person (e.g. the two patients of an exact duplicate film); chains merge fully (P = Q and
+    Q = R put P, Q and R in one group). same_film: ``(row, row)`` pairs of near-duplicate films.
+    """
+    patients = list(patients)
+    people = {p: k for k, p in enumerate(dict.fromkeys([*patients, *(q for pair in same_person for q in pair)]))}
+    n = len(patients)
+    links = [(k, n + people[p]) for k, p in enumerate(patients)]
+    links += [(n + people[a], n + people[b]) for a, b in same_person]
+    links += [(a, b) for a, b, *_ in same_film]
+    groups = connected_groups(n + len(people), links)[:n]
+    return np.unique(groups, return_inverse=True)[1]

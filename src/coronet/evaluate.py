@@ -8,6 +8,11 @@ the mapped classes cannot express are left out and counted, never silently relab
 The run directory has the cross-validation layout, so ``coronet report`` works on it:
 ``predictions.csv`` (one "fold", 1), ``config.json`` (model, source, class map),
 ``skipped.csv`` (unreadable files, one line each) and a copy of the model card.
+
+With ``training_dataset`` (the prepared dataset the model was trained on), films that are the
+same film as a training film, or films of a patient with training films, are left out and
+listed in ``overlap.csv`` -- an external test must not test on training data. Without it, a
+model card that names its training data gets a warning saying how to check.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def source_root(data: str | os.PathLike, source: str) -> Path:
 
 def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, source: str, out: str | os.PathLike,
              class_map: dict[str, str] | None = None, batch_size: int = 32, runtime: str = "torch",
-             log=print) -> pd.DataFrame:
+             training_dataset: str | os.PathLike | None = None, log=print) -> pd.DataFrame:
     """Predict every image of ``source`` under ``data`` with the model; write the run directory ``out``.
 
     Returns the per-image predictions (columns as in a cross-validation run's ``predictions.csv``).
@@ -55,8 +60,29 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, source: str,
     table = table[table["label"].isin(labels)].reset_index(drop=True)
     if table.empty:
         raise ValueError(f"{root}: no images with labels among {labels}")
+    training = predictor.card.get("training") or {}
+    overlap = None
+    if training_dataset is not None:
+        overlap = training_overlap(table, Path(training_dataset))
+        if training.get("dataset_sha256") and _dataset_hash(Path(training_dataset)) != training["dataset_sha256"]:
+            log(f"warning: {training_dataset} is not the dataset this model's card names "
+                f"(manifest SHA-256 {training['dataset_sha256'][:12]}...); the overlap is with it all the same")
+        left = table["path"].isin(set(overlap["path"]))
+        counts = overlap.drop_duplicates("path")["kind"].value_counts()
+        log(f"left out {int(left.sum())} of {len(table)} images that overlap the training data "
+            f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} a training patient's film)")
+        table = table[~left].reset_index(drop=True)
+        if table.empty:
+            raise ValueError(f"{root}: every image overlaps the training data")
+    elif training.get("dataset_path") or training.get("dataset_sha256"):
+        where = training.get("dataset_path") or "its training dataset"
+        log(f"warning: this model was trained on {where} (manifest SHA-256 "
+            f"{str(training.get('dataset_sha256'))[:12]}...); if these films may overlap it, pass "
+            "--training-dataset DIR to leave out the same films and patients")
 
     out.mkdir(parents=True, exist_ok=True)
+    if overlap is not None:
+        overlap.to_csv(out / "overlap.csv", index=False)
     results = list(predictor.predict_files(table["path"], batch_size=batch_size))
     failures = [r for r in results if isinstance(r, Failure)]
     for failure in failures:
@@ -82,6 +108,8 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, source: str,
     record = {"kind": "evaluate", "model": str(predictor.model_dir.resolve()), "model_name": predictor.card.get("name"),
               "weights_sha256": predictor.card.get("weights_sha256"), "source": source, "data": str(root.resolve()),
               "class_map": mapping, "labels": labels, "runtime": runtime, "images": len(predictions),
+              "training_dataset": str(Path(training_dataset).resolve()) if training_dataset else None,
+              "left_out_overlap": 0 if overlap is None else int(overlap["path"].nunique()),
               "skipped": len(failures), "left_out": {k: int(v) for k, v in outside["label"].value_counts().items()},
               "coronet": __version__}
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -90,4 +118,35 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, source: str,
     return predictions
 
 
-__all__ = ["evaluate", "source_root"]
+def _dataset_hash(dataset: Path) -> str | None:
+    from .modelio import file_sha256
+
+    return file_sha256(dataset / "manifest.csv") if (dataset / "manifest.csv").is_file() else None
+
+
+def training_overlap(table: pd.DataFrame, training_dataset: Path, workers: int = 2) -> pd.DataFrame:
+    """Rows of ``table`` that are a training film (pHash + edge correlation) or a film of a training patient.
+
+    Columns as :func:`coronet.prepare.overlap_table` plus ``kind`` (``film`` or ``patient``).
+    """
+    import numpy as np
+
+    from .prepare import OVERLAP_COLUMNS, dataset_fingerprints, overlap_table, scan_images
+
+    if not (training_dataset / "manifest.csv").is_file():
+        raise FileNotFoundError(f"{training_dataset}: not a prepared dataset (no manifest.csv)")
+    reference = dataset_fingerprints(training_dataset)
+    scans = scan_images(list(table["path"]), 32, workers=workers)
+    readable = [k for k, scan in enumerate(scans) if "error" not in scan]
+    ours = (table.iloc[readable].reset_index(drop=True),
+            np.array([scans[k]["phash"] for k in readable], dtype=np.uint64),
+            np.stack([scans[k]["signature"] for k in readable]) if readable else np.zeros((0, 1), np.float32))
+    films = overlap_table(ours, reference).assign(kind="film")
+    patients = set(reference[0]["patient_id"])
+    same_patient = table[table["patient_id"].isin(patients) & ~table["path"].isin(set(films["path"]))]
+    by_patient = pd.DataFrame({"path": same_patient["path"], "label": same_patient["label"],
+                               "reference_patient_id": same_patient["patient_id"], "kind": "patient"})
+    return pd.concat([films, by_patient], ignore_index=True).reindex(columns=[*OVERLAP_COLUMNS, "kind"])
+
+
+__all__ = ["evaluate", "source_root", "training_overlap"]

@@ -42,6 +42,8 @@ from pathlib import Path, PurePosixPath
 
 from coronet import __version__
 
+from .errors import CoronetError
+
 #: Environment variable naming a mirror: each source is fetched from ``<base>/<name>.zip``.
 BASE_URL_ENV = "CORONET_FETCH_BASE_URL"
 #: Folder under the data directory holding archives, partial downloads and their records.
@@ -56,7 +58,7 @@ _JUNK_DIRS = {"__MACOSX"}
 _JUNK_FILES = {".DS_Store", "Thumbs.db"}
 
 
-class FetchError(RuntimeError):
+class FetchError(CoronetError, RuntimeError):
     """A source could not be downloaded, verified or installed (one line, names the source)."""
 
 

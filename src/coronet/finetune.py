@@ -64,13 +64,24 @@ def ozturk_root(path: str | os.PathLike) -> Path:
 
 def prepare_dataset2(data: str | os.PathLike, out: Path, source: TrainConfig, folds: int, seed: int,
                      per_class: int | None = None, log=print) -> Path:
-    """Prepare dataset-2 (all its images, or ``per_class`` of each; patient-grouped folds) at the source's input size."""
-    if (out / "manifest.csv").is_file():
-        return out
+    """Prepare dataset-2 (all its images, or ``per_class`` of each; patient-grouped folds) at the source's input size.
+
+    An existing preparation in ``out`` is reused only when it was made with the same settings
+    (images per class, seed, folds, image size); otherwise this refuses with a one-line message.
+    """
     root = ozturk_root(data)
     config = PrepareConfig(sources=("ozturk",), class_counts=dict.fromkeys(("covid", "normal", "pneumonia"), per_class),
                            folds=folds, seed=seed, image_size=source.input_size,
                            source_roots={"ozturk": str(root)})
+    if (out / "manifest.csv").is_file():
+        previous = json.loads((out / "prepare.json").read_text())["config"] if (out / "prepare.json").is_file() else {}
+        wanted = {"class_counts": config.class_counts, "seed": seed, "folds": folds, "image_size": source.input_size}
+        differing = {k: (previous.get(k), v) for k, v in wanted.items() if previous.get(k) != v}
+        if differing:
+            raise ValueError(f"{out} holds dataset-2 prepared with other settings ("
+                             + ", ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in differing.items())
+                             + "); use a new --out")
+        return out
     prepare_dataset(root.parent, out, config, log=log)
     return out
 

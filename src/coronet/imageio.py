@@ -48,11 +48,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import warnings
 from io import BytesIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import CoronetError
 
 __all__ = ["ImageReadError", "read_image", "sniff_format"]
 
@@ -75,7 +78,7 @@ _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _MAX_DETAIL = 160  # characters of an underlying library message we keep
 
 
-class ImageReadError(ValueError):
+class ImageReadError(CoronetError, ValueError):
     """The one error raised for every input :func:`read_image` cannot read.
 
     ``str(err)`` is ``f"{path}: {problem}"`` on a single line; any line break
@@ -180,14 +183,33 @@ def _detail(exc: BaseException) -> str:
     return text
 
 
+#: Bigger files are refused before reading: no chest film comes near it (the largest DICOM here is ~30 MB).
+MAX_FILE_BYTES = 1 << 30
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
 def _read_file(path: str | bytes, label: str) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_FILE_BYTES`; anything else is an ``ImageReadError``.
+
+    Checked before opening: a FIFO would block forever and ``/dev/zero`` never ends.
+    """
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        info = os.stat(path)
     except FileNotFoundError:
         raise ImageReadError(label, "file not found") from None
-    except IsADirectoryError:
-        raise ImageReadError(label, "is a directory, not a file") from None
+    except PermissionError:
+        raise ImageReadError(label, "permission denied") from None
+    except OSError as exc:  # a symlink loop, a name too long ...
+        raise ImageReadError(label, f"cannot read file ({_detail(exc)})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((text for test, text in _KINDS if test(info.st_mode)), "not a regular file")
+        raise ImageReadError(label, f"is {kind}, not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ImageReadError(label, f"file too large ({info.st_size} bytes, limit {MAX_FILE_BYTES})")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(MAX_FILE_BYTES + 1)
     except PermissionError:
         raise ImageReadError(label, "permission denied") from None
     except OSError as exc:

@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import darkcovidnet as _darkcovidnet  # noqa: F401  (registers the peer network with timm)
+from .errors import CoronetError
 
 DEFAULT_BACKBONE = "legacy_xception"
 #: The paper (Keras notebook) only rescales pixels by 1/255: mean 0, std 1 after that.
 PAPER_NORMALISATION = {"mean": 0.0, "std": 1.0}
 
 
-class WeightsError(RuntimeError):
+class WeightsError(CoronetError, RuntimeError):
     """Backbone weights could not be obtained or do not fit the backbone."""
 
 

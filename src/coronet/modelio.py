@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .errors import CoronetError
 from .model import CoroNet, build_model, with_tta
 
 CARD_NAME, WEIGHTS_NAME = "model.json", "model.safetensors"
@@ -30,7 +31,7 @@ NETWORK_KEY = "coronet_network"
 REQUIRED = ("classes", "backbone", "input_size", "hidden", "dropout", "weights_sha256")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(CoronetError, RuntimeError):
     """A model directory that is missing, malformed, tampered with, or does not match its card."""
 
 
@@ -53,7 +54,6 @@ def save_model_dir(model: CoroNet, out: str | os.PathLike, *, classes, backbone:
                "dropout": dropout, "mean": float(model.mean), "std": float(model.std), "tta": tta}
     tmp = out / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={NETWORK_KEY: json.dumps(network)})
-    os.replace(tmp, out / WEIGHTS_NAME)
     card = {
         "format": FORMAT,
         "name": (extra or {}).get("name", f"coronet-{backbone}"),
@@ -66,11 +66,19 @@ def save_model_dir(model: CoroNet, out: str | os.PathLike, *, classes, backbone:
         "hidden": hidden,
         "dropout": dropout,
         "normalisation": {"scale": 1 / 255, "mean": float(model.mean), "std": float(model.std)},
-        "weights_sha256": file_sha256(out / WEIGHTS_NAME),
+        "weights_sha256": file_sha256(tmp),
         "notice": "Research software. Not a medical device; not for diagnosis.",
     }
     card.update({k: v for k, v in (extra or {}).items() if k != "name"})
-    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    tmp_card = out / (CARD_NAME + ".tmp")
+    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
+    # Both files are complete before either is renamed; the old card goes first, so an interruption
+    # leaves a directory without a card ("not a model directory"), never new weights under an old card.
+    (out / CARD_NAME).unlink(missing_ok=True)
+    os.replace(tmp, out / WEIGHTS_NAME)
+    os.replace(tmp_card, out / CARD_NAME)
+    if file_sha256(out / WEIGHTS_NAME) != card["weights_sha256"]:  # the pair, checked as a reader will
+        raise ModelLoadError(f"{out}: the weights changed while the model was being saved")
     return out
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,22 +90,30 @@ class Failure:
 def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and folders into the files to predict: files in the order given, each folder's sorted.
 
-    A path named directly is always kept, whatever it is (a missing or unreadable file then
-    fails with its own message). A folder is walked recursively, skipping hidden entries; it
-    contributes the files that have an image suffix (:data:`IMAGE_SUFFIXES`) or whose first
-    bytes are an image's, so a folder's CSV or README is passed over while a broken ``.jpg``
-    is tried and reported. A file reached twice is kept once.
+    A path named directly is always kept, whatever it is (a missing file, a FIFO, a device, a
+    symlink loop then fails with its own one-line message), except a folder, which is walked
+    recursively, skipping hidden entries. A folder contributes the entries that have an image
+    suffix (:data:`IMAGE_SUFFIXES`), whatever their type, and the regular files whose first bytes
+    are an image's, so a folder's CSV or README is passed over while a broken ``.jpg`` is tried
+    and reported. A file reached twice is kept once.
     """
     found: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for path in map(Path, paths):
-        candidates = _walk(path) if path.is_dir() else [path]
+        candidates = _walk(path) if _is_folder(path) else [path]
         for candidate in candidates:
-            key = candidate.resolve()
+            key = os.path.realpath(candidate)  # never raises, even on a symlink loop
             if key not in seen:
                 seen.add(key)
                 found.append(candidate)
     return found
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -113,10 +122,18 @@ def _walk(folder: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             path = Path(root) / name
-            if not name.startswith(".") and path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES
-                                                                 or _looks_like_image(path)):
+            if name.startswith("."):
+                continue
+            if path.suffix.lower() in IMAGE_SUFFIXES or (_is_regular(path) and _looks_like_image(path)):
                 files.append(path)
     return files
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _looks_like_image(path: Path) -> bool:

@@ -37,7 +37,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from . import __version__
 from .dedup import (connected_groups, cross_duplicate_pairs, edge_signature, near_duplicate_pairs, perceptual_hash,
-                    pixel_hash)
+                    person_groups, pixel_hash)
 from .imageio import ImageReadError, read_image, resize_square
 from .sources import LABELS, read_source, source_dir
 
@@ -101,6 +101,8 @@ def collect_candidates(data_dir: Path, config: PrepareConfig) -> pd.DataFrame:
     tables = []
     for name in config.sources:
         options = {"views": config.cohen_views} if name == "cohen" else {}
+        if name == "ozturk":  # its COVID-19 files are Cohen films: take their patients from Cohen's metadata
+            options = {"cohen_root": config.source_roots.get("cohen") or source_dir("cohen", data_dir)}
         root = config.source_roots.get(name) or source_dir(name, data_dir)
         tables.append(read_source(name, root, **options))
     table = pd.concat(tables, ignore_index=True)
@@ -204,7 +206,7 @@ def prepare_dataset(data_dir: str | os.PathLike, out: str | os.PathLike,
     # Exact duplicates: keep the first copy; its patient and the dropped copy's are one person.
     first_of = table.groupby("pixel_hash", sort=False)["_scan"].transform("first")
     exact = table[table["_scan"] != first_of]
-    patient_aliases = {table.patient_id[k]: table.patient_id[first_of[k]] for k in exact.index}
+    same_person = [(table.patient_id[k], table.patient_id[first_of[k]]) for k in exact.index]
     duplicate_rows = [{"kind": "exact", "path": table.path[first_of[k]], "other_path": table.path[k],
                        "distance": 0, "correlation": 1.0, "kept": "path"} for k in exact.index]
     table = table[table["_scan"] == first_of].reset_index(drop=True)
@@ -216,14 +218,12 @@ def prepare_dataset(data_dir: str | os.PathLike, out: str | os.PathLike,
     duplicate_rows += [{"kind": "near", "path": selected.path[a], "other_path": selected.path[b],
                         "distance": d, "correlation": c, "kept": "both"} for a, b, d, c in pairs]
 
-    # Fold groups: near-duplicate films always; patients too (and aliases from exact copies) for split=patient.
-    links = [(a, b) for a, b, *_ in pairs]
+    # Fold groups: near-duplicate films always; for split=patient also patients, merged through every chain of
+    # exact copies (the copies' patients are one person).
     if config.split == "patient":
-        patients = selected["patient_id"].map(lambda p: patient_aliases.get(p, p))
-        first_index = {}
-        for k, patient in enumerate(patients):
-            links.append((first_index.setdefault(patient, k), k))
-    selected["group"] = connected_groups(len(selected), links)
+        selected["group"] = person_groups(selected["patient_id"], same_person, pairs)
+    else:
+        selected["group"] = connected_groups(len(selected), pairs)
     selected["fold"] = assign_folds(selected["label"], selected["group"], config.folds, config.seed)
 
     images = [scans[k]["cached"] for k in scan_rows]
@@ -303,17 +303,14 @@ def adult_negative_rows(data_dir: Path, config: PrepareConfig, log=print):
     duplicates = [{"kind": "exact", "path": table.path[first[k]], "other_path": table.path[k], "distance": 0,
                    "correlation": 1.0, "kept": "path"} for k in range(len(table)) if first[k] != k]
     # the dropped copy's patient and the kept copy's are one person
-    alias = {table.patient_id[k]: table.patient_id[first[k]] for k in range(len(table)) if first[k] != k}
+    same_person = [(table.patient_id[k], table.patient_id[first[k]]) for k in range(len(table)) if first[k] != k]
     keep = [k for k in range(len(table)) if first[k] == k]
     table, scans = table.iloc[keep].reset_index(drop=True), [scans[k] for k in keep]
     pairs = near_duplicate_pairs(np.array([s["phash"] for s in scans], dtype=np.uint64),
                                  np.stack([s["signature"] for s in scans]))
     duplicates += [{"kind": "near", "path": table.path[a], "other_path": table.path[b], "distance": d,
                     "correlation": c, "kept": "both"} for a, b, d, c in pairs]
-    patients = table["patient_id"].map(lambda p: alias.get(p, p))
-    first_index: dict[str, int] = {}
-    links = [(a, b) for a, b, *_ in pairs] + [(first_index.setdefault(p, k), k) for k, p in enumerate(patients)]
-    table["group"] = connected_groups(len(table), links)
+    table["group"] = person_groups(table["patient_id"], same_person, pairs)
     table["fold"] = assign_folds(table["label"], table["group"], config.folds, config.seed)
     table["cohort"] = ADULT
     return table, scans, duplicates, skipped

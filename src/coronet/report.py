@@ -81,6 +81,32 @@ DISCLAIMER = "Research software, not a medical device."
 # --------------------------------------------------------------------------- metrics
 
 
+PREDICTION_COLUMNS = ("path", "patient_id", "fold", "label")
+
+
+def read_predictions(path) -> pd.DataFrame:
+    """A ``predictions.csv`` checked for the documented columns (``path, patient_id, fold, label``, one
+    ``prob_<class>`` per class); ``pred`` is derived from the probabilities when absent.
+
+    A missing column is a one-line ``ValueError`` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions file (run `coronet cv` or `coronet evaluate` first)")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(error).split())[:120]})") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in table]
+    probabilities = [c for c in table.columns if c.startswith("prob_")]
+    if missing or not probabilities:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing + ([] if probabilities else ['prob_<class>']))}"
+                         f" (expected {', '.join(PREDICTION_COLUMNS)}, prob_<class>...)")
+    if "pred" not in table:
+        table["pred"] = [c[len("prob_"):] for c in table[probabilities].idxmax(axis=1)]
+    return table
+
+
 def classes_of(predictions: pd.DataFrame) -> list[str]:
     """Class names: the ``prob_`` column suffixes, in column order."""
     return [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
@@ -571,7 +597,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    every = pd.read_csv(run_dir / "predictions.csv")
+    every = read_predictions(run_dir / "predictions.csv")
     # the paper's tables are about its Table I data only; adult negatives (cohort "adult") get their own section
     predictions, _ = split_cohorts(every)
     adults = adult_predictions(run_dir, every)

@@ -553,7 +553,8 @@ def _save_fold_model(model: torch.nn.Module, out: Path, config: TrainConfig, dat
                    classes=config.classes, backbone=config.backbone, input_size=config.input_size,
                    hidden=config.hidden, dropout=config.dropout, extra={
                        "name": f"coronet-{config.backbone}-" + (f"fold{fold}" if fold is not None else "all-images"),
-                       "training": {"dataset_sha256": dataset_hash(dataset_dir), "fold": fold,
+                       "training": {"dataset_sha256": dataset_hash(dataset_dir),
+                                    "dataset_path": str(Path(dataset_dir).resolve()), "fold": fold,
                                     "train_images": len(train_rows), "epochs": config.epochs,
                                     "adult_negatives": 0 if adults is None else len(adults),
                                     "initial_weights": config.weights, "precision": resolve_precision(config),

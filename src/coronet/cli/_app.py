@@ -2,15 +2,60 @@
 
 from __future__ import annotations
 
+import functools
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="CoroNet: COVID-19 chest X-ray classification, reproduced and made usable.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Get and prepare the public chest X-ray data.", no_args_is_help=True)
+from ..errors import USER_ERRORS, one_line
+
+
+class GuardedTyper(typer.Typer):
+    """Every command runs inside one error boundary: a domain error (``coronet.errors.USER_ERRORS``) becomes
+    one red line on stderr and exit status 2; a bug keeps its traceback."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(function):
+            @functools.wraps(function)
+            def guarded(*call_args, **call_kwargs):
+                try:
+                    return function(*call_args, **call_kwargs)
+                except USER_ERRORS as error:
+                    fail(one_line(error))
+            register(guarded)
+            return function
+        return decorator
+
+
+app = GuardedTyper(help="CoroNet: COVID-19 chest X-ray classification, reproduced and made usable.",
+                   no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = GuardedTyper(help="Get and prepare the public chest X-ray data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def choices(name: str, values) -> type[Enum]:
+    """A str Enum of ``values`` for a typed option (typer shows and checks the choices)."""
+    return Enum(name, {str(v): str(v) for v in values}, type=str)
+
+
+def value(option):
+    """An option's plain value (an Enum member's ``value``; anything else unchanged)."""
+    return option.value if isinstance(option, Enum) else option
+
+
+def parse_pairs(items, what: str = "--map", form: str = "KEY=VALUE") -> dict[str, str]:
+    """``["a=b", "c=d"]`` -> ``{"a": "b", "c": "d"}``; an item without ``=`` or with an empty side is an error."""
+    pairs = {}
+    for item in items or ():
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ValueError(f"{what} {item!r}: expected {form}")
+        pairs[key.strip()] = val.strip()
+    return pairs
 
 DataOption = Annotated[Optional[Path], typer.Option(
     "--data", help="Data directory (default: $CORONET_DATA, else ~/.local/share/coronet/data).")]

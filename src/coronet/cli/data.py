@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import resolve_data_dir
-from ._app import DataOption, data_app, fail, require_sources
+from ._app import DataOption, data_app, fail, parse_pairs, require_sources
 
 
 @data_app.command("prepare")
@@ -62,7 +62,7 @@ def data_fetch(
     """Download the public sources into the data directory (checksummed, resumable)."""
     from ..fetch import FetchError, fetch_sources
 
-    urls = dict(item.split("=", 1) for item in url or [])
+    urls = parse_pairs(url, "--url", "NAME=URL")
     try:
         fetch_sources(resolve_data_dir(data), source or None, urls=urls, force=force)
     except FetchError as error:

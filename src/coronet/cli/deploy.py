@@ -51,6 +51,9 @@ def predict(
     files = find_images(paths)
     if not files:
         fail(f"no image files found in {', '.join(map(str, paths))}", 1)
+    # a folder named on the command line that holds no image still gets its line (and counts as failed)
+    empty = [Failure(str(p), "folder holds no image files") for p in paths
+             if p.is_dir() and not find_images([p])]
     if cam is not None:
         try:
             cam.mkdir(parents=True, exist_ok=True)
@@ -59,7 +62,9 @@ def predict(
 
     width = max(len(str(f)) for f in files)
     typer.echo(table_header(predictor.classes, width=width))
-    predictions, failures, overlays = [], [], _CamWriter(cam) if cam is not None else None
+    predictions, failures, overlays = [], list(empty), _CamWriter(cam) if cam is not None else None
+    for failure in empty:
+        typer.echo(str(failure), err=True)
     show_bar = progress and len(files) >= PROGRESS_FROM and sys.stderr.isatty()  # no bar redraws in logs
     bar = tqdm(total=len(files), unit="image", disable=not show_bar, file=sys.stderr)
     for result in predictor.predict_files(files, batch_size=batch_size, cam=cam is not None):

@@ -145,6 +145,9 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     runtime: Annotated[str, typer.Option(help="torch or onnx (needs coronet export).")] = "torch",
     report: Annotated[bool, typer.Option(help="Write the report (coronet report) afterwards.")] = True,
+    training_dataset: Annotated[Optional[Path], typer.Option(
+        help="The prepared dataset the model was trained on: films and patients in it are left out "
+             "(overlap.csv).")] = None,
     audit_: Annotated[bool, typer.Option(
         "--audit", help="Also run the shortcut audit's tests 1, 2 and 5 (lungs removed, lungs only, Grad-CAM) "
                         "on these films (OUT/audit).")] = False,
@@ -157,7 +160,7 @@ def evaluate(
 
     try:
         run_evaluate(model, data, source, out, class_map=parse_class_map(map_) if map_ else None,
-                     batch_size=batch_size, runtime=runtime, log=typer.echo)
+                     batch_size=batch_size, runtime=runtime, training_dataset=training_dataset, log=typer.echo)
     except (ValueError, FileNotFoundError, ModelLoadError) as error:
         fail(str(error))
     if report:

@@ -30,7 +30,11 @@ SOURCES: dict[str, tuple[Callable[..., pd.DataFrame], str]] = {
 
 
 def source_dir(name: str, data_dir: str | Path) -> Path:
-    """Where source ``name`` lives under a data directory."""
+    """Where source ``name`` lives under a data directory (``folder``: the data directory itself)."""
+    if name == "folder":
+        return Path(data_dir)
+    if name not in SOURCES:
+        raise ValueError(f"unknown source {name!r}; choose from {', '.join([*SOURCES, 'folder'])}")
     return Path(data_dir) / SOURCES[name][1]
 
 

@@ -52,3 +52,22 @@ def read_cohen(root: str | Path, views: Iterable[str] = DEFAULT_VIEWS) -> pd.Dat
         warnings.warn(f"{SOURCE}: {len(missing)} metadata rows have no image file "
                       f"(e.g. {missing[0]}); skipped", stacklevel=2)
     return make_table(rows, SOURCE)
+
+
+def cohen_patients_by_stem(root: str | Path) -> dict[str, str]:
+    """File stem (the current and the original file name's) -> ``cohen:<patientid>``, for every metadata row.
+
+    Other collections (Ozturk et al.'s dataset-2) copied Cohen films under their original names;
+    this finds the patient behind such a copy without decoding anything.
+    """
+    path = Path(root) / "metadata.csv"
+    if not path.is_file():
+        return {}
+    metadata = pd.read_csv(path, dtype=str, keep_default_na=False)
+    mapping: dict[str, str] = {}
+    for record in metadata.to_dict("records"):
+        patient = f"{SOURCE}:{record['patientid'].strip()}"
+        for column in ("filename", "original_filename"):
+            if record.get(column):
+                mapping.setdefault(Path(record[column]).stem, patient)
+    return mapping
