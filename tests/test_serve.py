@@ -110,9 +110,13 @@ def test_cam_and_image_on_request(client, predictor, xray_paths):
 def test_health_model_card_docs_and_page(client, predictor):
     health = client.get("/v1/health").json()
     assert health == {"status": "ok", "model": "coronet-test_resnet", "version": predictor.card["version"],
-                      "runtime": "torch", "classes": list(predictor.classes), "max_upload_bytes": LIMIT}
+                      "runtime": "torch", "classes": list(predictor.classes), "max_upload_bytes": LIMIT,
+                      "training_data": predictor.info["training_data"], "adult_false_covid_rate": None,
+                      "adult_test_films": None}
     assert client.get("/v1/model").json() == predictor.card
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # Swagger UI from this server: works offline
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     schema = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]
     assert "file" in schema["requestBody"]["content"]["multipart/form-data"]["schema"]["required"]
     page = client.get("/")
@@ -284,6 +288,7 @@ def test_coronet_serve_command(tiny_model_dir, xray_paths, tmp_path):
         server.terminate()
         server.wait(30)
     assert server.returncode in (0, -signal.SIGTERM)  # it stopped on SIGTERM (uvicorn re-raises the signal)
+    assert "coronet serve: shutting down" in log.read_text(errors="replace")  # one line says so
 
 
 def test_coronet_serve_refuses_a_bad_model_dir_and_bad_limits(tmp_path, tiny_model_dir):
@@ -321,7 +326,8 @@ def test_serve_sets_the_concurrency_limit_and_shares_the_cpus(tiny_model_dir, mo
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    assert [c["limit_concurrency"] for c in calls] == [4 * 4 + 8, 5, 4 * 8 + 8]
+    # uvicorn's connection cap stands behind the prediction slots: four times their number plus 32
+    assert [c["limit_concurrency"] for c in calls] == [4 * (4 * 4 + 8) + 32, 4 * 5 + 32, 4 * (4 * 8 + 8) + 32]
 
 
 def test_excess_connections_get_503_at_once(predictor):
@@ -373,3 +379,38 @@ def test_grad_cam_does_not_hold_the_model_threads(tiny_model_dir, xray_paths):
             slow.cam_release.set()
         assert [c.result().status_code for c in cams] == [200, 200]
         assert all(c.result().json()["cam_class"] == c.result().json()["predicted_class"] for c in cams)
+
+
+def _stalled_upload(url: str) -> socket.socket:
+    """A client that sends a prediction request's headers and part of its body, then nothing."""
+    host, port = url.removeprefix("http://").split(":")
+    client = socket.create_connection((host, int(port)), timeout=30)
+    body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n\r\n\x89PNG"
+    client.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                   b"Content-Length: 100000\r\n\r\n" + body)
+    return client
+
+
+def test_stalled_uploads_time_out_and_health_still_answers(predictor):
+    """15 stalled uploads fill every prediction slot: health answers, a 16th prediction gets a JSON 503, and
+    the stalled ones are refused (408) once the upload timeout passes, freeing the slots."""
+    app = create_app(predictor=predictor, max_upload_bytes=LIMIT, max_concurrency=15, upload_timeout=1.5,
+                     warm_up=False)
+    with LiveServer(app) as url:
+        stalled = [_stalled_upload(url) for _ in range(15)]
+        try:
+            time.sleep(0.5)
+            health = httpx.get(url + "/v1/health", timeout=10)
+            assert health.status_code == 200 and health.json()["status"] == "ok"
+            busy = httpx.post(url + "/v1/predict", files={"file": ("x.png", b"\x89PNG")}, timeout=10)
+            assert busy.status_code == 503 and "server busy" in busy.json()["error"]
+            answers = []
+            for client in stalled:
+                client.settimeout(20)
+                answers.append(client.recv(4096).decode("latin-1"))
+            assert all(a.startswith("HTTP/1.1 408") and "upload stalled" in a for a in answers)
+        finally:
+            for client in stalled:
+                client.close()
+        after = httpx.post(url + "/v1/predict", files={"file": ("x.png", b"not an image")}, timeout=10)
+        assert after.status_code == 415  # a slot is free again: the request is looked at

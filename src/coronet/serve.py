@@ -6,7 +6,8 @@
                        adds the Grad-CAM overlay, ``image=true`` the film as the model read it (base64 PNGs)
     GET  /v1/health    {"status": "ok", model name and version, the upload limit}
     GET  /v1/model     the model card
-    GET  /docs         OpenAPI documentation (``/openapi.json``)
+    GET  /docs         OpenAPI documentation (``/openapi.json``), Swagger UI served from this server
+                       (fastapi-offline: no CDN, so it works offline)
     GET  /             the page (``coronet/static``)
 
 The model is loaded once, when the app is created. Model work (decoding,
@@ -15,15 +16,20 @@ loop keeps accepting requests: decoding and inference at most ``model_threads``
 at a time, Grad-CAM in one more thread of its own (it is serialised anyway, see
 :class:`coronet.explain.GradCam`; waiting for it never holds a model slot, so
 heat maps cannot starve plain predictions). :class:`coronet.predict.Predictor`
-is safe to share between them. :func:`serve` also caps the open connections
-and requests in progress (``max_concurrency``): beyond it uvicorn answers 503
-at once rather than queueing without bound.
+is safe to share between them. Prediction requests in progress are capped
+(``max_concurrency``): beyond it the answer is a JSON 503 at once, never an
+unbounded queue, while ``/v1/health``, the model card and the page are not
+counted and keep answering. Uvicorn's own connection cap stands behind it, at
+four times that number plus 32 (its 503 is plain text).
 
 Untrusted input is bounded before it costs anything:
 
 * the body is read as a stream and refused with 413 once it passes
   ``max_upload_bytes`` (a declared ``Content-Length`` over the cap is refused
-  before any of the body is read);
+  before any of the body is read); an upload that stalls -- no bytes for
+  ``upload_timeout`` seconds, or not finished within ten times that -- is
+  answered 408 and its connection closed, so stalled clients cannot hold
+  prediction slots;
 * one file part, few and short other fields;
 * the format is sniffed from the bytes (PNG, JPEG or DICOM; the file name
   and the part's Content-Type are ignored);
@@ -42,6 +48,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -49,6 +56,7 @@ import anyio
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -62,7 +70,7 @@ from .explain import fit, overlay, png_bytes
 from .imageio import ImageReadError, read_image, sniff_format
 from .predict import Predictor
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "create_app", "default_max_concurrency",
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_UPLOAD_TIMEOUT", "create_app", "default_max_concurrency",
            "default_model_threads", "serve"]
 
 log = logging.getLogger("coronet.serve")
@@ -89,6 +97,37 @@ class _UploadTooLarge(Exception):
     pass
 
 
+class _UploadStalled(Exception):
+    pass
+
+
+DEFAULT_UPLOAD_TIMEOUT = 30.0  # seconds without a byte of the body
+
+
+class _PredictionSlots:
+    """ASGI middleware: at most ``limit`` requests to ``/v1/predict`` in progress; the next is a JSON 503 at once.
+
+    Only predictions count, so health checks, the card and the page answer even when every slot is taken.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit, self.in_progress = app, limit, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") != "/v1/predict":
+            return await self.app(scope, receive, send)
+        if self.in_progress >= self.limit:
+            response = JSONResponse({"error": f"server busy: {self.in_progress} predictions in progress (limit "
+                                              f"{self.limit}); try again shortly"}, status_code=503,
+                                    headers={"Retry-After": "1"})
+            return await response(scope, receive, send)
+        self.in_progress += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_progress -= 1
+
+
 def default_model_threads() -> int:
     """Concurrent model computations when not set: the number of CPUs, at least 2 and at most 8."""
     return min(8, max(2, os.cpu_count() or 2))
@@ -102,6 +141,7 @@ def default_max_concurrency(model_threads: int) -> int:
 def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predictor | None = None,
                runtime: str = "torch", max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_pixels: int | None = DEFAULT_MAX_PIXELS, model_threads: int | None = None,
+               max_concurrency: int | None = None, upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
                warm_up: bool = True) -> FastAPI:
     """The FastAPI application serving ``model_dir`` (or an already loaded ``predictor``).
 
@@ -109,7 +149,9 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
     multipart framing only); ``max_pixels`` caps an uploaded image's pixel count (None:
     Pillow's ``MAX_IMAGE_PIXELS`` only); ``model_threads`` caps concurrent decoding and inference
     (default: :func:`default_model_threads`); Grad-CAM runs in one separate thread.
-    ``warm_up`` runs one prediction and one Grad-CAM on a blank film now, so that the
+    ``max_concurrency`` caps prediction requests in progress (default:
+    :func:`default_max_concurrency`); ``upload_timeout`` is the longest wait for the next bytes
+    of an upload. ``warm_up`` runs one prediction and one Grad-CAM on a blank film now, so that the
     first request does not pay for building them.
     """
     if predictor is None:
@@ -119,17 +161,25 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
     if warm_up:
         blank = np.zeros((predictor.input_size, predictor.input_size), np.uint8)
         predictor.heatmaps([blank], [int(np.argmax(predictor.probabilities([blank])[0]))])
-    limiter = anyio.CapacityLimiter(model_threads or default_model_threads())
+    model_threads = model_threads or default_model_threads()
+    slots = max_concurrency or default_max_concurrency(model_threads)
+    limiter = anyio.CapacityLimiter(model_threads)
     # Grad-CAM is one call at a time (a lock in GradCam): queue for it here, in its own thread,
     # rather than in a model thread, where waiting would hold a slot plain predictions need.
     cam_limiter = anyio.CapacityLimiter(1)
     body_limit = max_upload_bytes + _MULTIPART_SLACK
     info = predictor.info
 
-    app = FastAPI(title="CoroNet", version=__version__,
-                  description="COVID-19 chest X-ray classification (CoroNet). Research software: "
-                              "not a medical device, not for diagnosis.")
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        log.warning("coronet serve: shutting down; requests in progress were finished (exit status 0)")
+
+    app = FastAPIOffline(title="CoroNet", version=__version__, redoc_url=None, lifespan=lifespan,
+                         description="COVID-19 chest X-ray classification (CoroNet). Research software: "
+                                     "not a medical device, not for diagnosis.")
     _install_error_handlers(app)
+    app.add_middleware(_PredictionSlots, limit=slots)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -152,7 +202,7 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
 
     @app.post("/v1/predict", summary="Classify one chest X-ray", openapi_extra=_PREDICT_OPENAPI)
     async def predict(request: Request, cam: bool = False, image: bool = False) -> dict:
-        filename, data, fields = await _read_upload(request, body_limit, max_upload_bytes)
+        filename, data, fields = await _read_upload(request, body_limit, max_upload_bytes, upload_timeout)
         cam = cam or fields.get("cam", "").strip().lower() in _TRUE
         image = image or fields.get("image", "").strip().lower() in _TRUE
         result, film, index = await anyio.to_thread.run_sync(
@@ -173,7 +223,8 @@ def create_app(model_dir: str | os.PathLike | None = None, *, predictor: Predict
 
 # ------------------------------------------------------------------------ upload
 
-async def _read_upload(request: Request, body_limit: int, file_limit: int) -> tuple[str, bytes, dict]:
+async def _read_upload(request: Request, body_limit: int, file_limit: int,
+                       timeout: float = DEFAULT_UPLOAD_TIMEOUT) -> tuple[str, bytes, dict]:
     """(file name, file bytes, other form fields) of a multipart upload, within the limits; else ApiError."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
@@ -181,12 +232,14 @@ async def _read_upload(request: Request, body_limit: int, file_limit: int) -> tu
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > body_limit:
         raise ApiError(413, f"upload too large: {int(declared)} bytes declared, limit {file_limit} bytes")
-    parser = MultiPartParser(request.headers, _capped(request.stream(), body_limit), max_files=1, max_fields=4,
-                             max_part_size=1024)
+    parser = MultiPartParser(request.headers, _capped(request.stream(), body_limit, timeout), max_files=1,
+                             max_fields=4, max_part_size=1024)
     try:
         form = await parser.parse()
     except _UploadTooLarge:
         raise ApiError(413, f"upload too large: over {file_limit} bytes") from None
+    except _UploadStalled as stalled:
+        raise ApiError(408, f"upload stalled: {stalled}", headers={"Connection": "close"}) from None
     except MultiPartException as error:
         raise ApiError(400, f"malformed multipart body: {error.message}") from None
     except ClientDisconnect:
@@ -204,10 +257,22 @@ async def _read_upload(request: Request, body_limit: int, file_limit: int) -> tu
         await form.close()
 
 
-async def _capped(stream, limit: int):
-    """``stream``'s chunks, raising once more than ``limit`` bytes have come."""
+async def _capped(stream, limit: int, timeout: float = DEFAULT_UPLOAD_TIMEOUT):
+    """``stream``'s chunks, raising once more than ``limit`` bytes have come, or when the client stalls:
+    no chunk for ``timeout`` seconds, or the whole body not in after ``10 * timeout``."""
     received = 0
-    async for chunk in stream:
+    deadline = anyio.current_time() + 10 * timeout
+    chunks = stream.__aiter__()
+    while True:
+        wait = min(timeout, deadline - anyio.current_time())
+        try:
+            with anyio.fail_after(max(wait, 0)):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise _UploadStalled(f"no data for {timeout:g} s" if wait == timeout
+                                 else f"not complete after {10 * timeout:g} s") from None
         received += len(chunk)
         if received > limit:
             raise _UploadTooLarge()
@@ -302,7 +367,8 @@ _PREDICT_OPENAPI = {
         "413": {"description": "upload over the size limit"},
         "415": {"description": "not multipart, or not a PNG, JPEG or DICOM image"},
         "422": {"description": "no 'file' field, or an image that cannot be read (truncated, over the pixel cap...)"},
-        "503": {"description": "server busy: `coronet serve --max-concurrency` reached (plain text, from uvicorn)"},
+        "408": {"description": "the upload stalled (no bytes for the upload timeout)"},
+        "503": {"description": "server busy: `coronet serve --max-concurrency` predictions in progress"},
     },
 }
 
@@ -311,13 +377,15 @@ _PREDICT_OPENAPI = {
 
 def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
           max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-          model_threads: int | None = None, max_concurrency: int | None = None, log_level: str = "info") -> None:
-    """Load the model and serve it with uvicorn until interrupted.
+          model_threads: int | None = None, max_concurrency: int | None = None, log_level: str = "info",
+          upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT) -> None:
+    """Load the model and serve it with uvicorn until SIGINT or SIGTERM.
 
-    ``max_concurrency`` (default: :func:`default_max_concurrency`) is uvicorn's
-    ``limit_concurrency``: once that many connections are open or requests in progress
-    (idle keep-alive connections count), new requests are answered 503 at once, so a
-    flood queues neither without bound nor with its uploads in memory.
+    ``max_concurrency`` (default: :func:`default_max_concurrency`) caps prediction requests in
+    progress (a JSON 503 beyond it); uvicorn's ``limit_concurrency``, which counts every open
+    connection, stands at four times that plus 32, so a flood of connections queues neither
+    without bound nor with its uploads in memory. On SIGTERM the requests in progress are
+    finished, one line is logged, and the process exits with status 0.
     """
     import uvicorn
 
@@ -325,7 +393,8 @@ def serve(model_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 
     # PyTorch gives every computation all the CPUs' threads by default; model_threads computations at
     # once would then run model_threads x CPUs threads and slow each other down: share the CPUs out.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // model_threads))
+    slots = max_concurrency or default_max_concurrency(model_threads)
     app = create_app(model_dir, runtime=runtime, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels,
-                     model_threads=model_threads)
+                     model_threads=model_threads, max_concurrency=slots, upload_timeout=upload_timeout)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
-                limit_concurrency=max_concurrency or default_max_concurrency(model_threads))
+                limit_concurrency=4 * slots + 32)

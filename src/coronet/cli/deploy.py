@@ -194,8 +194,10 @@ def serve(
     model_threads: Annotated[Optional[int], typer.Option(min=1, help="Concurrent model computations "
                                                                          "(default: CPUs, 2 to 8).")] = None,
     max_concurrency: Annotated[Optional[int], typer.Option(
-        min=1, help="Open connections and requests in progress at most; beyond it new requests get 503 at once "
-                    "(default: 4 x model threads + 8).")] = None,
+        min=1, help="Prediction requests in progress at most; beyond it new ones get a JSON 503 at once "
+                    "(default: 4 x model threads + 8). /v1/health and the page are not counted.")] = None,
+    upload_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds an upload may send nothing before it is refused (408).")] = 30.0,
 ):
     """Serve the model: JSON API (/v1/predict, /v1/health, /v1/model, /docs) and a web page at /."""
     from ..modelio import ModelLoadError
@@ -203,6 +205,7 @@ def serve(
 
     try:
         run_server(model, host=host, port=port, runtime=runtime, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                   max_pixels=max_pixels, model_threads=model_threads, max_concurrency=max_concurrency)
+                   max_pixels=max_pixels, model_threads=model_threads, max_concurrency=max_concurrency,
+                   upload_timeout=upload_timeout)
     except (ModelLoadError, ValueError) as error:
         fail(str(error))
