@@ -106,6 +106,35 @@ def test_ddp_two_processes_predict_every_image_once(prepared_dataset, tiny, tmp_
     assert set(predictions["rank"]) == {0, 1}  # both processes predicted a share
 
 
+def test_ddp_launched_as_users_launch_it(prepared_dataset, tmp_path):
+    """`coronet cv ... --devices 2 --strategy ddp`: every rank re-runs the command; only rank 0 writes, the
+    ranks agree on validation and resume, and the result is the single process's (each rank takes half the
+    batch; BatchNorm statistics are per rank on the CPU, hence the tolerance)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    coronet = Path(sys.executable).with_name("coronet")
+    common = ["cv", "--dataset", str(prepared_dataset), "--profile", "tiny", "--folds", "1", "--epochs", "1",
+              "--accelerator", "cpu", "--no-progress", "--set", "dropout=0", "--set", "augment=false"]
+    runs = {}
+    for name, extra in (("ddp", ["--devices", "2", "--strategy", "ddp", "--batch-size", "4"]),
+                        ("single", ["--devices", "1", "--batch-size", "8"])):
+        out = tmp_path / name
+        done = subprocess.run([str(coronet), *common, "--out", str(out), *extra], capture_output=True, text=True,
+                              timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        runs[name] = pd.read_csv(out / "predictions.csv").set_index("path").sort_index()
+    assert list(runs["ddp"].index) == list(runs["single"].index)
+    assert set(runs["ddp"]["rank"]) == {0, 1}
+    probs = [c for c in runs["ddp"].columns if c.startswith("prob_")]
+    assert (runs["ddp"][probs] - runs["single"][probs]).abs().to_numpy().max() < 0.05
+    # resumed under ddp: the finished fold is kept by every rank (no rank trains it again, none hangs)
+    again = subprocess.run([str(coronet), *common, "--out", str(tmp_path / "ddp"), "--devices", "2", "--strategy",
+                            "ddp", "--batch-size", "4", "--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "already finished, kept" in again.stdout + again.stderr
+
+
 def test_cv_run_directory(prepared_dataset, tiny, tmp_path):
     config = tiny.with_overrides(epochs=1)
     run_cv(prepared_dataset, tmp_path, config, profile="tiny", folds=[1, 2], progress=False, log=lambda *_: None)

@@ -84,6 +84,7 @@ class CoroNetModule(pl.LightningModule):
             self.ema = ModelEmaV3(self.model, decay=config.ema, use_warmup=True, warmup_power=3 / 4)
             self.ema.requires_grad_(False)
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
+        self.validated_epoch: int | None = None
 
     @property
     def evaluated_model(self) -> torch.nn.Module:
@@ -168,6 +169,8 @@ class CoroNetModule(pl.LightningModule):
         self._val_outputs.append((index.cpu(), labels.cpu(), probabilities.cpu(), rank.cpu()))
 
     def on_validation_epoch_end(self):
+        # every rank records this itself, so all agree on whether the last epoch still needs validating
+        self.validated_epoch = self.current_epoch
         local = [torch.cat(parts) for parts in zip(*self._val_outputs)] if self._val_outputs else None
         self._val_outputs = []
         gathered = [local]
@@ -506,7 +509,9 @@ def fit_fold(dataset_dir: str | os.PathLike, fold: int | None, out: str | os.Pat
     loaders = _Loaders(train_set, val_set, config)
     trainer.fit(task, datamodule=loaders, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
     finished_epochs = trainer.current_epoch
-    if validating and (not raw_predictions.is_file() or epochs % validate_every):  # last epoch not validated
+    # Decided from the module's own state, which every DDP rank shares, never from a file rank 0 wrote:
+    # a rank that validated alone would wait for the others forever.
+    if validating and task.validated_epoch != finished_epochs - 1:  # the last epoch was not validated
         trainer.validate(task, datamodule=loaders, verbose=False)
     if not trainer.is_global_zero:
         return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
@@ -728,21 +733,31 @@ def run_cv(dataset_dir: str | os.PathLike, out: str | os.PathLike, config: Train
     missing = sorted(set(folds) - set(all_folds))
     if missing:
         raise ValueError(f"folds {missing} not in the dataset (it has {all_folds})")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_run_config(out, dataset_dir, config, profile, folds, record)
-    manifest.to_csv(out / "manifest.csv", index=False)
-    for name in ("prepare.json", "summary.md", "duplicates.csv"):
-        if (dataset_dir / name).is_file():
-            shutil.copy2(dataset_dir / name, out / f"dataset-{name}")
-
-    log(describe_precision(config))
-    finished = {f for f in folds if resume and (out / f"fold-{f}" / "model" / "model.json").is_file()
-                and (out / f"fold-{f}" / "predictions.csv").is_file()}
+    # Under --strategy ddp every process runs this command; only rank 0 writes the run directory, and the
+    # other ranks take its decision about finished folds from the environment the launcher gives them.
+    rank = global_rank()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_run_config(out, dataset_dir, config, profile, folds, record)
+        manifest.to_csv(out / "manifest.csv", index=False)
+        for name in ("prepare.json", "summary.md", "duplicates.csv"):
+            if (dataset_dir / name).is_file():
+                shutil.copy2(dataset_dir / name, out / f"dataset-{name}")
+        log(describe_precision(config))
+        finished = {f for f in folds if resume and (out / f"fold-{f}" / "model" / "model.json").is_file()
+                    and (out / f"fold-{f}" / "predictions.csv").is_file()}
+        os.environ[FINISHED_FOLDS_ENV] = ",".join(map(str, sorted(finished)))
+    else:
+        finished = {int(f) for f in os.environ.get(FINISHED_FOLDS_ENV, "").split(",") if f}
+        log = lambda *_: None  # noqa: E731  (rank 0 speaks for the run)
+        progress = False
     bar = _overall_bar(out, manifest, config, folds, finished) if progress else None
     results = []
     for fold in folds:
         fold_dir = out / f"fold-{fold}"
         if fold in finished:
+            if rank != 0:
+                continue
             predictions = pd.read_csv(fold_dir / "predictions.csv")
             log(f"fold {fold}: already finished, kept")
         else:
@@ -753,17 +768,31 @@ def run_cv(dataset_dir: str | os.PathLike, out: str | os.PathLike, config: Train
                               manifest=manifest, card=card, log=log,
                               callbacks=[OverallProgress(bar, fold)] if bar is not None else ())
             predictions = result.predictions
+            if rank != 0:
+                continue
             log(f"fold {fold}: accuracy {result.accuracy:.4f} on {len(predictions)} images "
                 f"({time.perf_counter() - started:.0f} s, {result.train_images_per_s or float('nan'):.1f} train images/s)")
         results.append(predictions)
     if bar is not None:
         bar.close()
+    if rank != 0:
+        return pd.DataFrame()
     combined = pd.concat(results, ignore_index=True)
     combined.to_csv(out / "predictions.csv", index=False)
     summary = fold_summary(combined)
     (out / "results.md").write_text(summary)
     log(summary)
     return combined
+
+
+FINISHED_FOLDS_ENV = "CORONET_FINISHED_FOLDS"
+
+
+def global_rank() -> int:
+    """This process's rank as the launcher (Lightning's DDP re-run, torchrun, SLURM) set it; 0 when alone."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return _get_rank() or 0
 
 
 class OverallProgress(Callback):
