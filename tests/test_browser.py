@@ -135,3 +135,32 @@ def test_a_slow_reply_for_an_earlier_file_does_not_replace_the_latest(chromium_p
             expect(page.locator("#error")).to_be_hidden()
         finally:
             browser.close()
+
+
+def test_a_report_fits_a_1280_pixel_screen(chromium_path, tmp_path):
+    """A 4-class report (paper columns beside ours) in Chromium at 1280 px: no page-wide horizontal scroll,
+    the summary sentence on top; the screenshot is kept in test-artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    from coronet.report import write_report
+    from test_report import PAPER4, random_predictions
+
+    run = tmp_path / "run"
+    run.mkdir()
+    random_predictions(120, PAPER4, seed=3, folds=4, patients=[f"p{i // 2}" for i in range(120)]).to_csv(
+        run / "predictions.csv", index=False)
+    write_report(run, n_bootstrap=30)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto((run / "report" / "report.html").as_uri())
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+            assert page.locator("p.lead").inner_text().startswith("On 120 films of 60 patients")
+            shot = tmp_path / "report-1280.png"
+            page.screenshot(path=str(shot), full_page=True)
+            artefacts = REPO / "test-artifacts"
+            artefacts.mkdir(exist_ok=True)
+            shutil.copy(shot, artefacts / "report-1280.png")
+        finally:
+            browser.close()

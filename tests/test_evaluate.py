@@ -67,3 +67,45 @@ def test_evaluate_cli_writes_report(tiny_cv_run, ozturk_like, tmp_path):
                                    str(ozturk_like), "--source", "ozturk", "--out", str(tmp_path / "x"),
                                    "--map", "covid"])
     assert bad.exit_code == 2 and "MODEL_CLASS=DATA_LABEL" in bad.output
+
+
+def test_external_report_is_not_laid_out_as_a_cross_validation(tiny_cv_run, ozturk_like, tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_cv_run / "fold-2" / "model"),
+                                      "--data", str(ozturk_like), "--source", "ozturk", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "--training-dataset" in result.output  # the card names its training data: the user is told to check
+    page = (tmp_path / "r" / "report" / "report.html").read_text()
+    assert "External evaluation on" in page and "<h2>Table" not in page  # no Table III/IV/V section
+    assert "for reference only" in page and "not comparable" in page
+
+
+def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path):
+    """Kaggle films the model trained on (and films of its training patients) are left out and listed."""
+    import shutil
+
+    from coronet.training import dataset_hash
+
+    config = json.loads((tiny_cv_run / "config.json").read_text())
+    training = config["dataset"]["path"]
+    manifest = pd.read_csv(f"{training}/manifest.csv")
+    trained = manifest[(manifest.source == "kaggle") & (manifest.fold != 2)].head(4)
+    folder = tmp_path / "films"
+    for k, row in enumerate(trained.itertuples()):
+        (folder / row.label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(row.path, folder / row.label / f"copy{k}.jpg")  # renamed copies: found as the same film
+    fresh = sorted((data_dir / "kaggle-pneumonia").rglob("*.jpeg")) + sorted((data_dir / "kaggle-pneumonia").rglob("*.jpg"))
+    extra = [p for p in fresh if str(p.resolve()) not in set(manifest.path)][:3]
+    for k, path in enumerate(extra):
+        (folder / "normal").mkdir(exist_ok=True)
+        shutil.copy(path, folder / "normal" / f"new{k}.jpg")
+    lines = []
+    predictions = evaluate(tiny_cv_run / "fold-2" / "model", folder, "folder", tmp_path / "out",
+                           training_dataset=training, log=lines.append)
+    overlap = pd.read_csv(tmp_path / "out" / "overlap.csv")
+    assert len(overlap) == 4 and set(overlap.kind) == {"film"}
+    assert not predictions.path.str.contains("copy").any() and len(predictions) == len(extra)
+    assert any("left out 4 of" in line for line in lines)
+    record = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert record["left_out_overlap"] == 4 and record["training_dataset"]
+    assert dataset_hash(training) == json.loads(
+        (tiny_cv_run / "fold-2" / "model" / "model.json").read_text())["training"]["dataset_sha256"]

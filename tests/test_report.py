@@ -210,7 +210,10 @@ def test_write_report(tmp_path):
     page = (out / "report.html").read_text()
     assert "data:image/png;base64" in page
     assert "not a medical device" in page
-    assert "<title>my-run</title>" in page
+    assert "<title>Cross-validation report: my-run</title>" in page
+    # compact: ours / paper / difference in one cell; counts as integers; a summary sentence on top
+    assert "accuracy (ours / paper / diff)" in page and "accuracy_paper" not in page
+    assert "On 96 films of 32 patients: accuracy" in page and "32.00" not in page
     t3 = pd.read_csv(out / "table3.csv", index_col=0)
     assert "mean" in t3.index.astype(str)
     assert {"accuracy_paper", "accuracy_diff"} <= set(t3.columns)

@@ -449,6 +449,28 @@ def plot_calibration(predictions: pd.DataFrame, classes, ece: float, path: Path,
     return _save(fig, path)
 
 
+def plot_overview(summaries: dict[str, dict], paper: dict[str, float], path: Path) -> Path:
+    """Ours vs the paper per task: accuracy with its 95 % interval (whiskers), the paper's value as a cross."""
+    names = list(summaries)
+    fig = Figure(figsize=(max(6.0, 1.4 * len(names)), 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(names))
+    values = np.array([summaries[n]["accuracy"] for n in names])
+    low = np.array([summaries[n]["accuracy_ci"][0] for n in names])
+    high = np.array([summaries[n]["accuracy_ci"][1] for n in names])
+    ax.bar(x, values, color="#4a7fb5", width=0.55, label="ours (95% CI)")
+    ax.errorbar(x, values, yerr=[values - low, high - values], fmt="none", ecolor="black", capsize=4)
+    marked = [k for k, n in enumerate(names) if n in paper]
+    ax.scatter(x[marked], [paper[names[k]] for k in marked], marker="x", s=80, color="#c0392b", zorder=3,
+               label="the paper")
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, Path(path))
+
+
 def sample_predictions(predictions: pd.DataFrame, classes, per_class: int = 2, seed: int = 0) -> pd.DataFrame:
     """Rows for a sample-predictions figure: per true class, correct and wrong predictions alternately.
 
@@ -518,13 +540,39 @@ def _wrap(text: str, width: int) -> str:
 # --------------------------------------------------------------------------- rendering
 
 
+#: Columns that hold counts: shown as integers.
+COUNT_COLUMNS = {"images", "patients", "n_patients", "n_bootstrap", "films", "count"}
+
+
 def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         return "" if np.isnan(v) else f"{v:.2f}"
     return str(v)
 
 
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """A table as a reader should see it: ``m``, ``m_paper`` and ``m_diff`` in one cell, "ours / paper / +diff";
+    counts as integers; other numbers with two decimals. (The CSV files keep the separate columns.)"""
+    out = {}
+    for column in df.columns:
+        if str(column).endswith(("_paper", "_diff")) and str(column).rsplit("_", 1)[0] in df.columns:
+            continue
+        values = df[column]
+        if f"{column}_paper" in df.columns:
+            paper, diff = df[f"{column}_paper"], df.get(f"{column}_diff", values - df[f"{column}_paper"])
+            out[f"{column} (ours / paper / diff)"] = [
+                _fmt(v) if pd.isna(p) else f"{_fmt(v)} / {p:.2f} / {d:+.2f}" for v, p, d in zip(values, paper, diff)]
+        elif column in COUNT_COLUMNS:
+            out[column] = ["" if pd.isna(v) else str(int(v)) for v in values]
+        else:
+            out[column] = [_fmt(v) for v in values]
+    table = pd.DataFrame(out, index=df.index)
+    table.index.name = df.index.name
+    return table
+
+
 def markdown_table(df: pd.DataFrame) -> str:
+    df = display_table(df)
     head = [df.index.name or ""] + [str(c) for c in df.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for idx, row in df.iterrows():
@@ -537,7 +585,23 @@ def _data_uri(path: Path) -> str:
 
 
 def html_table(df: pd.DataFrame) -> str:
-    return df.to_html(float_format=lambda v: f"{v:.2f}", na_rep="", border=0, classes="t")
+    return display_table(df).to_html(na_rep="", border=0, classes="t")
+
+
+def summary_sentence(summary: dict) -> str:
+    """One sentence with the key figures and their 95 % intervals."""
+    def figure(key, name):
+        value, ci = summary.get(key), summary.get(f"{key}_ci")
+        return None if value is None or ci is None else f"{name} {value:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
+
+    parts = [p for p in (figure("accuracy", "accuracy"), figure("covid_recall", "COVID-19 recall")) if p]
+    adult = summary.get("adult")
+    if adult:
+        ci = adult["false_covid_all_ci"]
+        parts.append(f"{adult['false_covid_all']:.1%} of {adult['n_images']} adult films without COVID-19 called "
+                     f"COVID-19 (95% CI {ci[0]:.1%}-{ci[1]:.1%})")
+    where = f"On {summary['n_images']} films of {summary['n_patients']} patients"
+    return where + (": " + "; ".join(parts) if parts else "") + ". Intervals: bootstrap over patients."
 
 
 def summary_lines(summary: dict) -> list[str]:
@@ -579,11 +643,14 @@ def _training_tables(run_dir: Path) -> tuple[pd.DataFrame | None, dict]:
 
 
 def render_html(title: str, sections: list[tuple[str, str]]) -> str:
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    style = ("body{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em}"
              ".note{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;font-weight:bold}"
-             "table.t{border-collapse:collapse;font-size:.9em}table.t td,table.t th{border:1px solid #ccc;"
-             "padding:2px 6px;text-align:right}img{max-width:100%;margin:4px}")
-    body = "".join(f"<h2>{html.escape(h)}</h2>\n{content}\n" for h, content in sections)
+             ".lead{font-size:1.1em}"
+             "table.t{border-collapse:collapse;font-size:.85em;max-width:100%}table.t td,table.t th{border:1px "
+             "solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
+             "div.scroll{overflow-x:auto;max-width:100%}img{max-width:100%;margin:4px}"
+             "figure{display:inline-block;vertical-align:top;max-width:31%;margin:4px}")
+    body = "".join(f"<h2>{html.escape(h)}</h2>\n<div class='scroll'>{content}</div>\n" for h, content in sections)
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
             f"<p class='note'>{html.escape(DISCLAIMER)}</p>\n{body}</body></html>\n")
@@ -603,16 +670,24 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     adults = adult_predictions(run_dir, every)
     classes = classes_of(predictions)
     task = task_of(classes)
-    paper_table = _run_config(run_dir).get("paper_table")
+    config = _run_config(run_dir)
+    paper_table = config.get("paper_table")
+    # an external evaluation is not a cross-validation: the paper's figures appear only as a labelled reference
+    external = config.get("kind") == "evaluate"
 
     table3 = fold_table(predictions, classes)
     table4 = class_table(predictions, classes)
     table5 = task_row(table3, task)
     table6 = None
-    if task == "4-class":
+    reference = None
+    if external:
+        reference = _paper_reference(task)
+    elif task == "4-class":
         table3 = with_paper(table3, PAPER["table3"])
         table4 = with_paper(table4, PAPER["table4"])
-    if paper_table == "table6" and task == "3-class":
+    if external:
+        pass  # no Table V/VI beside the paper's: see the reference table
+    elif paper_table == "table6" and task == "3-class":
         table6 = table4.copy()
         table6.loc["accuracy", "accuracy"] = table3.loc["mean", "accuracy"]
         table6 = with_paper(table6, {**{c: PAPER["table6"][c] for c in classes},
@@ -688,9 +763,18 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     training, curves = _training_tables(run_dir)
-    tables = {"Table III: per fold (percent)": table3,
-              "Table IV: per class, mean over folds (percent)": table4,
-              f"Table V: the {task or 'task'} row (fold means, percent)": table5}
+    if external:
+        tables = {"Overall (percent): class-averaged precision, recall, specificity, F1; accuracy":
+                  table3.loc[["mean"]].rename(index={"mean": "all"}),
+                  "Per class (percent)": table4}
+        if reference is not None:
+            reference.to_csv(out / "paper-reference.csv")
+            tables["The paper's figures, for reference only: its 4-fold cross-validation on its own images, "
+                   "not this data (not comparable)"] = reference
+    else:
+        tables = {"Table III: per fold (percent)": table3,
+                  "Table IV: per class, mean over folds (percent)": table4,
+                  f"Table V: the {task or 'task'} row (fold means, percent)": table5}
     if table6 is not None:
         tables["Table VI: dataset-2, per class and accuracy (percent)"] = table6
     if false_covid is not None:
@@ -701,9 +785,37 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
         tables[f"Adult films (ChestX-ray8, dataset-2): {how}; false COVID-19 rate "
                f"(normal vs pneumonia accuracy {adult['normal_vs_pneumonia']:.3f}, 95% CI "
                f"{adult['normal_vs_pneumonia_ci'][0]:.3f}-{adult['normal_vs_pneumonia_ci'][1]:.3f})"] = adult_table
+    summary["title"] = report_title(run_dir, config)
     _write_markdown(out, summary, tables, ci, auc, training)
     _write_html(out, summary, tables, ci, auc, training, figures, curves)
     return summary
+
+
+#: Profiles whose runs only check that the pipeline works.
+PIPELINE_CHECK_PROFILES = ("quick", "tiny")
+
+
+def report_title(run_dir: Path, config: dict) -> str:
+    """The page title: what the run is (an external evaluation, a pipeline check, or a cross-validation)."""
+    name = Path(run_dir).resolve().name
+    if config.get("kind") == "evaluate":
+        return f"External evaluation on {config.get('data', 'other data')} ({name})"
+    profile = str(config.get("profile") or "").removeprefix("finetune-")
+    if profile in PIPELINE_CHECK_PROFILES:
+        return f"Pipeline check, not a result ({profile} profile): {name}"
+    return f"Cross-validation report: {name}"
+
+
+def _paper_reference(task: str | None) -> pd.DataFrame | None:
+    """The paper's Table V row for ``task`` (and Table IV's per-class rows for 4 classes), as a reference."""
+    if task not in PAPER["table5"]:
+        return None
+    rows = {f"{task} (Table V)": PAPER["table5"][task]}
+    if task == "4-class":
+        rows.update({f"{c} (Table IV)": v for c, v in PAPER["table4"].items()})
+    table = pd.DataFrame(rows).T
+    table.index.name = "the paper"
+    return table
 
 
 def _run_config(run_dir: Path) -> dict:
@@ -722,8 +834,7 @@ def _op_text(op: dict | None) -> str:
 
 
 def _write_markdown(out, summary, tables, ci, auc, training) -> None:
-    parts = [f"# Report: {summary['run']}", "", f"*{DISCLAIMER}*", "",
-             *[f"    {line}" for line in summary_lines(summary)], ""]
+    parts = [f"# {summary['title']}", "", f"*{DISCLAIMER}*", "", summary_sentence(summary), ""]
     for title, table in tables.items():
         parts += [f"## {title}", "", markdown_table(table), ""]
     parts += ["## 95% bootstrap intervals (patients resampled)", "", markdown_table(ci), "",
@@ -739,9 +850,8 @@ def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> Non
     imgs = "".join(f"<figure style='display:inline-block'><img src='{_data_uri(p)}' alt='{html.escape(name)}'>"
                    f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, p in figures.items())
     sections = [
-        ("Summary", "<pre>" + html.escape("\n".join(summary_lines(summary))) + "</pre>"
-         f"<p>{summary['n_images']} images, {summary['n_patients']} patients, classes: "
-         f"{html.escape(', '.join(summary['classes']))}.</p>"),
+        ("Summary", f"<p class='lead'>{html.escape(summary_sentence(summary))}</p>"
+         f"<p>Classes: {html.escape(', '.join(summary['classes']))}.</p>"),
         *[(title, html_table(table)) for title, table in tables.items()],
         ("95% bootstrap intervals (patients resampled)", html_table(ci)),
         ("ROC AUC (one-vs-rest) and calibration", html_table(auc)
@@ -754,4 +864,4 @@ def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> Non
         content += "".join(f"<figure><img src='{_data_uri(p)}' alt='{html.escape(k)} curves'>"
                            f"<figcaption>{html.escape(k)}</figcaption></figure>" for k, p in curves.items())
         sections.append(("Training", content))
-    (out / "report.html").write_text(render_html(summary["run"], sections), encoding="utf-8")
+    (out / "report.html").write_text(render_html(summary["title"], sections), encoding="utf-8")

@@ -33,7 +33,8 @@ from .modelio import annotate_card
 from .finetune import NO_OVERLAP, finetune, ozturk_root
 from .prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
 from .profiles import FINETUNE_PROFILES, get_profile
-from .report import DISCLAIMER, html_table, markdown_table, render_html, summary_lines, write_report
+from .report import (DISCLAIMER, PAPER, _data_uri, html_table, markdown_table, plot_overview, render_html,
+                     summary_lines, write_report)
 from .training import check_training_config, fit_final, run_cv
 
 FINETUNED_TASKS = ("3class", "binary")
@@ -176,6 +177,11 @@ def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict],
           "adult 95% CI": _ci((s.get("adult") or {}).get("false_covid_all_ci"))}
          for name, s in summaries.items()]).set_index("run")
     intervals.to_csv(out / "intervals.csv")
+    paper_accuracy = {"4-class": PAPER["table5"]["4-class"]["accuracy"] / 100,
+                      "3-class": PAPER["table5"]["3-class"]["accuracy"] / 100,
+                      "binary": PAPER["table5"]["binary"]["accuracy"] / 100,
+                      "dataset-2": PAPER["table6"]["accuracy"] / 100}
+    figure = plot_overview(summaries, paper_accuracy, out / "overview.png")
     pipeline_check = profile in PIPELINE_CHECKS
     summary = {"profile": profile, "pipeline_check": pipeline_check, "initial_weights": weights,
                "audit": None if audit is None else {"verdicts": audit["verdicts"], "tests": {
@@ -193,7 +199,8 @@ def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict],
     links = {name: os.path.relpath(run / "report" / "report.html", out) for name, run in runs.items()}
     start = ("from scratch (random initialisation)" if weights in ("none", None, "") else
              "ImageNet-pretrained weights" if weights == "imagenet" else f"the weights in {weights}")
-    md = [f"# {title}", "", f"*{DISCLAIMER}*", "", f"Every 4-class model started from {start}; the fine-tuned "
+    md = [f"# {title}", "", f"*{DISCLAIMER}*", "", "![accuracy per task, ours with 95% CI and the paper's]"
+          "(overview.png)", "", f"Every 4-class model started from {start}; the fine-tuned "
           "models from the 4-class models of their fold.", "", "## Accuracy and COVID-19 recall, 95% intervals "
           "(bootstrap over patients)", "", markdown_table(intervals), ""]
     if audit is not None:
@@ -206,7 +213,9 @@ def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict],
     md += ["## Runs", ""] + [f"- {name}: [{links[name]}]({links[name]})" for name in runs] + [
         "", "## Time per stage (s)", "", *[f"- {k}: {v}" for k, v in timings.items()], ""]
     (out / "report.md").write_text("\n".join(md))
-    sections = [("Initial weights", f"<p>Every 4-class model started from {start}; the fine-tuned models from the "
+    sections = [("Ours and the paper's, task by task", f"<img src='{_data_uri(figure)}' alt='accuracy per task, "
+                                                      "ours with 95% CI and the paper's'>"),
+                ("Initial weights", f"<p>Every 4-class model started from {start}; the fine-tuned models from the "
                                     "4-class models of their fold.</p>"),
                 ("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(intervals)),
                 *([("Is it looking at the lungs?", audit_html + "<p><a href='"
