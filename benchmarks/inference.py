@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coronet.export import export_onnx
-from coronet.model import build_model
-from coronet.modelio import save_model_dir
-from coronet.predict import Predictor, find_images
+from coronet.deploy.export import export_onnx
+from coronet.deploy.predict import Predictor, find_images
+from coronet.models.coronet import build_model
+from coronet.models.modeldir import save_model_dir
 
 
 def benchmark_model_dir(out: Path, source: Path | None = None) -> Path:
@@ -43,8 +43,16 @@ def benchmark_model_dir(out: Path, source: Path | None = None) -> Path:
         return out
     torch.manual_seed(0)
     model = build_model(4, "legacy_xception", input_size=150)
-    return save_model_dir(model, out, classes=("covid", "normal", "bacterial", "viral"), backbone="legacy_xception",
-                          input_size=150, hidden=256, dropout=0.5, extra={"name": "coronet-untrained-benchmark"})
+    return save_model_dir(
+        model,
+        out,
+        classes=("covid", "normal", "bacterial", "viral"),
+        backbone="legacy_xception",
+        input_size=150,
+        hidden=256,
+        dropout=0.5,
+        extra={"name": "coronet-untrained-benchmark"},
+    )
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -79,8 +87,10 @@ def main() -> None:
         size = predictors["torch"].input_size
         card = predictors["torch"].card
         print(f"model: {card['name']} ({card['backbone']}, {size} px), weights {card['weights_sha256'][:12]}")
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-              f"torch {torch.__version__} ({torch.get_num_threads()} threads), ONNX export {export_s:.1f} s")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), ONNX export {export_s:.1f} s"
+        )
 
         rng = np.random.default_rng(0)
         one = rng.random((1, 1, size, size), dtype=np.float32)
@@ -88,9 +98,10 @@ def main() -> None:
         paths = films(args.data, args.files)
         results = {}
         for runtime, predictor in predictors.items():
-            timed(lambda: predictor.run(batch), 2)  # warm-up (allocations, ORT's first run)
-            latency = statistics.median(timed(lambda: predictor.run(one), args.repeats))
-            throughput = 32 / min(timed(lambda: predictor.run(batch), max(3, args.repeats // 2)))
+            run = predictor.run
+            timed(lambda: run(batch), 2)  # noqa: B023  (warm-up: allocations, ORT's first run)
+            latency = statistics.median(timed(lambda: run(one), args.repeats))  # noqa: B023
+            throughput = 32 / min(timed(lambda: run(batch), max(3, args.repeats // 2)))  # noqa: B023
             line = f"{runtime:>5}: latency (1 image) {latency * 1000:7.1f} ms   batch 32: {throughput:6.1f} images/s"
             if paths:
                 start = time.perf_counter()
@@ -100,8 +111,10 @@ def main() -> None:
                 line += f"   end to end ({len(paths)} films, decode + model): {end_to_end:6.1f} images/s"
             print(line)
         if len(results) == 2:
-            print(f"parity on {len(paths)} real films: max |p_onnx - p_torch| = "
-                  f"{np.abs(results['onnx'] - results['torch']).max():.2e}")
+            print(
+                f"parity on {len(paths)} real films: max |p_onnx - p_torch| = "
+                f"{np.abs(results['onnx'] - results['torch']).max():.2e}"
+            )
 
 
 if __name__ == "__main__":

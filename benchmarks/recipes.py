@@ -5,7 +5,7 @@
     python benchmarks/recipes.py --table runs/recipes        # the Markdown rows of every finished run
 
 Each experiment is the ``fast`` profile (or another, ``--profile``) with a few settings changed
-(``EXPERIMENTS``), trained with the project's own code (``coronet.training.fit_fold``) on every
+(``EXPERIMENTS``), trained with the project's own code (``coronet.training.fit.fit_fold``) on every
 fold but ``--fold`` and validated on it. EMA and flip-TTA change nothing in training, so every run
 keeps a weight average and its final checkpoint is scored four ways -- raw / EMA weights, without /
 with TTA -- and one training run answers both levers. A finished run is skipped (resumable:
@@ -31,15 +31,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coronet.prepare import load_cache
-from coronet.profiles import get_profile
-from coronet.training import CoroNetModule, fit_fold, resolve_precision
+from coronet.data.prepare import load_cache
+from coronet.training.fit import CoroNetModule, fit_fold, resolve_precision
+from coronet.training.profiles import get_profile
 
 #: name -> (what it changes, settings). ``base`` is the issue's reference recipe.
 EXPERIMENTS: dict[str, tuple[str, dict]] = {
     "smoke": ("pipeline smoke test: 1 epoch on 8 images per class", {"epochs": 1, "train_per_class": 8}),
-    "base": ("the reference recipe (AdamW 0.05, one-cycle 1e-3, 25 % warm-up, smoothing 0.1, batch 16, "
-             "light augmentation, 8 epochs)", {}),
+    "base": (
+        "the reference recipe (AdamW 0.05, one-cycle 1e-3, 25 % warm-up, smoothing 0.1, batch 16, "
+        "light augmentation, 8 epochs)",
+        {},
+    ),
     "epochs10": ("10 epochs", {"epochs": 10}),
     "lr2e-3": ("peak lr 2e-3", {"lr": 2e-3}),
     "lr5e-4": ("peak lr 5e-4", {"lr": 5e-4}),
@@ -50,13 +53,17 @@ EXPERIMENTS: dict[str, tuple[str, dict]] = {
     "wd0.01": ("weight decay 0.01", {"weight_decay": 0.01}),
     "wd0.2": ("weight decay 0.2", {"weight_decay": 0.2}),
     "nosmooth": ("no label smoothing", {"label_smoothing": 0.0}),
-    "paperaug": ("the paper's augmentation (rotation 50, shift 0.2, shear 0.25, zoom 0.1, both flips, brightness)",
-                 {"rotation": 50.0, "shift": 0.2, "shear": 0.25, "zoom": 0.1, "vflip": True, "brightness": 0.15}),
+    "paperaug": (
+        "the paper's augmentation (rotation 50, shift 0.2, shear 0.25, zoom 0.1, both flips, brightness)",
+        {"rotation": 50.0, "shift": 0.2, "shear": 0.25, "zoom": 0.1, "vflip": True, "brightness": 0.15},
+    ),
     "vflip": ("+ vertical flips", {"vflip": True}),
     "rot50": ("rotation 50 deg", {"rotation": 50.0}),
     "noaug": ("no augmentation", {"augment": False}),
-    "strongeraug": ("rotation 15, shift 0.1, zoom 0.15, brightness/contrast 0.2",
-                    {"rotation": 15.0, "shift": 0.1, "zoom": 0.15, "brightness": 0.2, "contrast": 0.2}),
+    "strongeraug": (
+        "rotation 15, shift 0.1, zoom 0.15, brightness/contrast 0.2",
+        {"rotation": 15.0, "shift": 0.1, "zoom": 0.15, "brightness": 0.2, "contrast": 0.2},
+    ),
     "mixup": ("mixup 0.2", {"mixup": 0.2}),
     "cutmix": ("cutmix 1.0", {"cutmix": 1.0}),
     "bnzero": ("zero-init last BatchNorm of each residual branch", {"bn_zero_init": True}),
@@ -83,15 +90,19 @@ def score(config, checkpoint: Path, dataset: Path, fold: int) -> dict[str, dict]
         for name, net in nets.items():
             plain, flipped = [], []
             for start in range(0, len(rows), 64):
-                images = torch.from_numpy(np.asarray(cache[rows.cache_index.to_numpy()[start:start + 64]]))
+                images = torch.from_numpy(np.asarray(cache[rows.cache_index.to_numpy()[start : start + 64]]))
                 images = images[:, None].float().div(255).contiguous(memory_format=torch.channels_last)
                 plain.append(torch.softmax(net(images), 1))
                 flipped.append(torch.softmax(net(images.flip(-1)), 1))
             plain, flipped = torch.cat(plain), torch.cat(flipped)
             for tta, probabilities in (("", plain), ("+tta", (plain + flipped) / 2)):
                 predicted = probabilities.argmax(1).numpy()
-                results[name + tta] = {"accuracy": float((predicted == labels).mean()), **{
-                    f"recall_{c}": float((predicted[labels == k] == k).mean()) for k, c in enumerate(config.classes)}}
+                results[name + tta] = {
+                    "accuracy": float((predicted == labels).mean()),
+                    **{
+                        f"recall_{c}": float((predicted[labels == k] == k).mean()) for k, c in enumerate(config.classes)
+                    },
+                }
     return results
 
 
@@ -124,13 +135,21 @@ def run(dataset: Path, out: Path, names: list[str], profile: str, fold: int, log
         minutes = (time.perf_counter() - started) / 60
         seconds = pd.read_csv(run_dir / "metrics.csv")["seconds"]
         variants = score(config, run_dir / "checkpoints" / "last.ckpt", dataset, fold)
-        result = {"name": name, "lever": description, "settings": {k: list(v) if isinstance(v, tuple) else v
-                                                                    for k, v in settings.items()},
-                  "profile": profile, "fold": fold, "epochs": config.epochs, "minutes": round(minutes, 1),
-                  "train_minutes": round(float(seconds.sum()) / 60, 1), "precision": resolve_precision(config),
-                  "cpu": cpu_name(), "load_1min": round(os.getloadavg()[0], 2),
-                  "val_acc_by_epoch": pd.read_csv(run_dir / "metrics.csv")["val_acc"].round(4).tolist(),
-                  "variants": variants}
+        result = {
+            "name": name,
+            "lever": description,
+            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+            "profile": profile,
+            "fold": fold,
+            "epochs": config.epochs,
+            "minutes": round(minutes, 1),
+            "train_minutes": round(float(seconds.sum()) / 60, 1),
+            "precision": resolve_precision(config),
+            "cpu": cpu_name(),
+            "load_1min": round(os.getloadavg()[0], 2),
+            "val_acc_by_epoch": pd.read_csv(run_dir / "metrics.csv")["val_acc"].round(4).tolist(),
+            "variants": variants,
+        }
         (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         (run_dir / "checkpoints" / "last.ckpt").unlink()
         best = variants.get("ema+tta", variants["raw+tta"])
@@ -138,16 +157,22 @@ def run(dataset: Path, out: Path, names: list[str], profile: str, fold: int, log
 
 
 def table(out: Path) -> str:
-    lines = ["| experiment | lever | fold-1 acc (raw) | EMA | EMA + flip-TTA | COVID / normal / bact. / viral recall "
-             "(EMA + TTA) | epochs | minutes | CPU (load) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| experiment | lever | fold-1 acc (raw) | EMA | EMA + flip-TTA | COVID / normal / bact. / viral recall "
+        "(EMA + TTA) | epochs | minutes | CPU (load) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for path in sorted(out.glob("*/result.json"), key=lambda p: p.stat().st_mtime):
         r = json.loads(path.read_text())
         v = r["variants"]
         best = v.get("ema+tta", v["raw+tta"])
         recalls = " / ".join(f"{best[f'recall_{c}']:.2f}" for c in ("covid", "normal", "bacterial", "viral"))
-        lines.append(f"| {r['name']} | {r['lever']} | {v['raw']['accuracy']:.3f} | {v.get('ema', {}).get('accuracy', float('nan')):.3f} "
-                     f"| {best['accuracy']:.3f} | {recalls} | {r['epochs']} | {r['minutes']} | {r['cpu']} "
-                     f"({r['load_1min']}) |")
+        lines.append(
+            f"| {r['name']} | {r['lever']} | {v['raw']['accuracy']:.3f} "
+            f"| {v.get('ema', {}).get('accuracy', float('nan')):.3f} "
+            f"| {best['accuracy']:.3f} | {recalls} | {r['epochs']} | {r['minutes']} | {r['cpu']} "
+            f"({r['load_1min']}) |"
+        )
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from coronet.export import export_onnx
+from coronet.deploy.export import export_onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference import benchmark_model_dir, films  # noqa: E402
@@ -45,8 +45,9 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"server exited with status {server.returncode}:\n"
-                             f"{log.read_text(errors='replace')[-3000:]}")
+            raise SystemExit(
+                f"server exited with status {server.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+            )
         try:
             return httpx.get(url + "/v1/health", timeout=5).json()
         except httpx.HTTPError:
@@ -89,9 +90,12 @@ def main() -> None:
     parser.add_argument("--cam-every", type=int, default=0, help="ask for Grad-CAM on every N-th request (0: never)")
     parser.add_argument("--runtime", default="torch", choices=("torch", "onnx"))
     parser.add_argument("--model-threads", type=int, help="passed to coronet serve (default: its own)")
-    parser.add_argument("--max-concurrency", type=int,
-                        help="passed to coronet serve (default: its own, 4 x model threads + 8; it counts open "
-                             "connections, so keep it above --clients)")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        help="passed to coronet serve (default: its own, 4 x model threads + 8; it counts open "
+        "connections, so keep it above --clients)",
+    )
     args = parser.parse_args()
 
     paths = films(args.data, 32)
@@ -106,25 +110,41 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         log = Path(tmp) / "server.log"  # a file, not a pipe: nothing reads a pipe during the run, and a full one blocks
         with open(log, "wb") as stderr:
-            server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
-                                       str(model_dir), "--port", str(port), "--runtime", args.runtime]
-                                      + (["--model-threads", str(args.model_threads)] if args.model_threads else [])
-                                      + (["--max-concurrency", str(args.max_concurrency)]
-                                         if args.max_concurrency else []),
-                                      stdout=subprocess.DEVNULL, stderr=stderr)
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from coronet.cli import app; app()",
+                    "serve",
+                    "--model",
+                    str(model_dir),
+                    "--port",
+                    str(port),
+                    "--runtime",
+                    args.runtime,
+                ]
+                + (["--model-threads", str(args.model_threads)] if args.model_threads else [])
+                + (["--max-concurrency", str(args.max_concurrency)] if args.max_concurrency else []),
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         try:
             health = wait_healthy(url, server, log)
-            print(f"server: {health['model']} ({health['runtime']}, model threads {args.model_threads or 'default'}), "
-                  f"{os.cpu_count()} CPUs; {args.requests} requests "
-                  f"from {args.clients} clients, {len(uploads)} real films"
-                  + (f", Grad-CAM on every {args.cam_every}th" if args.cam_every else ""))
+            print(
+                f"server: {health['model']} ({health['runtime']}, model threads {args.model_threads or 'default'}), "
+                f"{os.cpu_count()} CPUs; {args.requests} requests "
+                f"from {args.clients} clients, {len(uploads)} real films"
+                + (f", Grad-CAM on every {args.cam_every}th" if args.cam_every else "")
+            )
             load(url, uploads, min(16, args.requests), args.clients, 0)  # warm-up
             wall, results = load(url, uploads, args.requests, args.clients, args.cam_every)
             latencies = [t for t, _ in results]
             errors = sum(not ok for _, ok in results)
-            print(f"{args.requests / wall:.1f} requests/s; latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
-                  f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms; "
-                  f"errors {errors}")
+            print(
+                f"{args.requests / wall:.1f} requests/s; latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                f"p99 {percentile(latencies, 99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms; "
+                f"errors {errors}"
+            )
             after = httpx.get(url + "/v1/health", timeout=30)
             print(f"health after: {after.status_code} {after.json().get('status')}")
         finally:

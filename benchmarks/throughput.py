@@ -4,7 +4,7 @@
     python benchmarks/throughput.py --steps 20 --batch-sizes 10,32 --precisions 32,bf16-mixed
     python benchmarks/throughput.py --loop-only --precisions 32      # the real loop vs the bare step
 
-The real loop: ``coronet.training.fit_fold`` with the ``fast`` profile (Lightning, the
+The real loop: ``coronet.training.fit.fit_fold`` with the ``fast`` profile (Lightning, the
 sampler, batched augmentation on the device, the weight average, the schedule) for two
 epochs of ``--loop-images`` synthetic films; its second epoch's images/s against the bare
 step's at the same batch size and precision (target: within 10 %).
@@ -30,11 +30,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from coronet.model import build_model
+from coronet.models.coronet import build_model
 
 
 def cpu_has_bf16() -> bool:
-    from coronet.training import cpu_has_native_bf16
+    from coronet.training.fit import cpu_has_native_bf16
 
     return cpu_has_native_bf16()
 
@@ -90,8 +90,8 @@ def loop_speed(device, batch_size, precision, images: int) -> float:
     import numpy as np
     import pandas as pd
 
-    from coronet.profiles import get_profile
-    from coronet.training import fit_fold
+    from coronet.training.fit import fit_fold
+    from coronet.training.profiles import get_profile
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset = Path(tmp) / "dataset"
@@ -100,11 +100,18 @@ def loop_speed(device, batch_size, precision, images: int) -> float:
         total = images + 16  # fold 2 validates: a few films, so validation costs little
         np.save(dataset / "images-150.npy", rng.integers(0, 256, (total, 150, 150), dtype=np.uint8))
         labels = np.array(["covid", "normal", "bacterial", "viral"])[np.arange(total) % 4]
-        pd.DataFrame({"path": [f"{k}.png" for k in range(total)], "label": labels,
-                      "patient_id": [f"p{k}" for k in range(total)], "fold": [1] * images + [2] * 16,
-                      "cache_index": np.arange(total)}).to_csv(dataset / "manifest.csv", index=False)
-        config = get_profile("fast").with_overrides(epochs=2, batch_size=batch_size, precision=precision,
-                                                    accelerator="gpu" if device.type == "cuda" else "cpu")
+        pd.DataFrame(
+            {
+                "path": [f"{k}.png" for k in range(total)],
+                "label": labels,
+                "patient_id": [f"p{k}" for k in range(total)],
+                "fold": [1] * images + [2] * 16,
+                "cache_index": np.arange(total),
+            }
+        ).to_csv(dataset / "manifest.csv", index=False)
+        config = get_profile("fast").with_overrides(
+            epochs=2, batch_size=batch_size, precision=precision, accelerator="gpu" if device.type == "cuda" else "cpu"
+        )
         fit_fold(dataset, 2, Path(tmp) / "run", config, progress=False, log=lambda *_: None)
         return float(pd.read_csv(Path(tmp) / "run" / "metrics.csv")["train_images_per_s"].iloc[-1])
 
@@ -150,23 +157,28 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    has_bf16 = (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16())
+    has_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
     precisions = args.precisions.split(",") if args.precisions else ["32"] + (["bf16-mixed"] if has_bf16 else [])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"# CoroNet throughput on {device.type} ({name}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"# CoroNet throughput on {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     if not has_bf16 and not args.precisions:
         print("# bf16-mixed skipped: no bf16 instructions on this device (pass --precisions 32,bf16-mixed to force)")
     if not args.no_loop:
-        print("| real loop vs bare step (channels_last) | precision | batch | bare images/s | loop images/s | "
-              "loop / bare |")
+        print(
+            "| real loop vs bare step (channels_last) | precision | batch | bare images/s | loop images/s | "
+            "loop / bare |"
+        )
         print("|---|---|---|---|---|---|")
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
             for precision in precisions:
                 bare = train_speed(device, batch_size, precision, True, False, args.steps, args.warmup)
                 loop = loop_speed(device, batch_size, precision, args.loop_images)
-                print(f"| fast profile | {precision} | {batch_size} | {bare:.1f} | {loop:.1f} | {loop / bare:.2f} |",
-                      flush=True)
+                print(
+                    f"| fast profile | {precision} | {batch_size} | {bare:.1f} | {loop:.1f} | {loop / bare:.2f} |",
+                    flush=True,
+                )
         print()
     if args.loop_only:
         return
@@ -178,8 +190,7 @@ def main() -> None:
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         for precision in precisions:
             for label, channels_last, compile_model in variants:
-                rate = train_speed(device, batch_size, precision, channels_last, compile_model, args.steps,
-                                   args.warmup)
+                rate = train_speed(device, batch_size, precision, channels_last, compile_model, args.steps, args.warmup)
                 print(f"| {label} | {precision} | {batch_size} | {rate:.1f} |", flush=True)
     print()
     print("| inference variant | latency, 1 image (ms) | images/s at batch 32 |")

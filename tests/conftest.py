@@ -33,7 +33,7 @@ def write_xray(path: Path, seed: int = 0, size=(40, 32), mode: str = "L") -> Pat
 @pytest.fixture(scope="session")
 def prepared_dataset(data_dir, tmp_path_factory) -> Path:
     """The paper's dataset prepared from the real data once per test session, with a 32x32 cache for tiny models."""
-    from coronet.prepare import PrepareConfig, prepare_dataset
+    from coronet.data.prepare import PrepareConfig, prepare_dataset
 
     out = tmp_path_factory.mktemp("prepared")
     prepare_dataset(data_dir, out, PrepareConfig(image_size=32), log=lambda *_: None)
@@ -43,12 +43,18 @@ def prepared_dataset(data_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cv_run(prepared_dataset, tmp_path_factory) -> Path:
     """A finished 4-fold, 1-epoch cross-validation run of the tiny network on the real prepared data."""
-    from coronet.profiles import get_profile
-    from coronet.training import run_cv
+    from coronet.training.fit import run_cv
+    from coronet.training.profiles import get_profile
 
     out = tmp_path_factory.mktemp("tiny-cv")
-    run_cv(prepared_dataset, out, get_profile("tiny").with_overrides(epochs=1), profile="tiny", progress=False,
-           log=lambda *_: None)
+    run_cv(
+        prepared_dataset,
+        out,
+        get_profile("tiny").with_overrides(epochs=1),
+        profile="tiny",
+        progress=False,
+        log=lambda *_: None,
+    )
     return out
 
 

@@ -20,31 +20,49 @@ from PIL import Image
 CLASSES = ("covid", "normal", "bacterial", "viral")
 
 
-def make_model_dir(out: Path, *, backbone: str = "test_resnet", input_size: int = 64, hidden: int = 16,
-                   seed: int = 0, sharpen: float = 10.0, tta: str | None = None) -> Path:
+def make_model_dir(
+    out: Path,
+    *,
+    backbone: str = "test_resnet",
+    input_size: int = 64,
+    hidden: int = 16,
+    seed: int = 0,
+    sharpen: float = 10.0,
+    tta: str | None = None,
+) -> Path:
     """A random-weight CoroNet saved as a model directory.
 
     ``sharpen`` multiplies the two dense layers' weights: a random network's probabilities are
     otherwise near-identical for every film (differences ~1e-4), and tests comparing runtimes or
     requests need predictions that differ from image to image.
     """
-    from coronet.model import build_model
-    from coronet.modelio import save_model_dir
+    from coronet.models.coronet import build_model
+    from coronet.models.modeldir import save_model_dir
 
     torch.manual_seed(seed)
     model = build_model(len(CLASSES), backbone, input_size=input_size, hidden=hidden)
     with torch.no_grad():
         model.head[2].weight.mul_(sharpen)
         model.head[4].weight.mul_(sharpen)
-    return save_model_dir(model, out, classes=CLASSES, backbone=backbone, input_size=input_size, hidden=hidden,
-                          dropout=0.5, extra={"inference": {"tta": tta}} if tta else None)
+    return save_model_dir(
+        model,
+        out,
+        classes=CLASSES,
+        backbone=backbone,
+        input_size=input_size,
+        hidden=hidden,
+        dropout=0.5,
+        extra={"inference": {"tta": tta}} if tta else None,
+    )
 
 
 def real_xrays(data_dir: Path, per_folder: int = 2) -> list[Path]:
     """A few real films: COVID-19 (Cohen), normal and pneumonia (Kaggle), ``per_folder`` of each, sorted."""
-    folders = [data_dir / "cohen-covid" / "images",
-               data_dir / "kaggle-pneumonia" / "chest_xray" / "train" / "NORMAL",
-               data_dir / "kaggle-pneumonia" / "chest_xray" / "train" / "PNEUMONIA"]
+    folders = [
+        data_dir / "cohen-covid" / "images",
+        data_dir / "kaggle-pneumonia" / "chest_xray" / "train" / "NORMAL",
+        data_dir / "kaggle-pneumonia" / "chest_xray" / "train" / "PNEUMONIA",
+    ]
     return [path for folder in folders for path in sorted(folder.glob("*.jp*g"))[:per_folder]]
 
 
@@ -58,12 +76,17 @@ def jpeg_bytes(seed: int = 0, size=(96, 80)) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A well-formed PNG whose header claims width x height but whose data is one row (a pixel bomb)."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def dicom_without_pixels() -> bytes:

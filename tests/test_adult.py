@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coronet.prepare import ADULT, TABLE1, PrepareConfig, prepare_dataset
-from coronet.report import write_report
+from coronet.data.prepare import ADULT, TABLE1, PrepareConfig, prepare_dataset
+from coronet.evaluation.report import write_report
 from coronet.tasks import label_targets
-from coronet.training import partial_label_loss
+from coronet.training.fit import partial_label_loss
 
 CLASSES = ("covid", "normal", "bacterial", "viral")
 
@@ -50,8 +50,12 @@ def test_labels_the_model_cannot_express_are_refused():
 @pytest.fixture(scope="module")
 def adult_dataset(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("adult")
-    config = PrepareConfig(image_size=32, class_counts={"covid": 20, "normal": 20, "bacterial": 20, "viral": 20},
-                           adult_negatives=str(data_dir), adult_per_class=60)
+    config = PrepareConfig(
+        image_size=32,
+        class_counts={"covid": 20, "normal": 20, "bacterial": 20, "viral": 20},
+        adult_negatives=str(data_dir),
+        adult_per_class=60,
+    )
     prepare_dataset(data_dir, out, config, log=lambda *_: None)
     return out
 
@@ -71,8 +75,8 @@ def test_adult_rows_have_patient_grouped_folds_of_their_own(adult_dataset):
 def test_a_tiny_run_with_adult_negatives_trains_and_reports_them_apart(adult_dataset, tmp_path):
     from dataclasses import replace
 
-    from coronet.profiles import get_profile
-    from coronet.training import fit_fold
+    from coronet.training.fit import fit_fold
+    from coronet.training.profiles import get_profile
 
     result = fit_fold(adult_dataset, 1, tmp_path, replace(get_profile("tiny"), train_per_class=None), progress=False)
     predictions = pd.read_csv(tmp_path / "predictions.csv")
@@ -88,16 +92,51 @@ def test_a_tiny_run_with_adult_negatives_trains_and_reports_them_apart(adult_dat
 def synthetic_run(tmp_path, with_adults: bool):
     """A run directory whose predictions are known: 8 Table I films (2 wrong), and 10 adult films."""
     rows = []
-    for k, (label, pred) in enumerate([("covid", "covid"), ("covid", "covid"), ("normal", "normal"),
-                                       ("normal", "covid"), ("bacterial", "bacterial"), ("bacterial", "viral"),
-                                       ("viral", "viral"), ("viral", "viral")]):
-        rows.append({"path": f"t{k}.png", "patient_id": f"p{k}", "fold": 1 + k % 2, "label": label, "pred": pred,
-                     "cohort": TABLE1})
-    adult_calls = ["covid", "normal", "normal", "normal", "normal",            # 1 of 5 normal films called COVID
-                   "covid", "covid", "bacterial", "viral", "normal"]           # 2 of 5 pneumonia films
+    for k, (label, pred) in enumerate(
+        [
+            ("covid", "covid"),
+            ("covid", "covid"),
+            ("normal", "normal"),
+            ("normal", "covid"),
+            ("bacterial", "bacterial"),
+            ("bacterial", "viral"),
+            ("viral", "viral"),
+            ("viral", "viral"),
+        ]
+    ):
+        rows.append(
+            {
+                "path": f"t{k}.png",
+                "patient_id": f"p{k}",
+                "fold": 1 + k % 2,
+                "label": label,
+                "pred": pred,
+                "cohort": TABLE1,
+            }
+        )
+    adult_calls = [
+        "covid",
+        "normal",
+        "normal",
+        "normal",
+        "normal",  # 1 of 5 normal films called COVID
+        "covid",
+        "covid",
+        "bacterial",
+        "viral",
+        "normal",
+    ]  # 2 of 5 pneumonia films
     for k, pred in enumerate(adult_calls):
-        rows.append({"path": f"a{k}.png", "patient_id": f"ozturk:{k:08d}", "fold": 1 + k % 2,
-                     "label": "normal" if k < 5 else "pneumonia", "pred": pred, "cohort": ADULT})
+        rows.append(
+            {
+                "path": f"a{k}.png",
+                "patient_id": f"ozturk:{k:08d}",
+                "fold": 1 + k % 2,
+                "label": "normal" if k < 5 else "pneumonia",
+                "pred": pred,
+                "cohort": ADULT,
+            }
+        )
     table = pd.DataFrame(rows)
     for c in CLASSES:
         table[f"prob_{c}"] = (table.pred == c).astype(float) * 0.7 + 0.075
@@ -111,8 +150,9 @@ def test_table3_is_the_same_with_and_without_adult_rows(tmp_path):
     with_adults, without = synthetic_run(tmp_path, True), synthetic_run(tmp_path, False)
     a = write_report(with_adults, n_bootstrap=20)
     b = write_report(without, n_bootstrap=20)
-    pd.testing.assert_frame_equal(pd.read_csv(with_adults / "report" / "table3.csv"),
-                                  pd.read_csv(without / "report" / "table3.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(with_adults / "report" / "table3.csv"), pd.read_csv(without / "report" / "table3.csv")
+    )
     assert a["accuracy"] == b["accuracy"] == 6 / 8 and a["n_images"] == 8
     assert b["adult"] is None
 

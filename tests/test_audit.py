@@ -10,9 +10,17 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from coronet.audit import (AuditConfig, acquisition_features, acquisition_predictions, audit, box_mask, lung_masks,
-                           occlude, parse_box)
 from coronet.cli import app
+from coronet.evaluation.audit import (
+    AuditConfig,
+    acquisition_features,
+    acquisition_predictions,
+    audit,
+    box_mask,
+    lung_masks,
+    occlude,
+    parse_box,
+)
 
 
 def test_occlusion_zeroes_exactly_the_box_and_nothing_else():
@@ -51,8 +59,17 @@ def test_acquisition_classifier_finds_a_planted_size_shortcut(tmp_path):
     rows, cache = [], []
     for k in range(160):
         label = classes[k % 4]
-        rows.append({"path": str(tmp_path / f"{k}.png"), "label": label, "patient_id": f"p{k}",
-                     "fold": 1 + (k // 4) % 4, "height": 200 + 100 * (k % 4), "width": 300, "cache_index": k})
+        rows.append(
+            {
+                "path": str(tmp_path / f"{k}.png"),
+                "label": label,
+                "patient_id": f"p{k}",
+                "fold": 1 + (k // 4) % 4,
+                "height": 200 + 100 * (k % 4),
+                "width": 300,
+                "cache_index": k,
+            }
+        )
         cache.append(rng.integers(0, 256, size=(16, 16), dtype=np.uint8))  # pixels: pure noise
     manifest = pd.DataFrame(rows)
     features = acquisition_features(manifest, np.stack(cache))
@@ -64,13 +81,14 @@ def test_acquisition_classifier_finds_a_planted_size_shortcut(tmp_path):
 @pytest.fixture(scope="module")
 def audited(tiny_cv_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("audit")
-    summary = audit(tiny_cv_run, out=out, config=AuditConfig(n_bootstrap=30, cam_per_group=2), progress=False,
-                    log=lambda *_: None)
+    summary = audit(
+        tiny_cv_run, out=out, config=AuditConfig(n_bootstrap=30, cam_per_group=2), progress=False, log=lambda *_: None
+    )
     return out, summary
 
 
 def test_audit_writes_every_test_in_the_report_conventions(audited, tiny_cv_run):
-    from coronet.report import write_report
+    from coronet.evaluation.report import write_report
 
     out, summary = audited
     manifest = pd.read_csv(tiny_cv_run / "manifest.csv")

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from coronet.augment import affine_matrices, augment_batch, augmentation_seed, draw_uniforms, mix_batch, resize_batch
+from coronet.data.augment import (
+    affine_matrices,
+    augment_batch,
+    augmentation_seed,
+    draw_uniforms,
+    mix_batch,
+    resize_batch,
+)
 
 
 def films(n=4, size=24, seed=0):
@@ -52,7 +59,7 @@ def test_shift_fills_black_and_moves_the_film():
     theta = affine_matrices(uniforms, shift=0.25)
     grid = torch.nn.functional.affine_grid(theta, [1, 1, 20, 20], align_corners=False)
     out = torch.nn.functional.grid_sample(image, grid, align_corners=False)
-    assert torch.all(out[..., :, :4] < 0.01)     # a quarter of the width, uncovered on the left, is black
+    assert torch.all(out[..., :, :4] < 0.01)  # a quarter of the width, uncovered on the left, is black
     assert torch.all(out[..., :, 6:] > 0.99)
 
 

@@ -14,14 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from coronet.predict import Predictor
-from coronet.serve import create_app
+from coronet.deploy.predict import Predictor
+from coronet.deploy.serve import create_app
 from deploy_helpers import LiveServer
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CORONET_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +38,14 @@ def chromium_path() -> str:
         pytest.skip("CORONET_SKIP_BROWSER=1")
     path = shutil.which(CHROMIUM) or (CHROMIUM if os.access(CHROMIUM, os.X_OK) else None)
     if path is None:
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run `make browser` (Debian package chromium), set "
-                    "CORONET_CHROMIUM to its path, or CORONET_SKIP_BROWSER=1 to skip the browser test")
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: run `make browser` (Debian package chromium), set "
+            "CORONET_CHROMIUM to its path, or CORONET_SKIP_BROWSER=1 to skip the browser test"
+        )
     return path
 
 
-def test_page_uploads_a_film_and_shows_probabilities_and_grad_cam(chromium_path, tiny_model_dir, xray_paths,
-                                                                   tmp_path):
+def test_page_uploads_a_film_and_shows_probabilities_and_grad_cam(chromium_path, tiny_model_dir, xray_paths, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     predictor = Predictor(tiny_model_dir)
@@ -58,8 +67,10 @@ def test_page_uploads_a_film_and_shows_probabilities_and_grad_cam(chromium_path,
             expect(rows).to_have_count(len(predictor.classes), timeout=60_000)
             expect(page.locator("#result")).to_be_visible()
             for image in ("#cam", "#image"):
-                page.wait_for_function(f"document.querySelector('{image}').complete && "
-                                       f"document.querySelector('{image}').naturalWidth > 0", timeout=60_000)
+                page.wait_for_function(
+                    f"document.querySelector('{image}').complete && document.querySelector('{image}').naturalWidth > 0",
+                    timeout=60_000,
+                )
             shot = tmp_path / "browser-page.png"
             page.screenshot(path=str(shot), full_page=True)
             artefacts = REPO / "test-artifacts"
@@ -67,7 +78,8 @@ def test_page_uploads_a_film_and_shows_probabilities_and_grad_cam(chromium_path,
             shutil.copy(shot, artefacts / "browser-page.png")
 
             # The page shows what the API computes: the predicted class on top, the probabilities as bar widths.
-            from coronet.imageio import read_image
+            from coronet.data.imageio import read_image
+
             expected = dict(zip(predictor.classes, predictor.probabilities([read_image(film)])[0]))
             top = max(expected, key=expected.get)
             assert rows.first.get_attribute("data-class") == top
@@ -80,8 +92,9 @@ def test_page_uploads_a_film_and_shows_probabilities_and_grad_cam(chromium_path,
                 track = row.locator(".bar-track").bounding_box()["width"]
                 bar = row.locator(".bar").bounding_box()["width"]
                 assert abs(bar / track - expected[name]) < 0.02
-            cam_size = page.evaluate("[document.querySelector('#cam').naturalWidth, "
-                                     "document.querySelector('#cam').naturalHeight]")
+            cam_size = page.evaluate(
+                "[document.querySelector('#cam').naturalWidth, document.querySelector('#cam').naturalHeight]"
+            )
             film_shape = read_image(film).shape
             assert abs(cam_size[0] / cam_size[1] - film_shape[1] / film_shape[0]) < 0.02
 
@@ -110,8 +123,9 @@ class _SlowForOneShape(Predictor):
         return super().probabilities(images)
 
 
-def test_a_slow_reply_for_an_earlier_file_does_not_replace_the_latest(chromium_path, tiny_model_dir, xray_paths,
-                                                                       tmp_path):
+def test_a_slow_reply_for_an_earlier_file_does_not_replace_the_latest(
+    chromium_path, tiny_model_dir, xray_paths, tmp_path
+):
     from playwright.sync_api import expect, sync_playwright
 
     from conftest import write_xray
@@ -142,13 +156,14 @@ def test_a_report_fits_a_1280_pixel_screen(chromium_path, tmp_path):
     the summary sentence on top; the screenshot is kept in test-artifacts/."""
     from playwright.sync_api import sync_playwright
 
-    from coronet.report import write_report
+    from coronet.evaluation.report import write_report
     from test_report import PAPER4, random_predictions
 
     run = tmp_path / "run"
     run.mkdir()
     random_predictions(120, PAPER4, seed=3, folds=4, patients=[f"p{i // 2}" for i in range(120)]).to_csv(
-        run / "predictions.csv", index=False)
+        run / "predictions.csv", index=False
+    )
     write_report(run, n_bootstrap=30)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path, args=ARGS, headless=True)

@@ -7,10 +7,11 @@ import json
 import zipfile
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
-from coronet.cli import app
 from conftest import write_xray
+from coronet.cli import app
 
 runner = CliRunner()
 
@@ -29,12 +30,21 @@ def test_prepare_then_cv_smoke(data_dir, tmp_path):
     assert {"path", "label", "source", "patient_id", "sha256", "fold"} <= set(manifest.columns)
     assert set(manifest.label) == {"covid", "normal", "bacterial", "viral"}
 
-    result = invoke("cv", "--dataset", dataset, "--out", run, "--profile", "tiny", "--folds", "1,3", "--epochs", 1,
-                    "--no-progress")
+    result = invoke(
+        "cv", "--dataset", dataset, "--out", run, "--profile", "tiny", "--folds", "1,3", "--epochs", 1, "--no-progress"
+    )
     assert result.exit_code == 0, result.output
     predictions = pd.read_csv(run / "predictions.csv")
-    assert list(predictions.columns[:8]) == ["path", "patient_id", "fold", "label", "prob_covid", "prob_normal",
-                                             "prob_bacterial", "prob_viral"]
+    assert list(predictions.columns[:8]) == [
+        "path",
+        "patient_id",
+        "fold",
+        "label",
+        "prob_covid",
+        "prob_normal",
+        "prob_bacterial",
+        "prob_viral",
+    ]
     assert sorted(predictions.path) == sorted(manifest[manifest.fold.isin([1, 3])].path)
     card = json.loads((run / "fold-3" / "model" / "model.json").read_text())
     assert card["classes"] == ["covid", "normal", "bacterial", "viral"] and card["training"]["fold"] == 3
@@ -58,8 +68,53 @@ def test_data_dir_from_environment_and_missing_data_message(tmp_path):
 def test_bad_settings_are_one_line_errors(tmp_path):
     result = invoke("data", "prepare", "--data", tmp_path, "--out", tmp_path / "x", "--split", "random")
     assert result.exit_code == 2
-    result = invoke("cv", "--dataset", tmp_path, "--out", tmp_path / "r", "--profile", "fast")
-    assert result.exit_code == 2 and "unknown profile" in result.output
+    result = invoke("cv", "--dataset", tmp_path, "--out", tmp_path / "r", "--profile", "nope")
+    assert result.exit_code == 2 and "nope" in result.output
+
+
+BAD_ARGUMENTS = [
+    ("cv --folds 1,x", ["cv", "--dataset", "{ds}", "--out", "{tmp}/a", "--folds", "1,x", "--profile", "tiny"]),
+    ("cv --backbone nope", ["cv", "--dataset", "{ds}", "--out", "{tmp}/b", "--backbone", "nope", "--profile", "tiny"]),
+    ("cv --set nope=1", ["cv", "--dataset", "{ds}", "--out", "{tmp}/c", "--set", "nope=1", "--profile", "tiny"]),
+    ("cv --set lr=x", ["cv", "--dataset", "{ds}", "--out", "{tmp}/c", "--set", "lr=x", "--profile", "tiny"]),
+    ("cv --folds 9", ["cv", "--dataset", "{ds}", "--out", "{tmp}/d", "--folds", "9", "--profile", "tiny"]),
+    ("cv missing dataset", ["cv", "--dataset", "{tmp}/none", "--out", "{tmp}/e", "--profile", "tiny"]),
+    ("train --profile nope", ["train", "--dataset", "{ds}", "--out", "{tmp}/f", "--profile", "nope"]),
+    ("train --weights missing", ["train", "--dataset", "{ds}", "--out", "{tmp}/g", "--weights", "{tmp}/w.pt"]),
+    ("data prepare --source folder", ["data", "prepare", "--data", "{tmp}/empty", "--out", "{tmp}/h", "--source",
+                                      "folder"]),
+    ("data prepare --split random", ["data", "prepare", "--data", "{data}", "--out", "{tmp}/i", "--split", "random"]),
+    ("data fetch --url without =", ["data", "fetch", "--data", "{tmp}/j", "--url", "cohen"]),
+    ("finetune --task 7class", ["finetune", "--from", "{run}", "--out", "{tmp}/k", "--task", "7class"]),
+    ("finetune from nothing", ["finetune", "--from", "{tmp}/none", "--out", "{tmp}/l"]),
+    ("evaluate --map covid", ["evaluate", "--model", "{model}", "--data", "{tmp}", "--out", "{tmp}/m", "--map",
+                              "covid"]),
+    ("evaluate --source nope", ["evaluate", "--model", "{model}", "--data", "{tmp}", "--out", "{tmp}/n", "--source",
+                                "nope"]),
+    ("report of nothing", ["report", "{tmp}/none"]),
+    ("audit --lung-box", ["audit", "{run}", "--lung-box", "1,2,3"]),
+    ("audit --folds x", ["audit", "{run}", "--folds", "x"]),
+    ("reproduce --count x", ["reproduce", "--data", "{data}", "--out", "{tmp}/o", "--count", "x=1"]),
+    ("reproduce --profile nope", ["reproduce", "--data", "{data}", "--out", "{tmp}/p", "--profile", "nope"]),
+    ("compare --task bogus", ["compare", "--dataset", "{ds}", "--out", "{tmp}/q", "--task", "bogus"]),
+    ("predict --runtime x", ["predict", "{tmp}", "--model", "{model}", "--runtime", "x"]),
+    ("export of nothing", ["export", "--onnx", "{tmp}/none"]),
+    ("serve of nothing", ["serve", "--model", "{tmp}/none"]),
+]
+
+
+@pytest.mark.parametrize("name, arguments", BAD_ARGUMENTS, ids=[name for name, _ in BAD_ARGUMENTS])
+def test_every_command_turns_bad_arguments_into_one_line(name, arguments, tmp_path, tiny_cv_run, prepared_dataset,
+                                                         data_dir):
+    (tmp_path / "empty").mkdir()
+    values = {"tmp": tmp_path, "ds": prepared_dataset, "run": tiny_cv_run, "data": data_dir,
+              "model": tiny_cv_run / "fold-1" / "model"}
+    result = invoke(*[a.format(**values) for a in arguments])
+    assert result.exit_code == 2, (name, result.output)
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    message = result.output.strip().splitlines()
+    assert message and len(message[-1]) < 800, (name, result.output)
+    assert not any((tmp_path / d / "config.json").exists() for d in "abcdefg")  # nothing stamped
 
 
 def test_fetch_from_a_local_archive(tmp_path):

@@ -7,9 +7,9 @@ import pytest
 import timm
 import torch
 
-from coronet.compare import compare
-from coronet.darkcovidnet import DarkCovidNet
-from coronet.model import build_model, count_parameters
+from coronet.evaluation.compare import compare
+from coronet.models.coronet import build_model, count_parameters
+from coronet.models.darkcovidnet import DarkCovidNet
 
 
 def test_darkcovidnet_size_and_shapes():
@@ -29,8 +29,15 @@ def test_darkcovidnet_size_and_shapes():
 
 def test_compare_table(prepared_dataset, tmp_path):
     lines = []
-    table = compare(prepared_dataset, tmp_path, backbones=("test_resnet", "darkcovidnet"), profile="tiny",
-                    folds=[1, 2], n_bootstrap=20, log=lines.append)
+    table = compare(
+        prepared_dataset,
+        tmp_path,
+        backbones=("test_resnet", "darkcovidnet"),
+        profile="tiny",
+        folds=[1, 2],
+        n_bootstrap=20,
+        log=lines.append,
+    )
     assert list(table.index) == ["test_resnet", "darkcovidnet"]
     for task in ("4-class", "3-class", "binary"):
         assert table[f"{task} accuracy"].between(0, 100).all()

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from coronet.cli import app
-from coronet.evaluate import evaluate
-from coronet.predict import Predictor
-from coronet.tasks import TASKS
 from conftest import write_xray
+from coronet.cli import app
+from coronet.deploy.predict import Predictor
+from coronet.evaluation.evaluate import evaluate
+from coronet.tasks import TASKS
 
 
 @pytest.fixture()
@@ -37,7 +37,7 @@ def test_4class_model_on_3class_data_merges_pneumonia(tiny_cv_run, ozturk_like, 
     four = Predictor(model_dir)
     row = predictions.iloc[0]
     raw = next(iter(four.predict_files([row.path])))
-    probs = dict(zip(TASKS["4class"], raw.probabilities))
+    probs = dict(zip(TASKS["4class"].classes, raw.probabilities))
     assert row.prob_pneumonia == pytest.approx(probs["bacterial"] + probs["viral"], abs=2e-6)
     assert row.prob_covid == pytest.approx(probs["covid"], abs=2e-6)
     assert np.allclose(predictions.filter(like="prob_").sum(axis=1), 1, atol=1e-5)
@@ -51,27 +51,65 @@ def test_4class_model_on_3class_data_merges_pneumonia(tiny_cv_run, ozturk_like, 
 def test_explicit_map_and_left_out_labels(tiny_cv_run, ozturk_like, tmp_path):
     mapping = {"covid": "covid", "normal": "normal", "bacterial": "normal", "viral": "normal"}
     lines = []
-    predictions = evaluate(tiny_cv_run / "fold-1" / "model", ozturk_like, "ozturk", tmp_path / "run",
-                           class_map=mapping, log=lines.append)
+    predictions = evaluate(
+        tiny_cv_run / "fold-1" / "model", ozturk_like, "ozturk", tmp_path / "run", class_map=mapping, log=lines.append
+    )
     assert set(predictions.label) == {"covid", "normal"} and len(predictions) == 6
     assert any("left out 4 images" in line and "pneumonia 4" in line for line in lines)  # 3 films + the bad file
 
 
 def test_evaluate_cli_writes_report(tiny_cv_run, ozturk_like, tmp_path):
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_cv_run / "fold-2" / "model" / "model.json"),
-                                      "--data", str(ozturk_like), "--source", "ozturk", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_cv_run / "fold-2" / "model" / "model.json"),
+            "--data",
+            str(ozturk_like),
+            "--source",
+            "ozturk",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1].startswith("covid recall ")
     assert (tmp_path / "r" / "report" / "report.html").is_file()
-    bad = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_cv_run / "fold-2" / "model"), "--data",
-                                   str(ozturk_like), "--source", "ozturk", "--out", str(tmp_path / "x"),
-                                   "--map", "covid"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_cv_run / "fold-2" / "model"),
+            "--data",
+            str(ozturk_like),
+            "--source",
+            "ozturk",
+            "--out",
+            str(tmp_path / "x"),
+            "--map",
+            "covid",
+        ],
+    )
     assert bad.exit_code == 2 and "MODEL_CLASS=DATA_LABEL" in bad.output
 
 
 def test_external_report_is_not_laid_out_as_a_cross_validation(tiny_cv_run, ozturk_like, tmp_path):
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_cv_run / "fold-2" / "model"),
-                                      "--data", str(ozturk_like), "--source", "ozturk", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_cv_run / "fold-2" / "model"),
+            "--data",
+            str(ozturk_like),
+            "--source",
+            "ozturk",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "--training-dataset" in result.output  # the card names its training data: the user is told to check
     page = (tmp_path / "r" / "report" / "report.html").read_text()
@@ -83,7 +121,7 @@ def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path):
     """Kaggle films the model trained on (and films of its training patients) are left out and listed."""
     import shutil
 
-    from coronet.training import dataset_hash
+    from coronet.training.fit import dataset_hash
 
     config = json.loads((tiny_cv_run / "config.json").read_text())
     training = config["dataset"]["path"]
@@ -93,19 +131,29 @@ def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path):
     for k, row in enumerate(trained.itertuples()):
         (folder / row.label).mkdir(parents=True, exist_ok=True)
         shutil.copy(row.path, folder / row.label / f"copy{k}.jpg")  # renamed copies: found as the same film
-    fresh = sorted((data_dir / "kaggle-pneumonia").rglob("*.jpeg")) + sorted((data_dir / "kaggle-pneumonia").rglob("*.jpg"))
+    fresh = sorted((data_dir / "kaggle-pneumonia").rglob("*.jpeg")) + sorted(
+        (data_dir / "kaggle-pneumonia").rglob("*.jpg")
+    )
     extra = [p for p in fresh if str(p.resolve()) not in set(manifest.path)][:3]
     for k, path in enumerate(extra):
         (folder / "normal").mkdir(exist_ok=True)
         shutil.copy(path, folder / "normal" / f"new{k}.jpg")
     lines = []
-    predictions = evaluate(tiny_cv_run / "fold-2" / "model", folder, "folder", tmp_path / "out",
-                           training_dataset=training, log=lines.append)
+    predictions = evaluate(
+        tiny_cv_run / "fold-2" / "model",
+        folder,
+        "folder",
+        tmp_path / "out",
+        training_dataset=training,
+        log=lines.append,
+    )
     overlap = pd.read_csv(tmp_path / "out" / "overlap.csv")
     assert len(overlap) == 4 and set(overlap.kind) == {"film"}
     assert not predictions.path.str.contains("copy").any() and len(predictions) == len(extra)
     assert any("left out 4 of" in line for line in lines)
     record = json.loads((tmp_path / "out" / "config.json").read_text())
     assert record["left_out_overlap"] == 4 and record["training_dataset"]
-    assert dataset_hash(training) == json.loads(
-        (tiny_cv_run / "fold-2" / "model" / "model.json").read_text())["training"]["dataset_sha256"]
+    assert (
+        dataset_hash(training)
+        == json.loads((tiny_cv_run / "fold-2" / "model" / "model.json").read_text())["training"]["dataset_sha256"]
+    )

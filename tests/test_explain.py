@@ -8,22 +8,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coronet.explain import GradCam, find_target_layer, fit, overlay
-from coronet.model import build_model, create_backbone
+from coronet.deploy.explain import GradCam, find_target_layer, fit, overlay
+from coronet.models.coronet import build_model, create_backbone
 
 
-@pytest.mark.parametrize("backbone,size,expected", [
-    ("legacy_xception", 150, "act4"),   # the ReLU after the last separable conv: 2048 x 5 x 5
-    ("resnet18", 64, "layer4"),
-    ("test_resnet", 64, "layer4"),
-])
+@pytest.mark.parametrize(
+    "backbone,size,expected",
+    [
+        ("legacy_xception", 150, "act4"),  # the ReLU after the last separable conv: 2048 x 5 x 5
+        ("resnet18", 64, "layer4"),
+        ("test_resnet", 64, "layer4"),
+    ],
+)
 def test_target_layer_of_timm_backbones(backbone, size, expected):
     assert find_target_layer(create_backbone(backbone), size) == expected
 
 
 def test_target_layer_rule_skips_pass_throughs_but_not_in_place_activations():
-    toy = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Identity(),
-                        nn.Sequential(nn.Identity()))
+    toy = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Identity(), nn.Sequential(nn.Identity())
+    )
     assert find_target_layer(toy, 16) == "2"  # the in-place ReLU modifies its input: it computes something
     toy[2] = nn.ReLU()
     assert find_target_layer(toy, 16) == "2"
@@ -46,8 +50,11 @@ def _hand_grad_cam(model, layer: nn.Module, batch: torch.Tensor, classes) -> np.
     out = []
     for cam in cams:  # the package's scaling: to [0, 1], resized to the input, to [0, 1] again
         cam = (cam - cam.min()) / (1e-7 + (cam - cam.min()).max())
-        cam = np.asarray(torch.nn.functional.interpolate(torch.tensor(cam)[None, None], size=batch.shape[-2:],
-                                                         mode="bilinear", align_corners=False)[0, 0])
+        cam = np.asarray(
+            torch.nn.functional.interpolate(
+                torch.tensor(cam)[None, None], size=batch.shape[-2:], mode="bilinear", align_corners=False
+            )[0, 0]
+        )
         out.append((cam - cam.min()) / (1e-7 + (cam - cam.min()).max()))
     return np.stack(out)
 
@@ -86,6 +93,7 @@ def test_grad_cam_never_hooks_the_callers_model(monkeypatch):
         def spy(self, *args, _original=original, **kwargs):
             hooked.append(self)
             return _original(self, *args, **kwargs)
+
         monkeypatch.setattr(nn.Module, method, spy)
     with torch.inference_mode():  # as in a serving thread
         cam = GradCam(model, 64)

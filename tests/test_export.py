@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from coronet.cli import app
-from coronet.export import ONNX_NAME, open_session, record_path
-from coronet.imageio import read_image
-from coronet.modelio import ModelLoadError
-from coronet.predict import Predictor
+from coronet.data.imageio import read_image
+from coronet.deploy.export import ONNX_NAME, open_session, record_path
+from coronet.deploy.predict import Predictor
+from coronet.models.modeldir import ModelLoadError
 from deploy_helpers import make_model_dir
 
 runner = CliRunner()
@@ -33,8 +33,8 @@ def assert_onnx_parity(model_dir, paths, min_spread: float) -> None:
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory):
     """A copy of the tiny model directory, exported with `coronet export --onnx` (which loads the model once)."""
-    import coronet.export
-    import coronet.modelio
+    import coronet.deploy.export
+    import coronet.models.modeldir
 
     model_dir = tmp_path_factory.mktemp("onnx") / "model"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -45,8 +45,11 @@ def exported(tiny_model_dir, tmp_path_factory):
         return lambda *args, **kwargs: calls.append(name) or real(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        for module, name in ((coronet.modelio, "load_model_dir"), (coronet.export, "load_model_dir"),
-                             (coronet.export, "open_session")):
+        for module, name in (
+            (coronet.models.modeldir, "load_model_dir"),
+            (coronet.deploy.export, "load_model_dir"),
+            (coronet.deploy.export, "open_session"),
+        ):
             patch.setattr(module, name, counted(module, name))
         result = runner.invoke(app, ["export", "--onnx", str(model_dir)])
     assert result.exit_code == 0, result.output
@@ -57,7 +60,7 @@ def exported(tiny_model_dir, tmp_path_factory):
 
 def test_onnx_parity_of_the_papers_backbone(xray_paths, tmp_path):
     """legacy_xception at 150 px, random weights: ONNX Runtime gives PyTorch's probabilities on real films."""
-    from coronet.export import export_onnx
+    from coronet.deploy.export import export_onnx
 
     # sharpen=100: a random Xception gives every film nearly the same probabilities otherwise (spread ~5e-4).
     model_dir = make_model_dir(tmp_path / "xception", backbone="legacy_xception", input_size=150, sharpen=100.0)
@@ -67,7 +70,7 @@ def test_onnx_parity_of_the_papers_backbone(xray_paths, tmp_path):
 
 def test_a_model_validated_with_tta_is_predicted_and_exported_with_it(xray_paths, tmp_path):
     """The card's test-time augmentation is applied by every runtime: the mean of the film and its mirror."""
-    from coronet.export import export_onnx
+    from coronet.deploy.export import export_onnx
 
     model_dir = make_model_dir(tmp_path / "tta", tta="hflip", sharpen=30.0)
     plain_dir = make_model_dir(tmp_path / "plain", sharpen=30.0)
@@ -95,7 +98,7 @@ def test_a_card_that_drops_the_tta_is_refused(tmp_path):
 def test_failed_export_leaves_nothing_behind(tiny_model_dir, tmp_path, monkeypatch):
     import torch
 
-    from coronet.export import export_onnx
+    from coronet.deploy.export import export_onnx
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -112,8 +115,10 @@ def test_failed_export_leaves_nothing_behind(tiny_model_dir, tmp_path, monkeypat
 
 
 def test_onnx_probabilities_match_pytorch_on_real_films(exported, data_dir):
-    films = sorted((data_dir / "cohen-covid" / "images").glob("*.jpg"))[:8] + \
-        sorted((data_dir / "kaggle-pneumonia" / "chest_xray" / "train" / "PNEUMONIA").glob("*.jpeg"))[:8]
+    films = (
+        sorted((data_dir / "cohen-covid" / "images").glob("*.jpg"))[:8]
+        + sorted((data_dir / "kaggle-pneumonia" / "chest_xray" / "train" / "PNEUMONIA").glob("*.jpeg"))[:8]
+    )
     assert_onnx_parity(exported, films, min_spread=0.02)
 
 
@@ -157,8 +162,9 @@ def test_cli_predict_with_onnx_runtime(exported, xray_paths, tmp_path):
     rows = {}
     for runtime in ("torch", "onnx"):
         out = tmp_path / f"{runtime}.csv"
-        result = runner.invoke(app, ["predict", *map(str, xray_paths), "--model", str(exported),
-                                     "--runtime", runtime, "--out", str(out)])
+        result = runner.invoke(
+            app, ["predict", *map(str, xray_paths), "--model", str(exported), "--runtime", runtime, "--out", str(out)]
+        )
         assert result.exit_code == 0, result.output
         rows[runtime] = list(csv.DictReader(open(out, newline="")))
     assert [r["path"] for r in rows["onnx"]] == [r["path"] for r in rows["torch"]] == list(map(str, xray_paths))

@@ -1,4 +1,4 @@
-"""Tests for coronet.fetch against a local HTTP server on 127.0.0.1 (never the internet).
+"""Tests for coronet.data.fetch against a local HTTP server on 127.0.0.1 (never the internet).
 
 The server serves tiny zip archives with the same internal layout as the real ones,
 honours ``Range``/``If-Range`` (so resuming can be tested), records every request,
@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from coronet import fetch
-from coronet.fetch import BASE_URL_ENV, REMOTE_SOURCES, FetchError, fetch_sources, missing_data_help
-
+from coronet.data import fetch
+from coronet.data.fetch import BASE_URL_ENV, REMOTE_SOURCES, FetchError, fetch_sources, missing_data_help
 
 # --------------------------------------------------------------------------- archives
 
@@ -87,14 +86,15 @@ def _handler(state: _State):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's naming
             with state.lock:
-                state.requests.append({"path": self.path, "range": self.headers.get("Range"),
-                                       "if_range": self.headers.get("If-Range")})
+                state.requests.append(
+                    {"path": self.path, "range": self.headers.get("Range"), "if_range": self.headers.get("If-Range")}
+                )
                 body = state.files.get(self.path)
                 cut = state.cut_after.pop(self.path, None)
             if body is None:
                 self.send_error(404)
                 return
-            etag = '"%s"' % hashlib.sha256(body).hexdigest()[:16]
+            etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
             start = 0
             wanted = self.headers.get("Range")
             if wanted and state.honour_range and self.headers.get("If-Range", etag) == etag:
@@ -113,7 +113,7 @@ def _handler(state: _State):
             self.send_header("Content-Length", str(len(body) - start))
             self.send_header("ETag", etag)
             self.end_headers()
-            payload = body[start:] if cut is None else body[start:start + cut]
+            payload = body[start:] if cut is None else body[start : start + cut]
             self.wfile.write(payload)
             self.close_connection = True
 
@@ -130,8 +130,7 @@ class Server:
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         # A short poll interval keeps shutdown() (and so each test's teardown) fast.
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     def serve(self, path: str, body: bytes) -> str:
         self.state.files[path] = body
@@ -192,20 +191,33 @@ def test_fetches_all_three_into_the_layout_the_readers_expect(tmp_path, server, 
     data = tmp_path / "data"
     result, logs = _fetch(data, server)
 
-    assert result == {"cohen": data / "cohen-covid", "kaggle": data / "kaggle-pneumonia",
-                      "ozturk": data / "ozturk-dataset2"}
+    assert result == {
+        "cohen": data / "cohen-covid",
+        "kaggle": data / "kaggle-pneumonia",
+        "ozturk": data / "ozturk-dataset2",
+    }
     assert _files(data / "cohen-covid") == {"metadata.csv", "images/x.png", "images/y.png"}
     assert (data / "cohen-covid/metadata.csv").read_bytes() == METADATA
     assert _files(data / "kaggle-pneumonia") == {
-        "chest_xray/train/NORMAL/IM-0001-0001.jpeg", "chest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg",
-        "chest_xray/test/NORMAL/IM-0002-0001.jpeg", "chest_xray/test/PNEUMONIA/person2_virus_2.jpeg"}
+        "chest_xray/train/NORMAL/IM-0001-0001.jpeg",
+        "chest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg",
+        "chest_xray/test/NORMAL/IM-0002-0001.jpeg",
+        "chest_xray/test/PNEUMONIA/person2_virus_2.jpeg",
+    }
     assert _files(data / "ozturk-dataset2") == {
-        "Covid-19/a.png", "No_findings/00000001_000.png", "Pneumonia/00000002_001.png"}
+        "Covid-19/a.png",
+        "No_findings/00000001_000.png",
+        "Pneumonia/00000002_001.png",
+    }
     with Image.open(data / "ozturk-dataset2/Covid-19/a.png") as image:
         assert image.size == (16, 16)
     # Nothing else is left in the data directory: no staging folders, no partial downloads.
-    assert sorted(p.name for p in data.iterdir()) == [".downloads", "cohen-covid", "kaggle-pneumonia",
-                                                       "ozturk-dataset2"]
+    assert sorted(p.name for p in data.iterdir()) == [
+        ".downloads",
+        "cohen-covid",
+        "kaggle-pneumonia",
+        "ozturk-dataset2",
+    ]
     for name, body in archives.items():
         assert (data / ".downloads" / f"{name}.zip").read_bytes() == body
         record = fetch._read_json(data / ".downloads" / f"{name}.json")
@@ -279,9 +291,13 @@ def test_resume_starts_over_when_the_remote_file_changed(tmp_path, server, archi
 
 
 def test_zip_slip_archive_is_refused(tmp_path, server):
-    evil = _zip({"covid-chestxray-dataset-master/metadata.csv": METADATA,
-                 "covid-chestxray-dataset-master/images/x.png": _png(1),
-                 "covid-chestxray-dataset-master/images/../../../../evil.txt": b"gotcha"})
+    evil = _zip(
+        {
+            "covid-chestxray-dataset-master/metadata.csv": METADATA,
+            "covid-chestxray-dataset-master/images/x.png": _png(1),
+            "covid-chestxray-dataset-master/images/../../../../evil.txt": b"gotcha",
+        }
+    )
     server.serve("/cohen.zip", evil)
     data = tmp_path / "data"
     with pytest.raises(FetchError, match="cohen.*refusing"):
@@ -332,8 +348,11 @@ def test_base_url_environment_variable_selects_a_mirror(tmp_path, server, monkey
     monkeypatch.setenv(BASE_URL_ENV, server.base + "/mirror/")
     result, _ = _fetch(tmp_path, server, urls=None)
     assert set(result) == {"cohen", "kaggle", "ozturk"}
-    assert {r["path"] for r in server.state.requests} == {"/mirror/cohen.zip", "/mirror/kaggle.zip",
-                                                         "/mirror/ozturk.zip"}
+    assert {r["path"] for r in server.state.requests} == {
+        "/mirror/cohen.zip",
+        "/mirror/kaggle.zip",
+        "/mirror/ozturk.zip",
+    }
 
 
 def test_unreachable_url_raises_naming_the_source_and_others_still_install(tmp_path, server, archives):
@@ -369,8 +388,14 @@ def test_unknown_source_is_rejected(tmp_path):
 def test_missing_data_help_names_folders_homepages_and_command(tmp_path, server, archives):
     _fetch(tmp_path, server, ["ozturk"])
     text = missing_data_help(tmp_path)
-    for folder in ("cohen-covid/metadata.csv", "cohen-covid/images", "kaggle-pneumonia/chest_xray",
-                   "ozturk-dataset2/Covid-19", "ozturk-dataset2/No_findings", "ozturk-dataset2/Pneumonia"):
+    for folder in (
+        "cohen-covid/metadata.csv",
+        "cohen-covid/images",
+        "kaggle-pneumonia/chest_xray",
+        "ozturk-dataset2/Covid-19",
+        "ozturk-dataset2/No_findings",
+        "ozturk-dataset2/Pneumonia",
+    ):
         assert folder in text
     for source in REMOTE_SOURCES.values():
         assert source.homepage in text
@@ -386,5 +411,7 @@ def test_partial_file_longer_than_the_remote_one_is_restarted(tmp_path, server, 
     (downloads / "ozturk.zip.part.json").write_text(f'{{"url": "{server.base}/ozturk.zip"}}')
     _fetch(tmp_path, server, ["ozturk"])
     assert [r["range"] for r in server.requests_for("/ozturk.zip")] == [
-        f"bytes={len(archives['ozturk']) + 10}-", None]  # 416, then the whole file
+        f"bytes={len(archives['ozturk']) + 10}-",
+        None,
+    ]  # 416, then the whole file
     assert (downloads / "ozturk.zip").read_bytes() == archives["ozturk"]

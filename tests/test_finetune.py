@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from coronet.finetune import finetune, fold_model
-from coronet.model import build_model, replace_classifier, set_trainable
-from coronet.modelio import load_model_dir
+from coronet.models.coronet import build_model, replace_classifier, set_trainable
+from coronet.models.modeldir import load_model_dir
 from coronet.tasks import (
     TASKS,
     default_class_map,
@@ -21,6 +20,7 @@ from coronet.tasks import (
     task_classes,
     task_of,
 )
+from coronet.training.finetune import finetune, fold_model
 
 FOUR = ["covid", "normal", "bacterial", "viral", "viral", "bacterial"]
 
@@ -56,32 +56,38 @@ def test_relabel_unknown_label_is_an_error():
 
 
 def test_task_of_any_order():
-    assert task_of(["pneumonia", "covid", "normal"]) == "3class"
-    assert task_of(list(TASKS["4class"])) == "4class"
+    assert task_of(["pneumonia", "covid", "normal"]).name == "3class"
+    assert task_of(list(TASKS["4class"].classes)).name == "4class"
     assert task_of(["covid"]) is None
 
 
 def test_class_maps_between_label_sets():
-    four = TASKS["4class"]
+    four = TASKS["4class"].classes
     assert default_class_map(four, ["covid", "normal"]) == {c: c for c in four}
     assert default_class_map(four, ["covid", "normal", "pneumonia"]) == {
-        "covid": "covid", "normal": "normal", "bacterial": "pneumonia", "viral": "pneumonia"}
+        "covid": "covid",
+        "normal": "normal",
+        "bacterial": "pneumonia",
+        "viral": "pneumonia",
+    }
     with pytest.raises(ValueError, match="--map"):
         default_class_map(["covid", "other"], ["covid", "normal", "pneumonia"])
     assert parse_class_map(["viral=pneumonia", " bacterial = pneumonia"]) == {
-        "viral": "pneumonia", "bacterial": "pneumonia"}
+        "viral": "pneumonia",
+        "bacterial": "pneumonia",
+    }
     with pytest.raises(ValueError, match="MODEL_CLASS=DATA_LABEL"):
         parse_class_map(["viral"])
 
 
 def test_merge_probabilities_keeps_all_mass():
     probabilities = np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]])
-    mapping = default_class_map(TASKS["4class"], ["covid", "normal", "pneumonia"])
-    merged, labels = merge_probabilities(probabilities, TASKS["4class"], mapping)
+    mapping = default_class_map(TASKS["4class"].classes, ["covid", "normal", "pneumonia"])
+    merged, labels = merge_probabilities(probabilities, TASKS["4class"].classes, mapping)
     assert labels == ["covid", "normal", "pneumonia"]
     np.testing.assert_allclose(merged, [[0.1, 0.2, 0.7], [0.7, 0.1, 0.2]])
     with pytest.raises(ValueError, match="viral"):
-        merge_probabilities(probabilities, TASKS["4class"], {"covid": "a", "normal": "a", "bacterial": "b"})
+        merge_probabilities(probabilities, TASKS["4class"].classes, {"covid": "a", "normal": "a", "bacterial": "b"})
 
 
 # --------------------------------------------------------------------------- head replacement
@@ -95,8 +101,9 @@ def test_replace_classifier_only_last_layer_is_new():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     replace_classifier(model, 3)
     after = model.state_dict()
-    changed = {k for k in after if k not in before or after[k].shape != before[k].shape
-               or not torch.equal(after[k], before[k])}
+    changed = {
+        k for k in after if k not in before or after[k].shape != before[k].shape or not torch.equal(after[k], before[k])
+    }
     assert changed == {"head.4.weight", "head.4.bias"}
     assert model.classifier.out_features == 3 and model.eval()(torch.rand(2, 1, 32, 32)).shape == (2, 3)
 
@@ -128,9 +135,10 @@ def test_fold_model_keeps_the_4class_weights(tiny_cv_run):
 @pytest.mark.parametrize("task", ["3class", "binary"])
 def test_finetune_run(tiny_cv_run, tmp_path, task):
     out = tmp_path / task
-    predictions = finetune(tiny_cv_run, out, task=task, profile="tiny", folds=[1, 2], progress=False,
-                           log=lambda *_: None)
-    classes = list(TASKS[task])
+    predictions = finetune(
+        tiny_cv_run, out, task=task, profile="tiny", folds=[1, 2], progress=False, log=lambda *_: None
+    )
+    classes = list(TASKS[task].classes)
     source = pd.read_csv(tiny_cv_run / "manifest.csv")
     expected = relabel(source[source.fold.isin([1, 2])], task)
     assert sorted(predictions.path) == sorted(expected.path)
@@ -150,8 +158,16 @@ def test_finetune_run(tiny_cv_run, tmp_path, task):
 
 
 def test_finetune_head_only_keeps_backbone(tiny_cv_run, tmp_path):
-    finetune(tiny_cv_run, tmp_path, task="covid-vs-rest", profile="tiny", folds=[3], train_layers="head",
-             progress=False, log=lambda *_: None)
+    finetune(
+        tiny_cv_run,
+        tmp_path,
+        task="covid-vs-rest",
+        profile="tiny",
+        folds=[3],
+        train_layers="head",
+        progress=False,
+        log=lambda *_: None,
+    )
     model, _ = load_model_dir(tmp_path / "fold-3" / "model")
     source_model, _ = load_model_dir(tiny_cv_run / "fold-3" / "model")
     for name, value in source_model.state_dict().items():
@@ -171,10 +187,18 @@ def test_finetune_errors(tiny_cv_run, tmp_path):
 def test_dataset2_overlap_and_clean_evaluation(tiny_cv_run, data_dir, tmp_path):
     from pathlib import Path
 
-    from coronet.report import write_report
+    from coronet.evaluation.report import write_report
 
-    predictions = finetune(tiny_cv_run, tmp_path, task="3class", profile="tiny", data=data_dir / "ozturk-dataset2",
-                           folds=[1], progress=False, log=lambda *_: None)
+    predictions = finetune(
+        tiny_cv_run,
+        tmp_path,
+        task="3class",
+        profile="tiny",
+        data=data_dir / "ozturk-dataset2",
+        folds=[1],
+        progress=False,
+        log=lambda *_: None,
+    )
     manifest = pd.read_csv(tmp_path / "dataset" / "manifest.csv")
     # dataset-2's COVID-19 copies of Cohen films carry their Cohen patient, and a patient stays in one fold
     assert manifest[manifest.label == "covid"].patient_id.str.startswith("cohen:").mean() > 0.9
@@ -188,7 +212,7 @@ def test_dataset2_overlap_and_clean_evaluation(tiny_cv_run, data_dir, tmp_path):
     assert set(overlap.label) == {"covid"} and set(overlap.reference_label) == {"covid"}
     assert set(overlap.kind) == {"film", "patient"}
     assert set(predictions.overlap_kind.fillna("")) == {"", "film", "patient"}
-    same_name = (overlap.path.map(lambda p: Path(p).stem) == overlap.reference_path.map(lambda p: Path(p).stem))
+    same_name = overlap.path.map(lambda p: Path(p).stem) == overlap.reference_path.map(lambda p: Path(p).stem)
     assert same_name.mean() > 0.8
     assert predictions.overlap.sum() == predictions.path.isin(set(overlap.path)).sum() > 0
     clean = pd.read_csv(tmp_path / "no-overlap" / "predictions.csv")
@@ -201,11 +225,23 @@ def test_dataset2_overlap_and_clean_evaluation(tiny_cv_run, data_dir, tmp_path):
 
 def test_finetune_head_on_precomputed_features(tiny_cv_run, tmp_path):
     """The fast profile's fine-tune: the frozen backbone's features once, then only the head trains on them."""
-    from coronet.training import backbone_features
+    from coronet.training.fit import backbone_features
 
-    predictions = finetune(tiny_cv_run, tmp_path, task="3class", profile="tiny", folds=[2], train_layers="head",
-                           head_on_features=True, epochs=3, tta=True, schedule="cosine", warmup=0.2,
-                           progress=False, log=lambda *_: None)
+    predictions = finetune(
+        tiny_cv_run,
+        tmp_path,
+        task="3class",
+        profile="tiny",
+        folds=[2],
+        train_layers="head",
+        head_on_features=True,
+        epochs=3,
+        tta=True,
+        schedule="cosine",
+        warmup=0.2,
+        progress=False,
+        log=lambda *_: None,
+    )
     source = pd.read_csv(tiny_cv_run / "manifest.csv")
     assert sorted(predictions.path) == sorted(source[source.fold == 2].path)
     assert pd.read_csv(tmp_path / "fold-2" / "metrics.csv").epoch.tolist() == [1, 2, 3]
@@ -218,8 +254,8 @@ def test_finetune_head_on_precomputed_features(tiny_cv_run, tmp_path):
     assert card["head_trained_on_features"] and card["inference"] == {"tta": "hflip"}
 
     # the saved model, used as prediction uses it (the card's TTA), gives the run's validation probabilities
-    from coronet.modelio import inference_model
-    from coronet.prepare import load_cache
+    from coronet.data.prepare import load_cache
+    from coronet.models.modeldir import inference_model
 
     rows = source[source.fold == 2]
     cache = load_cache(json.loads((tiny_cv_run / "config.json").read_text())["dataset"]["path"], 32)

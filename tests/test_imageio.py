@@ -1,4 +1,4 @@
-"""Tests for coronet.imageio: every input becomes a 2-D uint8 array or an ImageReadError."""
+"""Tests for coronet.data.imageio: every input becomes a 2-D uint8 array or an ImageReadError."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 
-from coronet.imageio import ImageReadError, read_image, sniff_format
+from coronet.data.imageio import ImageReadError, read_image, sniff_format
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,12 +67,7 @@ def _png_header_only(width: int, height: int) -> bytes:
     whose IDAT holds a single row: Pillow reads the size without decoding."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * (width + 1))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def _dicom(
@@ -259,8 +254,18 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 
 @pytest.mark.parametrize(
     "case",
-    ["empty", "truncated_jpeg", "truncated_png", "png_header_only", "text", "random",
-     "bomb_error", "bomb_warning", "missing", "directory"],
+    [
+        "empty",
+        "truncated_jpeg",
+        "truncated_png",
+        "png_header_only",
+        "text",
+        "random",
+        "bomb_error",
+        "bomb_warning",
+        "missing",
+        "directory",
+    ],
 )
 def test_bad_input_raises_one_clear_error(tmp_path, case):
     path, expected = _bad_inputs(tmp_path)[case]
@@ -366,9 +371,7 @@ def test_dicom_signed_pixels():
 def test_dicom_monochrome1_is_inverted():
     pixels = _ramp16(0, 4095)
     mono2 = read_image(_dicom_bytes(_dicom(pixels, bits_stored=12)), name="m2.dcm")
-    mono1 = read_image(
-        _dicom_bytes(_dicom(pixels, photometric="MONOCHROME1", bits_stored=12)), name="m1.dcm"
-    )
+    mono1 = read_image(_dicom_bytes(_dicom(pixels, photometric="MONOCHROME1", bits_stored=12)), name="m1.dcm")
     np.testing.assert_array_equal(mono1, 255 - mono2)
     assert mono1[0, 0] == 255  # lowest stored value is white in MONOCHROME1
 
@@ -377,8 +380,7 @@ def test_dicom_rescale_is_applied_before_the_window():
     # Stored values 0, 1024, 1064, 2048 are -1024, 0, 40, 1024 HU after the
     # intercept; the window [40 - 200, 40 + 200] only makes sense in HU.
     pixels = np.array([[0, 1024], [1064, 2048]], dtype=np.uint16)
-    ds = _dicom(pixels, bits_stored=12, RescaleSlope=1, RescaleIntercept=-1024,
-                WindowCenter=40, WindowWidth=400)
+    ds = _dicom(pixels, bits_stored=12, RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=400)
     out = read_image(_dicom_bytes(ds), name="ct.dcm")
     assert out[0, 0] == 0  # -1024 HU: below the window
     assert out[1, 1] == 255  # 1024 HU: above the window
@@ -455,9 +457,17 @@ def test_dicom_without_pixel_data():
 
 
 def _compressed(transfer_syntax: str) -> bytes:
-    ds = _dicom(None, Rows=16, Columns=16, SamplesPerPixel=1, BitsAllocated=16,
-                BitsStored=12, HighBit=11, PixelRepresentation=0,
-                PhotometricInterpretation="MONOCHROME2")
+    ds = _dicom(
+        None,
+        Rows=16,
+        Columns=16,
+        SamplesPerPixel=1,
+        BitsAllocated=16,
+        BitsStored=12,
+        HighBit=11,
+        PixelRepresentation=0,
+        PhotometricInterpretation="MONOCHROME2",
+    )
     ds.file_meta.TransferSyntaxUID = transfer_syntax
     ds.PixelData = encapsulate([b"\x00\x01garbage, not a codestream" * 4])
     ds["PixelData"].VR = "OB"
@@ -496,9 +506,7 @@ def _data_dir() -> Path:
     return Path(os.environ.get("CORONET_DATA", REPO_ROOT / ".." / "shared" / "data"))
 
 
-@pytest.mark.parametrize(
-    "subdir", ["cohen-covid/images", "kaggle-pneumonia/chest_xray/train/NORMAL"]
-)
+@pytest.mark.parametrize("subdir", ["cohen-covid/images", "kaggle-pneumonia/chest_xray/train/NORMAL"])
 def test_real_images_match_pillow(subdir):
     folder = _data_dir() / subdir
     if not folder.is_dir():

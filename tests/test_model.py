@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from coronet.model import WeightsError, build_model, count_parameters, create_backbone
-from coronet.modelio import ModelLoadError, load_model_dir, save_model_dir
+from coronet.models.coronet import WeightsError, build_model, count_parameters, create_backbone
+from coronet.models.modeldir import ModelLoadError, load_model_dir, save_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def test_pickle_weights_are_refused(tmp_path):
     class Payload:
         def __reduce__(self):
             return (print, ("unpickled!",))
+
     torch.save({"x": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(WeightsError, match="weights-only"):
         build_model(backbone="test_resnet", input_size=32, weights=tmp_path / "evil.pt")
@@ -93,8 +94,15 @@ def test_imagenet_offline_gives_clear_message(monkeypatch, tmp_path):
 def save_tiny(tmp_path):
     torch.manual_seed(1)
     model = build_model(num_classes=4, backbone="test_resnet", input_size=32, hidden=8)
-    return model, save_model_dir(model, tmp_path / "model", classes=("covid", "normal", "bacterial", "viral"),
-                                 backbone="test_resnet", input_size=32, hidden=8, dropout=0.5)
+    return model, save_model_dir(
+        model,
+        tmp_path / "model",
+        classes=("covid", "normal", "bacterial", "viral"),
+        backbone="test_resnet",
+        input_size=32,
+        hidden=8,
+        dropout=0.5,
+    )
 
 
 def test_model_directory_round_trip(tmp_path):
@@ -120,7 +128,8 @@ def test_model_directory_refuses_pickle_and_mismatch(tmp_path):
     card = json.loads((directory / "model.json").read_text())
     weights = directory / "model.safetensors"
     torch.save({"a": torch.zeros(1)}, weights)  # a pickle under the safetensors name, with a matching hash
-    from coronet.modelio import file_sha256
+    from coronet.models.modeldir import file_sha256
+
     card["weights_sha256"] = file_sha256(weights)
     (directory / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelLoadError, match="not a safetensors"):
@@ -130,8 +139,15 @@ def test_model_directory_refuses_pickle_and_mismatch(tmp_path):
     (directory / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelLoadError, match="carries no network description"):
         load_model_dir(directory)
-    network = {"classes": card["classes"], "backbone": "test_resnet", "input_size": 32, "hidden": 8,
-               "dropout": 0.5, "mean": 0.0, "std": 1.0}
+    network = {
+        "classes": card["classes"],
+        "backbone": "test_resnet",
+        "input_size": 32,
+        "hidden": 8,
+        "dropout": 0.5,
+        "mean": 0.0,
+        "std": 1.0,
+    }
     save_file({"a": torch.zeros(1)}, str(weights), metadata={"coronet_network": json.dumps(network)})
     card["weights_sha256"] = file_sha256(weights)
     (directory / "model.json").write_text(json.dumps(card))

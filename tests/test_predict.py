@@ -6,7 +6,6 @@ import csv
 import json
 import shutil
 import threading
-
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from coronet.cli import app
-from coronet.imageio import read_image, resize_square
-from coronet.modelio import load_model_dir
-from coronet.predict import Failure, Prediction, Predictor, find_images, format_table, write_results
+from coronet.data.imageio import read_image, resize_square
+from coronet.deploy.predict import Failure, Prediction, Predictor, find_images, format_table, write_results
+from coronet.models.modeldir import load_model_dir
 from deploy_helpers import bad_files
 
 
@@ -66,9 +65,14 @@ def test_find_images_walks_folders_and_keeps_named_files(film_folder, tmp_path, 
     assert names[-1] == "missing.png"  # named directly: reported later as missing
     films = [p.name for p in xray_paths]
     bad = [name for name, _ in bad_files().values()]
-    assert names[1:-1] == (sorted(films[:2] + ["no-suffix"])  # not labels.csv, README, .hidden/
-                           + [f"sub/{n}" for n in sorted(films[2:4] + bad)]
-                           + [f"sub/deeper/{n}" for n in sorted(films[4:])])  # "sub" named again: not repeated
+    assert (
+        names[1:-1]
+        == (
+            sorted(films[:2] + ["no-suffix"])  # not labels.csv, README, .hidden/
+            + [f"sub/{n}" for n in sorted(films[2:4] + bad)]
+            + [f"sub/deeper/{n}" for n in sorted(films[4:])]
+        )
+    )  # "sub" named again: not repeated
 
 
 def test_bad_files_fail_one_line_each_and_the_rest_are_predicted(predictor, film_folder):
@@ -113,7 +117,9 @@ def test_paths_that_are_not_plain_files_each_get_a_verdict(predictor, xray_paths
 
 def test_cli_reports_a_named_folder_without_films(tiny_model_dir, xray_paths, tmp_path):
     (tmp_path / "x.jpg").mkdir()
-    result = runner.invoke(app, ["predict", str(tmp_path / "x.jpg"), str(xray_paths[0]), "--model", str(tiny_model_dir)])
+    result = runner.invoke(
+        app, ["predict", str(tmp_path / "x.jpg"), str(xray_paths[0]), "--model", str(tiny_model_dir)]
+    )
     assert result.exit_code == 1 and f"{tmp_path / 'x.jpg'}: folder holds no image files" in result.output
     assert "1 predicted, 1 failed" in result.output and "Traceback" not in result.output
 
@@ -160,12 +166,17 @@ def test_write_results_csv_and_json(tmp_path):
     info = {"name": "m", "classes": list(classes)}
     with open(write_results(tmp_path / "out.csv", predictions, failures, info), newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert rows == [{"path": "a.png", "pred": "normal", "prob_covid": "0.25", "prob_normal": "0.75"},
-                    {"path": "b.dcm", "pred": "covid", "prob_covid": "0.9", "prob_normal": "0.1"}]
+    assert rows == [
+        {"path": "a.png", "pred": "normal", "prob_covid": "0.25", "prob_normal": "0.75"},
+        {"path": "b.dcm", "pred": "covid", "prob_covid": "0.9", "prob_normal": "0.1"},
+    ]
     document = json.loads(write_results(tmp_path / "out.json", predictions, failures, info).read_text())
     assert document["model"] == info
-    assert document["predictions"][1] == {"path": "b.dcm", "pred": "covid",
-                                          "probabilities": {"covid": 0.9, "normal": 0.1}}
+    assert document["predictions"][1] == {
+        "path": "b.dcm",
+        "pred": "covid",
+        "probabilities": {"covid": 0.9, "normal": 0.1},
+    }
     assert document["failures"] == [{"path": "c.jpg", "problem": "truncated JPEG"}]
     with pytest.raises(ValueError, match=r"\.csv or \.json"):
         write_results(tmp_path / "out.txt", predictions, failures, info)
@@ -186,8 +197,9 @@ runner = CliRunner()
 
 def test_cli_predict_folder_table_csv_and_exit_status(tiny_model_dir, film_folder, tmp_path, predictor):
     out = tmp_path / "predictions.csv"
-    result = runner.invoke(app, ["predict", str(film_folder), "--model", str(tiny_model_dir), "--out", str(out),
-                                 "--batch-size", "2"])
+    result = runner.invoke(
+        app, ["predict", str(film_folder), "--model", str(tiny_model_dir), "--out", str(out), "--batch-size", "2"]
+    )
     assert result.exit_code == 1, result.output  # some files failed ...
     rows = list(csv.DictReader(open(out, newline="")))
     assert len(rows) == 7  # ... and the rest were predicted
@@ -207,8 +219,9 @@ def test_cli_predict_folder_table_csv_and_exit_status(tiny_model_dir, film_folde
 
 def test_cli_predict_all_good_exits_zero_and_writes_json(tiny_model_dir, xray_paths, tmp_path):
     out = tmp_path / "p.json"
-    result = runner.invoke(app, ["predict", *map(str, xray_paths[:2]), "--model", str(tiny_model_dir / "model.json"),
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["predict", *map(str, xray_paths[:2]), "--model", str(tiny_model_dir / "model.json"), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     assert [p["path"] for p in document["predictions"]] == [str(p) for p in xray_paths[:2]]
@@ -232,7 +245,7 @@ def test_cli_predict_cam_writes_overlays_and_grid(tiny_model_dir, xray_paths, tm
 
 def test_cli_predict_cam_keeps_no_full_size_films(tiny_model_dir, xray_paths, tmp_path, monkeypatch):
     """After its overlay is written, a result is kept without its film and heat map (the grid keeps small copies)."""
-    import coronet.predict
+    import coronet.deploy.predict
     from coronet.cli import deploy
 
     written, for_grid = [], []
@@ -243,10 +256,23 @@ def test_cli_predict_cam_keeps_no_full_size_films(tiny_model_dir, xray_paths, tm
         return real_grid(self, classes)
 
     monkeypatch.setattr(deploy._CamWriter, "grid", grid)
-    monkeypatch.setattr(coronet.predict, "write_results", lambda path, predictions, *_: written.extend(predictions))
+    monkeypatch.setattr(
+        coronet.deploy.predict, "write_results", lambda path, predictions, *_: written.extend(predictions)
+    )
     monkeypatch.setattr(deploy, "GRID_PER_CLASS", 1)
-    result = runner.invoke(app, ["predict", *map(str, xray_paths), "--model", str(tiny_model_dir),
-                                 "--cam", str(tmp_path / "cam"), "--out", str(tmp_path / "p.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            *map(str, xray_paths),
+            "--model",
+            str(tiny_model_dir),
+            "--cam",
+            str(tmp_path / "cam"),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert [p.path for p in written] == list(map(str, xray_paths))
     assert for_grid and all(len(items) == 1 for _, items in for_grid)  # at most GRID_PER_CLASS per class
@@ -258,20 +284,23 @@ def test_cli_predict_cam_keeps_no_full_size_films(tiny_model_dir, xray_paths, tm
 def test_cli_predict_unwritable_out_fails_before_predicting(tiny_model_dir, xray_paths, tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("")
     (tmp_path / "folder.csv").mkdir()
-    for out, words in ((tmp_path / "a-file" / "p.csv", "cannot create its folder"),
-                       (tmp_path / "folder.csv", "is a directory")):
+    for out, words in (
+        (tmp_path / "a-file" / "p.csv", "cannot create its folder"),
+        (tmp_path / "folder.csv", "is a directory"),
+    ):
         result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tiny_model_dir), "--out", str(out)])
         assert result.exit_code == 2 and words in result.output, result.output
         assert str(xray_paths[0]) not in result.output  # refused up front: nothing was predicted
     # A write that fails at the end anyway (disk full, ...): one line, no traceback.
-    import coronet.predict
+    import coronet.deploy.predict
 
     def disk_full(path, *_):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(coronet.predict, "write_results", disk_full)
-    result = runner.invoke(app, ["predict", str(xray_paths[0]), "--model", str(tiny_model_dir),
-                                 "--out", str(tmp_path / "p.json")])
+    monkeypatch.setattr(coronet.deploy.predict, "write_results", disk_full)
+    result = runner.invoke(
+        app, ["predict", str(xray_paths[0]), "--model", str(tiny_model_dir), "--out", str(tmp_path / "p.json")]
+    )
     assert result.exit_code == 2
     assert "cannot write the results (No space left on device)" in result.output
     assert "Traceback" not in result.output

@@ -9,10 +9,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from coronet.dedup import connected_groups, edge_signature, near_duplicate_pairs, perceptual_hash
-from coronet.prepare import (PAPER_CLASS_COUNTS, PrepareConfig, collect_candidates, load_cache, prepare_dataset,
-                             undersample)
 from conftest import write_xray
+from coronet.data.dedup import connected_groups, edge_signature, near_duplicate_pairs, perceptual_hash
+from coronet.data.prepare import (
+    PAPER_CLASS_COUNTS,
+    PrepareConfig,
+    collect_candidates,
+    load_cache,
+    prepare_dataset,
+    undersample,
+)
 
 #: Known same-film pairs from ../shared/data/README.md (file stems), exact or near.
 KNOWN_DUPLICATES = [
@@ -77,8 +83,7 @@ def test_known_duplicates_are_found(data_dir, tmp_path):
     """With every image selected, all known same-film pairs of the shared data's README come out."""
     everything = {"covid": 1000, "normal": 1000, "bacterial": 1000, "viral": 1000}
     with pytest.warns(UserWarning, match="taking all"):
-        result = prepare_dataset(data_dir, tmp_path, PrepareConfig(class_counts=everything),
-                                 log=lambda *_: None)
+        result = prepare_dataset(data_dir, tmp_path, PrepareConfig(class_counts=everything), log=lambda *_: None)
     found = {frozenset((stem(a), stem(b))) for a, b in zip(result.duplicates.path, result.duplicates.other_path)}
     for pair in KNOWN_DUPLICATES:
         assert frozenset(pair) in found, pair
@@ -86,7 +91,9 @@ def test_known_duplicates_are_found(data_dir, tmp_path):
     assert len(found) <= len(KNOWN_DUPLICATES) + 2
     exact = result.duplicates.query("kind == 'exact'")
     assert {frozenset((stem(a), stem(b))) for a, b in zip(exact.path, exact.other_path)} >= {
-        frozenset(KNOWN_DUPLICATES[0]), frozenset(KNOWN_DUPLICATES[1])}
+        frozenset(KNOWN_DUPLICATES[0]),
+        frozenset(KNOWN_DUPLICATES[1]),
+    }
     # the byte-identical film listed under patients 78 and 201 makes them one fold group
     manifest = result.manifest
     assert manifest.loc[manifest.patient_id.isin(["cohen:78", "cohen:201"]), "fold"].nunique() == 1
@@ -105,13 +112,15 @@ def test_undersampling_is_seeded(data_dir):
 def make_folder_dataset(root, per_class=12, patients_per_class=4):
     for label in ("covid", "normal"):
         for k in range(per_class):
-            write_xray(root / label / f"p{label}{k % patients_per_class}_{k}.png", seed=hash((label, k)) % 2**32,
-                       size=(48, 40))
+            write_xray(
+                root / label / f"p{label}{k % patients_per_class}_{k}.png", seed=hash((label, k)) % 2**32, size=(48, 40)
+            )
 
 
 def small_config(**changes):
-    options = dict(sources=("folder",), class_counts={"covid": 10, "normal": 10}, folds=2, seed=3, image_size=32,
-                   workers=1)
+    options = dict(
+        sources=("folder",), class_counts={"covid": 10, "normal": 10}, folds=2, seed=3, image_size=32, workers=1
+    )
     options.update(changes)
     return PrepareConfig(**options)
 
@@ -119,14 +128,18 @@ def small_config(**changes):
 @pytest.fixture
 def folder_data(tmp_path, monkeypatch):
     """A data directory whose 'folder' source is a tiny synthetic folder-per-class tree."""
-    import coronet.prepare as prepare
+    import coronet.data.prepare as prepare
 
     root = tmp_path / "data"
     make_folder_dataset(root / "mine")
     monkeypatch.setattr(prepare, "source_dir", lambda name, data: root / "mine")
-    monkeypatch.setattr(prepare, "read_source",
-                        lambda name, path, **_: __import__("coronet.sources", fromlist=["x"]).read_folder(
-                            path, patient_from=r"^(p[a-z]+\d)_"))
+    monkeypatch.setattr(
+        prepare,
+        "read_source",
+        lambda name, path, **_: __import__("coronet.data.sources", fromlist=["x"]).read_folder(
+            path, patient_from=r"^(p[a-z]+\d)_"
+        ),
+    )
     return root
 
 
@@ -148,8 +161,9 @@ def test_unreadable_files_are_skipped_and_listed(folder_data, tmp_path):
     (folder_data / "mine" / "normal" / "pnormal9_empty.png").write_bytes(b"")
     lines = []
     with pytest.warns(UserWarning, match="taking all"):
-        result = prepare_dataset(folder_data, tmp_path / "out", small_config(class_counts={"covid": 99, "normal": 99}),
-                                 log=lines.append)
+        result = prepare_dataset(
+            folder_data, tmp_path / "out", small_config(class_counts={"covid": 99, "normal": 99}), log=lines.append
+        )
     assert sorted(stem(p) for p in result.skipped.path) == ["pcovid9_broken", "pnormal9_empty"]
     assert len(result.manifest) == 24
     assert any("pcovid9_broken" in line for line in lines)
@@ -158,7 +172,7 @@ def test_unreadable_files_are_skipped_and_listed(folder_data, tmp_path):
 
 def test_near_duplicate_detection_on_resized_copy():
     rng = np.random.default_rng(0)
-    film = (rng.normal(size=(200, 160)).cumsum(axis=0).cumsum(axis=1))
+    film = rng.normal(size=(200, 160)).cumsum(axis=0).cumsum(axis=1)
     film = ((film - film.min()) / np.ptp(film) * 255).astype(np.uint8)
     resized = np.asarray(Image.fromarray(film).resize((120, 150), Image.Resampling.LANCZOS))
     other = np.ascontiguousarray(film[::-1])
@@ -173,8 +187,8 @@ def test_connected_groups():
 
 def test_a_chain_of_duplicate_films_makes_one_person_and_one_fold():
     """P and Q share a film, Q and R share another: P, Q and R are one person, whatever the order of the pairs."""
-    from coronet.dedup import person_groups
-    from coronet.prepare import assign_folds
+    from coronet.data.dedup import person_groups
+    from coronet.data.prepare import assign_folds
 
     patients = ["P", "P", "Q", "R", "R", "S", "T", "U", "V", "W", "X", "Y"]
     for same_person in ([("Q", "P"), ("R", "Q")], [("R", "Q"), ("Q", "P")], [("P", "Q"), ("Q", "R")]):

@@ -1,4 +1,4 @@
-"""Tests for coronet.report on small synthetic predictions with known answers."""
+"""Tests for coronet.evaluation.report on small synthetic predictions with known answers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from coronet import report
-from coronet.report import (
-    PAPER,
+from coronet.evaluation import figures, report
+from coronet.evaluation.bootstrap import bootstrap_ci
+from coronet.evaluation.metrics import (
     accuracy,
-    bootstrap_ci,
     class_table,
     confusion,
     covid_operating_point,
@@ -21,9 +20,9 @@ from coronet.report import (
     fold_table,
     per_class_metrics,
     roc_aucs,
-    summary_lines,
-    write_report,
 )
+from coronet.evaluation.report import PAPER, summary_lines, write_report
+from coronet.tasks import task_of
 
 PAPER4 = ["covid", "normal", "bacterial", "viral"]
 
@@ -33,8 +32,12 @@ def make_predictions(labels, preds, classes, folds, patients=None, confidence=0.
     k = len(classes)
     rows = []
     for i, (y, p, f) in enumerate(zip(labels, preds, folds)):
-        row = {"path": f"img{i}.png", "patient_id": patients[i] if patients is not None else f"p{i}",
-               "fold": f, "label": y}
+        row = {
+            "path": f"img{i}.png",
+            "patient_id": patients[i] if patients is not None else f"p{i}",
+            "fold": f,
+            "label": y,
+        }
         for c in classes:
             row[f"prob_{c}"] = confidence if c == p else (1 - confidence) / (k - 1)
         row["pred"] = p
@@ -48,9 +51,14 @@ def random_predictions(n, classes, seed, folds=2, patients=None, accuracy_target
     wrong = rng.choice(classes, size=n)
     preds = np.where(rng.random(n) < accuracy_target, labels, wrong)
     probs = rng.dirichlet(np.ones(len(classes)), size=n)
-    df = pd.DataFrame({"path": [f"img{i}.png" for i in range(n)],
-                       "patient_id": patients if patients is not None else [f"p{i // 2}" for i in range(n)],
-                       "fold": np.arange(n) % folds + 1, "label": labels})
+    df = pd.DataFrame(
+        {
+            "path": [f"img{i}.png" for i in range(n)],
+            "patient_id": patients if patients is not None else [f"p{i // 2}" for i in range(n)],
+            "fold": np.arange(n) % folds + 1,
+            "label": labels,
+        }
+    )
     for j, c in enumerate(classes):
         df[f"prob_{c}"] = probs[:, j]
     # make the predicted class the argmax, as in a real run
@@ -88,9 +96,7 @@ def test_per_class_metrics_match_sklearn(seed):
 
 def test_specificity_by_hand():
     classes = ["a", "b", "c"]
-    cm = np.array([[5, 1, 0],
-                   [2, 3, 1],
-                   [0, 4, 6]])
+    cm = np.array([[5, 1, 0], [2, 3, 1], [0, 4, 6]])
     m = per_class_metrics(cm, classes)
     # a: TN = 3+1+4+6 = 14, FP = 2+0 = 2 ; b: TN = 5+0+0+6 = 11, FP = 1+4 = 5 ; c: TN = 5+1+2+3 = 11, FP = 0+1 = 1
     np.testing.assert_allclose(m["specificity"], [14 / 16, 11 / 16, 11 / 12])
@@ -119,20 +125,25 @@ def test_fold_table_known(known):
     t = fold_table(known, ["x", "y"])
     assert list(t.index) == ["1", "2", "mean"]
     # fold 1: x P=1 R=.5 Spec=1 F1=2/3 ; y P=2/3 R=1 Spec=.5 F1=.8
-    np.testing.assert_allclose(t.loc["1", ["precision", "recall", "specificity", "f1", "accuracy"]],
-                               [250 / 3, 75, 75, (200 / 3 + 80) / 2, 75])
+    np.testing.assert_allclose(
+        t.loc["1", ["precision", "recall", "specificity", "f1", "accuracy"]], [250 / 3, 75, 75, (200 / 3 + 80) / 2, 75]
+    )
     np.testing.assert_allclose(t.loc["2", ["precision", "recall", "specificity", "f1", "accuracy"]], [100] * 5)
-    np.testing.assert_allclose(t.loc["mean", ["precision", "recall", "specificity", "f1", "accuracy"]],
-                               [(250 / 3 + 100) / 2, 87.5, 87.5, ((200 / 3 + 80) / 2 + 100) / 2, 87.5])
+    np.testing.assert_allclose(
+        t.loc["mean", ["precision", "recall", "specificity", "f1", "accuracy"]],
+        [(250 / 3 + 100) / 2, 87.5, 87.5, ((200 / 3 + 80) / 2 + 100) / 2, 87.5],
+    )
     assert round(t.loc["mean", "accuracy"], 4) == 87.5
 
 
 def test_class_table_known(known):
     t = class_table(known, ["x", "y"])
-    np.testing.assert_allclose(t.loc["x", ["precision", "recall", "specificity", "f1"]],
-                               [100, 75, 100, (200 / 3 + 100) / 2])
-    np.testing.assert_allclose(t.loc["y", ["precision", "recall", "specificity", "f1"]],
-                               [(200 / 3 + 100) / 2, 100, 75, 90])
+    np.testing.assert_allclose(
+        t.loc["x", ["precision", "recall", "specificity", "f1"]], [100, 75, 100, (200 / 3 + 100) / 2]
+    )
+    np.testing.assert_allclose(
+        t.loc["y", ["precision", "recall", "specificity", "f1"]], [(200 / 3 + 100) / 2, 100, 75, 90]
+    )
 
 
 def test_ece_known(known):
@@ -201,8 +212,15 @@ def test_write_report(tmp_path):
     df = random_predictions(96, PAPER4, seed=7, folds=4, patients=patients)
     df.to_csv(run / "predictions.csv", index=False)
     (run / "fold-1").mkdir()
-    pd.DataFrame({"epoch": [1, 2], "train_loss": [1.2, 0.9], "train_acc": [0.4, 0.6],
-                  "val_loss": [1.1, 1.0], "val_acc": [0.5, 0.55]}).to_csv(run / "fold-1" / "metrics.csv", index=False)
+    pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "train_loss": [1.2, 0.9],
+            "train_acc": [0.4, 0.6],
+            "val_loss": [1.1, 1.0],
+            "val_acc": [0.5, 0.55],
+        }
+    ).to_csv(run / "fold-1" / "metrics.csv", index=False)
 
     summary = write_report(run, n_bootstrap=50, seed=0)
 
@@ -246,11 +264,12 @@ def test_write_report_other_classes(tmp_path):
 
 
 def test_task_of_and_table5_row(tmp_path):
-    assert report.task_of(["viral", "covid", "normal", "bacterial"]) == "4-class"
-    assert report.task_of(["covid", "normal", "pneumonia"]) == "3-class"
-    assert report.task_of(["normal", "covid"]) == "binary"
-    assert report.task_of(["covid", "other"]) == "covid-vs-rest"
-    assert report.task_of(["a", "b"]) is None
+    # one spelling per task (its name); the paper's Table V row is the task's title
+    assert task_of(["viral", "covid", "normal", "bacterial"]).title == "4-class"
+    assert task_of(["covid", "normal", "pneumonia"]).title == "3-class"
+    assert task_of(["normal", "covid"]).name == "binary"
+    assert task_of(["covid", "other"]).title == "covid-vs-rest"
+    assert task_of(["a", "b"]) is None
     # binary run: 2 folds, fold 1 all right, fold 2 half right -> accuracy mean (100 + 50) / 2
     labels = ["covid", "normal", "covid", "normal"] * 2
     preds = ["covid", "normal", "covid", "normal", "covid", "covid", "covid", "covid"]
@@ -258,6 +277,7 @@ def test_task_of_and_table5_row(tmp_path):
     df.to_csv(tmp_path / "predictions.csv", index=False)
     summary = write_report(tmp_path, n_bootstrap=10)
     assert summary["task"] == "binary"
+    assert list(pd.read_csv(tmp_path / "report" / "table5.csv").task) == ["binary"]
     t5 = pd.read_csv(tmp_path / "report" / "table5.csv", index_col=0)
     assert list(t5.index) == ["binary"]
     assert t5.loc["binary", "accuracy"] == pytest.approx(75.0)
@@ -280,19 +300,19 @@ def test_table6_for_dataset2_runs(tmp_path):
     assert t6.loc["accuracy", "accuracy"] == pytest.approx(10 / 12 * 100)
     assert t6.loc["accuracy", "accuracy_paper"] == 90.21
     assert t6.loc["covid", "recall_paper"] == 89.0
-    assert t6.loc["pneumonia", "recall"] == pytest.approx(75.0)   # 3 of 4 pneumonia right
-    assert t6.loc["covid", "precision"] == pytest.approx(75.0)    # 3 of 4 covid calls right
+    assert t6.loc["pneumonia", "recall"] == pytest.approx(75.0)  # 3 of 4 pneumonia right
+    assert t6.loc["covid", "precision"] == pytest.approx(75.0)  # 3 of 4 covid calls right
 
 
 def test_sample_predictions_show_hits_and_misses():
     labels = ["covid"] * 5 + ["normal"] * 5
     preds = ["covid"] * 4 + ["normal"] + ["normal"] * 5
     df = make_predictions(labels, preds, ["covid", "normal"], folds=[1] * 10)
-    picked = report.sample_predictions(df, ["covid", "normal"], per_class=2, seed=3)
+    picked = figures.sample_predictions(df, ["covid", "normal"], per_class=2, seed=3)
     covid = picked[picked["label"] == "covid"]
-    assert list(covid["pred"]) == ["covid", "normal"]          # one hit, then the only miss
+    assert list(covid["pred"]) == ["covid", "normal"]  # one hit, then the only miss
     assert list(picked[picked["label"] == "normal"]["pred"]) == ["normal", "normal"]
-    assert picked.equals(report.sample_predictions(df, ["covid", "normal"], per_class=2, seed=3))
+    assert picked.equals(figures.sample_predictions(df, ["covid", "normal"], per_class=2, seed=3))
 
 
 def test_report_draws_sample_grid_from_readable_images(tmp_path):
@@ -301,9 +321,10 @@ def test_report_draws_sample_grid_from_readable_images(tmp_path):
     labels, preds = ["covid", "normal", "covid", "normal"], ["covid", "covid", "normal", "normal"]
     df = make_predictions(labels, preds, ["covid", "normal"], folds=[1, 1, 2, 2])
     df["path"] = [str(write_xray(tmp_path / "img" / f"{i}.png", seed=i)) for i in range(3)] + [
-        str(tmp_path / "img" / "gone.png")]  # a moved image is left out, not an error
+        str(tmp_path / "img" / "gone.png")
+    ]  # a moved image is left out, not an error
     df.to_csv(tmp_path / "predictions.csv", index=False)
-    images, shown = report.load_sample_images(df)
+    images, shown = figures.load_sample_images(df)
     assert len(images) == 3 and images[0].shape == (224, 224)
     assert list(shown.index) == [0, 1, 2]
     write_report(tmp_path, n_bootstrap=10)
@@ -314,8 +335,14 @@ def test_report_draws_sample_grid_from_readable_images(tmp_path):
 def test_prediction_grid_accepts_gray_and_rgb(tmp_path):
     gray = np.zeros((20, 20), np.uint8)
     rgb = np.zeros((20, 20, 3), np.uint8)
-    path = report.plot_prediction_grid([gray, rgb], ["a", "b"], [[0.9, 0.1], [0.2, 0.8]], tmp_path / "g.png",
-                                       true_labels=["a", None], names=["x.png", "y.dcm"])
+    path = figures.plot_prediction_grid(
+        [gray, rgb],
+        ["a", "b"],
+        [[0.9, 0.1], [0.2, 0.8]],
+        tmp_path / "g.png",
+        true_labels=["a", None],
+        names=["x.png", "y.dcm"],
+    )
     assert path.stat().st_size > 0
 
 

@@ -12,8 +12,23 @@ from coronet.cli import app
 
 def test_reproduce_quick_on_a_tiny_subset(data_dir, tmp_path):
     out = tmp_path / "reproduce"
-    args = ["reproduce", "--profile", "quick", "--data", str(data_dir), "--out", str(out), "--folds", "2",
-            "--dataset2-per-class", "4", "--bootstrap", "50", "--final", "--no-progress"]
+    args = [
+        "reproduce",
+        "--profile",
+        "quick",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--folds",
+        "2",
+        "--dataset2-per-class",
+        "4",
+        "--bootstrap",
+        "50",
+        "--final",
+        "--no-progress",
+    ]
     for label in ("covid", "normal", "bacterial", "viral"):
         args += ["--count", f"{label}=5"]
     result = CliRunner().invoke(app, args)

@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from coronet.imageio import read_image
-from coronet.predict import Predictor
-from coronet.serve import create_app
+from coronet.data.imageio import read_image
+from coronet.deploy.predict import Predictor
+from coronet.deploy.serve import create_app
 from deploy_helpers import LiveServer, bad_files, jpeg_bytes
 
 LIMIT = 1024 * 1024  # the tests' upload cap: the shared films are well under it
@@ -82,8 +82,9 @@ def test_predict_dicom(client, predictor, xray_paths):
         body = upload(client, name, buffer.getvalue(), params={"image": "true"}).json()
         decoded = read_image(buffer.getvalue(), name=name)
         assert np.abs(decoded.astype(int) - film).max() <= 1  # the same film, bone bright again
-        np.testing.assert_allclose(list(body["probabilities"].values()), predictor.probabilities([decoded])[0],
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            list(body["probabilities"].values()), predictor.probabilities([decoded])[0], atol=1e-6
+        )
         assert body["image_size"] == {"width": film.shape[1], "height": film.shape[0]}
     # Without preamble only the name says DICOM: the same bytes under another name are refused.
     assert upload(client, "film.bin", buffer.getvalue()).status_code == 415
@@ -109,10 +110,17 @@ def test_cam_and_image_on_request(client, predictor, xray_paths):
 
 def test_health_model_card_docs_and_page(client, predictor):
     health = client.get("/v1/health").json()
-    assert health == {"status": "ok", "model": "coronet-test_resnet", "version": predictor.card["version"],
-                      "runtime": "torch", "classes": list(predictor.classes), "max_upload_bytes": LIMIT,
-                      "training_data": predictor.info["training_data"], "adult_false_covid_rate": None,
-                      "adult_test_films": None}
+    assert health == {
+        "status": "ok",
+        "model": "coronet-test_resnet",
+        "version": predictor.card["version"],
+        "runtime": "torch",
+        "classes": list(predictor.classes),
+        "max_upload_bytes": LIMIT,
+        "training_data": predictor.info["training_data"],
+        "adult_false_covid_rate": None,
+        "adult_test_films": None,
+    }
     assert client.get("/v1/model").json() == predictor.card
     docs = client.get("/docs")
     assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # Swagger UI from this server: works offline
@@ -133,8 +141,13 @@ def test_bad_files_are_refused_cleanly(client, predictor, xray_paths, kind):
     response = upload(client, name, content, content_type="image/png")  # the declared type is not trusted
     assert 400 <= response.status_code < 500, response.text
     error = response.json()["error"]
-    expected = {"zero bytes": "0 bytes", "truncated JPEG": "truncated", "text renamed .png": "not a PNG, JPEG or DICOM",
-                "20000x20000 PNG header": "decompression bomb", "DICOM without pixels": "no pixel data"}[kind]
+    expected = {
+        "zero bytes": "0 bytes",
+        "truncated JPEG": "truncated",
+        "text renamed .png": "not a PNG, JPEG or DICOM",
+        "20000x20000 PNG header": "decompression bomb",
+        "DICOM without pixels": "no pixel data",
+    }[kind]
     assert error.startswith(name + ": ") and expected in error
     assert_healthy(client, predictor, xray_paths[0])
 
@@ -145,11 +158,29 @@ def test_requests_that_are_not_a_good_upload(client, predictor, xray_paths):
         (client.post("/v1/predict", content=film, headers={"content-type": "image/jpeg"}), 415, "multipart/form-data"),
         (client.post("/v1/predict", files={"image": ("a.jpg", film)}), 422, "field 'file'"),
         (client.post("/v1/predict", data={"file": "not a file"}, files={"other": ("x", b"x")}), 422, "field 'file'"),
-        (client.post("/v1/predict", files=[("file", ("a.jpg", film)), ("file", ("b.jpg", film))]), 400, "Too many files"),
-        (client.post("/v1/predict", content=b"--x\r\nnot a header line\r\n\r\nabc\r\n--x--\r\n",
-                     headers={"content-type": "multipart/form-data; boundary=x"}), 400, "malformed multipart"),
-        (client.post("/v1/predict", content=b"--x\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--x--\r\n",
-                     headers={"content-type": "multipart/form-data; boundary=x"}), 400, "name"),
+        (
+            client.post("/v1/predict", files=[("file", ("a.jpg", film)), ("file", ("b.jpg", film))]),
+            400,
+            "Too many files",
+        ),
+        (
+            client.post(
+                "/v1/predict",
+                content=b"--x\r\nnot a header line\r\n\r\nabc\r\n--x--\r\n",
+                headers={"content-type": "multipart/form-data; boundary=x"},
+            ),
+            400,
+            "malformed multipart",
+        ),
+        (
+            client.post(
+                "/v1/predict",
+                content=b"--x\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--x--\r\n",
+                headers={"content-type": "multipart/form-data; boundary=x"},
+            ),
+            400,
+            "name",
+        ),
         (client.post("/v1/predict", content=b"x", headers={"content-type": "multipart/form-data"}), 400, "boundary"),
         (upload(client, "a.gif", _gif()), 415, "GIF image"),
         (upload(client, "a.jpg", film, params={"cam": "maybe"}), 422, "cam"),
@@ -174,12 +205,14 @@ def test_huge_multipart_body_is_refused_with_413(client, predictor, xray_paths):
     assert response.status_code == 413 and "too large" in response.json()["error"]
 
     def chunked():  # no Content-Length: the cap must hold while the body streams in
-        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"huge.jpg\"\r\n\r\n"
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="huge.jpg"\r\n\r\n'
         for _ in range(3 * LIMIT // 65536):
             yield b"\0" * 65536
         yield b"\r\n--b--\r\n"
 
-    response = client.post("/v1/predict", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"})
+    response = client.post(
+        "/v1/predict", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
     assert response.status_code == 413 and "too large" in response.json()["error"]
     assert_healthy(client, predictor, xray_paths[0])
 
@@ -207,6 +240,7 @@ def test_max_pixels_setting(predictor, xray_paths):
 
 # ------------------------------------------------------------------------------ a real server
 
+
 @pytest.fixture(scope="module")
 def live(predictor):
     with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT)) as url:
@@ -217,8 +251,10 @@ def test_declared_huge_body_is_refused_before_it_is_sent(live):
     """A 10 GB Content-Length is answered 413 at once: the server does not wait for the body."""
     port = int(live.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-        connection.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                           b"Content-Length: 10000000000\r\n\r\n")
+        connection.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 10000000000\r\n\r\n"
+        )
         reply = b""
         while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
             chunk = connection.recv(4096)
@@ -229,7 +265,9 @@ def test_declared_huge_body_is_refused_before_it_is_sent(live):
     assert head.startswith(b"HTTP/1.1 413")
     assert "too large" in json.loads(body)["error"]
     # An ordinary client sending the whole body gets the 413 too, not a reset connection.
-    response = httpx.post(live + "/v1/predict", files={"file": ("big.jpg", jpeg_bytes() + bytes(8 * LIMIT))}, timeout=60)
+    response = httpx.post(
+        live + "/v1/predict", files={"file": ("big.jpg", jpeg_bytes() + bytes(8 * LIMIT))}, timeout=60
+    )
     assert response.status_code == 413 and "too large" in response.json()["error"]
     assert httpx.get(live + "/v1/health").json()["status"] == "ok"
 
@@ -266,10 +304,26 @@ def test_coronet_serve_command(tiny_model_dir, xray_paths, tmp_path):
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"  # a file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks
     with open(log, "wb") as stderr:
-        server = subprocess.Popen([sys.executable, "-c", "from coronet.cli import app; app()", "serve", "--model",
-                                   str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-                                   "--max-concurrency", "8", "--max-pixels", "20000000"],
-                                  stdout=subprocess.DEVNULL, stderr=stderr)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from coronet.cli import app; app()",
+                "serve",
+                "--model",
+                str(tiny_model_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--max-concurrency",
+                "8",
+                "--max-pixels",
+                "20000000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         health = None
         for _ in range(1200):  # up to two minutes for imports and the warm-up on a busy machine
@@ -298,8 +352,12 @@ def test_coronet_serve_refuses_a_bad_model_dir_and_bad_limits(tmp_path, tiny_mod
 
     result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path)])
     assert result.exit_code == 2 and "not a model directory" in result.output
-    for option, value in (("--max-upload-mb", "0"), ("--max-upload-mb", "0.5"), ("--max-concurrency", "0"),
-                          ("--model-threads", "0")):
+    for option, value in (
+        ("--max-upload-mb", "0"),
+        ("--max-upload-mb", "0.5"),
+        ("--max-concurrency", "0"),
+        ("--model-threads", "0"),
+    ):
         result = CliRunner().invoke(app, ["serve", "--model", str(tiny_model_dir), option, value])
         assert result.exit_code == 2 and option in result.output, (option, result.output)
 
@@ -311,7 +369,7 @@ def test_serve_sets_the_concurrency_limit_and_shares_the_cpus(tiny_model_dir, mo
     import torch
     import uvicorn
 
-    from coronet import serve as serve_module
+    from coronet.deploy import serve as serve_module
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
@@ -332,8 +390,7 @@ def test_serve_sets_the_concurrency_limit_and_shares_the_cpus(tiny_model_dir, mo
 
 def test_excess_connections_get_503_at_once(predictor):
     """With limit_concurrency 2, one open keep-alive connection leaves room for one more request only."""
-    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT, warm_up=False),
-                    limit_concurrency=2) as url:
+    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT, warm_up=False), limit_concurrency=2) as url:
         with httpx.Client(base_url=url, timeout=30) as first, httpx.Client(base_url=url, timeout=30) as second:
             assert first.get("/v1/health").status_code == 200  # its connection stays open (keep-alive)
             busy = second.get("/v1/health")
@@ -363,8 +420,11 @@ def test_grad_cam_does_not_hold_the_model_threads(tiny_model_dir, xray_paths):
     """One model thread; Grad-CAM requests in progress and queued; a plain prediction is still answered."""
     slow = _SlowCam(tiny_model_dir)
     film = (xray_paths[0].name, xray_paths[0].read_bytes())
-    with LiveServer(create_app(predictor=slow, max_upload_bytes=LIMIT, model_threads=1, warm_up=False)) as url, \
-            ThreadPoolExecutor(3) as pool:
+    with (
+        LiveServer(create_app(predictor=slow, max_upload_bytes=LIMIT, model_threads=1, warm_up=False)) as url,
+        ThreadPoolExecutor(3) as pool,
+    ):
+
         def post(params=None):
             return httpx.post(url + "/v1/predict", files={"file": film}, params=params, timeout=120)
 
@@ -385,17 +445,18 @@ def _stalled_upload(url: str) -> socket.socket:
     """A client that sends a prediction request's headers and part of its body, then nothing."""
     host, port = url.removeprefix("http://").split(":")
     client = socket.create_connection((host, int(port)), timeout=30)
-    body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n\r\n\x89PNG"
-    client.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                   b"Content-Length: 100000\r\n\r\n" + body)
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n\x89PNG'
+    client.sendall(
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: 100000\r\n\r\n" + body
+    )
     return client
 
 
 def test_stalled_uploads_time_out_and_health_still_answers(predictor):
     """15 stalled uploads fill every prediction slot: health answers, a 16th prediction gets a JSON 503, and
     the stalled ones are refused (408) once the upload timeout passes, freeing the slots."""
-    app = create_app(predictor=predictor, max_upload_bytes=LIMIT, max_concurrency=15, upload_timeout=1.5,
-                     warm_up=False)
+    app = create_app(predictor=predictor, max_upload_bytes=LIMIT, max_concurrency=15, upload_timeout=1.5, warm_up=False)
     with LiveServer(app) as url:
         stalled = [_stalled_upload(url) for _ in range(15)]
         try:

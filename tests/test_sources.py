@@ -5,15 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from coronet.sources import COLUMNS, canonical_label, parse_kaggle_name, read_source, source_dir
 from conftest import write_xray
+from coronet.data.sources import COLUMNS, canonical_label, parse_kaggle_name, read_source, source_dir
 
 COHEN_HEADER = "patientid,offset,sex,age,finding,view,modality,date,location,folder,filename,doi,url,license\n"
 
 
 def test_cohen_real(data_dir):
     table = read_source("cohen", source_dir("cohen", data_dir))
-    assert tuple(table.columns[:len(COLUMNS)]) == COLUMNS
+    assert tuple(table.columns[: len(COLUMNS)]) == COLUMNS
     assert len(table) == 423 and set(table.label) == {"covid"}
     assert table.patient_id.nunique() == 261
     assert table.patient_id.str.fullmatch(r"cohen:\d+[a-z]?").all()
@@ -41,13 +41,16 @@ def test_ozturk_real(data_dir):
     assert chestxray8.patient_id.str.fullmatch(r"ozturk:\d{8}").all()
 
 
-@pytest.mark.parametrize("name,folder,expected", [
-    ("person1430_bacteria_3695.jpeg", "PNEUMONIA", ("bacterial", "person1430")),
-    ("person12_virus_48.jpeg", "PNEUMONIA", ("viral", "person12")),
-    ("IM-0117-0001.jpeg", "NORMAL", ("normal", "IM-0117")),
-    ("IM-0439-0001-0001.jpeg", "NORMAL", ("normal", "IM-0439")),
-    ("NORMAL2-IM-0027-0001.jpeg", "NORMAL", ("normal", "NORMAL2-IM-0027")),
-])
+@pytest.mark.parametrize(
+    "name,folder,expected",
+    [
+        ("person1430_bacteria_3695.jpeg", "PNEUMONIA", ("bacterial", "person1430")),
+        ("person12_virus_48.jpeg", "PNEUMONIA", ("viral", "person12")),
+        ("IM-0117-0001.jpeg", "NORMAL", ("normal", "IM-0117")),
+        ("IM-0439-0001-0001.jpeg", "NORMAL", ("normal", "IM-0439")),
+        ("NORMAL2-IM-0027-0001.jpeg", "NORMAL", ("normal", "NORMAL2-IM-0027")),
+    ],
+)
 def test_parse_kaggle_name(name, folder, expected):
     assert parse_kaggle_name(name, folder) == expected
 
@@ -68,8 +71,7 @@ def test_kaggle_original_layout(tmp_path):
     table = read_source("kaggle", tmp_path)
     assert list(table.label) == ["bacterial", "normal", "normal", "viral"]
     assert list(table.split) == ["test", "train", "train", "val"]
-    assert table.patient_id.tolist() == ["kaggle:person1", "kaggle:IM-0001", "kaggle:NORMAL2-IM-0001",
-                                         "kaggle:person1"]
+    assert table.patient_id.tolist() == ["kaggle:person1", "kaggle:IM-0001", "kaggle:NORMAL2-IM-0001", "kaggle:person1"]
 
 
 def test_cohen_original_layout(tmp_path):
@@ -100,8 +102,7 @@ def test_ozturk_original_layout(tmp_path):
     write_xray(tmp_path / "Pneumonia" / "00000013_005.png")
     table = read_source("ozturk", tmp_path)
     assert table.label.tolist() == ["covid", "normal", "normal", "pneumonia"]
-    assert table.patient_id.tolist() == ["ozturk:covid-1", "ozturk:00002658", "ozturk:00002658",
-                                         "ozturk:00000013"]
+    assert table.patient_id.tolist() == ["ozturk:covid-1", "ozturk:00002658", "ozturk:00002658", "ozturk:00000013"]
 
 
 def test_folder_reader(tmp_path):
@@ -128,7 +129,7 @@ def test_missing_source_folder(tmp_path):
 
 
 def test_dataset2_covid_copies_get_their_cohen_patient(data_dir):
-    from coronet.sources import read_ozturk
+    from coronet.data.sources import read_ozturk
 
     plain = read_ozturk(data_dir / "ozturk-dataset2")
     linked = read_ozturk(data_dir / "ozturk-dataset2", cohen_root=data_dir / "cohen-covid")

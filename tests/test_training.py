@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from coronet.profiles import get_profile
-from coronet.training import fit_fold, run_cv
+from coronet.training.fit import fit_fold, run_cv
+from coronet.training.profiles import get_profile
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,9 @@ def test_fold_directory_and_predictions(prepared_dataset, tiny, tmp_path):
     expected = manifest[manifest.fold == 2]
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     assert sorted(predictions.path) == sorted(expected.path)
-    assert {"path", "patient_id", "fold", "label", "prob_covid", "prob_normal", "prob_bacterial",
-            "prob_viral"} <= set(predictions.columns)
+    assert {"path", "patient_id", "fold", "label", "prob_covid", "prob_normal", "prob_bacterial", "prob_viral"} <= set(
+        predictions.columns
+    )
     probs = predictions.filter(like="prob_")
     assert ((probs.sum(axis=1) - 1).abs() < 1e-4).all()
     assert result.accuracy == pytest.approx((predictions.pred == predictions.label).mean())
@@ -37,8 +38,21 @@ def test_fold_directory_and_predictions(prepared_dataset, tiny, tmp_path):
 
 
 #: Every stateful lever of the fast recipe: a per-step schedule, a weight average, mixing, progressive resizing.
-RECIPE = dict(optimizer="adamw", weight_decay=0.05, schedule="onecycle", warmup=0.25, label_smoothing=0.1, ema=0.9,
-              mixup=0.4, cutmix=1.0, train_sizes=(24,), tta=True, bn_zero_init=True, bn_momentum=0.05, epochs=3)
+RECIPE = dict(
+    optimizer="adamw",
+    weight_decay=0.05,
+    schedule="onecycle",
+    warmup=0.25,
+    label_smoothing=0.1,
+    ema=0.9,
+    mixup=0.4,
+    cutmix=1.0,
+    train_sizes=(24,),
+    tta=True,
+    bn_zero_init=True,
+    bn_momentum=0.05,
+    epochs=3,
+)
 
 
 @pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["paper-like", "fast-recipe"])
@@ -115,14 +129,37 @@ def test_ddp_launched_as_users_launch_it(prepared_dataset, tmp_path):
     from pathlib import Path
 
     coronet = Path(sys.executable).with_name("coronet")
-    common = ["cv", "--dataset", str(prepared_dataset), "--profile", "tiny", "--folds", "1", "--epochs", "1",
-              "--accelerator", "cpu", "--no-progress", "--set", "dropout=0", "--set", "augment=false"]
+    common = [
+        "cv",
+        "--dataset",
+        str(prepared_dataset),
+        "--profile",
+        "tiny",
+        "--folds",
+        "1",
+        "--epochs",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+        "--set",
+        "dropout=0",
+        "--set",
+        "augment=false",
+    ]
     runs = {}
-    for name, extra in (("ddp", ["--devices", "2", "--strategy", "ddp", "--batch-size", "4"]),
-                        ("single", ["--devices", "1", "--batch-size", "8"])):
+    for name, extra in (
+        ("ddp", ["--devices", "2", "--strategy", "ddp", "--batch-size", "4"]),
+        ("single", ["--devices", "1", "--batch-size", "8"]),
+    ):
         out = tmp_path / name
-        done = subprocess.run([str(coronet), *common, "--out", str(out), *extra], capture_output=True, text=True,
-                              timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            [str(coronet), *common, "--out", str(out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+        )
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
         runs[name] = pd.read_csv(out / "predictions.csv").set_index("path").sort_index()
     assert list(runs["ddp"].index) == list(runs["single"].index)
@@ -130,8 +167,24 @@ def test_ddp_launched_as_users_launch_it(prepared_dataset, tmp_path):
     probs = [c for c in runs["ddp"].columns if c.startswith("prob_")]
     assert (runs["ddp"][probs] - runs["single"][probs]).abs().to_numpy().max() < 0.05
     # resumed under ddp: the finished fold is kept by every rank (no rank trains it again, none hangs)
-    again = subprocess.run([str(coronet), *common, "--out", str(tmp_path / "ddp"), "--devices", "2", "--strategy",
-                            "ddp", "--batch-size", "4", "--resume"], capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [
+            str(coronet),
+            *common,
+            "--out",
+            str(tmp_path / "ddp"),
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--batch-size",
+            "4",
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0 and "already finished, kept" in again.stdout + again.stderr
 
 
@@ -145,16 +198,17 @@ def test_cv_run_directory(prepared_dataset, tiny, tmp_path):
         assert (tmp_path / name).is_file(), name
     # a resumed CV keeps finished folds
     lines = []
-    run_cv(prepared_dataset, tmp_path, config, profile="tiny", folds=[1, 2], resume=True, progress=False,
-           log=lines.append)
+    run_cv(
+        prepared_dataset, tmp_path, config, profile="tiny", folds=[1, 2], resume=True, progress=False, log=lines.append
+    )
     assert sum("already finished" in line for line in lines) == 2
     with pytest.raises(ValueError, match="other settings"):
         run_cv(prepared_dataset, tmp_path, config.with_overrides(lr=1.0), folds=[1], progress=False)
 
 
 def test_the_saved_model_is_the_weight_average(prepared_dataset, tiny, tmp_path):
-    from coronet.modelio import load_model_dir
-    from coronet.training import CoroNetModule
+    from coronet.models.modeldir import load_model_dir
+    from coronet.training.fit import CoroNetModule
 
     config = tiny.with_overrides(ema=0.5, epochs=1)
     fit_fold(prepared_dataset, 2, tmp_path, config, progress=False)
@@ -167,10 +221,11 @@ def test_the_saved_model_is_the_weight_average(prepared_dataset, tiny, tmp_path)
     assert card["training"]["config"]["ema"] == 0.5 and card["inference"] == {"tta": None}
 
 
-@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, "32-true"), (True, False, "bf16-mixed"),
-                                                        (False, True, "bf16-mixed")])
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, expected", [(False, False, "32-true"), (True, False, "bf16-mixed"), (False, True, "bf16-mixed")]
+)
 def test_auto_precision_follows_the_cpus_bf16_support(monkeypatch, tiny, avx512_bf16, amx, expected):
-    from coronet import training
+    from coronet.training import fit as training
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
@@ -182,7 +237,7 @@ def test_auto_precision_follows_the_cpus_bf16_support(monkeypatch, tiny, avx512_
 
 
 def test_auto_precision_without_the_probe_functions(monkeypatch, tiny):
-    from coronet import training
+    from coronet.training import fit as training
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
@@ -191,7 +246,7 @@ def test_auto_precision_without_the_probe_functions(monkeypatch, tiny):
 
 
 def test_auto_precision_on_a_gpu(monkeypatch, tiny):
-    from coronet import training
+    from coronet.training import fit as training
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -202,8 +257,8 @@ def test_auto_precision_on_a_gpu(monkeypatch, tiny):
 
 @pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine"])
 def test_schedules_warm_up_and_peak_at_lr(schedule):
-    from coronet.profiles import TrainConfig
-    from coronet.training import lr_schedule
+    from coronet.training.fit import lr_schedule
+    from coronet.training.profiles import TrainConfig
 
     config = TrainConfig(lr=1e-3, schedule=schedule, warmup=0.2)
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
@@ -222,12 +277,28 @@ def test_schedules_warm_up_and_peak_at_lr(schedule):
 
 
 def test_settings_parse_by_field_type():
-    from coronet.profiles import get_profile, parse_settings
+    from coronet.training.profiles import get_profile, parse_settings
 
-    parsed = parse_settings(["lr=2e-3", "schedule=cosine", "vflip=false", "train_sizes=96,112", "epochs=4",
-                             "train_per_class=none", "ema=0.99"])
-    assert parsed == {"lr": 2e-3, "schedule": "cosine", "vflip": False, "train_sizes": (96, 112), "epochs": 4,
-                      "train_per_class": None, "ema": 0.99}
+    parsed = parse_settings(
+        [
+            "lr=2e-3",
+            "schedule=cosine",
+            "vflip=false",
+            "train_sizes=96,112",
+            "epochs=4",
+            "train_per_class=none",
+            "ema=0.99",
+        ]
+    )
+    assert parsed == {
+        "lr": 2e-3,
+        "schedule": "cosine",
+        "vflip": False,
+        "train_sizes": (96, 112),
+        "epochs": 4,
+        "train_per_class": None,
+        "ema": 0.99,
+    }
     config = get_profile("fast").with_overrides(**parsed)
     assert config.train_size(0) == 96 and config.train_size(1) == 112 and config.train_size(2) == 150
     for bad in ["nope=1", "lr", "epochs=x", "vflip=maybe"]:

@@ -18,10 +18,9 @@ USER_ERRORS = (CoronetError, ValueError, FileNotFoundError, NotADirectoryError, 
 
 def one_line(error: BaseException) -> str:
     """The error's message on one line (a missing-file error names its file)."""
-    text = str(error) or type(error).__name__
-    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
-        text = f"{error.filename}: {text}"
-    return " ".join(text.split())
+    if isinstance(error, OSError) and error.filename and error.strerror:  # "[Errno 2] ..." reads badly
+        return " ".join(f"{error.filename}: {error.strerror.lower()}".split())
+    return " ".join((str(error) or type(error).__name__).split())
 
 
 __all__ = ["CoronetError", "USER_ERRORS", "one_line"]

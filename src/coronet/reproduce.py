@@ -26,16 +26,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from .adulttest import adult_negative_test
-from .audit import AuditConfig, overview_section
-from .audit import audit as run_audit
-from .modelio import annotate_card
-from .finetune import NO_OVERLAP, finetune, ozturk_root
-from .prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
-from .profiles import FINETUNE_PROFILES, get_profile
-from .report import (DISCLAIMER, PAPER, _data_uri, html_table, markdown_table, plot_overview, render_html,
-                     summary_lines, write_report)
-from .training import check_training_config, fit_final, run_cv
+from .data.prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
+from .evaluation.adulttest import adult_negative_test
+from .evaluation.audit import AuditConfig, overview_section
+from .evaluation.audit import audit as run_audit
+from .evaluation.figures import plot_overview
+from .evaluation.report import (
+    DISCLAIMER,
+    PAPER,
+    data_uri,
+    html_table,
+    markdown_table,
+    render_html,
+    summary_lines,
+    write_report,
+)
+from .models.modeldir import annotate_card
+from .training.finetune import NO_OVERLAP, finetune, ozturk_root
+from .training.fit import check_training_config, fit_final, run_cv
+from .training.profiles import FINETUNE_PROFILES, get_profile
 
 FINETUNED_TASKS = ("3class", "binary")
 
@@ -45,12 +54,25 @@ PIPELINE_CHECKS = ("quick", "tiny")
 RUNTIME_SETTINGS = ("precision", "devices", "accelerator", "strategy", "num_workers", "channels_last", "compile")
 
 
-def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "fast",
-              counts: dict[str, int] | None = None, folds: int = 4, seed: int = 0,
-              dataset2: bool = True, dataset2_per_class: int | None = None, n_bootstrap: int = 1000,
-              progress: bool = False, final: bool = False, adult_negatives: bool = False,
-              adult_per_class: int | None = None, audit: bool = True, audit_retrain: bool = True,
-              log=print, **overrides) -> dict:
+def reproduce(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    profile: str = "fast",
+    counts: dict[str, int] | None = None,
+    folds: int = 4,
+    seed: int = 0,
+    dataset2: bool = True,
+    dataset2_per_class: int | None = None,
+    n_bootstrap: int = 1000,
+    progress: bool = False,
+    final: bool = False,
+    adult_negatives: bool = False,
+    adult_per_class: int | None = None,
+    audit: bool = True,
+    audit_retrain: bool = True,
+    log=print,
+    **overrides,
+) -> dict:
     """Run every stage (see the module docstring) for ``profile``; return the overview's summary.
 
     counts: images per class for the 4-class dataset (default: the paper's Table I).
@@ -84,59 +106,116 @@ def reproduce(data: str | os.PathLike, out: str | os.PathLike, profile: str = "f
 
     dataset = out / "dataset"
     if not (dataset / "manifest.csv").is_file():
-        prepare = PrepareConfig(class_counts=dict(counts or PAPER_CLASS_COUNTS), folds=folds, seed=seed,
-                                image_size=config.input_size,
-                                adult_negatives=str(data) if adult_negatives else None,
-                                adult_per_class=adult_per_class)
+        prepare = PrepareConfig(
+            class_counts=dict(counts or PAPER_CLASS_COUNTS),
+            folds=folds,
+            seed=seed,
+            image_size=config.input_size,
+            adult_negatives=str(data) if adult_negatives else None,
+            adult_per_class=adult_per_class,
+        )
         stage("prepare", lambda: prepare_dataset(data, dataset, prepare, log=log))
-    stage("4class", lambda: run_cv(dataset, out / "4class", config, profile=profile, resume=True,
-                                   progress=progress, log=log, record={"adult_negatives": adult_negatives}))
+    stage(
+        "4class",
+        lambda: run_cv(
+            dataset,
+            out / "4class",
+            config,
+            profile=profile,
+            resume=True,
+            progress=progress,
+            log=log,
+            record={"adult_negatives": adult_negatives},
+        ),
+    )
     if _has_dataset2(data):  # how often adult films without COVID-19 are called COVID-19
         stage("adult-test", lambda: adult_negative_test(out / "4class", ozturk_root(data), log=log))
     audited = None
     if audit:
         audit_json = out / "4class" / "audit" / "audit.json"
-        audited = (json.loads(audit_json.read_text()) if audit_json.is_file() else
-                   stage("audit", lambda: run_audit(out / "4class", config=AuditConfig(
-                       retrain=audit_retrain, n_bootstrap=n_bootstrap, seed=seed), progress=progress, log=log)))
+        audited = (
+            json.loads(audit_json.read_text())
+            if audit_json.is_file()
+            else stage(
+                "audit",
+                lambda: run_audit(
+                    out / "4class",
+                    config=AuditConfig(retrain=audit_retrain, n_bootstrap=n_bootstrap, seed=seed),
+                    progress=progress,
+                    log=log,
+                ),
+            )
+        )
     # the fine-tunes have settings of their own (FINETUNE_PROFILES): only where and how to run carries over
     tuned = {k: v for k, v in overrides.items() if k in RUNTIME_SETTINGS}
     for task in FINETUNED_TASKS:
-        stage(task, lambda task=task: finetune(out / "4class", out / task, task=task, profile=profile, resume=True,
-                                               progress=progress, log=log, **tuned))
+        stage(
+            task,
+            lambda task=task: finetune(
+                out / "4class", out / task, task=task, profile=profile, resume=True, progress=progress, log=log, **tuned
+            ),
+        )
     runs = {"4-class": out / "4class", "3-class": out / "3class", "binary": out / "binary"}
     if dataset2 and _has_dataset2(data):
-        stage("dataset2", lambda: finetune(out / "4class", out / "dataset2", task="3class", profile=profile,
-                                           data=data, data_per_class=dataset2_per_class, resume=True,
-                                           progress=progress, log=log, **tuned))
+        stage(
+            "dataset2",
+            lambda: finetune(
+                out / "4class",
+                out / "dataset2",
+                task="3class",
+                profile=profile,
+                data=data,
+                data_per_class=dataset2_per_class,
+                resume=True,
+                progress=progress,
+                log=log,
+                **tuned,
+            ),
+        )
         runs["dataset-2"] = out / "dataset2"
         runs["dataset-2, no overlap"] = out / "dataset2" / NO_OVERLAP
     elif dataset2:
         log(f"dataset-2 not found under {data}: Table VI skipped")
 
-    summaries = stage("reports", lambda: {name: write_report(run, n_bootstrap=n_bootstrap, seed=seed)
-                                          for name, run in runs.items()})
+    summaries = stage(
+        "reports", lambda: {name: write_report(run, n_bootstrap=n_bootstrap, seed=seed) for name, run in runs.items()}
+    )
     serve = out / "4class" / "fold-1" / "model"
     if final:
-        stage("final", lambda: fit_final(out / "4class", out / "final", validated_by=_validation(summaries["4-class"]),
-                                         progress=progress, log=log))
+        stage(
+            "final",
+            lambda: fit_final(
+                out / "4class",
+                out / "final",
+                validated_by=_validation(summaries["4-class"]),
+                progress=progress,
+                log=log,
+            ),
+        )
         serve = out / "final" / "model"
         adult = summaries["4-class"].get("adult")
         if adult:  # the recipe's figure, measured over every fold (this model has no held-out films of its own)
-            annotate_card(serve, adult_test={"false_covid_rate": adult["false_covid_all"],
-                                             "ci": adult["false_covid_all_ci"], "films": adult["n_images"],
-                                             "patients": adult["n_patients"],
-                                             "data": "dataset-2 adult ChestX-ray8 films, each predicted by the "
-                                                     "cross-validation model that never trained on it",
-                                             "measured_on": "the cross-validation models of this recipe"})
-    return write_overview(out, runs, summaries, profile, timings, weights=config.weights, serve=serve,
-                          audit=audited)
+            annotate_card(
+                serve,
+                adult_test={
+                    "false_covid_rate": adult["false_covid_all"],
+                    "ci": adult["false_covid_all_ci"],
+                    "films": adult["n_images"],
+                    "patients": adult["n_patients"],
+                    "data": "dataset-2 adult ChestX-ray8 films, each predicted by the "
+                    "cross-validation model that never trained on it",
+                    "measured_on": "the cross-validation models of this recipe",
+                },
+            )
+    return write_overview(out, runs, summaries, profile, timings, weights=config.weights, serve=serve, audit=audited)
 
 
 def _validation(summary: dict) -> dict:
     """What the 4-class cross-validation measured, for the final model's card."""
-    return {key: summary.get(key) for key in ("accuracy", "accuracy_ci", "covid_recall", "covid_recall_ci",
-                                              "n_images", "n_patients", "adult")}
+    return {
+        key: summary.get(key)
+        for key in ("accuracy", "accuracy_ci", "covid_recall", "covid_recall_ci", "n_images", "n_patients", "adult")
+    }
 
 
 def _has_dataset2(data: Path) -> bool:
@@ -147,22 +226,34 @@ def _has_dataset2(data: Path) -> bool:
     return True
 
 
-def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict], profile: str,
-                   timings: dict[str, float], weights: str = "none", serve: Path | None = None,
-                   audit: dict | None = None) -> dict:
+def write_overview(
+    out: Path,
+    runs: dict[str, Path],
+    summaries: dict[str, dict],
+    profile: str,
+    timings: dict[str, float],
+    weights: str = "none",
+    serve: Path | None = None,
+    audit: dict | None = None,
+) -> dict:
     """``out/report.md`` and ``out/report.html``: Tables III-VI beside the paper's, intervals, links."""
     four = runs["4-class"] / "report"
     table3 = pd.read_csv(four / "table3.csv", index_col=0)
     table4 = pd.read_csv(four / "table4.csv", index_col=0)
-    table5 = pd.concat([pd.read_csv(runs[name] / "report" / "table5.csv", index_col=0)
-                        for name in ("4-class", "3-class", "binary")])
+    table5 = pd.concat(
+        [pd.read_csv(runs[name] / "report" / "table5.csv", index_col=0) for name in ("4-class", "3-class", "binary")]
+    )
     table5.to_csv(out / "table5.csv")
-    tables = {"Table III: 4-class, per fold (percent)": table3,
-              "Table IV: 4-class, per class (percent)": table4,
-              "Table V: per task, fold means (percent)": table5}
+    tables = {
+        "Table III: 4-class, per fold (percent)": table3,
+        "Table IV: 4-class, per class (percent)": table4,
+        "Table V: per task, fold means (percent)": table5,
+    }
     if "dataset-2" in runs:
-        parts = {name: pd.read_csv(runs[name] / "report" / "table6.csv", index_col=0)
-                 for name in ("dataset-2", "dataset-2, no overlap")}
+        parts = {
+            name: pd.read_csv(runs[name] / "report" / "table6.csv", index_col=0)
+            for name in ("dataset-2", "dataset-2, no overlap")
+        }
         table6 = pd.concat(parts, names=["images", "class"])
         table6.index = [f"{images}: {cls}" for images, cls in table6.index]
         table6.index.name = "images: class"
@@ -170,60 +261,131 @@ def write_overview(out: Path, runs: dict[str, Path], summaries: dict[str, dict],
         tables["Table VI: dataset-2, all images and without the 4-class films/patients (percent)"] = table6
 
     intervals = pd.DataFrame(
-        [{"run": name, "images": s["n_images"], "patients": s["n_patients"], "accuracy": s["accuracy"],
-          "accuracy 95% CI": _ci(s["accuracy_ci"]), "covid recall": s["covid_recall"],
-          "covid recall 95% CI": _ci(s["covid_recall_ci"]),
-          "adult films called covid": (s.get("adult") or {}).get("false_covid_all"),
-          "adult 95% CI": _ci((s.get("adult") or {}).get("false_covid_all_ci"))}
-         for name, s in summaries.items()]).set_index("run")
+        [
+            {
+                "run": name,
+                "images": s["n_images"],
+                "patients": s["n_patients"],
+                "accuracy": s["accuracy"],
+                "accuracy 95% CI": _ci(s["accuracy_ci"]),
+                "covid recall": s["covid_recall"],
+                "covid recall 95% CI": _ci(s["covid_recall_ci"]),
+                "adult films called covid": (s.get("adult") or {}).get("false_covid_all"),
+                "adult 95% CI": _ci((s.get("adult") or {}).get("false_covid_all_ci")),
+            }
+            for name, s in summaries.items()
+        ]
+    ).set_index("run")
     intervals.to_csv(out / "intervals.csv")
-    paper_accuracy = {"4-class": PAPER["table5"]["4-class"]["accuracy"] / 100,
-                      "3-class": PAPER["table5"]["3-class"]["accuracy"] / 100,
-                      "binary": PAPER["table5"]["binary"]["accuracy"] / 100,
-                      "dataset-2": PAPER["table6"]["accuracy"] / 100}
+    paper_accuracy = {
+        "4-class": PAPER["table5"]["4-class"]["accuracy"] / 100,
+        "3-class": PAPER["table5"]["3-class"]["accuracy"] / 100,
+        "binary": PAPER["table5"]["binary"]["accuracy"] / 100,
+        "dataset-2": PAPER["table6"]["accuracy"] / 100,
+    }
     figure = plot_overview(summaries, paper_accuracy, out / "overview.png")
     pipeline_check = profile in PIPELINE_CHECKS
-    summary = {"profile": profile, "pipeline_check": pipeline_check, "initial_weights": weights,
-               "audit": None if audit is None else {"verdicts": audit["verdicts"], "tests": {
-                   name: test["accuracy"] for name, test in audit["tests"].items()}, "chance": audit["chance"]},
-               "model": str(serve.resolve()) if serve is not None else None,
-               "report": str((out / "report.html").resolve()), "timings_s": timings,
-               "runs": {name: {"dir": str(runs[name].resolve()), "accuracy": s["accuracy"],
-                               "accuracy_ci": s["accuracy_ci"], "covid_recall": s["covid_recall"],
-                               "covid_recall_ci": s["covid_recall_ci"], "adult": s.get("adult")}
-                        for name, s in summaries.items()}}
+    summary = {
+        "profile": profile,
+        "pipeline_check": pipeline_check,
+        "initial_weights": weights,
+        "audit": None
+        if audit is None
+        else {
+            "verdicts": audit["verdicts"],
+            "tests": {name: test["accuracy"] for name, test in audit["tests"].items()},
+            "chance": audit["chance"],
+        },
+        "model": str(serve.resolve()) if serve is not None else None,
+        "report": str((out / "report.html").resolve()),
+        "timings_s": timings,
+        "runs": {
+            name: {
+                "dir": str(runs[name].resolve()),
+                "accuracy": s["accuracy"],
+                "accuracy_ci": s["accuracy_ci"],
+                "covid_recall": s["covid_recall"],
+                "covid_recall_ci": s["covid_recall_ci"],
+                "adult": s.get("adult"),
+            }
+            for name, s in summaries.items()
+        },
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    title = (f"Pipeline check, not a result ({profile} profile)" if pipeline_check
-             else f"CoroNet reproduction ({profile} profile)")
+    title = (
+        f"Pipeline check, not a result ({profile} profile)"
+        if pipeline_check
+        else f"CoroNet reproduction ({profile} profile)"
+    )
     links = {name: os.path.relpath(run / "report" / "report.html", out) for name, run in runs.items()}
-    start = ("from scratch (random initialisation)" if weights in ("none", None, "") else
-             "ImageNet-pretrained weights" if weights == "imagenet" else f"the weights in {weights}")
-    md = [f"# {title}", "", f"*{DISCLAIMER}*", "", "![accuracy per task, ours with 95% CI and the paper's]"
-          "(overview.png)", "", f"Every 4-class model started from {start}; the fine-tuned "
-          "models from the 4-class models of their fold.", "", "## Accuracy and COVID-19 recall, 95% intervals "
-          "(bootstrap over patients)", "", markdown_table(intervals), ""]
+    start = (
+        "from scratch (random initialisation)"
+        if weights in ("none", None, "")
+        else "ImageNet-pretrained weights"
+        if weights == "imagenet"
+        else f"the weights in {weights}"
+    )
+    md = [
+        f"# {title}",
+        "",
+        f"*{DISCLAIMER}*",
+        "",
+        "![accuracy per task, ours with 95% CI and the paper's](overview.png)",
+        "",
+        f"Every 4-class model started from {start}; the fine-tuned models from the 4-class models of their fold.",
+        "",
+        "## Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)",
+        "",
+        markdown_table(intervals),
+        "",
+    ]
     if audit is not None:
         audit_md, audit_html = overview_section(audit)
-        md += ["## Is it looking at the lungs?", "", audit_md, "",
-               f"Details: [4class/audit/audit.html]({os.path.relpath(runs['4-class'] / 'audit' / 'audit.html', out)})",
-               ""]
+        md += [
+            "## Is it looking at the lungs?",
+            "",
+            audit_md,
+            "",
+            f"Details: [4class/audit/audit.html]({os.path.relpath(runs['4-class'] / 'audit' / 'audit.html', out)})",
+            "",
+        ]
     for name, table in tables.items():
         md += [f"## {name}", "", markdown_table(table), ""]
-    md += ["## Runs", ""] + [f"- {name}: [{links[name]}]({links[name]})" for name in runs] + [
-        "", "## Time per stage (s)", "", *[f"- {k}: {v}" for k, v in timings.items()], ""]
+    md += (
+        ["## Runs", ""]
+        + [f"- {name}: [{links[name]}]({links[name]})" for name in runs]
+        + ["", "## Time per stage (s)", "", *[f"- {k}: {v}" for k, v in timings.items()], ""]
+    )
     (out / "report.md").write_text("\n".join(md))
-    sections = [("Ours and the paper's, task by task", f"<img src='{_data_uri(figure)}' alt='accuracy per task, "
-                                                      "ours with 95% CI and the paper's'>"),
-                ("Initial weights", f"<p>Every 4-class model started from {start}; the fine-tuned models from the "
-                                    "4-class models of their fold.</p>"),
-                ("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(intervals)),
-                *([("Is it looking at the lungs?", audit_html + "<p><a href='"
-                    + os.path.relpath(runs["4-class"] / "audit" / "audit.html", out) + "'>the full audit</a></p>")]
-                  if audit is not None else []),
-                *[(name, html_table(table)) for name, table in tables.items()],
-                ("Runs", "<ul>" + "".join(f"<li><a href='{links[n]}'>{n}</a></li>" for n in runs) + "</ul>"),
-                ("Time per stage (s)", "<ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in timings.items()) + "</ul>")]
+    sections = [
+        (
+            "Ours and the paper's, task by task",
+            f"<img src='{data_uri(figure)}' alt='accuracy per task, ours with 95% CI and the paper's'>",
+        ),
+        (
+            "Initial weights",
+            f"<p>Every 4-class model started from {start}; the fine-tuned models from the "
+            "4-class models of their fold.</p>",
+        ),
+        ("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(intervals)),
+        *(
+            [
+                (
+                    "Is it looking at the lungs?",
+                    audit_html
+                    + "<p><a href='"
+                    + os.path.relpath(runs["4-class"] / "audit" / "audit.html", out)
+                    + "'>the full audit</a></p>",
+                )
+            ]
+            if audit is not None
+            else []
+        ),
+        *[(name, html_table(table)) for name, table in tables.items()],
+        ("Runs", "<ul>" + "".join(f"<li><a href='{links[n]}'>{n}</a></li>" for n in runs) + "</ul>"),
+        ("Time per stage (s)", "<ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in timings.items()) + "</ul>"),
+    ]
     (out / "report.html").write_text(render_html(title, sections), encoding="utf-8")
     return summary
 
@@ -236,8 +398,10 @@ def overview_lines(summary: dict) -> list[str]:
     """What ``coronet reproduce`` prints last: the report, each run's headline figures, the model to serve."""
     lines = []
     if summary.get("pipeline_check"):
-        lines.append(f"PIPELINE CHECK, NOT A RESULT: the {summary['profile']} profile trains too little for its "
-                     "figures to mean anything (use --profile fast)")
+        lines.append(
+            f"PIPELINE CHECK, NOT A RESULT: the {summary['profile']} profile trains too little for its "
+            "figures to mean anything (use --profile fast)"
+        )
     lines.append(f"report: {summary['report']}")
     for name, run in summary["runs"].items():
         lines += [f"{name}: {line}" for line in summary_lines({**run, "n_patients": None})]

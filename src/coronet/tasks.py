@@ -9,31 +9,82 @@ target label, or to ``None`` to leave the image out (COVID-19 vs Normal drops pn
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-#: Task name -> its classes, in model output order.
-TASKS: dict[str, tuple[str, ...]] = {
-    "4class": ("covid", "normal", "bacterial", "viral"),
-    "3class": ("covid", "normal", "pneumonia"),
-    "binary": ("covid", "normal"),
-    "covid-vs-rest": ("covid", "other"),
-}
 
-#: The paper's names for the tasks (its Table V rows).
-PAPER_NAMES = {"4class": "4-class", "3class": "3-class", "binary": "binary", "covid-vs-rest": "covid-vs-rest"}
+@dataclass(frozen=True)
+class Task:
+    """A task: its one name, its classes in model output order, how other labels map onto them, and the
+    row the paper's Table V gives it (None when the paper has none).
 
-#: Task name -> source label -> target label (None: the image is not part of the task).
-LABEL_MAPS: dict[str, dict[str, str | None]] = {
-    "4class": {"covid": "covid", "normal": "normal", "bacterial": "bacterial", "viral": "viral",
-               "pneumonia": None},
-    "3class": {"covid": "covid", "normal": "normal", "bacterial": "pneumonia", "viral": "pneumonia",
-               "pneumonia": "pneumonia"},
-    "binary": {"covid": "covid", "normal": "normal", "bacterial": None, "viral": None, "pneumonia": None},
-    "covid-vs-rest": {"covid": "covid", "normal": "other", "bacterial": "other", "viral": "other",
-                      "pneumonia": "other"},
-}
+    ``label_map`` sends each source label to a class, or to None to leave the image out of the task
+    (COVID-19 vs Normal drops pneumonia). A new task is one ``register_task(Task(...))``.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    label_map: Mapping[str, str | None]
+    paper_row: str | None = None
+
+    @property
+    def title(self) -> str:
+        """How reports name it: the paper's row name where there is one."""
+        return self.paper_row or self.name
+
+
+#: Every task, by name.
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Make ``task`` known to fine-tuning, reports and comparisons by its name."""
+    missing = sorted(set(task.classes) - {v for v in task.label_map.values() if v})
+    if missing:
+        raise ValueError(f"task {task.name}: no label maps to classes {missing}")
+    TASKS[task.name] = task
+    return task
+
+
+FOUR_CLASS = register_task(
+    Task(
+        "4class",
+        ("covid", "normal", "bacterial", "viral"),
+        {"covid": "covid", "normal": "normal", "bacterial": "bacterial", "viral": "viral", "pneumonia": None},
+        "4-class",
+    )
+)
+register_task(
+    Task(
+        "3class",
+        ("covid", "normal", "pneumonia"),
+        {
+            "covid": "covid",
+            "normal": "normal",
+            "bacterial": "pneumonia",
+            "viral": "pneumonia",
+            "pneumonia": "pneumonia",
+        },
+        "3-class",
+    )
+)
+register_task(
+    Task(
+        "binary",
+        ("covid", "normal"),
+        {"covid": "covid", "normal": "normal", "bacterial": None, "viral": None, "pneumonia": None},
+        "binary",
+    )
+)
+register_task(
+    Task(
+        "covid-vs-rest",
+        ("covid", "other"),
+        {"covid": "covid", "normal": "other", "bacterial": "other", "viral": "other", "pneumonia": "other"},
+    )
+)
 
 
 #: Labels that name a set of classes rather than one: an adult ChestX-ray8 "Pneumonia" film is bacterial or
@@ -50,8 +101,11 @@ def label_targets(classes: Sequence[str], labels: Sequence[str]) -> tuple[list[s
     marks the classes target ``k`` allows. Any other label is a ``ValueError``.
     """
     classes = list(classes)
-    partial = [label for label in dict.fromkeys(labels) if label not in classes and label in PARTIAL_LABELS
-               and set(PARTIAL_LABELS[label]) <= set(classes)]
+    partial = [
+        label
+        for label in dict.fromkeys(labels)
+        if label not in classes and label in PARTIAL_LABELS and set(PARTIAL_LABELS[label]) <= set(classes)
+    ]
     unknown = sorted(set(labels) - set(classes) - set(partial))
     if unknown:
         raise ValueError(f"labels {unknown} are not among the model's classes {classes}")
@@ -63,16 +117,21 @@ def label_targets(classes: Sequence[str], labels: Sequence[str]) -> tuple[list[s
     return names, masks
 
 
-def task_classes(task: str) -> tuple[str, ...]:
-    """The classes of ``task`` in output order; ``ValueError`` for an unknown task."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    return TASKS[task]
+def get_task(name: str) -> Task:
+    """The task called ``name``; ``ValueError`` for an unknown one."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    return TASKS[name]
 
 
-def task_of(classes: Sequence[str]) -> str | None:
+def task_classes(name: str) -> tuple[str, ...]:
+    """The classes of task ``name`` in output order; ``ValueError`` for an unknown task."""
+    return get_task(name).classes
+
+
+def task_of(classes: Sequence[str]) -> Task | None:
     """The task whose label set is ``classes`` (any order), or None."""
-    return next((task for task, labels in TASKS.items() if sorted(labels) == sorted(classes)), None)
+    return next((task for task in TASKS.values() if sorted(task.classes) == sorted(classes)), None)
 
 
 def relabel(table: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -81,8 +140,7 @@ def relabel(table: pd.DataFrame, task: str) -> pd.DataFrame:
     The original label is kept in ``source_label``. Labels the task's map does not know are
     an error (``ValueError``), so a new label can never be silently dropped.
     """
-    task_classes(task)  # unknown task -> ValueError
-    mapping = LABEL_MAPS[task]
+    mapping = get_task(task).label_map
     unknown = sorted(set(table["label"]) - set(mapping))
     if unknown:
         raise ValueError(f"task {task}: no mapping for labels {unknown}")
@@ -113,13 +171,15 @@ def default_class_map(model_classes: Sequence[str], data_labels: Sequence[str]) 
     model_classes, data_labels = list(model_classes), sorted(set(data_labels))
     if set(data_labels) <= set(model_classes):
         return {c: c for c in model_classes}
-    target = task_of(data_labels) or next((t for t, labels in TASKS.items() if set(data_labels) <= set(labels)), None)
+    target = task_of(data_labels) or next((t for t in TASKS.values() if set(data_labels) <= set(t.classes)), None)
     if target is not None:
-        mapping = {c: LABEL_MAPS[target].get(c) for c in model_classes}
+        mapping = {c: target.label_map.get(c) for c in model_classes}
         if all(mapping.values()) and set(data_labels) <= set(mapping.values()):
             return mapping
-    raise ValueError(f"no default mapping from the model's classes {model_classes} to the data's labels "
-                     f"{data_labels}; give one with --map MODEL_CLASS=DATA_LABEL (repeatable)")
+    raise ValueError(
+        f"no default mapping from the model's classes {model_classes} to the data's labels "
+        f"{data_labels}; give one with --map MODEL_CLASS=DATA_LABEL (repeatable)"
+    )
 
 
 def mapped_labels(model_classes: Sequence[str], class_map: Mapping[str, str]) -> list[str]:
@@ -133,8 +193,9 @@ def mapped_labels(model_classes: Sequence[str], class_map: Mapping[str, str]) ->
     return list(dict.fromkeys(class_map[c] for c in model_classes))
 
 
-def merge_probabilities(probabilities: np.ndarray, model_classes: Sequence[str],
-                        class_map: Mapping[str, str]) -> tuple[np.ndarray, list[str]]:
+def merge_probabilities(
+    probabilities: np.ndarray, model_classes: Sequence[str], class_map: Mapping[str, str]
+) -> tuple[np.ndarray, list[str]]:
     """Sum the model's class probabilities into the mapped label set.
 
     Returns ``(merged, labels)`` with ``labels`` as :func:`mapped_labels` gives them.
@@ -147,5 +208,19 @@ def merge_probabilities(probabilities: np.ndarray, model_classes: Sequence[str],
     return merged, labels
 
 
-__all__ = ["LABEL_MAPS", "PAPER_NAMES", "PARTIAL_LABELS", "TASKS", "label_targets", "default_class_map", "mapped_labels", "merge_probabilities",
-           "parse_class_map", "relabel", "task_classes", "task_of"]
+__all__ = [
+    "FOUR_CLASS",
+    "PARTIAL_LABELS",
+    "TASKS",
+    "Task",
+    "get_task",
+    "label_targets",
+    "register_task",
+    "default_class_map",
+    "mapped_labels",
+    "merge_probabilities",
+    "parse_class_map",
+    "relabel",
+    "task_classes",
+    "task_of",
+]

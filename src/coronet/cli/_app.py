@@ -26,13 +26,18 @@ class GuardedTyper(typer.Typer):
                     return function(*call_args, **call_kwargs)
                 except USER_ERRORS as error:
                     fail(one_line(error))
+
             register(guarded)
             return function
+
         return decorator
 
 
-app = GuardedTyper(help="CoroNet: COVID-19 chest X-ray classification, reproduced and made usable.",
-                   no_args_is_help=True, pretty_exceptions_enable=False)
+app = GuardedTyper(
+    help="CoroNet: COVID-19 chest X-ray classification, reproduced and made usable.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 data_app = GuardedTyper(help="Get and prepare the public chest X-ray data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -57,8 +62,11 @@ def parse_pairs(items, what: str = "--map", form: str = "KEY=VALUE") -> dict[str
         pairs[key.strip()] = val.strip()
     return pairs
 
-DataOption = Annotated[Optional[Path], typer.Option(
-    "--data", help="Data directory (default: $CORONET_DATA, else ~/.local/share/coronet/data).")]
+
+DataOption = Annotated[
+    Optional[Path],
+    typer.Option("--data", help="Data directory (default: $CORONET_DATA, else ~/.local/share/coronet/data)."),
+]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -79,8 +87,8 @@ def parse_folds(text: str) -> list[int]:
 
 def require_sources(data_dir: Path, names) -> None:
     """Exit with a helpful message when a source folder is missing from the data directory."""
-    from ..fetch import missing_data_help
-    from ..sources import source_dir
+    from ..data.fetch import missing_data_help
+    from ..data.sources import source_dir
 
     if not all(source_dir(name, data_dir).is_dir() for name in names):
         fail(missing_data_help(data_dir))
@@ -96,14 +104,19 @@ AcceleratorOption = Annotated[Optional[str], typer.Option(help="auto, cpu, gpu .
 StrategyOption = Annotated[Optional[str], typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn ...")]
 BatchSizeOption = Annotated[Optional[int], typer.Option(help="Override the batch size.")]
 SeedOption = Annotated[Optional[int], typer.Option(help="Override the training seed.")]
-SetOption = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="Any training setting as KEY=VALUE (repeatable), e.g. --set lr=1e-3 --set schedule=onecycle; "
-                  "the fields of coronet.profiles.TrainConfig.")]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="Any training setting as KEY=VALUE (repeatable), e.g. --set lr=1e-3 --set schedule=onecycle; "
+        "the fields of coronet.profiles.TrainConfig.",
+    ),
+]
 
 
 def training_config(profile: str, settings: list[str] | None = None, **overrides):
     """The named profile with ``--set`` settings, then the command line's explicit options, on top."""
-    from ..profiles import get_profile, parse_settings
+    from ..training.profiles import get_profile, parse_settings
 
     try:
         return get_profile(profile).with_overrides(**parse_settings(settings)).with_overrides(**overrides)

@@ -20,18 +20,24 @@ def data_prepare(
     seed: Annotated[int, typer.Option(help="Seed for under-sampling and folds.")] = 0,
     image_size: Annotated[int, typer.Option(help="Side of the cached, resized images.")] = 150,
     source: Annotated[Optional[list[str]], typer.Option(help="Sources to read (repeatable).")] = None,
-    count: Annotated[Optional[list[str]], typer.Option(
-        help="Per-class target as LABEL=N (repeatable); default: the paper's Table I.")] = None,
+    count: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Per-class target as LABEL=N (repeatable); default: the paper's Table I."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
-    adult_negatives: Annotated[Optional[Path], typer.Option(
-        help="Add dataset-2's adult ChestX-ray8 films (its folder, or a data directory holding it) as training "
-             "rows with folds of their own: No_findings -> normal, Pneumonia -> pneumonia (bacterial or viral).")]
-    = None,
-    adult_per_class: Annotated[Optional[int], typer.Option(
-        help="With --adult-negatives: this many films of each of the two (default: all).")] = None,
+    adult_negatives: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Add dataset-2's adult ChestX-ray8 films (its folder, or a data directory holding it) as training "
+            "rows with folds of their own: No_findings -> normal, Pneumonia -> pneumonia (bacterial or viral)."
+        ),
+    ] = None,
+    adult_per_class: Annotated[
+        Optional[int], typer.Option(help="With --adult-negatives: this many films of each of the two (default: all).")
+    ] = None,
 ):
     """Select the paper's dataset (Table I), remove duplicates, assign folds, and cache decoded images."""
-    from ..prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
+    from ..data.prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
 
     data_dir = resolve_data_dir(data)
     sources = tuple(source or ("cohen", "kaggle"))
@@ -43,10 +49,17 @@ def data_prepare(
             fail(f"--count {item!r}: expected LABEL=N")
         counts[label] = int(number)
     try:
-        config = PrepareConfig(sources=sources, class_counts=counts, folds=folds, split=split, seed=seed,
-                               image_size=image_size, workers=workers,
-                               adult_negatives=str(adult_negatives) if adult_negatives else None,
-                               adult_per_class=adult_per_class)
+        config = PrepareConfig(
+            sources=sources,
+            class_counts=counts,
+            folds=folds,
+            split=split,
+            seed=seed,
+            image_size=image_size,
+            workers=workers,
+            adult_negatives=str(adult_negatives) if adult_negatives else None,
+            adult_per_class=adult_per_class,
+        )
         prepare_dataset(data_dir, out, config)
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
@@ -55,12 +68,14 @@ def data_prepare(
 @data_app.command("fetch")
 def data_fetch(
     data: DataOption = None,
-    source: Annotated[Optional[list[str]], typer.Option(help="cohen, kaggle, ozturk (repeatable; default all).")] = None,
+    source: Annotated[
+        Optional[list[str]], typer.Option(help="cohen, kaggle, ozturk (repeatable; default all).")
+    ] = None,
     url: Annotated[Optional[list[str]], typer.Option(help="Override a download address as NAME=URL.")] = None,
     force: Annotated[bool, typer.Option(help="Download and install again even if present.")] = False,
 ):
     """Download the public sources into the data directory (checksummed, resumable)."""
-    from ..fetch import FetchError, fetch_sources
+    from ..data.fetch import FetchError, fetch_sources
 
     urls = parse_pairs(url, "--url", "NAME=URL")
     try:

@@ -12,8 +12,10 @@ import typer
 
 from ._app import app, fail
 
-ModelOption = Annotated[Path, typer.Option("--model", help="Model directory (model.safetensors + model.json), "
-                                                           "or the path of its model.json.")]
+ModelOption = Annotated[
+    Path,
+    typer.Option("--model", help="Model directory (model.safetensors + model.json), or the path of its model.json."),
+]
 RuntimeOption = Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; run `coronet export` first).")]
 
 #: Lists at least this long get a progress bar (on a terminal).
@@ -29,8 +31,9 @@ def predict(
     out: Annotated[Optional[Path], typer.Option(help="Also write the results to FILE.csv or FILE.json.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 16,
     runtime: RuntimeOption = "torch",
-    cam: Annotated[Optional[Path], typer.Option(help="Write a Grad-CAM overlay PNG per image (and grid.png) here.")]
-    = None,
+    cam: Annotated[
+        Optional[Path], typer.Option(help="Write a Grad-CAM overlay PNG per image (and grid.png) here.")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar for long lists.")] = True,
 ):
     """Classify chest X-rays: a table of file, predicted class and class probabilities.
@@ -39,8 +42,8 @@ def predict(
     """
     from tqdm import tqdm
 
-    from ..modelio import ModelLoadError
-    from ..predict import Failure, Predictor, find_images, table_header, table_line
+    from ..deploy.predict import Failure, Predictor, find_images, table_header, table_line
+    from ..models.modeldir import ModelLoadError
 
     if out is not None:
         _check_output_file(out)
@@ -52,8 +55,7 @@ def predict(
     if not files:
         fail(f"no image files found in {', '.join(map(str, paths))}", 1)
     # a folder named on the command line that holds no image still gets its line (and counts as failed)
-    empty = [Failure(str(p), "folder holds no image files") for p in paths
-             if p.is_dir() and not find_images([p])]
+    empty = [Failure(str(p), "folder holds no image files") for p in paths if p.is_dir() and not find_images([p])]
     if cam is not None:
         try:
             cam.mkdir(parents=True, exist_ok=True)
@@ -81,17 +83,23 @@ def predict(
     bar.close()
 
     if out is not None:
-        from ..predict import write_results
+        from ..deploy.predict import write_results
+
         try:
             write_results(out, predictions, failures, predictor.info)
         except OSError as error:
             fail(f"{out}: cannot write the results ({error.strerror or error})")
     if overlays is not None and predictions:
         grid = overlays.grid(predictor.classes)
-        typer.echo(f"Grad-CAM (target layer {predictor.grad_cam.target_layer}): {len(predictions)} overlays "
-                   f"and {grid} in {cam}", err=True)
-    typer.echo(f"{len(predictions)} predicted, {len(failures)} failed"
-               + (f"; results in {out}" if out is not None else ""), err=True)
+        typer.echo(
+            f"Grad-CAM (target layer {predictor.grad_cam.target_layer}): {len(predictions)} overlays "
+            f"and {grid} in {cam}",
+            err=True,
+        )
+    typer.echo(
+        f"{len(predictions)} predicted, {len(failures)} failed" + (f"; results in {out}" if out is not None else ""),
+        err=True,
+    )
     if failures:
         raise typer.Exit(1)
 
@@ -119,15 +127,19 @@ class _CamWriter:
         self.kept: dict[str, list] = {}
 
     def add(self, prediction) -> Path:
-        from ..explain import fit, overlay, png_bytes
+        from ..deploy.explain import fit, overlay, png_bytes
 
         picture = overlay(prediction.image, prediction.heatmap)
         path = self.folder / self._unique(Path(prediction.path).stem)
         path.write_bytes(png_bytes(picture))
         chosen = self.kept.setdefault(prediction.predicted, [])
         if len(chosen) < GRID_PER_CLASS:  # small copies only: a long list must not fill the memory
-            chosen.append((replace(prediction, image=None, heatmap=None),
-                           overlay(fit(prediction.image, 224), prediction.heatmap, max_side=224)))
+            chosen.append(
+                (
+                    replace(prediction, image=None, heatmap=None),
+                    overlay(fit(prediction.image, 224), prediction.heatmap, max_side=224),
+                )
+            )
         return path
 
     def _unique(self, stem: str) -> str:
@@ -142,12 +154,17 @@ class _CamWriter:
         """Write ``grid.png``: up to GRID_PER_CLASS overlays per predicted class; return its name."""
         import numpy as np
 
-        from ..report import plot_prediction_grid
+        from ..evaluation.figures import plot_prediction_grid
 
         picked = [item for c in classes for item in self.kept.get(c, [])]
-        plot_prediction_grid([picture for _, picture in picked], list(classes),
-                             np.array([p.probabilities for p, _ in picked]), self.folder / "grid.png",
-                             names=[p.path for p, _ in picked], columns=GRID_PER_CLASS)
+        plot_prediction_grid(
+            [picture for _, picture in picked],
+            list(classes),
+            np.array([p.probabilities for p, _ in picked]),
+            self.folder / "grid.png",
+            names=[p.path for p, _ in picked],
+            columns=GRID_PER_CLASS,
+        )
         return "grid.png"
 
 
@@ -160,8 +177,8 @@ def export(
     """Export a model directory to ONNX (dynamic batch) and check it against PyTorch."""
     import numpy as np
 
-    from ..export import export_onnx, onnx_parity, open_session, record_path
-    from ..modelio import ModelLoadError, load_model_dir
+    from ..deploy.export import export_onnx, onnx_parity, open_session, record_path
+    from ..models.modeldir import ModelLoadError, load_model_dir
 
     try:
         network, card = load_model_dir(onnx)  # loaded once: exported, then compared with the export
@@ -174,10 +191,14 @@ def export(
     # Random films at batch sizes 1 and 3: the dynamic batch dimension works and the numbers agree.
     rng = np.random.default_rng(0)
     size = int(card["input_size"])
-    worst = max(onnx_parity(onnx, rng.random((n, 1, size, size), dtype=np.float32), path, model=network,
-                            session=session) for n in (1, 3))
-    typer.echo(f"wrote {path} (+ {record_path(path).name}); "
-               f"max |p_onnx - p_torch| = {worst:.2e} on random inputs (batch 1 and 3)")
+    worst = max(
+        onnx_parity(onnx, rng.random((n, 1, size, size), dtype=np.float32), path, model=network, session=session)
+        for n in (1, 3)
+    )
+    typer.echo(
+        f"wrote {path} (+ {record_path(path).name}); "
+        f"max |p_onnx - p_torch| = {worst:.2e} on random inputs (batch 1 and 3)"
+    )
     if worst > 1e-4:
         fail(f"{path}: ONNX Runtime differs from PyTorch by {worst:.2e} (> 1e-4)", 1)
 
@@ -189,23 +210,39 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     runtime: RuntimeOption = "torch",
     max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest accepted upload, in MiB (at least 1).")] = 32,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Largest accepted image, in pixels (width x height), "
-                                                        "checked before decoding.")] = 40_000_000,
-    model_threads: Annotated[Optional[int], typer.Option(min=1, help="Concurrent model computations "
-                                                                         "(default: CPUs, 2 to 8).")] = None,
-    max_concurrency: Annotated[Optional[int], typer.Option(
-        min=1, help="Prediction requests in progress at most; beyond it new ones get a JSON 503 at once "
-                    "(default: 4 x model threads + 8). /v1/health and the page are not counted.")] = None,
-    upload_timeout: Annotated[float, typer.Option(
-        min=0.1, help="Seconds an upload may send nothing before it is refused (408).")] = 30.0,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Largest accepted image, in pixels (width x height), checked before decoding.")
+    ] = 40_000_000,
+    model_threads: Annotated[
+        Optional[int], typer.Option(min=1, help="Concurrent model computations (default: CPUs, 2 to 8).")
+    ] = None,
+    max_concurrency: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Prediction requests in progress at most; beyond it new ones get a JSON 503 at once "
+            "(default: 4 x model threads + 8). /v1/health and the page are not counted.",
+        ),
+    ] = None,
+    upload_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds an upload may send nothing before it is refused (408).")
+    ] = 30.0,
 ):
     """Serve the model: JSON API (/v1/predict, /v1/health, /v1/model, /docs) and a web page at /."""
-    from ..modelio import ModelLoadError
-    from ..serve import serve as run_server
+    from ..deploy.serve import serve as run_server
+    from ..models.modeldir import ModelLoadError
 
     try:
-        run_server(model, host=host, port=port, runtime=runtime, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                   max_pixels=max_pixels, model_threads=model_threads, max_concurrency=max_concurrency,
-                   upload_timeout=upload_timeout)
+        run_server(
+            model,
+            host=host,
+            port=port,
+            runtime=runtime,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_pixels=max_pixels,
+            model_threads=model_threads,
+            max_concurrency=max_concurrency,
+            upload_timeout=upload_timeout,
+        )
     except (ModelLoadError, ValueError) as error:
         fail(str(error))

@@ -9,10 +9,27 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import resolve_data_dir
-from ..model import WeightsError
-from ._app import (AcceleratorOption, BackboneOption, BatchSizeOption, DataOption, DevicesOption, EpochsOption,
-                   PrecisionOption, ProfileOption, SeedOption, SetOption, StrategyOption, WeightsOption, app, fail, parse_folds,
-                   quiet_lightning, require_sources, training_config)
+from ..models.coronet import WeightsError
+from ._app import (
+    AcceleratorOption,
+    BackboneOption,
+    BatchSizeOption,
+    DataOption,
+    DevicesOption,
+    EpochsOption,
+    PrecisionOption,
+    ProfileOption,
+    SeedOption,
+    SetOption,
+    StrategyOption,
+    WeightsOption,
+    app,
+    fail,
+    parse_folds,
+    quiet_lightning,
+    require_sources,
+    training_config,
+)
 
 
 @app.command("cv")
@@ -35,11 +52,21 @@ def cv(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """k-fold cross-validation over the prepared dataset's folds: one model and predictions per fold."""
-    from ..training import run_cv
+    from ..training.fit import run_cv
 
-    config = training_config(profile, settings, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
-                             devices=devices, accelerator=accelerator, strategy=strategy, batch_size=batch_size,
-                             seed=seed)
+    config = training_config(
+        profile,
+        settings,
+        epochs=epochs,
+        backbone=backbone,
+        weights=weights,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        strategy=strategy,
+        batch_size=batch_size,
+        seed=seed,
+    )
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     try:
@@ -68,11 +95,21 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """Train one model: validate on --fold, train on the rest."""
-    from ..training import fit_fold
+    from ..training.fit import fit_fold
 
-    config = training_config(profile, settings, epochs=epochs, backbone=backbone, weights=weights, precision=precision,
-                             devices=devices, accelerator=accelerator, strategy=strategy, batch_size=batch_size,
-                             seed=seed)
+    config = training_config(
+        profile,
+        settings,
+        epochs=epochs,
+        backbone=backbone,
+        weights=weights,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        strategy=strategy,
+        batch_size=batch_size,
+        seed=seed,
+    )
     quiet_lightning()
     try:
         result = fit_fold(dataset, fold, out, config, resume=resume, progress=progress)
@@ -88,7 +125,7 @@ def report(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ):
     """The paper's Tables III-VI (as the run allows), figures incl. Fig. 8, 95% intervals and an HTML page."""
-    from ..report import summary_lines, write_report
+    from ..evaluation.report import summary_lines, write_report
 
     if not (run_dir / "predictions.csv").is_file():
         fail(f"{run_dir}: no predictions.csv (run `coronet cv` first)")
@@ -104,9 +141,12 @@ def finetune(
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     task: Annotated[str, typer.Option(help="3class, binary (COVID-19 vs Normal) or covid-vs-rest.")] = "3class",
     profile: Annotated[str, typer.Option(help="Fine-tuning profile: paper, quick or tiny.")] = "paper",
-    data: Annotated[Optional[Path], typer.Option(
-        "--data", help="Dataset-2 (Ozturk et al.), or a data directory holding it: fine-tune and evaluate there.")]
-    = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--data", help="Dataset-2 (Ozturk et al.), or a data directory holding it: fine-tune and evaluate there."
+        ),
+    ] = None,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
     epochs: EpochsOption = None,
     train_layers: Annotated[Optional[str], typer.Option(help="What trains: all, head or classifier.")] = None,
@@ -118,15 +158,28 @@ def finetune(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """Derive the paper's 3-class / binary model from each fold's 4-class model: new last layer, fine-tuned."""
-    from ..finetune import finetune as run_finetune
-    from ..modelio import ModelLoadError
+    from ..models.modeldir import ModelLoadError
+    from ..training.finetune import finetune as run_finetune
 
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     try:
-        run_finetune(source, out, task=task, profile=profile, data=data, folds=fold_list, resume=resume,
-                     progress=progress, epochs=epochs, train_layers=train_layers, precision=precision,
-                     devices=devices, accelerator=accelerator, batch_size=batch_size)
+        run_finetune(
+            source,
+            out,
+            task=task,
+            profile=profile,
+            data=data,
+            folds=fold_list,
+            resume=resume,
+            progress=progress,
+            epochs=epochs,
+            train_layers=train_layers,
+            precision=precision,
+            devices=devices,
+            accelerator=accelerator,
+            batch_size=batch_size,
+        )
     except (ValueError, FileNotFoundError, ModelLoadError) as error:
         fail(str(error))
     typer.echo(f"fine-tuned run: {out.resolve()}  (coronet report {out})")
@@ -137,30 +190,53 @@ def evaluate(
     model: Annotated[Path, typer.Option(help="Model directory (model.safetensors + model.json), or its model.json.")],
     data: Annotated[Path, typer.Option(help="Data directory holding the source, or the source's own folder.")],
     out: Annotated[Path, typer.Option(help="Run directory to write (coronet report works on it).")],
-    source: Annotated[str, typer.Option(help="How to read DATA: kaggle, cohen, ozturk or folder (one folder per "
-                                              "class).")] = "folder",
-    map_: Annotated[Optional[list[str]], typer.Option(
-        "--map", help="Model class to data label, as MODEL_CLASS=DATA_LABEL (repeatable; default: identity, or "
-                      "bacterial+viral=pneumonia for a 3-class dataset).")] = None,
+    source: Annotated[
+        str, typer.Option(help="How to read DATA: kaggle, cohen, ozturk or folder (one folder per class).")
+    ] = "folder",
+    map_: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--map",
+            help="Model class to data label, as MODEL_CLASS=DATA_LABEL (repeatable; default: identity, or "
+            "bacterial+viral=pneumonia for a 3-class dataset).",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     runtime: Annotated[str, typer.Option(help="torch or onnx (needs coronet export).")] = "torch",
     report: Annotated[bool, typer.Option(help="Write the report (coronet report) afterwards.")] = True,
-    training_dataset: Annotated[Optional[Path], typer.Option(
-        help="The prepared dataset the model was trained on: films and patients in it are left out "
-             "(overlap.csv).")] = None,
-    audit_: Annotated[bool, typer.Option(
-        "--audit", help="Also run the shortcut audit's tests 1, 2 and 5 (lungs removed, lungs only, Grad-CAM) "
-                        "on these films (OUT/audit).")] = False,
+    training_dataset: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="The prepared dataset the model was trained on: films and patients in it are left out (overlap.csv)."
+        ),
+    ] = None,
+    audit_: Annotated[
+        bool,
+        typer.Option(
+            "--audit",
+            help="Also run the shortcut audit's tests 1, 2 and 5 (lungs removed, lungs only, Grad-CAM) "
+            "on these films (OUT/audit).",
+        ),
+    ] = False,
 ):
     """Predict a whole dataset with a trained model (no training): predictions, then the full report."""
-    from ..evaluate import evaluate as run_evaluate
-    from ..modelio import ModelLoadError
-    from ..report import summary_lines, write_report
+    from ..evaluation.evaluate import evaluate as run_evaluate
+    from ..evaluation.report import summary_lines, write_report
+    from ..models.modeldir import ModelLoadError
     from ..tasks import parse_class_map
 
     try:
-        run_evaluate(model, data, source, out, class_map=parse_class_map(map_) if map_ else None,
-                     batch_size=batch_size, runtime=runtime, training_dataset=training_dataset, log=typer.echo)
+        run_evaluate(
+            model,
+            data,
+            source,
+            out,
+            class_map=parse_class_map(map_) if map_ else None,
+            batch_size=batch_size,
+            runtime=runtime,
+            training_dataset=training_dataset,
+            log=typer.echo,
+        )
     except (ValueError, FileNotFoundError, ModelLoadError) as error:
         fail(str(error))
     if report:
@@ -169,7 +245,7 @@ def evaluate(
         for line in summary_lines(summary):
             typer.echo(line)
     if audit_:
-        from ..audit import audit_external
+        from ..evaluation.audit import audit_external
 
         audited = audit_external(out, model if model.is_dir() else model.parent, log=typer.echo)
         typer.echo(f"audit: {(out / 'audit' / 'audit.html').resolve()}")
@@ -180,40 +256,56 @@ def evaluate(
 @app.command("reproduce")
 def reproduce(
     out: Annotated[Path, typer.Option(help="Directory for every stage and the overview report.")],
-    profile: Annotated[str, typer.Option(help="fast (a working CoroNet from scratch on a CPU), paper (the paper's "
-                                              "protocol, ImageNet weights), quick (a few minutes' pipeline check) "
-                                              "or tiny (tests).")] = "fast",
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="fast (a working CoroNet from scratch on a CPU), paper (the paper's "
+            "protocol, ImageNet weights), quick (a few minutes' pipeline check) "
+            "or tiny (tests)."
+        ),
+    ] = "fast",
     data: DataOption = None,
-    count: Annotated[Optional[list[str]], typer.Option(
-        help="Per-class images as LABEL=N (repeatable); default: the paper's Table I.")] = None,
+    count: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Per-class images as LABEL=N (repeatable); default: the paper's Table I."),
+    ] = None,
     folds: Annotated[int, typer.Option(help="Number of cross-validation folds.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed for selection, folds and training.")] = 0,
     dataset2: Annotated[bool, typer.Option(help="Include dataset-2 (Table VI) when the data holds it.")] = True,
-    dataset2_per_class: Annotated[Optional[int], typer.Option(
-        help="Use this many dataset-2 images per class (default: all).")] = None,
+    dataset2_per_class: Annotated[
+        Optional[int], typer.Option(help="Use this many dataset-2 images per class (default: all).")
+    ] = None,
     epochs: EpochsOption = None,
     precision: PrecisionOption = None,
     devices: DevicesOption = None,
     accelerator: AcceleratorOption = None,
     weights: WeightsOption = None,
     settings: SetOption = None,
-    final: Annotated[bool, typer.Option(help="Also train one 4-class model on every image, for deployment "
-                                             "(OUT/final/model).")] = False,
-    adult_negatives: Annotated[bool, typer.Option(
-        help="Train with dataset-2's adult ChestX-ray8 films as extra rows (normal; pneumonia as bacterial-or-"
-             "viral), so that 'adult' no longer means COVID-19.")] = False,
-    adult_per_class: Annotated[Optional[int], typer.Option(
-        help="With --adult-negatives: this many adult films of each kind (default: all).")] = None,
-    audit_: Annotated[bool, typer.Option("--audit/--no-audit", help="Run the shortcut audit on the 4-class run.")]
-    = True,
-    audit_retrain: Annotated[bool, typer.Option(help="The audit's test 6: retrain one fold on lungs-removed "
-                                                      "films.")] = True,
+    final: Annotated[
+        bool, typer.Option(help="Also train one 4-class model on every image, for deployment (OUT/final/model).")
+    ] = False,
+    adult_negatives: Annotated[
+        bool,
+        typer.Option(
+            help="Train with dataset-2's adult ChestX-ray8 films as extra rows (normal; pneumonia as bacterial-or-"
+            "viral), so that 'adult' no longer means COVID-19."
+        ),
+    ] = False,
+    adult_per_class: Annotated[
+        Optional[int], typer.Option(help="With --adult-negatives: this many adult films of each kind (default: all).")
+    ] = None,
+    audit_: Annotated[
+        bool, typer.Option("--audit/--no-audit", help="Run the shortcut audit on the 4-class run.")
+    ] = True,
+    audit_retrain: Annotated[
+        bool, typer.Option(help="The audit's test 6: retrain one fold on lungs-removed films.")
+    ] = True,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")] = True,
 ):
     """The paper end to end: prepare, 4-class CV, 3-class and binary fine-tunes, dataset-2, one report."""
-    from ..modelio import ModelLoadError
-    from ..prepare import PAPER_CLASS_COUNTS
+    from ..data.prepare import PAPER_CLASS_COUNTS
+    from ..models.modeldir import ModelLoadError
     from ..reproduce import overview_lines
     from ..reproduce import reproduce as run_reproduce
 
@@ -225,18 +317,38 @@ def reproduce(
         if label not in counts or not number.isdigit():
             fail(f"--count {item!r}: expected LABEL=N with LABEL one of {', '.join(counts)}")
         counts[label] = int(number)
-    from ..profiles import parse_settings
+    from ..training.profiles import parse_settings
 
     quiet_lightning()
     try:
-        summary = run_reproduce(data_dir, out, profile=profile, counts=counts, folds=folds, seed=seed,
-                                dataset2=dataset2, dataset2_per_class=dataset2_per_class, n_bootstrap=bootstrap,
-                                progress=progress, final=final, adult_negatives=adult_negatives,
-                                adult_per_class=adult_per_class, audit=audit_, audit_retrain=audit_retrain,
-                                log=typer.echo,
-                                **{**parse_settings(settings), **{k: v for k, v in dict(
-                                    epochs=epochs, precision=precision, devices=devices, accelerator=accelerator,
-                                    weights=weights).items() if v is not None}})
+        summary = run_reproduce(
+            data_dir,
+            out,
+            profile=profile,
+            counts=counts,
+            folds=folds,
+            seed=seed,
+            dataset2=dataset2,
+            dataset2_per_class=dataset2_per_class,
+            n_bootstrap=bootstrap,
+            progress=progress,
+            final=final,
+            adult_negatives=adult_negatives,
+            adult_per_class=adult_per_class,
+            audit=audit_,
+            audit_retrain=audit_retrain,
+            log=typer.echo,
+            **{
+                **parse_settings(settings),
+                **{
+                    k: v
+                    for k, v in dict(
+                        epochs=epochs, precision=precision, devices=devices, accelerator=accelerator, weights=weights
+                    ).items()
+                    if v is not None
+                },
+            },
+        )
     except (ValueError, FileNotFoundError, ModelLoadError, WeightsError) as error:
         fail(str(error))
     for line in overview_lines(summary):
@@ -246,28 +358,35 @@ def reproduce(
 @app.command("audit")
 def audit(
     run_dir: Annotated[Path, typer.Argument(help="A finished 4-class run directory (coronet cv).")],
-    data: Annotated[Optional[Path], typer.Option(
-        help="Where the films are, if their recorded paths moved (for the acquisition features).")] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(help="Where the films are, if their recorded paths moved (for the acquisition features)."),
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Audit directory (default RUN_DIR/audit).")] = None,
-    lung_box: Annotated[Optional[str], typer.Option(
-        help="The lung field as X0,Y0,X1,Y1 fractions of the square film (default 0.12,0.08,0.88,0.85).")] = None,
-    masks: Annotated[Optional[Path], typer.Option(help="Per-image lung masks: PNG files named like the films.")]
-    = None,
-    retrain: Annotated[bool, typer.Option(help="Test 6: retrain on lungs-removed films (one fold by default).")]
-    = True,
-    folds: Annotated[Optional[str], typer.Option(help="Folds to retrain for test 6, e.g. 1,2 (default: the "
-                                                     "first).")] = None,
+    lung_box: Annotated[
+        Optional[str],
+        typer.Option(help="The lung field as X0,Y0,X1,Y1 fractions of the square film (default 0.12,0.08,0.88,0.85)."),
+    ] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Per-image lung masks: PNG files named like the films.")] = None,
+    retrain: Annotated[bool, typer.Option(help="Test 6: retrain on lungs-removed films (one fold by default).")] = True,
+    folds: Annotated[
+        Optional[str], typer.Option(help="Folds to retrain for test 6, e.g. 1,2 (default: the first).")
+    ] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar while retraining.")] = True,
 ):
     """Is it looking at the lungs? Six tests of how much accuracy comes from shortcuts (see docs)."""
-    from ..audit import AuditConfig, parse_box
-    from ..audit import audit as run_audit
+    from ..evaluation.audit import AuditConfig, parse_box
+    from ..evaluation.audit import audit as run_audit
 
     try:
-        config = AuditConfig(lung_box=parse_box(lung_box) if lung_box else AuditConfig.lung_box,
-                             masks=str(masks) if masks else None, retrain=retrain,
-                             retrain_folds=tuple(parse_folds(folds)) if folds else None, n_bootstrap=bootstrap)
+        config = AuditConfig(
+            lung_box=parse_box(lung_box) if lung_box else AuditConfig.lung_box,
+            masks=str(masks) if masks else None,
+            retrain=retrain,
+            retrain_folds=tuple(parse_folds(folds)) if folds else None,
+            n_bootstrap=bootstrap,
+        )
         if masks is not None and not masks.is_dir():
             raise FileNotFoundError(f"--masks {masks}: no such directory")
         quiet_lightning()
@@ -283,11 +402,14 @@ def audit(
 def compare(
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
     out: Annotated[Path, typer.Option(help="Directory for every backbone's runs and the comparison table.")],
-    backbone: Annotated[Optional[list[str]], typer.Option(
-        help="timm backbone (repeatable); default: legacy_xception resnet50 densenet121 vgg19 darkcovidnet.")] = None,
+    backbone: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="timm backbone (repeatable); default: legacy_xception resnet50 densenet121 vgg19 darkcovidnet."
+        ),
+    ] = None,
     profile: ProfileOption = "quick",
-    task: Annotated[Optional[list[str]], typer.Option(help="4class, 3class, binary (repeatable; default all).")]
-    = None,
+    task: Annotated[Optional[list[str]], typer.Option(help="4class, 3class, binary (repeatable; default all).")] = None,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
     epochs: EpochsOption = None,
     precision: PrecisionOption = None,
@@ -297,16 +419,28 @@ def compare(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = False,
 ):
     """The paper's Table VII, measured: several backbones through the same folds, profile and report."""
-    from ..compare import DEFAULT_BACKBONES, TASK_COLUMNS
-    from ..compare import compare as run_compare
-    from ..modelio import ModelLoadError
+    from ..evaluation.compare import DEFAULT_BACKBONES, TASK_COLUMNS
+    from ..evaluation.compare import compare as run_compare
+    from ..models.modeldir import ModelLoadError
 
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     try:
-        run_compare(dataset, out, backbones=tuple(backbone or DEFAULT_BACKBONES), profile=profile,
-                    tasks=tuple(task or TASK_COLUMNS), folds=fold_list, n_bootstrap=bootstrap, progress=progress,
-                    log=typer.echo, epochs=epochs, precision=precision, devices=devices, accelerator=accelerator)
+        run_compare(
+            dataset,
+            out,
+            backbones=tuple(backbone or DEFAULT_BACKBONES),
+            profile=profile,
+            tasks=tuple(task or TASK_COLUMNS),
+            folds=fold_list,
+            n_bootstrap=bootstrap,
+            progress=progress,
+            log=typer.echo,
+            epochs=epochs,
+            precision=precision,
+            devices=devices,
+            accelerator=accelerator,
+        )
     except (ValueError, FileNotFoundError, ModelLoadError, WeightsError) as error:
         fail(str(error))
     typer.echo(f"comparison: {(out / 'compare.md').resolve()}")

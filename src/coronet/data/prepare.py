@@ -1,0 +1,501 @@
+"""``coronet data prepare``: the paper's dataset (Table I), reproducibly and without leakage.
+
+Steps, in order:
+
+1. read the chosen sources into one table (:mod:`coronet.sources`);
+2. decode every candidate once (2 processes): file SHA-256, pixel hash, perceptual
+   hash, edge signature and the resized uint8 image for the cache; unreadable files
+   are listed and skipped;
+3. drop exact duplicates (same decoded pixels), keeping the first by source and path,
+   and remember that both copies' patients are one person;
+4. randomly under-sample each class to its target count (seeded);
+5. find near-duplicates among the selection and group images that must share a fold
+   (same patient, or the same film re-uploaded);
+6. assign stratified (grouped) folds and write the dataset directory.
+
+The dataset directory holds ``manifest.csv``, ``images-<size>.npy`` (uint8,
+N x size x size, memory-mappable, row ``cache_index``), ``duplicates.csv``,
+``skipped.csv``, ``prepare.json`` (resolved config and counts), ``summary.md`` and
+``signatures.npy`` (edge signatures, for :func:`cross_dataset_overlap` with another dataset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .. import __version__
+from .dedup import (
+    connected_groups,
+    cross_duplicate_pairs,
+    edge_signature,
+    near_duplicate_pairs,
+    perceptual_hash,
+    person_groups,
+    pixel_hash,
+)
+from .imageio import ImageReadError, read_image, resize_square
+from .sources import LABELS, read_source, source_dir
+
+#: The paper's Table I.
+PAPER_CLASS_COUNTS = {"covid": 284, "normal": 310, "bacterial": 330, "viral": 327}
+CACHE_TEMPLATE = "images-{size}.npy"
+SIGNATURES = "signatures.npy"
+#: The ``cohort`` column: the paper's Table I rows, and adult negatives added for de-confounding.
+TABLE1, ADULT = "table1", "adult"
+ADULT_LABELS = {"normal": "normal", "pneumonia": "pneumonia"}  # dataset-2 label -> training label
+
+
+def split_cohorts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``(Table I rows, adult rows or None)`` of a manifest or predictions table (its ``cohort`` column).
+
+    The paper's tables are computed on the first part only.
+    """
+    if "cohort" not in table or not (table["cohort"] == ADULT).any():
+        return table, None
+    adult = table["cohort"] == ADULT
+    return table[~adult].reset_index(drop=True), table[adult].reset_index(drop=True)
+
+
+@dataclass
+class PrepareConfig:
+    """Everything that decides which images end up in which fold."""
+
+    sources: tuple[str, ...] = ("cohen", "kaggle")
+    class_counts: dict[str, int | None] = field(default_factory=lambda: dict(PAPER_CLASS_COUNTS))
+    folds: int = 4
+    split: str = "patient"  # "patient": stratified + grouped by patient; "image": the paper's stratified folds
+    seed: int = 0
+    image_size: int = 150
+    cohen_views: tuple[str, ...] = ("PA", "AP", "AP Supine")
+    source_roots: dict[str, str] = field(default_factory=dict)  # a source's folder, if not under data_dir
+    workers: int = min(2, os.cpu_count() or 1)
+    # De-confounding: adult ChestX-ray8 films of dataset-2 (its folder, or a data directory holding it) as
+    # extra rows (cohort "adult"): No_findings -> normal, Pneumonia -> pneumonia (bacterial or viral, unknown
+    # which), in patient-grouped folds of their own; adult_per_class draws that many of each (all: None).
+    adult_negatives: str | None = None
+    adult_per_class: int | None = None
+
+    def __post_init__(self):
+        if self.split not in ("patient", "image"):
+            raise ValueError(f"split must be 'patient' or 'image', not {self.split!r}")
+        if self.folds < 2:
+            raise ValueError("folds must be at least 2")
+
+
+@dataclass
+class PreparedDataset:
+    manifest: pd.DataFrame
+    duplicates: pd.DataFrame
+    skipped: pd.DataFrame
+    summary: str
+    out: Path
+
+
+def collect_candidates(data_dir: Path, config: PrepareConfig) -> pd.DataFrame:
+    """All images of the configured sources, with ``relpath`` relative to ``data_dir``."""
+    tables = []
+    for name in config.sources:
+        options = {"views": config.cohen_views} if name == "cohen" else {}
+        if name == "ozturk":  # its COVID-19 files are Cohen films: take their patients from Cohen's metadata
+            options = {"cohen_root": config.source_roots.get("cohen") or source_dir("cohen", data_dir)}
+        root = config.source_roots.get(name) or source_dir(name, data_dir)
+        tables.append(read_source(name, root, **options))
+    table = pd.concat(tables, ignore_index=True)
+    table["path"] = [str(Path(p).resolve()) for p in table["path"]]
+    root = data_dir.resolve()
+    table["relpath"] = [os.path.relpath(p, root) for p in table["path"]]
+    return table.sort_values(["source", "relpath"], kind="stable").reset_index(drop=True)
+
+
+def _scan_one(args: tuple[str, int]) -> dict:
+    """Decode one file and compute everything preparation needs from it (runs in a worker)."""
+    path, size = args
+    try:
+        data = Path(path).read_bytes()
+        image = read_image(data, name=path)
+    except ImageReadError as error:
+        return {"error": error.problem}
+    except OSError as error:
+        return {"error": f"cannot read file ({error.strerror or error})"}
+    resized = resize_square(image, size)
+    return {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "pixel_hash": pixel_hash(image),
+        "phash": perceptual_hash(image),
+        "signature": edge_signature(image),
+        "height": image.shape[0],
+        "width": image.shape[1],
+        "cached": resized,
+    }
+
+
+def scan_images(paths: list[str], size: int, workers: int) -> list[dict]:
+    """:func:`_scan_one` over ``paths``, in order, in ``workers`` processes."""
+    jobs = [(p, size) for p in paths]
+    if workers <= 1 or len(jobs) < 64:
+        return [_scan_one(job) for job in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_scan_one, jobs, chunksize=32))
+
+
+def undersample(table: pd.DataFrame, class_counts: dict[str, int], seed: int) -> pd.DataFrame:
+    """Seeded random selection of ``class_counts[label]`` images per label.
+
+    A count of ``None`` takes every image of the label; a count above what is available
+    takes all of them, with a warning.
+
+    The draw depends only on the seed and the sorted ``relpath`` of each class, not on
+    where the data directory is or the order files were listed.
+    """
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in sorted(class_counts):
+        rows = table[table["label"] == label].sort_values("relpath", kind="stable")
+        wanted = class_counts[label]
+        if wanted is None:
+            chosen.append(rows)
+        elif len(rows) < wanted:
+            warnings.warn(
+                f"class {label!r}: only {len(rows)} images available, {wanted} requested; taking all", stacklevel=2
+            )
+            chosen.append(rows)
+        else:
+            chosen.append(rows.iloc[np.sort(rng.choice(len(rows), size=wanted, replace=False))])
+    return pd.concat(chosen).sort_values(["source", "relpath"], kind="stable").reset_index(drop=True)
+
+
+def assign_folds(labels, groups, folds: int, seed: int) -> np.ndarray:
+    """Fold number (1..folds) per image: stratified by label, no group in two folds."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    fold = np.zeros(len(labels), dtype=int)
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
+        fold[test] = k
+    return fold
+
+
+def prepare_dataset(
+    data_dir: str | os.PathLike, out: str | os.PathLike, config: PrepareConfig | None = None, log=print
+) -> PreparedDataset:
+    """Run all preparation steps (see the module docstring) and write the dataset directory ``out``."""
+    config = config or PrepareConfig()
+    started = time.perf_counter()
+    data_dir, out = Path(data_dir), Path(out)
+
+    candidates = collect_candidates(data_dir, config)
+    candidates = candidates[candidates["label"].isin(config.class_counts)].reset_index(drop=True)
+    log(f"scanning {len(candidates)} candidate images from {', '.join(config.sources)} ...")
+    scans = scan_images(list(candidates["path"]), config.image_size, config.workers)
+
+    skipped = pd.DataFrame(
+        [{"path": p, "problem": s["error"]} for p, s in zip(candidates["path"], scans) if "error" in s],
+        columns=["path", "problem"],
+    )
+    for row in skipped.itertuples():
+        log(f"skipped {row.path}: {row.problem}")
+    readable = [i for i, s in enumerate(scans) if "error" not in s]
+    table = candidates.iloc[readable].reset_index(drop=True)
+    scans = [scans[i] for i in readable]
+    for key in ("sha256", "pixel_hash", "height", "width"):
+        table[key] = [s[key] for s in scans]
+    table["phash"] = [f"{s['phash']:016x}" for s in scans]
+    table["_scan"] = range(len(table))
+
+    # Exact duplicates: keep the first copy; its patient and the dropped copy's are one person.
+    first_of = table.groupby("pixel_hash", sort=False)["_scan"].transform("first")
+    exact = table[table["_scan"] != first_of]
+    same_person = [(table.patient_id[k], table.patient_id[first_of[k]]) for k in exact.index]
+    duplicate_rows = [
+        {
+            "kind": "exact",
+            "path": table.path[first_of[k]],
+            "other_path": table.path[k],
+            "distance": 0,
+            "correlation": 1.0,
+            "kept": "path",
+        }
+        for k in exact.index
+    ]
+    table = table[table["_scan"] == first_of].reset_index(drop=True)
+
+    selected = undersample(table, config.class_counts, config.seed)
+    scan_rows = selected["_scan"].to_numpy()
+    pairs = near_duplicate_pairs(
+        np.array([scans[k]["phash"] for k in scan_rows], dtype=np.uint64),
+        np.stack([scans[k]["signature"] for k in scan_rows]),
+    )
+    duplicate_rows += [
+        {
+            "kind": "near",
+            "path": selected.path[a],
+            "other_path": selected.path[b],
+            "distance": d,
+            "correlation": c,
+            "kept": "both",
+        }
+        for a, b, d, c in pairs
+    ]
+
+    # Fold groups: near-duplicate films always; for split=patient also patients, merged through every chain of
+    # exact copies (the copies' patients are one person).
+    if config.split == "patient":
+        selected["group"] = person_groups(selected["patient_id"], same_person, pairs)
+    else:
+        selected["group"] = connected_groups(len(selected), pairs)
+    selected["fold"] = assign_folds(selected["label"], selected["group"], config.folds, config.seed)
+
+    images = [scans[k]["cached"] for k in scan_rows]
+    signatures = [scans[k]["signature"] for k in scan_rows]
+    if config.adult_negatives:
+        adults, adult_scans, adult_duplicates, adult_skipped = adult_negative_rows(data_dir, config, log)
+        adults["group"] += int(selected["group"].max()) + 1
+        selected = pd.concat([selected.assign(cohort=TABLE1), adults], ignore_index=True)
+        images += [scan["cached"] for scan in adult_scans]
+        signatures += [scan["signature"] for scan in adult_scans]
+        duplicate_rows += adult_duplicates
+        skipped = pd.concat([skipped, adult_skipped], ignore_index=True)
+
+    selected["cache_index"] = np.arange(len(selected))
+    out.mkdir(parents=True, exist_ok=True)
+    write_cache(out / CACHE_TEMPLATE.format(size=config.image_size), images)
+    # kept for overlap checks against other datasets (coronet finetune --data): 8 KiB per image
+    np.save(out / SIGNATURES, np.stack(signatures).astype(np.float16))
+    manifest = selected.drop(columns=["_scan", "pixel_hash"])
+    manifest.to_csv(out / "manifest.csv", index=False)
+    duplicates = pd.DataFrame(duplicate_rows, columns=["kind", "path", "other_path", "distance", "correlation", "kept"])
+    fold_of = dict(zip(manifest.path, manifest.fold))
+    duplicates["fold"] = duplicates.path.map(fold_of).astype("Int64")
+    duplicates["other_fold"] = duplicates.other_path.map(fold_of).astype("Int64")
+    duplicates.to_csv(out / "duplicates.csv", index=False)
+    skipped.to_csv(out / "skipped.csv", index=False)
+
+    summary = summarize(candidates, manifest, duplicates, skipped, config)
+    (out / "summary.md").write_text(summary)
+    elapsed = time.perf_counter() - started
+    record = {
+        "config": asdict(config),
+        "data_dir": str(data_dir.resolve()),
+        "counts": {k: int(v) for k, v in manifest.label.value_counts().items()},
+        "images": len(manifest),
+        "patients": int(manifest.patient_id.nunique()),
+        "exact_duplicates_removed": int(len(exact)),
+        "near_duplicate_pairs": len(pairs),
+        "skipped": len(skipped),
+        "seconds": round(elapsed, 2),
+        "manifest_sha256": hashlib.sha256((out / "manifest.csv").read_bytes()).hexdigest(),
+        "coronet": __version__,
+        "python": platform.python_version(),
+    }
+    (out / "prepare.json").write_text(json.dumps(record, indent=2) + "\n")
+    log(summary)
+    log(f"prepared {len(manifest)} images in {elapsed:.1f} s -> {out}")
+    return PreparedDataset(manifest, duplicates, skipped, summary, out)
+
+
+def adult_negative_rows(data_dir: Path, config: PrepareConfig, log=print):
+    """Dataset-2's adult ChestX-ray8 films as manifest rows: ``(rows, scans, duplicate rows, skipped)``.
+
+    No_findings become ``normal`` and Pneumonia ``pneumonia`` (a partial label: bacterial or viral).
+    Exact copies are dropped (their patients merged), near-duplicates and patients (the first 8
+    digits of the file name) grouped, and the rows get stratified, grouped folds of their own.
+    """
+    from .sources import find_source_root
+
+    root = find_source_root("ozturk", Path(config.adult_negatives), ("No_findings", "Pneumonia"))
+    table = read_source("ozturk", root)
+    table = table[table["label"].isin(ADULT_LABELS)].copy()
+    table["label"] = table["label"].map(ADULT_LABELS)
+    table["path"] = [str(Path(p).resolve()) for p in table["path"]]
+    table["relpath"] = [os.path.relpath(p, data_dir.resolve()) for p in table["path"]]
+    table = table.sort_values("relpath", kind="stable").reset_index(drop=True)
+    if config.adult_per_class is not None:
+        table = undersample(table, dict.fromkeys(ADULT_LABELS.values(), config.adult_per_class), config.seed)
+    log(f"scanning {len(table)} adult ChestX-ray8 films (adult negatives) ...")
+    scans = scan_images(list(table["path"]), config.image_size, config.workers)
+    skipped = pd.DataFrame(
+        [{"path": p, "problem": s["error"]} for p, s in zip(table["path"], scans) if "error" in s],
+        columns=["path", "problem"],
+    )
+    readable = [k for k, s in enumerate(scans) if "error" not in s]
+    table, scans = table.iloc[readable].reset_index(drop=True), [scans[k] for k in readable]
+    for key in ("sha256", "height", "width"):
+        table[key] = [s[key] for s in scans]
+    table["phash"] = [f"{s['phash']:016x}" for s in scans]
+    seen: dict[str, int] = {}
+    first = [seen.setdefault(s["pixel_hash"], k) for k, s in enumerate(scans)]  # the first copy of each film
+    duplicates = [
+        {
+            "kind": "exact",
+            "path": table.path[first[k]],
+            "other_path": table.path[k],
+            "distance": 0,
+            "correlation": 1.0,
+            "kept": "path",
+        }
+        for k in range(len(table))
+        if first[k] != k
+    ]
+    # the dropped copy's patient and the kept copy's are one person
+    same_person = [(table.patient_id[k], table.patient_id[first[k]]) for k in range(len(table)) if first[k] != k]
+    keep = [k for k in range(len(table)) if first[k] == k]
+    table, scans = table.iloc[keep].reset_index(drop=True), [scans[k] for k in keep]
+    pairs = near_duplicate_pairs(
+        np.array([s["phash"] for s in scans], dtype=np.uint64), np.stack([s["signature"] for s in scans])
+    )
+    duplicates += [
+        {
+            "kind": "near",
+            "path": table.path[a],
+            "other_path": table.path[b],
+            "distance": d,
+            "correlation": c,
+            "kept": "both",
+        }
+        for a, b, d, c in pairs
+    ]
+    table["group"] = person_groups(table["patient_id"], same_person, pairs)
+    table["fold"] = assign_folds(table["label"], table["group"], config.folds, config.seed)
+    table["cohort"] = ADULT
+    return table, scans, duplicates, skipped
+
+
+def write_cache(path: Path, images: list[np.ndarray]) -> None:
+    """Write ``images`` (equal-sized uint8 arrays) as one ``.npy`` file, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(images), *images[0].shape))
+    for k, image in enumerate(images):
+        array[k] = image
+    array.flush()
+    del array
+    os.replace(tmp, path)
+
+
+def load_cache(dataset_dir: str | os.PathLike, size: int = 150) -> np.ndarray:
+    """The dataset's decoded image cache, memory-mapped read-only (row = manifest ``cache_index``)."""
+    path = Path(dataset_dir) / CACHE_TEMPLATE.format(size=size)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {size}x{size} image cache; run `coronet data prepare --image-size {size}`")
+    return np.load(path, mmap_mode="r")
+
+
+def dataset_fingerprints(dataset_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """``(manifest, perceptual hashes, edge signatures)`` of a prepared dataset, rows in manifest order.
+
+    Signatures come from the dataset's ``signatures.npy``; datasets prepared before it existed
+    have them recomputed from the image files.
+    """
+    dataset_dir = Path(dataset_dir)
+    manifest = pd.read_csv(dataset_dir / "manifest.csv")
+    hashes = np.array([int(h, 16) for h in manifest["phash"]], dtype=np.uint64)
+    path = dataset_dir / SIGNATURES
+    if path.is_file():
+        signatures = np.load(path)[manifest["cache_index"].to_numpy()].astype(np.float32)
+    else:
+        signatures = np.stack([edge_signature(read_image(p)) for p in manifest["path"]])
+    return manifest, hashes, signatures
+
+
+OVERLAP_COLUMNS = [
+    "path",
+    "label",
+    "reference_path",
+    "reference_label",
+    "reference_patient_id",
+    "distance",
+    "correlation",
+]
+
+
+def overlap_table(
+    ours: tuple[pd.DataFrame, np.ndarray, np.ndarray], reference: tuple[pd.DataFrame, np.ndarray, np.ndarray]
+) -> pd.DataFrame:
+    """Pairs of the same film between two fingerprinted tables (``(table, hashes, signatures)``, as from
+    :func:`dataset_fingerprints`), judged as in duplicate removal.
+
+    One row per pair: ``path`` and ``label`` from ``ours``; ``reference_path``, ``reference_label``
+    and ``reference_patient_id`` from ``reference``; ``distance`` (pHash bits) and ``correlation``
+    (edge maps). The tables need ``path``, ``label`` and (reference) ``patient_id`` columns.
+    """
+    (table, hashes, signatures), (other, other_hashes, other_signatures) = ours, reference
+    pairs = cross_duplicate_pairs(hashes, signatures, other_hashes, other_signatures)
+    return pd.DataFrame(
+        [
+            {
+                "path": table["path"].iloc[a],
+                "label": table["label"].iloc[a],
+                "reference_path": other["path"].iloc[b],
+                "reference_label": other["label"].iloc[b],
+                "reference_patient_id": other["patient_id"].iloc[b],
+                "distance": d,
+                "correlation": c,
+            }
+            for a, b, d, c in pairs
+        ],
+        columns=OVERLAP_COLUMNS,
+    )
+
+
+def cross_dataset_overlap(dataset_dir: str | os.PathLike, reference_dir: str | os.PathLike) -> pd.DataFrame:
+    """Images of one prepared dataset that are the same film as an image of another (see :func:`overlap_table`)."""
+    return overlap_table(dataset_fingerprints(dataset_dir), dataset_fingerprints(reference_dir))
+
+
+def summarize(
+    candidates: pd.DataFrame,
+    manifest: pd.DataFrame,
+    duplicates: pd.DataFrame,
+    skipped: pd.DataFrame,
+    config: PrepareConfig,
+) -> str:
+    """Markdown: a Table-I style table (images and patients per class and source) and fold make-up."""
+    lines = [
+        f"# Dataset (seed {config.seed}, {config.folds} folds, split by {config.split})",
+        "",
+        "| class | source | available | selected | paper (Table I) | patients |"
+        + "".join(f" fold {k} |" for k in range(1, config.folds + 1)),
+        "|---|---|---|---|---|---|" + "---|" * config.folds,
+    ]
+    order = {label: k for k, label in enumerate(LABELS)}
+    ordered = manifest.sort_values("label", key=lambda labels: labels.map(order), kind="stable")
+    if "cohort" in ordered:  # Table I rows first, then the adult negatives
+        ordered = ordered.sort_values("cohort", key=lambda c: c.ne(TABLE1), kind="stable")
+    for (label, source), rows in ordered.groupby(["label", "source"], sort=False):
+        adult = "cohort" in rows and (rows["cohort"] == ADULT).all()
+        available = "-" if adult else int(((candidates.label == label) & (candidates.source == source)).sum())
+        folds = rows.fold.value_counts()
+        paper = "-" if adult else PAPER_CLASS_COUNTS.get(label, "-")
+        lines.append(
+            f"| {label}{' (adult)' if adult else ''} | {source} | {available} | {len(rows)} | {paper} | "
+            f"{rows.patient_id.nunique()} |" + "".join(f" {folds.get(k, 0)} |" for k in range(1, config.folds + 1))
+        )
+    folds = manifest.fold.value_counts()
+    lines.append(
+        f"| **all** | | {len(candidates)} | {len(manifest)} | {sum(PAPER_CLASS_COUNTS.values())} | "
+        f"{manifest.patient_id.nunique()} |" + "".join(f" {folds.get(k, 0)} |" for k in range(1, config.folds + 1))
+    )
+    exact, near = duplicates[duplicates.kind == "exact"], duplicates[duplicates.kind == "near"]
+    lines += [
+        "",
+        f"- exact duplicates removed (same pixels): {len(exact)}",
+        f"- near-duplicate pairs kept in one fold: {len(near)}"
+        + (f" ({int((near.fold != near.other_fold).sum())} split across folds)" if len(near) else ""),
+        f"- unreadable files skipped: {len(skipped)}",
+    ]
+    for row in skipped.itertuples():
+        lines.append(f"  - {row.path}: {row.problem}")
+    if config.split == "patient":
+        leaked = manifest.groupby("patient_id").fold.nunique().gt(1).sum()
+        lines.append(f"- patients in more than one fold: {leaked}")
+    return "\n".join(lines) + "\n"

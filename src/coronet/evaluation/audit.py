@@ -1,0 +1,696 @@
+"""``coronet audit``: how much of a cross-validated model's accuracy comes from shortcuts, not the lungs.
+
+In the paper's data the label is nearly readable without looking at the lungs: every
+normal and pneumonia film is a child's from one hospital (Kermany et al.), every COVID-19
+film an adult's, from papers and websites in hundreds of styles. Six tests, each fold's
+model only ever seeing its own validation films (nothing leaks):
+
+1. **lungs removed** -- the lung field blacked out in the validation films, predicted by the
+   intact models;
+2. **lungs only** -- everything but the lung field blacked out;
+3. **acquisition features alone** -- a scikit-learn classifier on features that carry no
+   diagnosis (size, aspect ratio, mode, bit depth, format, the Kaggle upload variant, border
+   and corner intensities, histogram percentiles), on the same patient-grouped folds;
+4. **single-source control** -- accuracy among the three Kaggle classes only (one source, one
+   age group), and COVID-19 vs the rest (two sources);
+5. **where the network looked** -- the share of Grad-CAM mass inside the lung field, per class,
+   for correct and wrong predictions (saliency inside the lungs does not prove the absence of
+   shortcuts: Viviano et al., ICLR 2021);
+6. **retrained with the lungs removed** (Maguolo & Nanni's test, the decisive one) -- a model
+   trained with the run's own settings on lungs-removed films of the other folds, tested on
+   its fold's lungs-removed films.
+
+Tests 1 and 2 show films far from anything the models saw in training, so they measure
+robustness to occlusion as much as the use of shortcuts; test 6 does not have that problem
+and is reported first.
+
+The lung field is a box in relative coordinates, ``x0, y0, x1, y1`` of the square (resized)
+film: by default :data:`DEFAULT_LUNG_BOX`, x 12-88 % and y 8-85 %. On a frontal chest film
+resized to a square the lungs span roughly the middle three quarters of the width and run
+from just below the top edge (the apices, at the clavicles) to the diaphragm domes, about
+85 % of the height; the box covers both lung fields with a margin in most films and leaves
+the borders, corners, shoulders, labels and markers outside. Per-image masks (PNG, same stem
+as the film, non-zero = lung) replace it where given.
+
+Output (``RUN_DIR/audit`` by default): ``audit.json``, ``audit.md``, ``audit.html``, figures,
+and ``predictions-<test>.csv`` in the usual predictions layout.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.augment import resize_batch
+from ..data.prepare import CACHE_TEMPLATE, load_cache, split_cohorts
+from ..models.modeldir import inference_model, load_model_dir
+from ..training.profiles import TrainConfig
+from .bootstrap import bootstrap_cis
+from .metrics import accuracy, recall_of
+from .report import DISCLAIMER, data_uri, html_table, markdown_table, render_html
+
+#: x0, y0, x1, y1 as fractions of the square film (see the module docstring for why these).
+DEFAULT_LUNG_BOX = (0.12, 0.08, 0.88, 0.85)
+COVID = "covid"
+KAGGLE_CLASSES = ("normal", "bacterial", "viral")
+TESTS = {
+    "retrained-lungs-removed": "6. Retrained with the lungs removed",
+    "lungs-removed": "1. Lungs removed (intact models)",
+    "lungs-only": "2. Lungs only (intact models)",
+    "acquisition": "3. Acquisition features alone (no lungs, no diagnosis)",
+}
+#: Accuracy differences, in points, that the verdicts use.
+NEAR, ABOVE_CHANCE = 0.10, 0.10
+
+
+@dataclass
+class AuditConfig:
+    lung_box: tuple[float, float, float, float] = DEFAULT_LUNG_BOX
+    masks: str | None = None  # folder of per-image lung masks (PNG, same stem as the film)
+    retrain: bool = True  # test 6 (a training run per fold in retrain_folds)
+    retrain_folds: tuple[int, ...] | None = None  # default: the run's first fold
+    cam_per_group: int = 8  # Grad-CAM films per (class, correct / wrong)
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+    def __post_init__(self):
+        x0, y0, x1, y1 = self.lung_box
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise ValueError(f"lung box {self.lung_box}: expected 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"0.12,0.08,0.88,0.85"`` -> a lung box (``ValueError`` unless four numbers in [0, 1], x0 < x1, y0 < y1)."""
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--lung-box {text!r}: expected four numbers X0,Y0,X1,Y1 in [0, 1]") from None
+    if len(box) != 4:
+        raise ValueError(f"--lung-box {text!r}: expected four numbers X0,Y0,X1,Y1 in [0, 1]")
+    AuditConfig(lung_box=box)  # validates
+    return box
+
+
+# --------------------------------------------------------------------------- occlusion
+def box_mask(size: int, box) -> np.ndarray:
+    """(size, size) bool: True inside the relative box ``x0, y0, x1, y1``."""
+    x0, y0, x1, y1 = (int(round(v * size)) for v in box)
+    mask = np.zeros((size, size), dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def lung_masks(paths, size: int, config: AuditConfig, log=print) -> np.ndarray:
+    """(N, size, size) bool lung fields: the box, or each film's mask file where ``config.masks`` has one."""
+    base = box_mask(size, config.lung_box)
+    masks = np.repeat(base[None], len(paths), axis=0)
+    if config.masks:
+        from PIL import Image
+
+        folder, found = Path(config.masks), 0
+        for k, path in enumerate(paths):
+            candidate = folder / (Path(path).stem + ".png")
+            if candidate.is_file():
+                with Image.open(candidate) as image:
+                    masks[k] = np.asarray(image.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 0
+                found += 1
+        log(f"lung masks: {found} of {len(paths)} films have one in {folder}; the others use the box")
+    return masks
+
+
+def occlude(images: np.ndarray, lungs: np.ndarray, keep: str) -> np.ndarray:
+    """Black out the lungs (``keep="outside"``) or everything else (``keep="lungs"``); a copy."""
+    if keep not in ("outside", "lungs"):
+        raise ValueError(f"keep must be 'outside' or 'lungs', not {keep!r}")
+    out = np.array(images, copy=True)
+    out[lungs if keep == "outside" else ~lungs] = 0
+    return out
+
+
+def predict_images(model_dir: Path, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, list[str]]:
+    """Probabilities (N, C) of uint8 films (N, S, S) with a model directory's network as its card says (TTA)."""
+    model, card = load_model_dir(model_dir)
+    network = inference_model(model.to(memory_format=torch.channels_last), card)
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None]
+            batch = resize_batch(batch.float().div_(255), card["input_size"]).contiguous(
+                memory_format=torch.channels_last
+            )
+            parts.append(torch.softmax(network(batch), dim=1))
+    return torch.cat(parts).numpy(), list(card["classes"])
+
+
+def predictions_frame(rows: pd.DataFrame, probabilities: np.ndarray, classes) -> pd.DataFrame:
+    """The usual predictions layout (path, patient_id, fold, label, prob_<class>..., pred, source)."""
+    table = rows[["path", "patient_id", "fold", "label"]].reset_index(drop=True).copy()
+    for k, c in enumerate(classes):
+        table[f"prob_{c}"] = probabilities[:, k].round(6)
+    table["pred"] = [classes[k] for k in probabilities.argmax(axis=1)]
+    if "source" in rows:
+        table["source"] = rows["source"].to_numpy()
+    return table
+
+
+# --------------------------------------------------------------------------- acquisition features
+def acquisition_features(manifest: pd.DataFrame, cache: np.ndarray, data: Path | None = None) -> pd.DataFrame:
+    """Features that carry no diagnosis, one row per manifest row.
+
+    From the file: original width, height, aspect ratio, Pillow mode, bit depth, format. From the
+    manifest: the Kaggle ``source_variant`` (original or the uploader's 224 x 224 copy). From the
+    cached film: mean and standard deviation of the outer border (5 %) and of each corner
+    (10 % square), and global histogram percentiles (1, 5, 25, 50, 75, 95, 99).
+    """
+    from PIL import Image
+
+    rows = []
+    cached = np.asarray(cache[manifest["cache_index"].to_numpy()], dtype=np.float32)
+    size = cached.shape[-1]
+    border, corner = max(1, size // 20), max(1, size // 10)
+    edge = np.zeros((size, size), dtype=bool)
+    edge[:border], edge[-border:], edge[:, :border], edge[:, -border:] = True, True, True, True
+    for k, row in enumerate(manifest.itertuples(index=False)):
+        path = Path(row.path)
+        if data is not None and not path.is_file() and isinstance(getattr(row, "relpath", None), str):
+            path = Path(data) / row.relpath
+        mode, bits, kind = "unknown", np.nan, path.suffix.lower().lstrip(".")
+        try:
+            with Image.open(path) as image:
+                mode, kind = image.mode, (image.format or kind).lower()
+                bits = {
+                    "1": 1,
+                    "L": 8,
+                    "P": 8,
+                    "RGB": 8,
+                    "RGBA": 8,
+                    "CMYK": 8,
+                    "LA": 8,
+                    "I;16": 16,
+                    "I": 32,
+                    "F": 32,
+                }.get(image.mode, np.nan)
+        except (OSError, ValueError):
+            pass
+        height, width = float(getattr(row, "height", np.nan)), float(getattr(row, "width", np.nan))
+        film = cached[k]
+        features = {
+            "width": width,
+            "height": height,
+            "aspect": width / height if height else np.nan,
+            "mode": mode,
+            "bit_depth": bits,
+            "format": kind,
+            "source_variant": str(getattr(row, "source_variant", "") or "none"),
+            "border_mean": film[edge].mean(),
+            "border_std": film[edge].std(),
+        }
+        for name, part in (
+            ("tl", film[:corner, :corner]),
+            ("tr", film[:corner, -corner:]),
+            ("bl", film[-corner:, :corner]),
+            ("br", film[-corner:, -corner:]),
+        ):
+            features[f"corner_{name}_mean"], features[f"corner_{name}_std"] = part.mean(), part.std()
+        for q, value in zip((1, 5, 25, 50, 75, 95, 99), np.percentile(film, (1, 5, 25, 50, 75, 95, 99))):
+            features[f"p{q}"] = value
+        rows.append(features)
+    frame = pd.DataFrame(rows)
+    return pd.get_dummies(frame, columns=["mode", "format", "source_variant"], dtype=float)
+
+
+def acquisition_predictions(manifest: pd.DataFrame, features: pd.DataFrame, classes, seed: int = 0) -> pd.DataFrame:
+    """Fold-wise predictions of a gradient-boosting classifier on ``features`` (trained on the other folds)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    probabilities = np.zeros((len(manifest), len(classes)))
+    labels = manifest["label"].map({c: k for k, c in enumerate(classes)}).to_numpy()
+    informative = [c for c in features.columns if features[c].notna().any() and features[c].nunique() > 1]
+    x = features[informative].to_numpy(dtype=float) if informative else np.zeros((len(features), 1))
+    for fold in sorted(manifest["fold"].unique()):
+        test = manifest["fold"].to_numpy() == fold
+        model = HistGradientBoostingClassifier(random_state=seed, max_iter=200, learning_rate=0.1, early_stopping=False)
+        model.fit(x[~test], labels[~test])
+        probabilities[np.ix_(test, model.classes_)] = model.predict_proba(x[test])
+    return predictions_frame(manifest, probabilities, list(classes))
+
+
+# --------------------------------------------------------------------------- Grad-CAM mass
+def cam_mass(
+    run_dir: Path | None,
+    manifest: pd.DataFrame,
+    intact: pd.DataFrame,
+    cache: np.ndarray,
+    lungs_of,
+    config: AuditConfig,
+    out: Path,
+    model_dirs: dict[int, Path] | None = None,
+) -> tuple[pd.DataFrame, Path | None]:
+    """Share of Grad-CAM mass inside the lung field, per class and correct / wrong, on a seeded sample.
+
+    Fold ``k``'s films are explained by ``model_dirs[k]`` (default: ``run_dir/fold-k/model``).
+    """
+    from ..deploy.explain import GradCam, overlay
+    from .figures import plot_prediction_grid
+
+    prob_columns = [c for c in intact.columns if c.startswith("prob_")]
+    merged = manifest.merge(intact[["path", "pred", *prob_columns]], on="path")
+    merged["correct"] = merged["pred"] == merged["label"]
+    shuffled = merged.sample(frac=1.0, random_state=config.seed)
+    sample = shuffled.groupby(["label", "correct"], sort=True).head(config.cam_per_group)
+    rows, shown = [], []
+    for fold, part in sample.groupby("fold"):
+        model, card = load_model_dir((model_dirs or {}).get(fold) or run_dir / f"fold-{fold}" / "model")
+        cam = GradCam(model, card["input_size"])
+        images = np.asarray(cache[part["cache_index"].to_numpy()])
+        batch = resize_batch(torch.from_numpy(images)[:, None].float() / 255, card["input_size"]).numpy()
+        classes = [card["classes"].index(p) for p in part["pred"]]
+        maps = cam(batch, classes)
+        lungs = lungs_of(part, card["input_size"])
+        for k, (row, heat) in enumerate(zip(part.itertuples(index=False), maps)):
+            total = float(heat.sum())
+            rows.append(
+                {
+                    "path": row.path,
+                    "label": row.label,
+                    "pred": row.pred,
+                    "correct": bool(row.correct),
+                    "fold": fold,
+                    "inside": float(heat[lungs[k]].sum() / total) if total > 0 else np.nan,
+                }
+            )
+            if len(shown) < 8 and k < 2:
+                shown.append((overlay(images[k], heat), part[prob_columns].to_numpy()[k], row.label, row.path))
+    table = pd.DataFrame(rows)
+    figure = None
+    if shown:
+        figure = out / "gradcam-examples.png"
+        plot_prediction_grid(
+            [s[0] for s in shown],
+            [c[len("prob_") :] for c in prob_columns],
+            np.stack([s[1] for s in shown]),
+            figure,
+            true_labels=[s[2] for s in shown],
+            names=[s[3] for s in shown],
+        )
+    return table, figure
+
+
+# --------------------------------------------------------------------------- the audit
+def audit(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    config: AuditConfig | None = None,
+    progress: bool = False,
+    log=print,
+) -> dict:
+    """Run the six tests on the finished 4-class cross-validation ``run_dir``; write ``out``; return the summary."""
+    from ..training.fit import fit_fold
+
+    config = config or AuditConfig()
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "audit"
+    record = json.loads((run_dir / "config.json").read_text())
+    train = TrainConfig.from_dict(record["train"])
+    dataset = Path(record["dataset"]["path"])
+    manifest, _ = split_cohorts(pd.read_csv(run_dir / "manifest.csv"))
+    folds = [int(f) for f in record["folds"]]
+    manifest = manifest[manifest["fold"].isin(folds)].reset_index(drop=True)
+    intact, _ = split_cohorts(pd.read_csv(run_dir / "predictions.csv"))
+    missing = [f for f in folds if not (run_dir / f"fold-{f}" / "model" / "model.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: folds {missing} have no trained model (run `coronet cv` first)")
+    out.mkdir(parents=True, exist_ok=True)
+    size = _cache_size(dataset, train.input_size)
+    cache = load_cache(dataset, size)
+    classes = list(train.classes)
+
+    def lungs_of(rows: pd.DataFrame, side: int) -> np.ndarray:
+        return lung_masks(list(rows["path"]), side, config, log=lambda *_: None)
+
+    lungs = lung_masks(list(manifest["path"]), size, config, log=log)
+    images = np.asarray(cache[manifest["cache_index"].to_numpy()])
+    tests: dict[str, pd.DataFrame] = {"intact": intact}
+
+    for name, keep in (("lungs-removed", "outside"), ("lungs-only", "lungs")):
+        occluded = occlude(images, lungs, keep)
+        parts = []
+        for fold in folds:
+            chosen = (manifest["fold"] == fold).to_numpy()
+            probabilities, model_classes = predict_images(run_dir / f"fold-{fold}" / "model", occluded[chosen])
+            parts.append(predictions_frame(manifest[chosen], probabilities, model_classes))
+        tests[name] = pd.concat(parts, ignore_index=True)
+        log(f"audit: {name}: accuracy {accuracy(tests[name]):.3f}")
+
+    features = acquisition_features(manifest, cache, Path(data) if data else None)
+    features.assign(path=manifest["path"].to_numpy()).to_csv(out / "acquisition-features.csv", index=False)
+    tests["acquisition"] = acquisition_predictions(manifest, features, classes, seed=config.seed)
+    log(f"audit: acquisition features alone: accuracy {accuracy(tests['acquisition']):.3f}")
+
+    retrain_folds = list(config.retrain_folds or folds[:1])
+    if config.retrain:
+        removed_dir = out / "lungs-removed-dataset"
+        _write_occluded_dataset(dataset, removed_dir, manifest, occlude(images, lungs, "outside"), size)
+        parts = []
+        for fold in retrain_folds:
+            log(f"audit: retraining fold {fold} on lungs-removed films ({train.epochs} epochs)")
+            result = fit_fold(
+                removed_dir, fold, out / "retrained" / f"fold-{fold}", train, resume=True, progress=progress, log=log
+            )
+            parts.append(result.predictions)
+        tests["retrained-lungs-removed"] = pd.concat(parts, ignore_index=True)[
+            ["path", "patient_id", "fold", "label", *[f"prob_{c}" for c in classes], "pred"]
+        ]
+
+    for name, table in tests.items():
+        if name != "intact":
+            table.to_csv(out / f"predictions-{name}.csv", index=False)
+    cam_table, cam_figure = cam_mass(run_dir, manifest, intact, cache, lungs_of, config, out)
+    cam_table.to_csv(out / "gradcam-mass.csv", index=False)
+
+    summary = _summarise(tests, manifest, retrain_folds if config.retrain else [], cam_table, config, lungs)
+    summary.update(run=str(run_dir.resolve()), config={**asdict(config), "lung_box": list(config.lung_box)})
+    (out / "audit.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    _write_pages(out, summary, cam_figure)
+    return summary
+
+
+def audit_external(
+    run_dir: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    config: AuditConfig | None = None,
+    log=print,
+) -> dict:
+    """Tests 1, 2 and 5 on an external evaluation (``coronet evaluate --audit``): one model, its run's films.
+
+    The films are read from the evaluation's ``predictions.csv`` paths, resized as prediction does.
+    """
+    from ..data.imageio import read_image, resize_square
+
+    config = config or AuditConfig(retrain=False)
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "audit"
+    out.mkdir(parents=True, exist_ok=True)
+    intact = pd.read_csv(run_dir / "predictions.csv")
+    model_dir = Path(model_dir)
+    card = load_model_dir(model_dir)[1]
+    size = int(card["input_size"])
+    images = np.stack([resize_square(read_image(p), size) for p in intact["path"]])
+    manifest = intact[["path", "patient_id", "fold", "label"]].copy()
+    manifest["cache_index"] = np.arange(len(manifest))
+    lungs = lung_masks(list(manifest["path"]), size, config, log=log)
+    tests: dict[str, pd.DataFrame] = {"intact": intact}
+    labels = sorted(set(intact["label"]))
+    for name, keep in (("lungs-removed", "outside"), ("lungs-only", "lungs")):
+        probabilities, classes = predict_images(model_dir, occlude(images, lungs, keep))
+        table = predictions_frame(manifest, probabilities, classes)
+        if not set(labels) <= set(classes):  # a mapped evaluation (e.g. 4-class model, 3-class data)
+            table = _remap_like(table, intact)
+        tests[name] = table
+        table.to_csv(out / f"predictions-{name}.csv", index=False)
+        log(f"audit: {name}: accuracy {accuracy(table):.3f}")
+    manifest["fold"] = 1
+    cam_table, cam_figure = cam_mass(
+        None,
+        manifest,
+        intact,
+        images,
+        lambda rows, side: lung_masks(list(rows["path"]), side, config, log=lambda *_: None),
+        config,
+        out,
+        model_dirs={1: model_dir},
+    )
+    cam_table.to_csv(out / "gradcam-mass.csv", index=False)
+    chance = float(intact["label"].value_counts(normalize=True).max())
+    results = {
+        name: {**_stats(table, config.n_bootstrap, config.seed), "images": len(table)} for name, table in tests.items()
+    }
+    summary = {
+        "chance": chance,
+        "tests": results,
+        "retrain_folds": [],
+        "external": True,
+        "lung_fraction_of_film": float(lungs.mean()),
+        "run": str(run_dir.resolve()),
+        "config": {**asdict(config), "lung_box": list(config.lung_box)},
+    }
+    if len(cam_table):
+        summary["gradcam"] = {"mean_inside": float(cam_table["inside"].mean())}
+    summary["verdicts"] = {
+        k: v
+        for k, v in _verdicts({**summary, "single_source": None}).items()
+        if k in ("lungs-removed", "lungs-only", "gradcam")
+    }
+    (out / "audit.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    _write_pages(out, summary, cam_figure)
+    return summary
+
+
+def _remap_like(table: pd.DataFrame, intact: pd.DataFrame) -> pd.DataFrame:
+    """A model's 4-class predictions merged into the evaluation's label set (bacterial + viral = pneumonia)."""
+    from ..tasks import default_class_map, merge_probabilities
+
+    classes = [c[len("prob_") :] for c in table.columns if c.startswith("prob_")]
+    mapping = default_class_map(classes, intact["label"])
+    merged, labels = merge_probabilities(table[[f"prob_{c}" for c in classes]].to_numpy(), classes, mapping)
+    out = table[["path", "patient_id", "fold", "label"]].copy()
+    for k, label in enumerate(labels):
+        out[f"prob_{label}"] = merged[:, k].round(6)
+    out["pred"] = [labels[k] for k in merged.argmax(axis=1)]
+    return out
+
+
+def _cache_size(dataset: Path, input_size: int) -> int:
+    return (
+        input_size
+        if (dataset / CACHE_TEMPLATE.format(size=input_size)).is_file()
+        else json.loads((dataset / "prepare.json").read_text())["config"]["image_size"]
+    )
+
+
+def _write_occluded_dataset(dataset: Path, out: Path, manifest: pd.DataFrame, images: np.ndarray, size: int) -> None:
+    """A prepared dataset whose films are ``images`` (lungs removed): same rows, folds and patients."""
+    from ..data.prepare import write_cache
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = manifest.copy()
+    table["cache_index"] = np.arange(len(table))
+    if (out / "manifest.csv").is_file() and (out / "manifest.csv").read_text() == table.to_csv(index=False):
+        return  # the same occlusion already written (a resumed audit)
+    write_cache(out / CACHE_TEMPLATE.format(size=size), list(images))
+    table.to_csv(out / "manifest.csv", index=False)
+    shutil.copy2(dataset / "prepare.json", out / "prepare.json")
+
+
+def _stats(table: pd.DataFrame, n: int, seed: int) -> dict:
+    statistics = {"accuracy": accuracy, "covid_recall": recall_of(COVID)}
+    statistics.update({f"recall_{c}": recall_of(c) for c in sorted(set(table["label"]))})
+    cis = bootstrap_cis(table, statistics, n=n, seed=seed)
+    return {name: {"value": point, "ci": [low, high]} for name, (point, low, high) in cis.items()}
+
+
+def _summarise(tests, manifest, retrain_folds, cam_table, config, lungs) -> dict:
+    intact = tests["intact"]
+    chance = float(manifest["label"].value_counts(normalize=True).max())
+    results = {
+        name: {**_stats(table, config.n_bootstrap, config.seed), "images": len(table)} for name, table in tests.items()
+    }
+    if retrain_folds:  # the intact models on the same folds, for a like-for-like comparison
+        same = intact[intact["fold"].isin(retrain_folds)]
+        results["intact-retrained-folds"] = {**_stats(same, config.n_bootstrap, config.seed), "images": len(same)}
+    summary = {
+        "chance": chance,
+        "tests": results,
+        "retrain_folds": retrain_folds,
+        "lung_fraction_of_film": float(lungs.mean()),
+    }
+
+    # 4. single-source control, from the intact predictions
+    kaggle = intact[intact["label"].isin(KAGGLE_CLASSES)]
+    probs = kaggle[[f"prob_{c}" for c in KAGGLE_CLASSES]].to_numpy()
+    kaggle_pred = np.array(KAGGLE_CLASSES)[probs.argmax(axis=1)]
+    covid_vs_rest = ((intact["pred"] == COVID) == (intact["label"] == COVID)).mean()
+    summary["single_source"] = {
+        "kaggle_3class_accuracy": float((kaggle_pred == kaggle["label"].to_numpy()).mean()),
+        "kaggle_images": len(kaggle),
+        "covid_vs_rest_accuracy": float(covid_vs_rest),
+        "kaggle_3class_chance": float(kaggle["label"].value_counts(normalize=True).max()),
+    }
+    # 5. Grad-CAM
+    if len(cam_table):
+        grouped = cam_table.groupby(["label", "correct"])["inside"].agg(["mean", "count"]).reset_index()
+        summary["gradcam"] = {
+            "mean_inside": float(cam_table["inside"].mean()),
+            "by_class": grouped.to_dict(orient="records"),
+        }
+    summary["verdicts"] = _verdicts(summary)
+    return summary
+
+
+def _verdicts(summary: dict) -> dict:
+    t, chance = summary["tests"], summary["chance"]
+    intact = t["intact"]["accuracy"]["value"]
+    verdicts = {}
+    if "retrained-lungs-removed" in t:
+        removed = t["retrained-lungs-removed"]["accuracy"]["value"]
+        reference = t["intact-retrained-folds"]["accuracy"]["value"]
+        if removed >= reference - NEAR:
+            text = "most of the accuracy does not need the lungs: the labels are readable from outside them"
+        elif removed <= chance + ABOVE_CHANCE:
+            text = "without the lungs a model learns little: the accuracy comes from the lung field"
+        else:
+            text = "a large part of the accuracy survives without the lungs"
+        verdicts["retrained-lungs-removed"] = (
+            f"Retrained without the lungs: {removed:.3f} vs {reference:.3f} intact on the same folds (chance "
+            f"{chance:.3f}); {text} (thresholds: within {NEAR:.2f} of intact, or within {ABOVE_CHANCE:.2f} of chance)."
+        )
+    removed = t["lungs-removed"]["accuracy"]["value"]
+    verdicts["lungs-removed"] = (
+        f"Lungs removed at test time: {removed:.3f} (chance {chance:.3f}); "
+        + (
+            "well above chance: the models read something outside the lungs"
+            if removed > chance + ABOVE_CHANCE
+            else "near chance"
+        )
+        + f" (threshold: chance + {ABOVE_CHANCE:.2f}). Occluded films are far from anything "
+        "the models saw, so this measures robustness to occlusion as much as shortcut use."
+    )
+    only = t["lungs-only"]["accuracy"]["value"]
+    verdicts["lungs-only"] = (
+        f"Lungs only: {only:.3f} vs {intact:.3f} intact; "
+        + (
+            "the lung field alone carries most of the accuracy"
+            if only >= intact - NEAR
+            else "the models lose much without the rest of the film"
+        )
+        + f" (threshold: within {NEAR:.2f} of intact)."
+    )
+    acq = t["acquisition"]["accuracy"]["value"] if "acquisition" in t else None
+    verdicts["acquisition"] = (
+        None
+        if acq is None
+        else (
+            f"Acquisition features alone: {acq:.3f}, "
+            f"COVID-19 recall {t['acquisition']['covid_recall']['value']:.3f}, vs "
+            f"CoroNet {intact:.3f}; "
+            + (
+                "the labels of this data set can be read without the lungs"
+                if acq >= intact - NEAR
+                else "they do not reach CoroNet's accuracy"
+            )
+            + f" (threshold: within {NEAR:.2f} of CoroNet)."
+        )
+    )
+    s = summary.get("single_source")
+    verdicts["single-source"] = (
+        None
+        if s is None
+        else (
+            "Among the three Kaggle classes only (one source, one age group) accuracy is "
+            f"{s['kaggle_3class_accuracy']:.3f} (chance {s['kaggle_3class_chance']:.3f}); "
+            f"COVID-19 vs the rest (two sources) {s['covid_vs_rest_accuracy']:.3f}. "
+            "The easy part of the task is the part that is also a change of source."
+        )
+    )
+    verdicts = {k: v for k, v in verdicts.items() if v is not None}
+    if "gradcam" in summary:
+        verdicts["gradcam"] = (
+            f"{summary['gradcam']['mean_inside']:.0%} of the Grad-CAM mass lies inside the lung field, which covers "
+            f"{summary['lung_fraction_of_film']:.0%} of the film. Saliency inside the lungs does not prove the absence "
+            "of shortcuts (Viviano et al., ICLR 2021)."
+        )
+    return verdicts
+
+
+def _result_table(summary: dict) -> pd.DataFrame:
+    rows = []
+    order = ["intact", *([k for k in ("intact-retrained-folds",) if k in summary["tests"]]), *TESTS]
+    names = {
+        "intact": "CoroNet, intact films",
+        "intact-retrained-folds": "CoroNet, intact, retrained folds only",
+        **TESTS,
+    }
+    for key in order:
+        if key not in summary["tests"]:
+            continue
+        r = summary["tests"][key]
+        row = {"test": names[key], "images": r["images"]}
+        for stat in ("accuracy", "covid_recall", "recall_normal", "recall_bacterial", "recall_viral"):
+            if stat in r:
+                v = r[stat]
+                row[stat.replace("_", " ")] = f"{v['value']:.3f} ({v['ci'][0]:.2f}-{v['ci'][1]:.2f})"
+        rows.append(row)
+    rows.append({"test": "chance (the largest class)", "accuracy": f"{summary['chance']:.3f}"})
+    return pd.DataFrame(rows).set_index("test").astype(object).fillna("")
+
+
+def _write_pages(out: Path, summary: dict, cam_figure: Path | None) -> None:
+    table = _result_table(summary)
+    verdicts = summary["verdicts"]
+    lead = (
+        "Is it looking at the lungs? Each fold's model is tested only on its own validation films. "
+        "Test 6 (retraining without the lungs) is the decisive one; tests 1 and 2 measure robustness to "
+        "occlusion as much as shortcut use."
+    )
+    md = [
+        "# Shortcut audit",
+        "",
+        f"*{DISCLAIMER}*",
+        "",
+        lead,
+        "",
+        markdown_table(table),
+        "",
+        "Accuracy and recalls with 95% intervals (bootstrap over patients).",
+        "",
+        "## Verdicts",
+        "",
+    ]
+    md += [f"- {text}" for text in verdicts.values()] + [""]
+    (out / "audit.md").write_text("\n".join(md))
+    sections = [
+        ("Is it looking at the lungs?", f"<p>{html.escape(lead)}</p>" + html_table(table)),
+        ("Verdicts", "<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts.values()) + "</ul>"),
+    ]
+    if cam_figure is not None:
+        sections.append(
+            (
+                "Where the networks looked (Grad-CAM, examples)",
+                f"<img src='{data_uri(cam_figure)}' alt='Grad-CAM examples'>",
+            )
+        )
+    (out / "audit.html").write_text(render_html("Shortcut audit", sections), encoding="utf-8")
+
+
+def overview_section(summary: dict) -> tuple[str, str]:
+    """Markdown and HTML of the overview report's "Is it looking at the lungs?" section."""
+    table = _result_table(summary)
+    items = list(summary["verdicts"].values())
+    md = "\n".join([markdown_table(table), "", *[f"- {v}" for v in items]])
+    page = html_table(table) + "<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in items) + "</ul>"
+    return md, page
+
+
+__all__ = [
+    "AuditConfig",
+    "DEFAULT_LUNG_BOX",
+    "acquisition_features",
+    "acquisition_predictions",
+    "audit",
+    "audit_external",
+    "box_mask",
+    "lung_masks",
+    "occlude",
+    "overview_section",
+    "parse_box",
+]

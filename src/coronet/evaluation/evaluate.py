@@ -1,0 +1,187 @@
+"""``coronet evaluate``: a trained model on any readable dataset, no training -- an external test.
+
+The model's classes are mapped onto the dataset's labels explicitly
+(:func:`coronet.tasks.default_class_map`, or ``--map MODEL_CLASS=DATA_LABEL``): a 4-class
+model on dataset-2 answers "pneumonia" with P(bacterial) + P(viral). Images whose label
+the mapped classes cannot express are left out and counted, never silently relabelled.
+
+The run directory has the cross-validation layout, so ``coronet report`` works on it:
+``predictions.csv`` (one "fold", 1), ``config.json`` (model, source, class map),
+``skipped.csv`` (unreadable files, one line each) and a copy of the model card.
+
+With ``training_dataset`` (the prepared dataset the model was trained on), films that are the
+same film as a training film, or films of a patient with training films, are left out and
+listed in ``overlap.csv`` -- an external test must not test on training data. Without it, a
+model card that names its training data gets a warning saying how to check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from .. import __version__
+from ..data.sources import SOURCES, read_source, source_dir
+from ..deploy.predict import Failure, Predictor
+from ..tasks import default_class_map, mapped_labels, merge_probabilities
+
+
+def source_root(data: str | os.PathLike, source: str) -> Path:
+    """The folder to read ``source`` from: its usual place under the data directory ``data``, or ``data`` itself."""
+    data = Path(data)
+    if source in SOURCES and source_dir(source, data).is_dir():
+        return source_dir(source, data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"{data}: no such directory")
+    return data
+
+
+def evaluate(
+    model_dir: str | os.PathLike,
+    data: str | os.PathLike,
+    source: str,
+    out: str | os.PathLike,
+    class_map: dict[str, str] | None = None,
+    batch_size: int = 32,
+    runtime: str = "torch",
+    training_dataset: str | os.PathLike | None = None,
+    log=print,
+) -> pd.DataFrame:
+    """Predict every image of ``source`` under ``data`` with the model; write the run directory ``out``.
+
+    Returns the per-image predictions (columns as in a cross-validation run's ``predictions.csv``).
+    """
+    out = Path(out)
+    root = source_root(data, source)
+    table = read_source(source, root)
+    predictor = Predictor(model_dir, runtime=runtime)
+    mapping = class_map or default_class_map(predictor.classes, table["label"])
+    labels = mapped_labels(predictor.classes, mapping)
+    outside = table[~table["label"].isin(labels)]
+    if len(outside):
+        log(
+            f"left out {len(outside)} images whose labels the model's mapped classes {labels} cannot express: "
+            + ", ".join(f"{k} {v}" for k, v in outside["label"].value_counts().items())
+        )
+    table = table[table["label"].isin(labels)].reset_index(drop=True)
+    if table.empty:
+        raise ValueError(f"{root}: no images with labels among {labels}")
+    training = predictor.card.get("training") or {}
+    overlap = None
+    if training_dataset is not None:
+        overlap = training_overlap(table, Path(training_dataset))
+        if training.get("dataset_sha256") and _dataset_hash(Path(training_dataset)) != training["dataset_sha256"]:
+            log(
+                f"warning: {training_dataset} is not the dataset this model's card names "
+                f"(manifest SHA-256 {training['dataset_sha256'][:12]}...); the overlap is with it all the same"
+            )
+        left = table["path"].isin(set(overlap["path"]))
+        counts = overlap.drop_duplicates("path")["kind"].value_counts()
+        log(
+            f"left out {int(left.sum())} of {len(table)} images that overlap the training data "
+            f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} a training patient's film)"
+        )
+        table = table[~left].reset_index(drop=True)
+        if table.empty:
+            raise ValueError(f"{root}: every image overlaps the training data")
+    elif training.get("dataset_path") or training.get("dataset_sha256"):
+        where = training.get("dataset_path") or "its training dataset"
+        log(
+            f"warning: this model was trained on {where} (manifest SHA-256 "
+            f"{str(training.get('dataset_sha256'))[:12]}...); if these films may overlap it, pass "
+            "--training-dataset DIR to leave out the same films and patients"
+        )
+
+    out.mkdir(parents=True, exist_ok=True)
+    if overlap is not None:
+        overlap.to_csv(out / "overlap.csv", index=False)
+    results = list(predictor.predict_files(table["path"], batch_size=batch_size))
+    failures = [r for r in results if isinstance(r, Failure)]
+    for failure in failures:
+        log(f"skipped {failure}")
+    pd.DataFrame([{"path": f.path, "problem": f.problem} for f in failures], columns=["path", "problem"]).to_csv(
+        out / "skipped.csv", index=False
+    )
+    ok = [k for k, r in enumerate(results) if not isinstance(r, Failure)]
+    if not ok:
+        raise ValueError(f"{root}: none of the {len(results)} images could be read")
+    merged, _ = merge_probabilities([results[k].probabilities for k in ok], predictor.classes, mapping)
+    rows = table.iloc[ok].reset_index(drop=True)
+    predictions = rows[["path", "patient_id"]].copy()
+    predictions["fold"] = 1
+    predictions["label"] = rows["label"]
+    for j, label in enumerate(labels):
+        predictions[f"prob_{label}"] = merged[:, j].round(6)
+    predictions["pred"] = [labels[j] for j in merged.argmax(axis=1)]
+    predictions["source"] = rows["source"]
+    predictions["relpath"] = [os.path.relpath(p, root) for p in rows["path"]]
+    predictions.to_csv(out / "predictions.csv", index=False)
+
+    shutil.copy2(predictor.model_dir / "model.json", out / "model.json")
+    record = {
+        "kind": "evaluate",
+        "model": str(predictor.model_dir.resolve()),
+        "model_name": predictor.card.get("name"),
+        "weights_sha256": predictor.card.get("weights_sha256"),
+        "source": source,
+        "data": str(root.resolve()),
+        "class_map": mapping,
+        "labels": labels,
+        "runtime": runtime,
+        "images": len(predictions),
+        "training_dataset": str(Path(training_dataset).resolve()) if training_dataset else None,
+        "left_out_overlap": 0 if overlap is None else int(overlap["path"].nunique()),
+        "skipped": len(failures),
+        "left_out": {k: int(v) for k, v in outside["label"].value_counts().items()},
+        "coronet": __version__,
+    }
+    (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    accuracy = float((predictions["pred"] == predictions["label"]).mean())
+    log(f"{len(predictions)} images, accuracy {accuracy:.4f}; {len(failures)} unreadable -> {out}")
+    return predictions
+
+
+def _dataset_hash(dataset: Path) -> str | None:
+    from ..models.modeldir import file_sha256
+
+    return file_sha256(dataset / "manifest.csv") if (dataset / "manifest.csv").is_file() else None
+
+
+def training_overlap(table: pd.DataFrame, training_dataset: Path, workers: int = 2) -> pd.DataFrame:
+    """Rows of ``table`` that are a training film (pHash + edge correlation) or a film of a training patient.
+
+    Columns as :func:`coronet.prepare.overlap_table` plus ``kind`` (``film`` or ``patient``).
+    """
+    import numpy as np
+
+    from ..data.prepare import OVERLAP_COLUMNS, dataset_fingerprints, overlap_table, scan_images
+
+    if not (training_dataset / "manifest.csv").is_file():
+        raise FileNotFoundError(f"{training_dataset}: not a prepared dataset (no manifest.csv)")
+    reference = dataset_fingerprints(training_dataset)
+    scans = scan_images(list(table["path"]), 32, workers=workers)
+    readable = [k for k, scan in enumerate(scans) if "error" not in scan]
+    ours = (
+        table.iloc[readable].reset_index(drop=True),
+        np.array([scans[k]["phash"] for k in readable], dtype=np.uint64),
+        np.stack([scans[k]["signature"] for k in readable]) if readable else np.zeros((0, 1), np.float32),
+    )
+    films = overlap_table(ours, reference).assign(kind="film")
+    patients = set(reference[0]["patient_id"])
+    same_patient = table[table["patient_id"].isin(patients) & ~table["path"].isin(set(films["path"]))]
+    by_patient = pd.DataFrame(
+        {
+            "path": same_patient["path"],
+            "label": same_patient["label"],
+            "reference_patient_id": same_patient["patient_id"],
+            "kind": "patient",
+        }
+    )
+    return pd.concat([films, by_patient], ignore_index=True).reindex(columns=[*OVERLAP_COLUMNS, "kind"])
+
+
+__all__ = ["evaluate", "source_root", "training_overlap"]

@@ -1,0 +1,543 @@
+"""Evaluation report for a cross-validation run: the paper's tables, intervals and figures.
+
+Input is a run directory holding ``predictions.csv`` (columns ``path, patient_id, fold, label``,
+one ``prob_<class>`` column per class in class order, ``pred``, maybe more) and optionally
+``fold-K/metrics.csv`` and ``fold-K/curves.png``.  :func:`write_report` writes into
+``RUN_DIR/report/``:
+
+* ``table3.csv`` / ``table4.csv`` -- the paper's Table III (per fold, macro P/R/Spec/F1 and accuracy)
+  and Table IV (per class, mean over folds), in percent, with the paper's values and our difference
+  beside ours when the run's classes are the paper's four;
+* ``table5.csv`` -- the paper's Table V row for the run's task (4-class, 3-class, binary; recognised
+  from the class names, see ``coronet.tasks``), with the paper's row beside it;
+* ``table6.csv`` -- for a dataset-2 3-class run (``config.json`` says ``"paper_table": "table6"``),
+  Table IV's per-class figures and the accuracy beside the paper's Table VI;
+* ``ci.csv`` -- 95 % bootstrap intervals (patients resampled, all their images come along) for the
+  accuracy and each class's recall and precision;
+* ``auc.csv`` -- one-vs-rest ROC AUC per class; ``summary.json`` -- the returned summary;
+* ``confusion-fold-K.png`` per fold, ``confusion-pooled.png``, ``roc.png``, ``calibration.png``,
+  ``samples.png`` (the paper's Fig. 8: validation images with true label and probabilities; drawn
+  from the ``path`` column, so only where the images are still readable);
+* ``report.md`` and ``report.html`` (one self-contained page, figures embedded as data URIs).
+
+Precision, recall and F1 come from scikit-learn's definitions (0 where undefined); specificity,
+which scikit-learn lacks, is TN / (TN + FP) from the one-vs-rest confusion matrix.
+
+Research software, not a medical device.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import paper
+from ..data.prepare import split_cohorts
+from ..layout import classes_of, read_predictions
+from ..tasks import task_of
+from .bootstrap import bootstrap_ci, bootstrap_cis
+from .figures import (
+    load_sample_images,
+    plot_calibration,
+    plot_confusion,
+    plot_prediction_grid,
+    plot_roc,
+    sample_predictions,
+)
+from .metrics import (
+    COVID,
+    ECE_BINS,
+    accuracy,
+    class_table,
+    confusion,
+    covid_operating_point,
+    expected_calibration_error,
+    false_covid_rate_of,
+    fold_confusion,
+    fold_table,
+    folds_of,
+    normal_vs_pneumonia,
+    precision_of,
+    recall_of,
+    roc_aucs,
+    task_row,
+)
+
+#: The paper's reported numbers, as the tables compare with them (:mod:`coronet.paper`).
+PAPER = paper.TABLES
+DISCLAIMER = "Research software, not a medical device."
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def with_paper(table: pd.DataFrame, paper: dict) -> pd.DataFrame:
+    """Interleave ``<m>``, ``<m>_paper`` and ``<m>_diff`` (ours minus paper) for the paper's metrics."""
+    paper_df = pd.DataFrame(paper).T.reindex(table.index)
+    cols = {}
+    for m in table.columns:
+        cols[m] = table[m]
+        if m in paper_df.columns:
+            cols[f"{m}_paper"] = paper_df[m]
+            cols[f"{m}_diff"] = table[m] - paper_df[m]
+    return pd.DataFrame(cols, index=table.index)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def false_covid_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -> pd.DataFrame | None:
+    """Per label other than COVID-19: films, patients, the share called COVID-19 and its 95 % interval
+    (patients resampled). None when the model has no COVID-19 class or the data no other label."""
+    if f"prob_{COVID}" not in predictions or not (predictions["label"] != COVID).any():
+        return None
+    rows = []
+    for label in sorted(set(predictions["label"]) - {COVID}, key=str):
+        part = predictions[predictions["label"] == label]
+        point, low, high = bootstrap_ci(part, false_covid_rate_of(label), n=n, seed=seed)
+        rows.append(
+            {
+                "label": label,
+                "images": len(part),
+                "patients": int(part["patient_id"].nunique()),
+                "false covid rate": point,
+                "95% CI low": low,
+                "95% CI high": high,
+            }
+        )
+    return pd.DataFrame(rows).set_index("label")
+
+
+# --------------------------------------------------------------------------- cohorts
+
+ADULT_TEST = "adult-test"  # RUN/adult-test/predictions.csv (coronet.adulttest)
+
+
+def adult_predictions(run_dir: Path, predictions: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """The run's adult-film predictions: its own ``cohort == adult`` rows, else ``adult-test/``; None if neither."""
+    run_dir = Path(run_dir)
+    if predictions is None:
+        predictions = pd.read_csv(run_dir / "predictions.csv")
+    adults = split_cohorts(predictions)[1]
+    if adults is not None:
+        return adults
+    path = run_dir / ADULT_TEST / "predictions.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def adult_summary(adults: pd.DataFrame, n: int = 1000, seed: int = 0) -> dict:
+    """The adult-negative test's figures: false COVID-19 rate per label and normal-vs-pneumonia accuracy,
+    each with a 95 % interval over ChestX-ray8 patients."""
+    stats = {f"false_covid_{label}": false_covid_rate_of(label) for label in sorted(set(adults["label"]))}
+    stats["false_covid_all"] = lambda df: float((df["pred"] == COVID).mean()) if len(df) else float("nan")
+    stats["normal_vs_pneumonia"] = normal_vs_pneumonia
+    cis = bootstrap_cis(adults, stats, n=n, seed=seed)
+    out = {"n_images": int(len(adults)), "n_patients": int(adults["patient_id"].nunique())}
+    for name, (point, low, high) in cis.items():
+        out[name] = point
+        out[f"{name}_ci"] = [low, high]
+    for label in sorted(set(adults["label"])):
+        out[f"n_{label}"] = int((adults["label"] == label).sum())
+    return out
+
+
+# --------------------------------------------------------------------------- ROC / operating point
+
+
+# --------------------------------------------------------------------------- figures
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+#: Columns that hold counts: shown as integers.
+COUNT_COLUMNS = {"images", "patients", "n_patients", "n_bootstrap", "films", "count"}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "" if np.isnan(v) else f"{v:.2f}"
+    return str(v)
+
+
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """A table as a reader should see it: ``m``, ``m_paper`` and ``m_diff`` in one cell, "ours / paper / +diff";
+    counts as integers; other numbers with two decimals. (The CSV files keep the separate columns.)"""
+    out = {}
+    for column in df.columns:
+        if str(column).endswith(("_paper", "_diff")) and str(column).rsplit("_", 1)[0] in df.columns:
+            continue
+        values = df[column]
+        if f"{column}_paper" in df.columns:
+            paper, diff = df[f"{column}_paper"], df.get(f"{column}_diff", values - df[f"{column}_paper"])
+            out[f"{column} (ours / paper / diff)"] = [
+                _fmt(v) if pd.isna(p) else f"{_fmt(v)} / {p:.2f} / {d:+.2f}" for v, p, d in zip(values, paper, diff)
+            ]
+        elif column in COUNT_COLUMNS:
+            out[column] = ["" if pd.isna(v) else str(int(v)) for v in values]
+        else:
+            out[column] = [_fmt(v) for v in values]
+    table = pd.DataFrame(out, index=df.index)
+    table.index.name = df.index.name
+    return table
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    df = display_table(df)
+    head = [df.index.name or ""] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for idx, row in df.iterrows():
+        lines.append("| " + " | ".join([str(idx)] + [_fmt(v) for v in row]) + " |")
+    return "\n".join(lines)
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def html_table(df: pd.DataFrame) -> str:
+    return display_table(df).to_html(na_rep="", border=0, classes="t")
+
+
+def summary_sentence(summary: dict) -> str:
+    """One sentence with the key figures and their 95 % intervals."""
+
+    def figure(key, name):
+        value, ci = summary.get(key), summary.get(f"{key}_ci")
+        return None if value is None or ci is None else f"{name} {value:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
+
+    parts = [p for p in (figure("accuracy", "accuracy"), figure("covid_recall", "COVID-19 recall")) if p]
+    adult = summary.get("adult")
+    if adult:
+        ci = adult["false_covid_all_ci"]
+        parts.append(
+            f"{adult['false_covid_all']:.1%} of {adult['n_images']} adult films without COVID-19 called "
+            f"COVID-19 (95% CI {ci[0]:.1%}-{ci[1]:.1%})"
+        )
+    where = f"On {summary['n_images']} films of {summary['n_patients']} patients"
+    return where + (": " + "; ".join(parts) if parts else "") + ". Intervals: bootstrap over patients."
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The lines the CLI prints: accuracy and COVID-19 recall with their 95 % intervals, and the adult films'
+    false COVID-19 rate where the run has an adult-negative test."""
+    n = summary.get("n_patients")
+    tail = f", bootstrap over {n} patients)" if n is not None else ")"
+    lines = []
+    for key, name in (("accuracy", "accuracy"), ("covid_recall", "covid recall")):
+        value, ci = summary.get(key), summary.get(f"{key}_ci")
+        if value is None or ci is None:
+            lines.append(f"{name} n/a")
+        else:
+            lines.append(f"{name} {value:.4f} (95% CI {ci[0]:.2f}-{ci[1]:.2f}{tail}")
+    adult = summary.get("adult")
+    if adult:
+        ci = adult["false_covid_all_ci"]
+        lines.append(
+            f"adult films called covid {adult['false_covid_all']:.4f} (95% CI {ci[0]:.2f}-{ci[1]:.2f}, "
+            f"{adult['n_images']} adult films without COVID-19, bootstrap over {adult['n_patients']} "
+            "patients)"
+        )
+    return lines
+
+
+def _training_tables(run_dir: Path) -> tuple[pd.DataFrame | None, dict]:
+    """Last row of each ``fold-K/metrics.csv`` and the paths of existing ``fold-K/curves.png``."""
+    last, curves = {}, {}
+    for fold_dir in sorted(run_dir.glob("fold-*")):
+        metrics = fold_dir / "metrics.csv"
+        if metrics.is_file():
+            df = pd.read_csv(metrics)
+            if len(df):
+                last[fold_dir.name] = df.iloc[-1]
+        if (fold_dir / "curves.png").is_file():
+            curves[fold_dir.name] = fold_dir / "curves.png"
+    table = pd.DataFrame(last).T if last else None
+    if table is not None:
+        table.index.name = "fold"
+    return table, curves
+
+
+def render_html(title: str, sections: list[tuple[str, str]]) -> str:
+    style = (
+        "body{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em}"
+        ".note{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;font-weight:bold}"
+        ".lead{font-size:1.1em}"
+        "table.t{border-collapse:collapse;font-size:.85em;max-width:100%}table.t td,table.t th{border:1px "
+        "solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
+        "div.scroll{overflow-x:auto;max-width:100%}img{max-width:100%;margin:4px}"
+        "figure{display:inline-block;vertical-align:top;max-width:31%;margin:4px}"
+    )
+    body = "".join(f"<h2>{html.escape(h)}</h2>\n<div class='scroll'>{content}</div>\n" for h, content in sections)
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
+        f"<p class='note'>{html.escape(DISCLAIMER)}</p>\n{body}</body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Write the report for ``run_dir`` into ``out`` (default ``run_dir/report``); return the summary."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    every = read_predictions(run_dir / "predictions.csv")
+    # the paper's tables are about its Table I data only; adult negatives (cohort "adult") get their own section
+    predictions, _ = split_cohorts(every)
+    adults = adult_predictions(run_dir, every)
+    classes = classes_of(predictions)
+    task = task_of(classes)
+    row = task.paper_row if task else None  # its row in the paper's Table V (e.g. "4-class")
+    config = _run_config(run_dir)
+    paper_table = config.get("paper_table")
+    # an external evaluation is not a cross-validation: the paper's figures appear only as a labelled reference
+    external = config.get("kind") == "evaluate"
+
+    table3 = fold_table(predictions, classes)
+    table4 = class_table(predictions, classes)
+    table5 = task_row(table3, task)
+    table6 = None
+    reference = None
+    if external:
+        reference = _paper_reference(row)
+    elif row == "4-class":
+        table3 = with_paper(table3, PAPER["table3"])
+        table4 = with_paper(table4, PAPER["table4"])
+    if external:
+        pass  # no Table V/VI beside the paper's: see the reference table
+    elif paper_table == "table6" and row == "3-class":
+        table6 = table4.copy()
+        table6.loc["accuracy", "accuracy"] = table3.loc["mean", "accuracy"]
+        table6 = with_paper(
+            table6, {**{c: PAPER["table6"][c] for c in classes}, "accuracy": {"accuracy": PAPER["table6"]["accuracy"]}}
+        )
+        table6.to_csv(out / "table6.csv")
+    elif row in PAPER["table5"]:
+        table5 = with_paper(table5, PAPER["table5"])
+    table3.to_csv(out / "table3.csv")
+    table4.to_csv(out / "table4.csv")
+    table5.to_csv(out / "table5.csv")
+
+    stats = {"accuracy": accuracy}
+    for c in classes:
+        stats[f"recall_{c}"] = recall_of(c)
+        stats[f"precision_{c}"] = precision_of(c)
+    cis = bootstrap_cis(predictions, stats, n=n_bootstrap, seed=seed)
+    n_patients = int(predictions["patient_id"].nunique())
+    ci = pd.DataFrame(cis, index=["point", "low", "high"]).T
+    ci.index.name = "statistic"
+    ci["n_patients"] = n_patients
+    ci["n_bootstrap"] = n_bootstrap
+    ci.to_csv(out / "ci.csv")
+
+    aucs = roc_aucs(predictions, classes)
+    auc = pd.DataFrame({"auc": pd.Series(aucs, dtype=float)}).reindex(classes)
+    auc.index.name = "class"
+    auc.to_csv(out / "auc.csv")
+    ece = expected_calibration_error(predictions, classes)
+    op = covid_operating_point(predictions) if COVID in classes else None
+    false_covid = false_covid_table(predictions, n=n_bootstrap, seed=seed)
+    if false_covid is not None:
+        false_covid.to_csv(out / "false-covid.csv")
+    adult = None
+    if adults is not None and COVID in classes:
+        adult = adult_summary(adults, n=n_bootstrap, seed=seed)
+        adult["trained_with_adult_negatives"] = split_cohorts(every)[1] is not None
+        adult_table = false_covid_table(adults, n=n_bootstrap, seed=seed)
+        adult_table.to_csv(out / "adult-false-covid.csv")
+
+    figures = {}
+    for fold in folds_of(predictions):
+        figures[f"confusion, fold {fold}"] = plot_confusion(
+            fold_confusion(predictions, classes, fold), classes, f"fold {fold}", out / f"confusion-fold-{fold}.png"
+        )
+    pooled_cm = confusion(predictions["label"], predictions["pred"], classes)
+    figures["confusion, pooled"] = plot_confusion(pooled_cm, classes, "all folds", out / "confusion-pooled.png")
+    figures["ROC"] = plot_roc(predictions, classes, aucs, out / "roc.png")
+    figures["calibration"] = plot_calibration(predictions, classes, ece, out / "calibration.png")
+    images, shown = load_sample_images(sample_predictions(predictions, classes, seed=seed))
+    if images:
+        figures["sample predictions (Fig. 8)"] = plot_prediction_grid(
+            images,
+            classes,
+            shown[[f"prob_{c}" for c in classes]].to_numpy(),
+            out / "samples.png",
+            true_labels=list(shown["label"]),
+            names=list(shown["path"]),
+        )
+
+    summary = {
+        "run": run_dir.resolve().name,
+        "task": task.name if task else None,
+        "classes": classes,
+        "n_images": int(len(predictions)),
+        "n_patients": n_patients,
+        "n_bootstrap": n_bootstrap,
+        "accuracy": cis["accuracy"][0],
+        "accuracy_ci": [cis["accuracy"][1], cis["accuracy"][2]],
+        "covid_recall": cis[f"recall_{COVID}"][0] if COVID in classes else None,
+        "covid_recall_ci": [cis[f"recall_{COVID}"][1], cis[f"recall_{COVID}"][2]] if COVID in classes else None,
+        "auc": aucs,
+        "ece": ece,
+        "covid_operating_point": op,
+        "false_covid": None
+        if false_covid is None
+        else {
+            label: {
+                "rate": row["false covid rate"],
+                "ci": [row["95% CI low"], row["95% CI high"]],
+                "images": int(row["images"]),
+            }
+            for label, row in false_covid.iterrows()
+        },
+        "adult": adult,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    training, curves = _training_tables(run_dir)
+    if external:
+        tables = {
+            "Overall (percent): class-averaged precision, recall, specificity, F1; accuracy": table3.loc[
+                ["mean"]
+            ].rename(index={"mean": "all"}),
+            "Per class (percent)": table4,
+        }
+        if reference is not None:
+            reference.to_csv(out / "paper-reference.csv")
+            tables[
+                "The paper's figures, for reference only: its 4-fold cross-validation on its own images, "
+                "not this data (not comparable)"
+            ] = reference
+    else:
+        tables = {
+            "Table III: per fold (percent)": table3,
+            "Table IV: per class, mean over folds (percent)": table4,
+            f"Table V: the {row or 'task'} row (fold means, percent)": table5,
+        }
+    if table6 is not None:
+        tables["Table VI: dataset-2, per class and accuracy (percent)"] = table6
+    if false_covid is not None:
+        tables["False COVID-19 rate: films of each other label called COVID-19 (95% CI over patients)"] = false_covid
+    if adult is not None:
+        how = (
+            "held-out adult films of each fold (the models trained on the other folds' adult films)"
+            if adult["trained_with_adult_negatives"]
+            else "adult films none of the models saw in training"
+        )
+        tables[
+            f"Adult films (ChestX-ray8, dataset-2): {how}; false COVID-19 rate "
+            f"(normal vs pneumonia accuracy {adult['normal_vs_pneumonia']:.3f}, 95% CI "
+            f"{adult['normal_vs_pneumonia_ci'][0]:.3f}-{adult['normal_vs_pneumonia_ci'][1]:.3f})"
+        ] = adult_table
+    summary["title"] = report_title(run_dir, config)
+    _write_markdown(out, summary, tables, ci, auc, training)
+    _write_html(out, summary, tables, ci, auc, training, figures, curves)
+    return summary
+
+
+#: Profiles whose runs only check that the pipeline works.
+PIPELINE_CHECK_PROFILES = ("quick", "tiny")
+
+
+def report_title(run_dir: Path, config: dict) -> str:
+    """The page title: what the run is (an external evaluation, a pipeline check, or a cross-validation)."""
+    name = Path(run_dir).resolve().name
+    if config.get("kind") == "evaluate":
+        return f"External evaluation on {config.get('data', 'other data')} ({name})"
+    profile = str(config.get("profile") or "").removeprefix("finetune-")
+    if profile in PIPELINE_CHECK_PROFILES:
+        return f"Pipeline check, not a result ({profile} profile): {name}"
+    return f"Cross-validation report: {name}"
+
+
+def _paper_reference(row: str | None) -> pd.DataFrame | None:
+    """The paper's Table V row for ``task`` (and Table IV's per-class rows for 4 classes), as a reference."""
+    if row not in PAPER["table5"]:
+        return None
+    rows = {f"{row} (Table V)": PAPER["table5"][row]}
+    if row == "4-class":
+        rows.update({f"{c} (Table IV)": v for c, v in PAPER["table4"].items()})
+    table = pd.DataFrame(rows).T
+    table.index.name = "the paper"
+    return table
+
+
+def _run_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+
+
+def _op_text(op: dict | None) -> str:
+    if op is None:
+        return "not available (no COVID-19 class or only one label value)"
+    return (
+        f"threshold {op['threshold']:.4f} on prob_covid gives COVID-19 recall {op['recall']:.4f} "
+        f"(target >= {op['target_recall']}) at specificity {op['specificity']:.4f}"
+    )
+
+
+def _write_markdown(out, summary, tables, ci, auc, training) -> None:
+    parts = [f"# {summary['title']}", "", f"*{DISCLAIMER}*", "", summary_sentence(summary), ""]
+    for title, table in tables.items():
+        parts += [f"## {title}", "", markdown_table(table), ""]
+    parts += [
+        "## 95% bootstrap intervals (patients resampled)",
+        "",
+        markdown_table(ci),
+        "",
+        "## ROC AUC (one-vs-rest)",
+        "",
+        markdown_table(auc),
+        "",
+        f"Expected calibration error ({ECE_BINS} bins, max probability): {summary['ece']:.4f}",
+        "",
+        f"COVID-19 operating point: {_op_text(summary['covid_operating_point'])}",
+        "",
+    ]
+    if training is not None:
+        parts += ["## Training (last epoch per fold)", "", markdown_table(training), ""]
+    (out / "report.md").write_text("\n".join(parts))
+
+
+def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> None:
+    imgs = "".join(
+        f"<figure style='display:inline-block'><img src='{data_uri(p)}' alt='{html.escape(name)}'>"
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, p in figures.items()
+    )
+    sections = [
+        (
+            "Summary",
+            f"<p class='lead'>{html.escape(summary_sentence(summary))}</p>"
+            f"<p>Classes: {html.escape(', '.join(summary['classes']))}.</p>",
+        ),
+        *[(title, html_table(table)) for title, table in tables.items()],
+        ("95% bootstrap intervals (patients resampled)", html_table(ci)),
+        (
+            "ROC AUC (one-vs-rest) and calibration",
+            html_table(auc)
+            + f"<p>Expected calibration error ({ECE_BINS} bins, max probability): {summary['ece']:.4f}</p>"
+            + f"<p>COVID-19 operating point: {html.escape(_op_text(summary['covid_operating_point']))}</p>",
+        ),
+        ("Figures", imgs),
+    ]
+    if training is not None or curves:
+        content = html_table(training) if training is not None else ""
+        content += "".join(
+            f"<figure><img src='{data_uri(p)}' alt='{html.escape(k)} curves'>"
+            f"<figcaption>{html.escape(k)}</figcaption></figure>"
+            for k, p in curves.items()
+        )
+        sections.append(("Training", content))
+    (out / "report.html").write_text(render_html(summary["title"], sections), encoding="utf-8")

@@ -1,0 +1,210 @@
+"""The on-disk contract: what a prepared dataset directory and a run directory hold, and the predictions table.
+
+Every module finds its files through these names, so the layout is written down once::
+
+    DATASET/manifest.csv             one row per image: path, label, source, patient_id, fold, cache_index, ...
+    DATASET/images-<size>.npy        the decoded, resized uint8 films (row = cache_index), memory-mappable
+    DATASET/signatures.npy           edge signatures (overlap checks against other datasets)
+    DATASET/prepare.json, summary.md, duplicates.csv, skipped.csv
+
+    RUN/config.json                  resolved settings, dataset hash, versions, machine
+    RUN/manifest.csv                 the dataset with its folds (+ dataset-summary.md, ...)
+    RUN/predictions.csv              path, patient_id, fold, label, prob_<class>..., pred, ...
+    RUN/results.md                   accuracy per fold
+    RUN/report/                      coronet report
+    RUN/audit/                       coronet audit
+    RUN/adult-test/predictions.csv   the adult-negative test
+    RUN/fold-K/metrics.csv, curves.png, predictions.csv, checkpoints/last.ckpt, model/
+    MODEL/model.safetensors + MODEL/model.json   (coronet.models.modeldir)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+MANIFEST = "manifest.csv"
+CACHE_TEMPLATE = "images-{size}.npy"
+SIGNATURES = "signatures.npy"
+PREPARE_RECORD = "prepare.json"
+CONFIG = "config.json"
+PREDICTIONS = "predictions.csv"
+PROB_PREFIX = "prob_"
+#: The columns every predictions table has, before one ``prob_<class>`` per class.
+PREDICTION_COLUMNS = ("path", "patient_id", "fold", "label")
+
+
+def prob_column(cls: str) -> str:
+    """The predictions column holding the probability of class ``cls``."""
+    return PROB_PREFIX + cls
+
+
+def prob_columns(table: pd.DataFrame) -> list[str]:
+    """The ``prob_<class>`` columns of a predictions table, in order."""
+    return [c for c in table.columns if str(c).startswith(PROB_PREFIX)]
+
+
+def classes_of(table: pd.DataFrame) -> list[str]:
+    """The classes of a predictions table, from its ``prob_<class>`` columns, in order."""
+    return [c[len(PROB_PREFIX) :] for c in prob_columns(table)]
+
+
+@dataclass(frozen=True)
+class DatasetDir:
+    """A prepared dataset (``coronet data prepare``)."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    def cache(self, size: int) -> Path:
+        return self.path / CACHE_TEMPLATE.format(size=size)
+
+    @property
+    def signatures(self) -> Path:
+        return self.path / SIGNATURES
+
+    @property
+    def record(self) -> Path:
+        return self.path / PREPARE_RECORD
+
+    def exists(self) -> bool:
+        return self.manifest.is_file()
+
+    def read_manifest(self) -> pd.DataFrame:
+        if not self.manifest.is_file():
+            raise FileNotFoundError(f"{self.path}: not a prepared dataset (no {MANIFEST}; run `coronet data prepare`)")
+        return pd.read_csv(self.manifest)
+
+
+@dataclass(frozen=True)
+class FoldDir:
+    """One fold of a run: its training record, predictions and model."""
+
+    path: Path
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "curves.png"
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    def finished(self) -> bool:
+        """The fold has its model and predictions (a resumed run keeps it)."""
+        return (self.model / "model.json").is_file() and self.predictions.is_file()
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run: cross-validation, fine-tune, external evaluation."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.md"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report"
+
+    @property
+    def audit(self) -> Path:
+        return self.path / "audit"
+
+    @property
+    def adult_test(self) -> Path:
+        return self.path / "adult-test" / PREDICTIONS
+
+    def fold(self, k: int) -> FoldDir:
+        return FoldDir(self.path / f"fold-{k}")
+
+    def read_config(self) -> dict:
+        import json
+
+        if not self.config.is_file():
+            raise FileNotFoundError(f"{self.path}: not a run directory (no {CONFIG}; run `coronet cv` first)")
+        return json.loads(self.config.read_text())
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """A ``predictions.csv`` checked for the documented columns (``path, patient_id, fold, label``, one
+    ``prob_<class>`` per class); ``pred`` is derived from the probabilities when absent.
+
+    A missing column is a one-line ``ValueError`` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions file (run `coronet cv` or `coronet evaluate` first)")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(error).split())[:120]})") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in table]
+    probabilities = prob_columns(table)
+    if missing or not probabilities:
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing + ([] if probabilities else ['prob_<class>']))}"
+            f" (expected {', '.join(PREDICTION_COLUMNS)}, prob_<class>...)"
+        )
+    if "pred" not in table:
+        table["pred"] = [c[len(PROB_PREFIX) :] for c in table[probabilities].idxmax(axis=1)]
+    return table
+
+
+__all__ = [
+    "CACHE_TEMPLATE",
+    "CONFIG",
+    "DatasetDir",
+    "FoldDir",
+    "MANIFEST",
+    "PREDICTIONS",
+    "PREDICTION_COLUMNS",
+    "RunDir",
+    "SIGNATURES",
+    "classes_of",
+    "prob_column",
+    "prob_columns",
+    "read_predictions",
+]

@@ -1,0 +1,246 @@
+"""CoroNet (the paper's Table II) and the same head on other timm backbones.
+
+    input (N, 1, H, W), float in [0, 1]
+      -> normalise, replicate grayscale to 3 channels
+      -> backbone without classifier or pooling (Xception: 5 x 5 x 2048 at 150 x 150)
+      -> Flatten -> Dropout(0.5) -> Linear(features, 256) + ReLU -> Linear(256, classes)
+
+The model returns logits; softmax is applied by whoever needs probabilities.
+Normalisation lives inside the model, so a saved model is used the same way
+everywhere (training, prediction, ONNX, the web service).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CoronetError
+from . import darkcovidnet as _darkcovidnet  # noqa: F401  (registers the peer network with timm)
+
+DEFAULT_BACKBONE = "legacy_xception"
+#: The paper (Keras notebook) only rescales pixels by 1/255: mean 0, std 1 after that.
+PAPER_NORMALISATION = {"mean": 0.0, "std": 1.0}
+
+
+class WeightsError(CoronetError, RuntimeError):
+    """Backbone weights could not be obtained or do not fit the backbone."""
+
+
+class CoroNet(nn.Module):
+    """A timm backbone's spatial features, flattened, then the paper's two dense layers."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_shape: tuple[int, int, int],
+        num_classes: int,
+        hidden: int = 256,
+        dropout: float = 0.5,
+        mean: float = 0.0,
+        std: float = 1.0,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.feature_shape = tuple(feature_shape)
+        channels, height, width = feature_shape
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(channels * height * width, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
+        )
+        self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(float(std)), persistent=False)
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The last layer (replaced when fine-tuning for another label set)."""
+        return self.head[-1]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.forward_features(x)
+        if tuple(features.shape[-2:]) != self.feature_shape[1:]:
+            # progressive resizing trains the first epochs below input_size: bring the smaller feature
+            # map to the head's grid (never the case at input_size, so the Table II model is unchanged)
+            features = F.interpolate(features, size=self.feature_shape[1:], mode="bilinear", align_corners=False)
+        return self.head(features)
+
+
+class FlipTTA(nn.Module):
+    """Test-time augmentation: the mean of the softmax of a film and of its mirror image.
+
+    Returns the log of the averaged probabilities, so ``softmax`` of the output is that
+    average and the wrapper stands wherever a network's logits are expected.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = (torch.softmax(self.model(x), dim=1) + torch.softmax(self.model(x.flip(-1)), dim=1)) / 2
+        return torch.log(probabilities.clamp_min(1e-12))
+
+
+TTA_MODES = (None, "hflip")
+
+
+def with_tta(model: nn.Module, tta: str | None) -> nn.Module:
+    """``model`` wrapped for the test-time augmentation ``tta`` (``None``: unchanged, ``"hflip"``: :class:`FlipTTA`)."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {TTA_MODES}")
+    return FlipTTA(model) if tta == "hflip" else model
+
+
+def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | None = None) -> nn.Module:
+    """A timm model without classifier and pooling, so it returns its last feature map.
+
+    weights: ``None``/``"none"`` (random init), ``"imagenet"`` (timm's pretrained weights, from the hub
+    or its cache) or a path to a safetensors / torch state dict of the backbone.
+    """
+    weights = None if weights in (None, "none", "") else weights
+    if weights == "imagenet":
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=0, global_pool="")
+        except Exception as error:  # hub unreachable, no cache, no such weights
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
+            raise WeightsError(
+                f"cannot get ImageNet weights for {name!r} ({reason}); offline, train from scratch with "
+                "--weights none, or download them elsewhere and pass the file with --weights PATH"
+            ) from error
+    backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+    if weights is not None:
+        load_backbone_weights(backbone, weights)
+    return backbone
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> None:
+    """Load a backbone state dict from ``path`` without unpickling arbitrary objects.
+
+    Accepts a bare backbone state dict, a full timm model's (classifier keys ``fc.*`` /
+    ``classifier.*`` / ``head.fc.*`` are ignored) or a CoroNet's (``backbone.`` prefix).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(
+            f"{path}: not a readable safetensors or weights-only torch state dict ({type(error).__name__})"
+        ) from error
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    own = backbone.state_dict()
+    state = {k: v for k, v in state.items() if k in own or k.split(".")[0] not in ("fc", "classifier", "head")}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or mismatched:
+        raise WeightsError(
+            f"{path}: does not fit {type(backbone).__name__}: {len(missing)} missing "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+            f"{len(mismatched)} with other shapes (e.g. {mismatched[:2]})"
+        )
+    backbone.load_state_dict(state)
+
+
+def feature_shape(backbone: nn.Module, input_size: int) -> tuple[int, int, int]:
+    """(channels, height, width) of the backbone's output for a square ``input_size`` image."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        shape = backbone(torch.zeros(1, 3, input_size, input_size)).shape[1:]
+    backbone.train(was_training)
+    if len(shape) != 3:
+        raise ValueError(f"backbone returns shape {tuple(shape)}, expected a (C, H, W) feature map")
+    return tuple(int(s) for s in shape)
+
+
+def build_model(
+    num_classes: int = 4,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str | os.PathLike | None = None,
+    input_size: int = 150,
+    hidden: int = 256,
+    dropout: float = 0.5,
+    mean: float = PAPER_NORMALISATION["mean"],
+    std: float = PAPER_NORMALISATION["std"],
+) -> CoroNet:
+    """CoroNet on ``backbone`` (any timm name); the Flatten size is derived from the backbone's feature map."""
+    net = create_backbone(backbone, weights)
+    return CoroNet(net, feature_shape(net, input_size), num_classes, hidden=hidden, dropout=dropout, mean=mean, std=std)
+
+
+TRAINABLE_PARTS = ("all", "head", "classifier")
+
+
+def replace_classifier(model: CoroNet, num_classes: int) -> CoroNet:
+    """Give ``model`` a new, freshly initialised last layer with ``num_classes`` outputs (in place).
+
+    Everything else -- backbone and the 256-unit dense layer -- keeps its trained weights:
+    the paper derives its 3-class and binary models this way from the 4-class model.
+    """
+    old = model.head[-1]
+    model.head[-1] = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+    return model
+
+
+def set_trainable(model: CoroNet, part: str) -> None:
+    """Freeze all but ``part``: ``all`` (nothing frozen), ``head`` (the dense layers) or ``classifier`` (last layer)."""
+    if part not in TRAINABLE_PARTS:
+        raise ValueError(f"trainable part must be one of {TRAINABLE_PARTS}, not {part!r}")
+    trainable = {"all": model, "head": model.head, "classifier": model.head[-1]}[part]
+    model.requires_grad_(part == "all")
+    trainable.requires_grad_(True)
+
+
+def configure_batchnorm(model: CoroNet, momentum: float = 0.1, zero_init_last: bool = False) -> None:
+    """Set every BatchNorm's running-statistics ``momentum``; optionally start residual branches at zero.
+
+    zero_init_last: the last BatchNorm of each residual branch gets a zero scale, so every block
+    starts as (nearly) its shortcut -- Goyal et al.'s trick for fast early training. Xception's
+    blocks (``rep`` + shortcut) are handled here; other timm blocks through their ``zero_init_last``.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+    if not zero_init_last:
+        return
+    for module in model.backbone.modules():
+        if hasattr(module, "rep") and hasattr(module, "skip"):
+            norms = [m for m in module.rep if isinstance(m, nn.BatchNorm2d)]
+            if norms:
+                nn.init.zeros_(norms[-1].weight)
+        elif hasattr(module, "zero_init_last") and callable(module.zero_init_last):
+            module.zero_init_last()
+
+
+def count_parameters(module: nn.Module) -> dict[str, int]:
+    """Trainable parameters and BatchNorm running-statistic elements (Keras' "non-trainable")."""
+    return {
+        "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+        "batchnorm_statistics": sum(
+            b.numel() for name, b in module.named_buffers() if name.endswith(("running_mean", "running_var"))
+        ),
+    }

@@ -1,0 +1,237 @@
+"""``coronet finetune``: the paper's 3-class and binary models, and dataset-2, derived from a 4-class run.
+
+For each fold the trained 4-class model of that fold gets a new last layer for the
+task's classes (:func:`coronet.model.replace_classifier`); the rest of the network
+keeps its weights. It is fine-tuned on the fold's training part and predicts the
+fold's validation part, so the 4-class run's folds -- patient-grouped -- carry over and
+no fine-tuned model has seen its validation images, either time.
+
+Dataset-2 (Ozturk et al.; the paper's Table VI) has folds of its own. Its COVID-19
+films are mostly Cohen films, many of which the 4-class models were trained on: the
+run records each dataset-2 image that is the same film as an image of the 4-class
+dataset, or a film of a patient who has films there (``overlap.csv``; the ``overlap``
+and ``overlap_kind`` columns of the predictions), and writes a second run directory,
+``no-overlap/``, holding only the predictions of images of films and patients the
+4-class models never saw -- the honest number beside the paper's.
+
+The run directory has the layout of :mod:`coronet.training` plus ``source-run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.prepare import PrepareConfig, dataset_fingerprints, overlap_table, prepare_dataset, scan_images
+from ..data.sources import find_source_root, read_source, source_dir
+from ..models.coronet import CoroNet, replace_classifier
+from ..models.modeldir import load_model_dir
+from ..tasks import relabel, task_classes
+from .fit import run_cv
+from .profiles import TrainConfig, finetune_config
+
+OZTURK_FOLDERS = ("Covid-19", "No_findings", "Pneumonia")
+NO_OVERLAP = "no-overlap"
+
+
+def read_source_run(run_dir: str | os.PathLike) -> tuple[dict, TrainConfig]:
+    """The ``config.json`` record of a finished cross-validation run and its training settings."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json; run `coronet cv` first)")
+    record = json.loads(path.read_text())
+    return record, TrainConfig.from_dict(record["train"])
+
+
+def fold_model(run_dir: str | os.PathLike, fold: int, num_classes: int, seed: int) -> CoroNet:
+    """Fold ``fold``'s trained model from ``run_dir`` with a new ``num_classes``-way last layer."""
+    model_dir = Path(run_dir) / f"fold-{fold}" / "model"
+    model, _ = load_model_dir(model_dir)
+    torch.manual_seed(seed * 1_000_003 + fold)  # the new layer's initialisation is part of the run's seed
+    return replace_classifier(model, num_classes).train()
+
+
+def ozturk_root(path: str | os.PathLike) -> Path:
+    """Dataset-2's own folder, given it or a data directory that holds it."""
+    return find_source_root("ozturk", path, OZTURK_FOLDERS)
+
+
+def prepare_dataset2(
+    data: str | os.PathLike,
+    out: Path,
+    source: TrainConfig,
+    folds: int,
+    seed: int,
+    per_class: int | None = None,
+    log=print,
+) -> Path:
+    """Prepare dataset-2 (all its images, or ``per_class`` of each; patient-grouped folds) at the source's input size.
+
+    An existing preparation in ``out`` is reused only when it was made with the same settings
+    (images per class, seed, folds, image size); otherwise this refuses with a one-line message.
+    """
+    root = ozturk_root(data)
+    config = PrepareConfig(
+        sources=("ozturk",),
+        class_counts=dict.fromkeys(("covid", "normal", "pneumonia"), per_class),
+        folds=folds,
+        seed=seed,
+        image_size=source.input_size,
+        source_roots={"ozturk": str(root)},
+    )
+    if (out / "manifest.csv").is_file():
+        previous = json.loads((out / "prepare.json").read_text())["config"] if (out / "prepare.json").is_file() else {}
+        wanted = {"class_counts": config.class_counts, "seed": seed, "folds": folds, "image_size": source.input_size}
+        differing = {k: (previous.get(k), v) for k, v in wanted.items() if previous.get(k) != v}
+        if differing:
+            raise ValueError(
+                f"{out} holds dataset-2 prepared with other settings ("
+                + ", ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in differing.items())
+                + "); use a new --out"
+            )
+        return out
+    prepare_dataset(root.parent, out, config, log=log)
+    return out
+
+
+def finetune(
+    source_run: str | os.PathLike,
+    out: str | os.PathLike,
+    task: str = "3class",
+    profile: str = "paper",
+    data: str | os.PathLike | None = None,
+    folds: list[int] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    data_per_class: int | None = None,
+    **overrides,
+) -> pd.DataFrame:
+    """Fine-tune each fold's 4-class model of ``source_run`` for ``task``; write the run directory ``out``.
+
+    data: dataset-2 (or a data directory holding it) to fine-tune and evaluate on instead of the
+        source run's own images; the task must then be ``3class``.
+    data_per_class: use a seeded sample of this many dataset-2 images per class (smoke runs).
+    overrides: training settings replacing the fine-tuning profile's (``epochs=1`` ...).
+    Returns the per-image predictions (all images, also for dataset-2).
+    """
+    source_run, out = Path(source_run), Path(out)
+    record, source = read_source_run(source_run)
+    classes = task_classes(task)
+    config = finetune_config(source, profile, classes, **overrides)
+    source_dataset = Path(record["dataset"]["path"])
+    info = {
+        "source_run": str(source_run.resolve()),
+        "task": task,
+        "finetune_profile": profile,
+        "card": {"finetuned_from": {"run": str(source_run.resolve()), "task": "4class"}},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    source_manifest = pd.read_csv(source_run / "manifest.csv")
+    trained = [int(f) for f in record["folds"] if (source_run / f"fold-{f}" / "model" / "model.json").is_file()]
+    if not trained:
+        raise FileNotFoundError(f"{source_run}: no finished fold (fold-K/model/) to fine-tune")
+
+    if data is None:
+        dataset_dir = source_dataset
+        manifest = relabel(source_manifest, task)
+        fold_of_model = {f: f for f in trained}
+        folds = folds or trained
+        missing = sorted(set(folds) - set(trained))
+        if missing:
+            raise ValueError(f"{source_run}: folds {missing} have no trained 4-class model")
+    else:
+        if task != "3class":
+            raise ValueError("dataset-2 has 3 classes: use --task 3class with --data")
+        dataset_dir = prepare_dataset2(
+            data,
+            out / "dataset",
+            source,
+            folds=source_manifest.fold.nunique(),
+            seed=source.seed,
+            per_class=data_per_class,
+            log=log,
+        )
+        overlap = find_overlap(dataset_dir, source_dataset)
+        overlap.to_csv(out / "overlap.csv", index=False)
+        manifest = relabel(pd.read_csv(dataset_dir / "manifest.csv"), task)
+        kind = overlap.drop_duplicates("path").set_index("path")["kind"]
+        manifest["overlap"] = manifest["path"].isin(kind.index)
+        manifest["overlap_kind"] = manifest["path"].map(kind).astype(object).fillna("")
+        counts = manifest.overlap_kind[manifest.overlap].value_counts()
+        log(
+            f"dataset-2: {int(manifest.overlap.sum())} of {len(manifest)} images overlap the 4-class dataset "
+            f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} another film of a training "
+            f"patient) -> {out / 'overlap.csv'}"
+        )
+        # any fold's 4-class model will do (dataset-2 is new data); cycle through the trained ones
+        fold_of_model = {int(f): trained[(int(f) - 1) % len(trained)] for f in sorted(manifest.fold.unique())}
+        info.update(paper_table="table6", dataset2=str(ozturk_root(data)))
+
+    (out / "source-run.json").write_text(json.dumps({**info, "fold_models": fold_of_model}, indent=2) + "\n")
+    predictions = run_cv(
+        dataset_dir,
+        out,
+        config,
+        profile=f"finetune-{profile}",
+        folds=folds,
+        resume=resume,
+        progress=progress,
+        log=log,
+        manifest=manifest,
+        record=info,
+        initial_model=lambda f: fold_model(source_run, fold_of_model[f], len(classes), config.seed),
+    )
+    if data is not None:
+        write_no_overlap_run(out, predictions)
+    return predictions
+
+
+def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:
+    """Dataset-2 images the 4-class models may have learnt: the same film, or a film of the same patient.
+
+    ``kind`` is ``film`` for an exact or near copy of a 4-class image and ``patient`` for a
+    copy of a Cohen film (any, selected or not) of a patient who has films in the 4-class
+    dataset: dataset-2's COVID-19 files carry no patient ids, so the Cohen metadata is the
+    only way to see that two different films are one person.
+    """
+    ours = dataset_fingerprints(dataset_dir)
+    source = dataset_fingerprints(source_dataset)
+    films = overlap_table(ours, source).assign(kind="film")
+    prepared = json.loads((source_dataset / "prepare.json").read_text())
+    cohen_root = Path(
+        prepared["config"].get("source_roots", {}).get("cohen") or source_dir("cohen", prepared["data_dir"])
+    )
+    if not cohen_root.is_dir():
+        return films
+    cohen = read_source("cohen", cohen_root)
+    scans = scan_images(list(cohen["path"]), 32, workers=2)
+    readable = [k for k, scan in enumerate(scans) if "error" not in scan]
+    cohen = cohen.iloc[readable].assign(path=lambda t: [str(Path(p).resolve()) for p in t["path"]])
+    fingerprints = (
+        np.array([scans[k]["phash"] for k in readable], dtype=np.uint64),
+        np.stack([scans[k]["signature"] for k in readable]),
+    )
+    patients = overlap_table(ours, (cohen, *fingerprints)).assign(kind="patient")
+    patients = patients[
+        patients["reference_patient_id"].isin(set(source[0]["patient_id"])) & ~patients["path"].isin(set(films["path"]))
+    ]
+    return pd.concat([films, patients], ignore_index=True)
+
+
+def write_no_overlap_run(out: Path, predictions: pd.DataFrame) -> Path:
+    """``out/no-overlap/``: the run's config and the predictions of images that are not 4-class training films."""
+    clean = out / NO_OVERLAP
+    clean.mkdir(exist_ok=True)
+    shutil.copy2(out / "config.json", clean / "config.json")
+    predictions[~predictions["overlap"].astype(bool)].to_csv(clean / "predictions.csv", index=False)
+    return clean
+
+
+__all__ = ["finetune", "fold_model", "ozturk_root", "prepare_dataset2", "read_source_run", "write_no_overlap_run"]

@@ -1,0 +1,802 @@
+"""Training one fold (``coronet train``) and k-fold cross-validation (``coronet cv``) with PyTorch Lightning.
+
+A fold directory holds::
+
+    metrics.csv            one row per epoch: train/val loss and accuracy, seconds, images/s
+    curves.png             the paper's Fig. 4 (accuracy and loss per epoch)
+    checkpoints/last.ckpt  written atomically after every epoch; ``resume`` continues from it
+    model/                 model.safetensors + model.json (the final-epoch model)
+    predictions.csv        path, patient_id, fold, label, prob_<class>... for the fold's validation images
+
+A CV run directory adds ``config.json`` (resolved settings, dataset hash, versions),
+``manifest.csv`` (the dataset with its folds), the combined ``predictions.csv`` and
+``results.md``. The model evaluated is always the last epoch's: choosing an epoch by
+its validation score would leak the test fold into the result.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import timm
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader
+
+from .. import __version__
+from ..data.augment import resize_batch
+from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
+from ..data.prepare import load_cache, split_cohorts
+from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
+from ..models.modeldir import file_sha256, save_model_dir
+from ..tasks import label_targets
+from .module import (
+    CoroNetModule,
+    cpu_has_native_bf16,
+    describe_precision,
+    lr_schedule,
+    make_optimizer,
+    partial_label_loss,
+    resolve_precision,
+)
+from .profiles import TrainConfig
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed (never half-written); loaded with weights_only."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class EpochLog(Callback):
+    """Appends one row per epoch to ``metrics.csv`` (kept across resumes) and redraws ``curves.png``."""
+
+    def __init__(self, fold_dir: Path, train_images: int):
+        self.path, self.fold_dir, self.train_images = fold_dir / "metrics.csv", fold_dir, train_images
+        self._started, self._train_end, self._validated_epoch = 0.0, None, None
+
+    def on_train_epoch_start(self, trainer, module):
+        self._started, self._train_end = time.perf_counter(), None
+
+    def on_validation_epoch_start(self, trainer, module):
+        if trainer.training and self._train_end is None:  # validation inside fit ends the training part
+            self._train_end = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, module):
+        self._validated_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer, module):
+        if not trainer.is_global_zero:
+            return
+        seconds = (self._train_end or time.perf_counter()) - self._started
+        metrics = trainer.callback_metrics
+        validated = self._validated_epoch == trainer.current_epoch
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            "train_loss": _number(metrics.get("train_loss")),
+            "train_acc": _number(metrics.get("train_acc")),
+            "val_loss": _number(metrics.get("val_loss")) if validated else "",
+            "val_acc": _number(metrics.get("val_acc")) if validated else "",
+            "seconds": round(seconds, 2),
+            "train_images_per_s": round(self.train_images / max(seconds, 1e-9), 2),
+        }
+        rows = [r for r in _read_rows(self.path) if int(r["epoch"]) < row["epoch"]] + [row]
+        write_metrics(rows, self.path)
+        plot_curves(self.path, self.fold_dir / "curves.png")
+
+
+METRICS_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "train_images_per_s"]
+
+
+def write_metrics(rows: list[dict], path: Path) -> None:
+    """``metrics.csv``: one row per epoch."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRICS_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _number(value) -> float | str:
+    return "" if value is None else round(float(value), 6)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_curves(metrics_csv: Path, out: Path) -> None:
+    """Training/validation accuracy and loss per epoch (the paper's Fig. 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.read_csv(metrics_csv)
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for axis, name in zip(axes, ("acc", "loss")):
+        axis.plot(table.epoch, table[f"train_{name}"], "o-", label="training")
+        validated = table.dropna(subset=[f"val_{name}"])
+        axis.plot(validated.epoch, validated[f"val_{name}"], "s-", label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("accuracy" if name == "acc" else "cross-entropy loss")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(metrics_csv.parent.name)
+    figure.tight_layout()
+    tmp = out.with_name(out.stem + ".tmp.png")
+    figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    os.replace(tmp, out)
+
+
+# --------------------------------------------------------------------------- one fold
+@dataclass
+class FoldResult:
+    fold: int
+    accuracy: float
+    predictions: pd.DataFrame
+    directory: Path
+    train_images_per_s: float | None
+
+
+@functools.cache
+def _check_backbone(backbone: str, weights: str) -> None:
+    if not timm.is_model(backbone):
+        raise ValueError(
+            f"unknown backbone {backbone!r}: not a timm model name (e.g. legacy_xception, resnet50, "
+            "densenet121; timm.list_models() lists them)"
+        )
+    if weights not in ("none", "", None):
+        create_backbone(backbone, weights)  # raises WeightsError with what to do instead
+
+
+def check_training_config(config: TrainConfig) -> None:
+    """Refuse settings that cannot train, before anything is written: an unknown backbone, weights
+    that cannot be had (ImageNet offline, a missing or unfitting file). Raises ``ValueError`` or
+    :class:`coronet.model.WeightsError` with a one-line message."""
+    _check_backbone(config.backbone, config.weights)
+
+
+def fit_final(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    validated_by: dict | None = None,
+    progress: bool = True,
+    log=print,
+) -> FoldResult:
+    """One model on every image of a finished cross-validation run, with the run's settings (deployment).
+
+    The cross-validation measured the recipe; this model has no validation images of its own,
+    so its card records ``validated_by``: the run and its figures.
+    """
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / "config.json").read_text())
+    config = TrainConfig.from_dict(record["train"])
+    card = {
+        "validated_by": {
+            "run": str(run_dir.resolve()),
+            "profile": record.get("profile"),
+            "folds": record.get("folds"),
+            **(validated_by or {}),
+        }
+    }
+    return fit_fold(
+        record["dataset"]["path"],
+        None,
+        out,
+        config,
+        resume=True,
+        progress=progress,
+        manifest=pd.read_csv(run_dir / "manifest.csv"),
+        card=card,
+        log=log,
+    )
+
+
+def dataset_hash(dataset_dir: Path) -> str:
+    return file_sha256(Path(dataset_dir) / "manifest.csv")
+
+
+def load_manifest(dataset_dir: Path, classes, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The dataset's manifest (or the given one), checked to hold only labels among ``classes`` (or partial
+    labels made of them, :data:`coronet.tasks.PARTIAL_LABELS`)."""
+    if manifest is None:
+        manifest = pd.read_csv(Path(dataset_dir) / "manifest.csv")
+    try:
+        label_targets(classes, manifest.label)
+    except ValueError as error:
+        raise ValueError(f"{dataset_dir}: {error}") from None
+    return manifest
+
+
+def _devices(value: str):
+    value = str(value)
+    if value == "auto" or value.startswith("[") or "," in value:
+        return value if value == "auto" else [int(v) for v in value.strip("[]").split(",") if v != ""]
+    return int(value)
+
+
+def fit_fold(
+    dataset_dir: str | os.PathLike,
+    fold: int | None,
+    out: str | os.PathLike,
+    config: TrainConfig,
+    resume: bool = False,
+    max_epochs: int | None = None,
+    progress: bool = True,
+    model: torch.nn.Module | None = None,
+    manifest: pd.DataFrame | None = None,
+    card: dict | None = None,
+    log=print,
+    callbacks=(),
+) -> FoldResult:
+    """Train on every fold but ``fold``, validate on ``fold``, write the fold directory ``out``.
+
+    fold: ``None`` trains on every image and validates on none (a model for deployment, after
+        cross-validation has measured the recipe): no predictions, the card says so.
+    resume: continue from ``out/checkpoints/last.ckpt`` when it exists.
+    max_epochs: stop after this many epochs (default ``config.epochs``); a later call with
+        ``resume=True`` continues exactly where it stopped.
+    model: start from this network instead of building one from ``config`` (fine-tuning).
+    manifest: use these rows (e.g. relabelled for another task) instead of the dataset's manifest.csv;
+        ``cache_index`` still points into the dataset's image cache.
+    card: extra entries for the model card (e.g. where a fine-tuned model came from).
+    callbacks: extra Lightning callbacks (e.g. a progress bar over several folds).
+    """
+    dataset_dir, out = Path(dataset_dir), Path(out)
+    if model is None:
+        check_training_config(config)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+    cache, train_rows, val_rows, class_index, masks = _fold_parts(dataset_dir, fold, config, manifest)
+    if config.head_on_features and config.train_layers != "all" and model is not None:
+        return fit_head_on_features(
+            dataset_dir, fold, out, config, model, cache, train_rows, val_rows, class_index, masks, card, log, callbacks
+        )
+
+    train_set = CachedXrays(cache, train_rows.cache_index, train_rows.label.map(class_index), seed=config.seed)
+    val_set = CachedXrays(cache, val_rows.cache_index, val_rows.label.map(class_index))
+
+    raw_predictions = out / "val-outputs.csv"
+    raw_predictions.unlink(missing_ok=True)
+    task = CoroNetModule(config, model=model, predictions_path=raw_predictions, target_masks=masks)
+    if progress:
+        log(describe_precision(config))
+    checkpoints = out / "checkpoints"
+    epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
+    validate_every = max(1, min(config.val_every, epochs))
+    validating = len(val_set) > 0
+    trainer = pl.Trainer(
+        limit_val_batches=1.0 if validating else 0,
+        max_epochs=epochs,
+        accelerator=config.accelerator,
+        devices=_devices(config.devices),
+        strategy=config.strategy,
+        precision=resolve_precision(config),
+        deterministic=True,
+        use_distributed_sampler=False,  # our samplers shard by rank themselves
+        check_val_every_n_epoch=validate_every,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        default_root_dir=str(out),
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            # last.ckpt after every epoch, overwritten (Lightning 2.6 writes save_last only beside a top-k save)
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                filename="last",
+                save_top_k=1,
+                save_last=False,
+                enable_version_counter=False,
+                every_n_epochs=1,
+                save_on_train_epoch_end=True,
+            ),
+            EpochLog(out, len(train_set)),
+            *([TQDMProgressBar(refresh_rate=5)] if progress else []),
+            *callbacks,
+        ],
+    )
+    ckpt = checkpoints / LAST_CHECKPOINT
+    loaders = _Loaders(train_set, val_set, config)
+    trainer.fit(task, datamodule=loaders, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
+    finished_epochs = trainer.current_epoch
+    # Decided from the module's own state, which every DDP rank shares, never from a file rank 0 wrote:
+    # a rank that validated alone would wait for the others forever.
+    if validating and task.validated_epoch != finished_epochs - 1:  # the last epoch was not validated
+        trainer.validate(task, datamodule=loaders, verbose=False)
+    if not trainer.is_global_zero:
+        return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
+    if not validating:
+        if finished_epochs >= config.epochs:
+            _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, None, train_rows, 0, card)
+            if not config.keep_checkpoint:
+                ckpt.unlink(missing_ok=True)
+        return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
+
+    predictions = prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
+    predictions.to_csv(out / "predictions.csv", index=False)
+    raw_predictions.unlink()
+    accuracy = table1_accuracy(predictions)
+    epoch_rows = _read_rows(out / "metrics.csv")
+    speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
+    if finished_epochs >= config.epochs:  # finished: write the model directory
+        _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, accuracy, train_rows, len(val_set), card)
+        if not config.keep_checkpoint:
+            ckpt.unlink(missing_ok=True)
+    return FoldResult(fold, accuracy, predictions, out, speed)
+
+
+def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manifest: pd.DataFrame | None):
+    """(image cache, training rows, validation rows, label -> target index, target masks) of one fold
+    (``None``: all rows train). Targets are the classes, then any partial labels (:func:`label_targets`)."""
+    manifest = load_manifest(dataset_dir, config.classes, manifest)
+    names, masks = label_targets(config.classes, manifest.label)
+    class_index = {name: k for k, name in enumerate(names)}
+    cache = load_cache(dataset_dir, _cache_size(dataset_dir, config.input_size))
+    train_rows = stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed)
+    val_rows = manifest[manifest.fold == fold]
+    if train_rows.empty or (val_rows.empty and fold is not None):
+        raise ValueError(f"fold {fold}: empty training or validation part (folds: {sorted(manifest.fold.unique())})")
+    return cache, train_rows, val_rows, class_index, masks
+
+
+def _save_fold_model(
+    model: torch.nn.Module,
+    out: Path,
+    config: TrainConfig,
+    dataset_dir: Path,
+    fold: int | None,
+    accuracy: float | None,
+    train_rows: pd.DataFrame,
+    val_images: int,
+    card: dict | None,
+) -> None:
+    """``out/model``: the fold's final network and its card (settings, data, validation accuracy)."""
+    adults = split_cohorts(train_rows)[1]
+    save_model_dir(
+        model.to(memory_format=torch.contiguous_format),
+        out / "model",
+        classes=config.classes,
+        backbone=config.backbone,
+        input_size=config.input_size,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        extra={
+            "name": f"coronet-{config.backbone}-" + (f"fold{fold}" if fold is not None else "all-images"),
+            "training": {
+                "dataset_sha256": dataset_hash(dataset_dir),
+                "dataset_path": str(Path(dataset_dir).resolve()),
+                "fold": fold,
+                "train_images": len(train_rows),
+                "epochs": config.epochs,
+                "adult_negatives": 0 if adults is None else len(adults),
+                "initial_weights": config.weights,
+                "precision": resolve_precision(config),
+                "config": config.to_dict(),
+            },
+            "inference": {"tta": "hflip" if config.tta else None},
+            "metrics": {"val_accuracy": accuracy, "val_images": val_images},
+            "parameters": count_parameters(model),
+            **(card or {}),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- the head alone, on features
+def backbone_features(
+    model: CoroNet, cache: np.ndarray, rows, input_size: int, mirrored: bool = False, batch_size: int = 32
+) -> torch.Tensor:
+    """The frozen backbone's flattened feature maps (N, C*H*W) of cache ``rows`` (mirror images if asked)."""
+    model.eval()
+    rows = np.asarray(rows)
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            images = torch.from_numpy(np.asarray(cache[rows[start : start + batch_size]]))[:, None]
+            images = resize_batch(images.float().div_(255), input_size)
+            if mirrored:
+                images = images.flip(-1)
+            images = images.contiguous(memory_format=torch.channels_last)
+            parts.append(model.forward_features(images).flatten(1).float())
+    return torch.cat(parts)
+
+
+def fit_head_on_features(
+    dataset_dir: Path,
+    fold: int,
+    out: Path,
+    config: TrainConfig,
+    model: CoroNet,
+    cache: np.ndarray,
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    class_index: dict[str, int],
+    masks: np.ndarray,
+    card: dict | None = None,
+    log=print,
+    callbacks=(),
+) -> FoldResult:
+    """Fine-tune only the dense head (or the last layer) on features the frozen backbone computes once.
+
+    With the backbone frozen and in eval mode its output for a film never changes, so it is
+    computed once (no augmentation) and the head trains on it for ``config.epochs`` in seconds,
+    with the profile's optimiser, schedule and label smoothing (EMA and mixup do not apply).
+    The fold directory has the usual layout; there is no checkpoint (a rerun takes seconds).
+    """
+    masks = torch.as_tensor(masks)
+    started = time.perf_counter()
+    set_trainable(model, config.train_layers)
+    train_x = backbone_features(model, cache, train_rows.cache_index, config.input_size)
+    train_y = torch.as_tensor(train_rows.label.map(class_index).to_numpy())
+    val_x = backbone_features(model, cache, val_rows.cache_index, config.input_size)
+    val_mirror = (
+        backbone_features(model, cache, val_rows.cache_index, config.input_size, mirrored=True) if config.tta else None
+    )
+    log(
+        f"fold {fold}: backbone features of {len(train_x) + len(val_x)} films in "
+        f"{time.perf_counter() - started:.0f} s; training the {config.train_layers} on them"
+    )
+
+    head = model.head
+    optimizer = make_optimizer(model.head.named_parameters(), config)
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    schedule = (
+        lr_schedule(optimizer, config, steps_per_epoch * config.epochs)
+        if config.schedule != "constant" or config.warmup
+        else None
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # dropout
+    rows = []
+    for epoch in range(config.epochs):
+        epoch_started = time.perf_counter()
+        head.train()
+        total_loss, correct = 0.0, 0
+        for batch in torch.randperm(len(train_x), generator=generator).split(config.batch_size):
+            logits = head(train_x[batch])
+            loss = partial_label_loss(logits, train_y[batch], masks, config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            total_loss += float(loss) * len(batch)
+            correct += int(masks[train_y[batch], logits.argmax(1)].sum())
+        seconds = time.perf_counter() - epoch_started
+        for callback in callbacks:
+            if isinstance(callback, OverallProgress):
+                callback.bar.update(len(train_x))
+        head.eval()
+        with torch.no_grad():
+            probabilities = torch.softmax(head(val_x), 1)
+            if val_mirror is not None:
+                probabilities = (probabilities + torch.softmax(head(val_mirror), 1)) / 2
+        val_y = torch.as_tensor(val_rows.label.map(class_index).to_numpy())
+        rows.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": round(total_loss / len(train_x), 6),
+                "train_acc": round(correct / len(train_x), 6),
+                "val_loss": round(float(-(probabilities * masks[val_y]).sum(1).clamp_min(1e-12).log().mean()), 6),
+                "val_acc": round(float(masks[val_y, probabilities.argmax(1)].float().mean()), 6),
+                "seconds": round(seconds, 2),
+                "train_images_per_s": round(len(train_x) / max(seconds, 1e-9), 2),
+            }
+        )
+    write_metrics(rows, out / "metrics.csv")
+    plot_curves(out / "metrics.csv", out / "curves.png")
+
+    frame = pd.DataFrame(probabilities.numpy(), columns=[f"prob_{c}" for c in config.classes])
+    frame.insert(0, "index", np.arange(len(frame)))
+    frame["rank"] = 0
+    predictions = prediction_table(val_rows, frame, fold)
+    predictions.to_csv(out / "predictions.csv", index=False)
+    accuracy = table1_accuracy(predictions)
+    _save_fold_model(
+        model,
+        out,
+        config,
+        dataset_dir,
+        fold,
+        accuracy,
+        train_rows,
+        len(val_x),
+        {**(card or {}), "head_trained_on_features": True},
+    )
+    return FoldResult(fold, accuracy, predictions, out, rows[-1]["train_images_per_s"])
+
+
+def _cache_size(dataset_dir: Path, input_size: int) -> int:
+    """Use the cache of the model's input size if the dataset has one, else the dataset's own size."""
+    if (Path(dataset_dir) / f"images-{input_size}.npy").is_file():
+        return input_size
+    return json.loads((Path(dataset_dir) / "prepare.json").read_text())["config"]["image_size"]
+
+
+class _Loaders(pl.LightningDataModule):
+    """Builds the loaders inside each process, so samplers know their rank (DDP)."""
+
+    def __init__(self, train_set: CachedXrays, val_set: CachedXrays, config: TrainConfig):
+        super().__init__()
+        self.train_set, self.val_set, self.config = train_set, val_set, config
+
+    def _loader(self, dataset, sampler, batch_size):
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self):
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        sampler = EpochShuffleSampler(len(self.train_set), self.config.seed, world, rank)
+        return self._loader(self.train_set, sampler, self.config.batch_size)
+
+    def val_dataloader(self):
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        return self._loader(self.val_set, ShardSampler(len(self.val_set), world, rank), max(32, self.config.batch_size))
+
+
+def prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int) -> pd.DataFrame:
+    rows = rows.reset_index(drop=True)
+    if len(probabilities) != len(rows) or not (probabilities["index"].to_numpy() == np.arange(len(rows))).all():
+        raise RuntimeError(f"fold {fold}: {len(probabilities)} predictions for {len(rows)} validation images")
+    table = rows[["path", "patient_id"]].copy()
+    table["fold"] = fold
+    table["label"] = rows.label
+    prob_columns = [c for c in probabilities.columns if c.startswith("prob_")]
+    for column in prob_columns:
+        table[column] = probabilities[column].round(6).to_numpy()
+    table["pred"] = [c[len("prob_") :] for c in probabilities[prob_columns].idxmax(axis=1)]
+    for extra in ("source", "relpath", "source_label", "cohort", "overlap", "overlap_kind"):
+        if extra in rows:
+            table[extra] = rows[extra]
+    table["rank"] = probabilities["rank"].to_numpy()  # the process that predicted it (DDP)
+    return table
+
+
+# --------------------------------------------------------------------------- cross-validation
+def run_cv(
+    dataset_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    config: TrainConfig,
+    profile: str = "custom",
+    folds: list[int] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    manifest: pd.DataFrame | None = None,
+    initial_model: Callable[[int], torch.nn.Module] | None = None,
+    record: dict | None = None,
+) -> pd.DataFrame:
+    """Train and evaluate every fold (or ``folds``) of the prepared dataset into one run directory.
+
+    Finished folds (with a model directory) are kept when ``resume`` is set; an interrupted fold
+    continues from its last checkpoint. Returns the combined per-image predictions.
+
+    manifest: the rows to use instead of the dataset's own manifest (a relabelled task).
+    initial_model: fold -> the network that fold starts from (fine-tuning); default: a new one.
+    record: extra entries for the run's ``config.json`` (e.g. the task and the source run).
+    """
+    dataset_dir, out = Path(dataset_dir), Path(out)
+    if initial_model is None:
+        check_training_config(config)
+    manifest = load_manifest(dataset_dir, config.classes, manifest)
+    all_folds = sorted(int(f) for f in manifest.fold.unique())
+    folds = folds or all_folds
+    missing = sorted(set(folds) - set(all_folds))
+    if missing:
+        raise ValueError(f"folds {missing} not in the dataset (it has {all_folds})")
+    # Under --strategy ddp every process runs this command; only rank 0 writes the run directory, and the
+    # other ranks take its decision about finished folds from the environment the launcher gives them.
+    rank = global_rank()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_run_config(out, dataset_dir, config, profile, folds, record)
+        manifest.to_csv(out / "manifest.csv", index=False)
+        for name in ("prepare.json", "summary.md", "duplicates.csv"):
+            if (dataset_dir / name).is_file():
+                shutil.copy2(dataset_dir / name, out / f"dataset-{name}")
+        log(describe_precision(config))
+        finished = {
+            f
+            for f in folds
+            if resume
+            and (out / f"fold-{f}" / "model" / "model.json").is_file()
+            and (out / f"fold-{f}" / "predictions.csv").is_file()
+        }
+        os.environ[FINISHED_FOLDS_ENV] = ",".join(map(str, sorted(finished)))
+    else:
+        finished = {int(f) for f in os.environ.get(FINISHED_FOLDS_ENV, "").split(",") if f}
+        log = lambda *_: None  # noqa: E731  (rank 0 speaks for the run)
+        progress = False
+    bar = _overall_bar(out, manifest, config, folds, finished) if progress else None
+    results = []
+    for fold in folds:
+        fold_dir = out / f"fold-{fold}"
+        if fold in finished:
+            if rank != 0:
+                continue
+            predictions = pd.read_csv(fold_dir / "predictions.csv")
+            log(f"fold {fold}: already finished, kept")
+        else:
+            started = time.perf_counter()
+            model = initial_model(fold) if initial_model is not None else None
+            card = (record or {}).get("card")
+            result = fit_fold(
+                dataset_dir,
+                fold,
+                fold_dir,
+                config,
+                resume=resume,
+                progress=False,
+                model=model,
+                manifest=manifest,
+                card=card,
+                log=log,
+                callbacks=[OverallProgress(bar, fold)] if bar is not None else (),
+            )
+            predictions = result.predictions
+            if rank != 0:
+                continue
+            log(
+                f"fold {fold}: accuracy {result.accuracy:.4f} on {len(predictions)} images "
+                f"({time.perf_counter() - started:.0f} s, "
+                f"{result.train_images_per_s or float('nan'):.1f} train images/s)"
+            )
+        results.append(predictions)
+    if bar is not None:
+        bar.close()
+    if rank != 0:
+        return pd.DataFrame()
+    combined = pd.concat(results, ignore_index=True)
+    combined.to_csv(out / "predictions.csv", index=False)
+    summary = fold_summary(combined)
+    (out / "results.md").write_text(summary)
+    log(summary)
+    return combined
+
+
+FINISHED_FOLDS_ENV = "CORONET_FINISHED_FOLDS"
+
+
+def global_rank() -> int:
+    """This process's rank as the launcher (Lightning's DDP re-run, torchrun, SLURM) set it; 0 when alone."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return _get_rank() or 0
+
+
+class OverallProgress(Callback):
+    """Advances one progress bar over every fold's training images (its ETA is the whole run's)."""
+
+    def __init__(self, bar, fold: int):
+        self.bar, self.fold = bar, fold
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.is_global_zero:
+            self.bar.set_description(f"fold {self.fold}, epoch {trainer.current_epoch + 1}", refresh=False)
+            self.bar.update(len(batch[1]) * trainer.world_size)
+
+
+def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: list[int], finished: set[int]):
+    """A tqdm bar over the training images of all epochs of all folds; work already done counts as done."""
+    from tqdm.auto import tqdm
+
+    total = done = 0
+    for fold in folds:
+        images = len(stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed))
+        total += images * config.epochs
+        epochs_done = config.epochs if fold in finished else len(_read_rows(out / f"fold-{fold}" / "metrics.csv"))
+        done += images * min(epochs_done, config.epochs)
+    return tqdm(
+        total=total,
+        initial=done,
+        unit="img",
+        unit_scale=True,
+        mininterval=5,
+        dynamic_ncols=True,
+        desc="training",
+        smoothing=0.05,
+    )
+
+
+def table1_accuracy(predictions: pd.DataFrame) -> float:
+    """Accuracy on the Table I rows (adult negatives, which may carry a partial label, left out)."""
+    rows = split_cohorts(predictions)[0]
+    return float((rows.pred == rows.label).mean())
+
+
+def fold_summary(predictions: pd.DataFrame) -> str:
+    """Markdown: accuracy per fold and the mean, from per-image predictions (Table I rows only)."""
+    predictions = split_cohorts(predictions)[0]
+    lines = ["| fold | images | accuracy (%) |", "|---|---|---|"]
+    accuracies = []
+    for fold, rows in predictions.groupby("fold"):
+        accuracy = float((rows.pred == rows.label).mean())
+        accuracies.append(accuracy)
+        lines.append(f"| {fold} | {len(rows)} | {100 * accuracy:.2f} |")
+    overall = float((predictions.pred == predictions.label).mean())
+    lines.append(f"| mean of folds | {len(predictions)} | {100 * float(np.mean(accuracies)):.2f} |")
+    lines.append(f"| pooled | {len(predictions)} | {100 * overall:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_run_config(
+    out: Path, dataset_dir: Path, config: TrainConfig, profile: str, folds: list[int], extra: dict | None = None
+) -> None:
+    record = {
+        "profile": profile,
+        "train": config.to_dict(),
+        "precision_resolved": resolve_precision(config),
+        "folds": folds,
+        "dataset": {"path": str(dataset_dir.resolve()), "manifest_sha256": dataset_hash(dataset_dir)},
+        "versions": {
+            "coronet": __version__,
+            "torch": torch.__version__,
+            "lightning": pl.__version__,
+            "python": platform.python_version(),
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        **(extra or {}),
+    }
+    record = json.loads(json.dumps(record))  # tuples -> lists, as they will be read back
+    path = out / "config.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous.get("train") != record["train"] or previous["dataset"] != record["dataset"]:
+            raise ValueError(f"{out}: holds a run with other settings or data; use a new --out")
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+__all__ = [
+    "CoroNetModule",
+    "check_training_config",
+    "cpu_has_native_bf16",
+    "fit_final",
+    "describe_precision",
+    "resolve_precision",
+    "FoldResult",
+    "fit_fold",
+    "fold_summary",
+    "plot_curves",
+    "run_cv",
+]
