@@ -8,7 +8,7 @@ PROFILE ?= fast
 OUT    ?= runs/$(PROFILE)
 BIN     = $(VENV)/bin
 
-.PHONY: setup browser reproduce test clean
+.PHONY: setup browser reproduce test test-fast lint clean
 
 $(BIN)/coronet: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,18 @@ browser: $(CHROMIUM)
 reproduce: setup
 	$(BIN)/coronet reproduce --profile $(PROFILE) --data $(DATA) --out $(OUT)
 
-test: setup browser
+# ruff (lint and format check) and mypy on src/; CI runs it before the tests
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: setup browser lint
 	CORONET_DATA=$(DATA) CORONET_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
+
+# the inner loop: no real data, no browser, no slow runs (under a minute)
+test-fast: setup
+	CORONET_DATA=/nonexistent CORONET_SKIP_BROWSER=1 $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -15,6 +15,8 @@ from coronet.evaluation.report import write_report
 from coronet.tasks import label_targets
 from coronet.training.fit import partial_label_loss
 
+pytestmark = pytest.mark.slow  # trains on the real data
+
 CLASSES = ("covid", "normal", "bacterial", "viral")
 
 

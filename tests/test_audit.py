@@ -22,6 +22,8 @@ from coronet.evaluation.audit import (
     parse_box,
 )
 
+pytestmark = pytest.mark.slow  # trains on the real data
+
 
 def test_occlusion_zeroes_exactly_the_box_and_nothing_else():
     rng = np.random.default_rng(0)

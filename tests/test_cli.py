@@ -81,16 +81,22 @@ BAD_ARGUMENTS = [
     ("cv missing dataset", ["cv", "--dataset", "{tmp}/none", "--out", "{tmp}/e", "--profile", "tiny"]),
     ("train --profile nope", ["train", "--dataset", "{ds}", "--out", "{tmp}/f", "--profile", "nope"]),
     ("train --weights missing", ["train", "--dataset", "{ds}", "--out", "{tmp}/g", "--weights", "{tmp}/w.pt"]),
-    ("data prepare --source folder", ["data", "prepare", "--data", "{tmp}/empty", "--out", "{tmp}/h", "--source",
-                                      "folder"]),
+    (
+        "data prepare --source folder",
+        ["data", "prepare", "--data", "{tmp}/empty", "--out", "{tmp}/h", "--source", "folder"],
+    ),
     ("data prepare --split random", ["data", "prepare", "--data", "{data}", "--out", "{tmp}/i", "--split", "random"]),
     ("data fetch --url without =", ["data", "fetch", "--data", "{tmp}/j", "--url", "cohen"]),
     ("finetune --task 7class", ["finetune", "--from", "{run}", "--out", "{tmp}/k", "--task", "7class"]),
     ("finetune from nothing", ["finetune", "--from", "{tmp}/none", "--out", "{tmp}/l"]),
-    ("evaluate --map covid", ["evaluate", "--model", "{model}", "--data", "{tmp}", "--out", "{tmp}/m", "--map",
-                              "covid"]),
-    ("evaluate --source nope", ["evaluate", "--model", "{model}", "--data", "{tmp}", "--out", "{tmp}/n", "--source",
-                                "nope"]),
+    (
+        "evaluate --map covid",
+        ["evaluate", "--model", "{model}", "--data", "{tmp}", "--out", "{tmp}/m", "--map", "covid"],
+    ),
+    (
+        "evaluate --source nope",
+        ["evaluate", "--model", "{model}", "--data", "{tmp}", "--out", "{tmp}/n", "--source", "nope"],
+    ),
     ("report of nothing", ["report", "{tmp}/none"]),
     ("audit --lung-box", ["audit", "{run}", "--lung-box", "1,2,3"]),
     ("audit --folds x", ["audit", "{run}", "--folds", "x"]),
@@ -104,11 +110,17 @@ BAD_ARGUMENTS = [
 
 
 @pytest.mark.parametrize("name, arguments", BAD_ARGUMENTS, ids=[name for name, _ in BAD_ARGUMENTS])
-def test_every_command_turns_bad_arguments_into_one_line(name, arguments, tmp_path, tiny_cv_run, prepared_dataset,
-                                                         data_dir):
+def test_every_command_turns_bad_arguments_into_one_line(
+    name, arguments, tmp_path, tiny_cv_run, prepared_dataset, data_dir
+):
     (tmp_path / "empty").mkdir()
-    values = {"tmp": tmp_path, "ds": prepared_dataset, "run": tiny_cv_run, "data": data_dir,
-              "model": tiny_cv_run / "fold-1" / "model"}
+    values = {
+        "tmp": tmp_path,
+        "ds": prepared_dataset,
+        "run": tiny_cv_run,
+        "data": data_dir,
+        "model": tiny_cv_run / "fold-1" / "model",
+    }
     result = invoke(*[a.format(**values) for a in arguments])
     assert result.exit_code == 2, (name, result.output)
     assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)

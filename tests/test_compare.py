@@ -11,6 +11,8 @@ from coronet.evaluation.compare import compare
 from coronet.models.coronet import build_model, count_parameters
 from coronet.models.darkcovidnet import DarkCovidNet
 
+pytestmark = pytest.mark.slow  # trains on the real data
+
 
 def test_darkcovidnet_size_and_shapes():
     original = DarkCovidNet(num_classes=3, input_size=256)

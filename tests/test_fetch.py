@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from coronet.data import fetch
-from coronet.data.fetch import BASE_URL_ENV, REMOTE_SOURCES, FetchError, fetch_sources, missing_data_help
+from coronet.data.fetch import BASE_URL_ENV, FetchError, fetch_sources, missing_data_help, remote_sources
+from coronet.data.sources import SOURCES
 
 # --------------------------------------------------------------------------- archives
 
@@ -163,21 +164,22 @@ def archives(server) -> dict[str, bytes]:
     return built
 
 
-def _urls(server, names=REMOTE_SOURCES) -> dict[str, str]:
+def _urls(server, names=None) -> dict[str, str]:
+    names = names or remote_sources()
     return {name: f"{server.base}/{name}.zip" for name in names}
 
 
 def _fetch(data: Path, server, names=None, **kwargs):
     logs: list[str] = []
-    kwargs.setdefault("urls", _urls(server, names or REMOTE_SOURCES))
+    kwargs.setdefault("urls", _urls(server, names or remote_sources()))
     result = fetch_sources(data, names, log=logs.append, timeout=5, **kwargs)
     return result, logs
 
 
 def _with_sha256(monkeypatch, name: str, sha256: str) -> None:
-    patched = dict(REMOTE_SOURCES)
-    patched[name] = dataclasses.replace(REMOTE_SOURCES[name], sha256=sha256)
-    monkeypatch.setattr(fetch, "REMOTE_SOURCES", patched)
+    spec = SOURCES[name]
+    remote = dataclasses.replace(spec.remote, sha256=sha256)
+    monkeypatch.setitem(SOURCES, name, dataclasses.replace(spec, remote=remote))
 
 
 def _files(root: Path) -> set[str]:
@@ -397,7 +399,7 @@ def test_missing_data_help_names_folders_homepages_and_command(tmp_path, server,
         "ozturk-dataset2/Pneumonia",
     ):
         assert folder in text
-    for source in REMOTE_SOURCES.values():
+    for source in remote_sources().values():
         assert source.homepage in text
     assert f"coronet data fetch --data {tmp_path}" in text
     assert "Kaggle" in text and BASE_URL_ENV in text

@@ -266,3 +266,23 @@ def test_finetune_head_on_precomputed_features(tiny_cv_run, tmp_path):
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
     features = backbone_features(model, cache, rows.cache_index, 32)
     assert features.shape == (len(rows), int(np.prod(model.feature_shape)))
+
+
+def test_a_new_task_is_one_task_definition(tiny_cv_run, tmp_path, monkeypatch):
+    """Normal vs pneumonia, defined by one Task in this test, fine-tunes on the tiny profile and reports."""
+    from coronet.evaluation.report import write_report
+    from coronet.tasks import TASKS, Task
+
+    task = Task(
+        "normal-vs-pneumonia",
+        ("normal", "pneumonia"),
+        {"covid": None, "normal": "normal", "bacterial": "pneumonia", "viral": "pneumonia", "pneumonia": "pneumonia"},
+    )
+    monkeypatch.setitem(TASKS, task.name, task)
+    predictions = finetune(
+        tiny_cv_run, tmp_path, task=task.name, profile="tiny", folds=[1], progress=False, log=lambda *_: None
+    )
+    assert set(predictions.label) == {"normal", "pneumonia"}
+    assert [c for c in predictions.columns if c.startswith("prob_")] == ["prob_normal", "prob_pneumonia"]
+    summary = write_report(tmp_path, n_bootstrap=10)
+    assert summary["task"] == "normal-vs-pneumonia" and summary["covid_recall"] is None

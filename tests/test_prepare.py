@@ -119,7 +119,7 @@ def make_folder_dataset(root, per_class=12, patients_per_class=4):
 
 def small_config(**changes):
     options = dict(
-        sources=("folder",), class_counts={"covid": 10, "normal": 10}, folds=2, seed=3, image_size=32, workers=1
+        sources=("mine",), class_counts={"covid": 10, "normal": 10}, folds=2, seed=3, image_size=32, workers=1
     )
     options.update(changes)
     return PrepareConfig(**options)
@@ -127,18 +127,16 @@ def small_config(**changes):
 
 @pytest.fixture
 def folder_data(tmp_path, monkeypatch):
-    """A data directory whose 'folder' source is a tiny synthetic folder-per-class tree."""
-    import coronet.data.prepare as prepare
+    """A data directory holding a new source, "mine" (a tiny synthetic folder-per-class tree), registered by one
+    SourceSpec: nothing else is told about it."""
+    from coronet.data.sources import SOURCES, SourceSpec, read_folder
 
     root = tmp_path / "data"
     make_folder_dataset(root / "mine")
-    monkeypatch.setattr(prepare, "source_dir", lambda name, data: root / "mine")
-    monkeypatch.setattr(
-        prepare,
-        "read_source",
-        lambda name, path, **_: __import__("coronet.data.sources", fromlist=["x"]).read_folder(
-            path, patient_from=r"^(p[a-z]+\d)_"
-        ),
+    monkeypatch.setitem(
+        SOURCES,
+        "mine",
+        SourceSpec("mine", "mine", read_folder, "a test source", options={"patient_from": r"^(p[a-z]+\d)_"}),
     )
     return root
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from coronet.cli import app
+
+pytestmark = pytest.mark.slow  # trains on the real data
 
 
 def test_reproduce_quick_on_a_tiny_subset(data_dir, tmp_path):

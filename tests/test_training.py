@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 from coronet.training.fit import fit_fold, run_cv
 from coronet.training.profiles import get_profile
 
+pytestmark = pytest.mark.slow  # trains on the real data
+
 
 @pytest.fixture(scope="module")
 def tiny():

@@ -1,6 +1,8 @@
-"""coronet: a faithful, leakage-free reproduction of CoroNet (Khan et al. 2020)."""
+"""coronet: a faithful, leakage-free reproduction of CoroNet (Khan et al. 2020), and a tool to use it.
 
-__version__ = "0.1.0"
+Layers, each importing only those before it (docs/ARCHITECTURE.md):
+``data`` -> ``models`` -> ``training`` | ``deploy`` -> ``evaluation`` -> ``reproduce``, ``cli``.
+Shared vocabulary beside them: ``tasks``, ``paper``, ``layout``, ``errors``, ``config``.
+"""
 
-#: Canonical label names used everywhere (manifests, model cards, predictions).
-LABELS_4CLASS = ("covid", "normal", "bacterial", "viral")
+__version__ = "0.2.0"

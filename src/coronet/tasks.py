@@ -175,7 +175,7 @@ def default_class_map(model_classes: Sequence[str], data_labels: Sequence[str]) 
     if target is not None:
         mapping = {c: target.label_map.get(c) for c in model_classes}
         if all(mapping.values()) and set(data_labels) <= set(mapping.values()):
-            return mapping
+            return {c: str(v) for c, v in mapping.items()}
     raise ValueError(
         f"no default mapping from the model's classes {model_classes} to the data's labels "
         f"{data_labels}; give one with --map MODEL_CLASS=DATA_LABEL (repeatable)"

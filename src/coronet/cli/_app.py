@@ -44,7 +44,7 @@ app.add_typer(data_app, name="data")
 
 def choices(name: str, values) -> type[Enum]:
     """A str Enum of ``values`` for a typed option (typer shows and checks the choices)."""
-    return Enum(name, {str(v): str(v) for v in values}, type=str)
+    return Enum(name, {str(v): str(v) for v in values}, type=str)  # type: ignore[return-value]
 
 
 def value(option):

@@ -42,7 +42,7 @@ def data_prepare(
     data_dir = resolve_data_dir(data)
     sources = tuple(source or ("cohen", "kaggle"))
     require_sources(data_dir, sources)
-    counts = dict(PAPER_CLASS_COUNTS)
+    counts: dict[str, int | None] = dict(PAPER_CLASS_COUNTS)
     for item in count or []:
         label, _, number = item.partition("=")
         if not number.isdigit():

@@ -36,13 +36,13 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from coronet import __version__
 
 from ..errors import CoronetError
+from .sources import SOURCES, SourceSpec
 
 #: Environment variable naming a mirror: each source is fetched from ``<base>/<name>.zip``.
 BASE_URL_ENV = "CORONET_FETCH_BASE_URL"
@@ -62,65 +62,9 @@ class FetchError(CoronetError, RuntimeError):
     """A source could not be downloaded, verified or installed (one line, names the source)."""
 
 
-@dataclass(frozen=True)
-class RemoteSource:
-    """Where a public source is downloaded from and how its archive maps onto the data directory."""
-
-    name: str  #: "cohen" | "kaggle" | "ozturk"
-    url: str
-    sha256: str | None  #: known archive checksum; None: computed, printed and recorded, not verified
-    target: str  #: directory under the data directory, e.g. "cohen-covid"
-    #: (path inside the archive, matched as a suffix of whole path components; the
-    #: shallowest match wins) -> destination relative to ``target``
-    members: tuple[tuple[str, str], ...]
-    homepage: str  #: where a user gets it by hand
-
-
-# The GitHub archives follow the repositories' moving ``master`` branch, so they have
-# no fixed checksum. The Mendeley file is fixed, but its checksum is not published;
-# the first download records it in .downloads/<name>.json.
-REMOTE_SOURCES: dict[str, RemoteSource] = {
-    "cohen": RemoteSource(
-        name="cohen",
-        url="https://github.com/ieee8023/covid-chestxray-dataset/archive/refs/heads/master.zip",
-        sha256=None,
-        target="cohen-covid",
-        members=(("metadata.csv", "metadata.csv"), ("images", "images")),
-        homepage="https://github.com/ieee8023/covid-chestxray-dataset",
-    ),
-    "kaggle": RemoteSource(
-        name="kaggle",
-        # ChestXRay2017.zip of Mendeley Data record rscbjbr9sj version 2 (about 1.2 GB).
-        # Mendeley's public-files links are not promised to be stable: if this one
-        # moves, pass another URL (``urls={"kaggle": ...}`` / ``--url``) or use a mirror.
-        url=(
-            "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
-            "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded"
-        ),
-        sha256=None,
-        target="kaggle-pneumonia",
-        members=(("chest_xray", "chest_xray"),),
-        homepage="https://data.mendeley.com/datasets/rscbjbr9sj/2",
-    ),
-    "ozturk": RemoteSource(
-        name="ozturk",
-        url="https://github.com/muhammedtalo/COVID-19/archive/refs/heads/master.zip",
-        sha256=None,
-        target="ozturk-dataset2",
-        members=tuple((f"X-Ray Image DataSet/{folder}", folder) for folder in ("Covid-19", "No_findings", "Pneumonia")),
-        homepage="https://github.com/muhammedtalo/COVID-19",
-    ),
-}
-
-_TITLES = {
-    "cohen": "ieee8023 COVID-19 image data collection (Cohen et al.)",
-    "kaggle": 'Kermany et al. "Chest X-Ray Images (Pneumonia)", Mendeley Data doi:10.17632/rscbjbr9sj.2',
-    "ozturk": "Ozturk et al. dataset-2 (muhammedtalo/COVID-19)",
-}
-_KAGGLE_NOTE = (
-    "the same images are on Kaggle (paultimothymooney/chest-xray-pneumonia), "
-    "but Kaggle downloads need an account and API token"
-)
+def remote_sources() -> dict[str, SourceSpec]:
+    """The registered sources that can be downloaded (:data:`coronet.data.sources.SOURCES`), by name."""
+    return {name: spec for name, spec in SOURCES.items() if spec.remote is not None}
 
 
 # --------------------------------------------------------------------------- public API
@@ -142,17 +86,17 @@ def fetch_sources(
     :class:`FetchError`. Rerunning resumes partial downloads and skips finished sources.
     """
     data_dir = Path(data_dir)
-    selected = list(REMOTE_SOURCES) if names is None else list(dict.fromkeys(names))
+    selected = list(remote_sources()) if names is None else list(dict.fromkeys(names))
     urls = dict(urls or {})
-    unknown = sorted((set(selected) | set(urls)) - set(REMOTE_SOURCES))
+    unknown = sorted((set(selected) | set(urls)) - set(remote_sources()))
     if unknown:
-        raise FetchError(f"unknown source(s) {', '.join(unknown)}; choose from {', '.join(REMOTE_SOURCES)}")
+        raise FetchError(f"unknown source(s) {', '.join(unknown)}; choose from {', '.join(remote_sources())}")
 
     installed: dict[str, Path] = {}
     failures: list[str] = []
     for name in selected:
         try:
-            installed[name] = _fetch_one(REMOTE_SOURCES[name], data_dir, urls, force=force, log=log, timeout=timeout)
+            installed[name] = _fetch_one(remote_sources()[name], data_dir, urls, force=force, log=log, timeout=timeout)
         except FetchError as error:
             failures.append(str(error))
     if failures:
@@ -168,16 +112,17 @@ def missing_data_help(data_dir: Path) -> str:
     """
     data_dir = Path(data_dir)
     lines = [f"The data directory {data_dir} is missing or incomplete. Expected under it:"]
-    for name, source in REMOTE_SOURCES.items():
-        status = "ok" if _is_installed(data_dir / source.target, source) else "MISSING"
-        wanted = ", ".join(f"{source.target}/{dest}" for _, dest in source.members)
-        lines += [f"  [{status:7}] {wanted}", f"            {_TITLES[name]}: {source.homepage}"]
+    for source in remote_sources().values():
+        status = "ok" if _is_installed(data_dir / source.folder, source) else "MISSING"
+        wanted = ", ".join(f"{source.folder}/{dest}" for _, dest in source.download.members)
+        lines += [f"  [{status:7}] {wanted}", f"            {source.title}: {source.homepage}"]
+    archives = ", ".join(f"{name}.zip" for name in remote_sources())
     lines += [
         "Download all of them (resumable; rerun after an interruption) with:",
         f"  coronet data fetch --data {data_dir}",
-        f"Behind a mirror, set {BASE_URL_ENV} to a URL serving cohen.zip, kaggle.zip and ozturk.zip.",
-        "By hand: put each source's folders at the paths above; for the pneumonia data, "
-        f"{_KAGGLE_NOTE}, while Mendeley needs none.",
+        f"Behind a mirror, set {BASE_URL_ENV} to a URL serving {archives}.",
+        "By hand: put each source's folders at the paths above.",
+        *[f"  {spec.name}: {spec.note}." for spec in remote_sources().values() if spec.note],
     ]
     return "\n".join(lines)
 
@@ -186,7 +131,7 @@ def missing_data_help(data_dir: Path) -> str:
 
 
 def _fetch_one(
-    source: RemoteSource,
+    source: SourceSpec,
     data_dir: Path,
     urls: Mapping[str, str],
     *,
@@ -194,7 +139,7 @@ def _fetch_one(
     log: Callable[[str], None],
     timeout: float,
 ) -> Path:
-    target = data_dir / source.target
+    target = data_dir / source.folder
     if not force and _is_installed(target, source):
         log(f"{source.name}: already installed at {target}; skipping (use --force to reinstall)")
         return target
@@ -202,7 +147,7 @@ def _fetch_one(
         # Something partial is there (perhaps copied by hand): do not overwrite it silently.
         raise FetchError(
             f"{source.name}: {target} exists but lacks some of "
-            f"{', '.join(dest for _, dest in source.members)}; "
+            f"{', '.join(dest for _, dest in source.download.members)}; "
             f"move it away or use --force to replace it"
         )
     url = _resolve_url(source, urls)
@@ -211,25 +156,25 @@ def _fetch_one(
     return target
 
 
-def _resolve_url(source: RemoteSource, urls: Mapping[str, str]) -> str:
+def _resolve_url(source: SourceSpec, urls: Mapping[str, str]) -> str:
     """Explicit override, then the mirror from the environment, then the built-in URL."""
     if source.name in urls:
         return urls[source.name]
     base = os.environ.get(BASE_URL_ENV, "").strip()
     if base:
         return f"{base.rstrip('/')}/{source.name}.zip"
-    return source.url
+    return source.download.url
 
 
-def _is_installed(target: Path, source: RemoteSource) -> bool:
-    return target.is_dir() and all((target / dest).exists() for _, dest in source.members)
+def _is_installed(target: Path, source: SourceSpec) -> bool:
+    return target.is_dir() and all((target / dest).exists() for _, dest in source.download.members)
 
 
 # --------------------------------------------------------------------------- download
 
 
 def _download(
-    source: RemoteSource, url: str, downloads: Path, *, force: bool, log: Callable[[str], None], timeout: float
+    source: SourceSpec, url: str, downloads: Path, *, force: bool, log: Callable[[str], None], timeout: float
 ) -> Path:
     """Return a complete, verified archive in ``downloads``, reusing or resuming what is there."""
     downloads.mkdir(parents=True, exist_ok=True)
@@ -250,12 +195,12 @@ def _download(
     _stream_to_part(source, url, part, log=log, timeout=timeout)
 
     actual = _sha256(part)
-    if source.sha256 and actual != source.sha256.lower():
+    if source.download.sha256 and actual != source.download.sha256.lower():
         part.unlink()
         _part_meta_path(part).unlink(missing_ok=True)
         raise FetchError(
             f"{source.name}: checksum mismatch for {url}: expected sha256 "
-            f"{source.sha256}, got {actual}; the corrupt download was deleted"
+            f"{source.download.sha256}, got {actual}; the corrupt download was deleted"
         )
     part.replace(archive)
     _part_meta_path(part).unlink(missing_ok=True)
@@ -267,25 +212,25 @@ def _download(
             "sha256": actual,
             "size": archive.stat().st_size,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "verified": bool(source.sha256),
+            "verified": bool(source.download.sha256),
         },
     )
-    note = "verified" if source.sha256 else "recorded; no published checksum to verify against"
+    note = "verified" if source.download.sha256 else "recorded; no published checksum to verify against"
     log(f"{source.name}: sha256 {actual} ({note})")
     return archive
 
 
-def _expected_sha256(source: RemoteSource, record: Path) -> str | None:
+def _expected_sha256(source: SourceSpec, record: Path) -> str | None:
     """The known checksum, else the one recorded when the archive was downloaded."""
-    if source.sha256:
-        return source.sha256.lower()
+    if source.download.sha256:
+        return source.download.sha256.lower()
     try:
         return json.loads(record.read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _stream_to_part(source: RemoteSource, url: str, part: Path, *, log: Callable[[str], None], timeout: float) -> None:
+def _stream_to_part(source: SourceSpec, url: str, part: Path, *, log: Callable[[str], None], timeout: float) -> None:
     """Stream ``url`` into ``part``, continuing an existing partial file when the server allows."""
     meta_path = _part_meta_path(part)
     meta = _read_json(meta_path)
@@ -345,7 +290,7 @@ def _stream_to_part(source: RemoteSource, url: str, part: Path, *, log: Callable
 
 
 def _copy_with_progress(
-    source: RemoteSource, response, part: Path, offset: int, total: int | None, *, log: Callable[[str], None]
+    source: SourceSpec, response, part: Path, offset: int, total: int | None, *, log: Callable[[str], None]
 ) -> int:
     """Append (or write from zero) the response body to ``part``; log every ~10 %. Returns bytes on disk."""
     done = offset
@@ -397,9 +342,9 @@ def _part_meta_path(part: Path) -> Path:
     return part.with_name(part.name + ".json")
 
 
-def _manual_hint(source: RemoteSource) -> str:
+def _manual_hint(source: SourceSpec) -> str:
     hint = f"the link may have moved: get it by hand from {source.homepage} or pass another URL"
-    return f"{hint} ({_KAGGLE_NOTE})" if source.name == "kaggle" else hint
+    return f"{hint} ({source.note})" if source.note else hint
 
 
 def _reason(error: BaseException) -> str:
@@ -410,7 +355,7 @@ def _reason(error: BaseException) -> str:
 # --------------------------------------------------------------------------- install
 
 
-def _install(source: RemoteSource, archive: Path, target: Path, *, log: Callable[[str], None]) -> None:
+def _install(source: SourceSpec, archive: Path, target: Path, *, log: Callable[[str], None]) -> None:
     """Extract the wanted members beside ``target`` and rename the result into place."""
     log(f"{source.name}: extracting into {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -431,7 +376,7 @@ def _install(source: RemoteSource, archive: Path, target: Path, *, log: Callable
     log(f"{source.name}: installed {count} files at {target}")
 
 
-def _extract(source: RemoteSource, archive: Path, staging: Path) -> int:
+def _extract(source: SourceSpec, archive: Path, staging: Path) -> int:
     """Write each wanted member of ``archive`` under ``staging``; return the number of files."""
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -439,7 +384,7 @@ def _extract(source: RemoteSource, archive: Path, staging: Path) -> int:
             members = [(info, _safe_name(source, info.filename)) for info in zf.infolist()]
             members = [(info, path) for info, path in members if not _is_junk(path)]
             count = 0
-            for pattern, dest in source.members:
+            for pattern, dest in source.download.members:
                 prefix = _locate(source, pattern, [path for _, path in members])
                 for info, path in members:
                     if info.is_dir() or not _is_under(path, prefix):
@@ -460,7 +405,7 @@ def _extract(source: RemoteSource, archive: Path, staging: Path) -> int:
         ) from error
 
 
-def _safe_name(source: RemoteSource, name: str) -> PurePosixPath:
+def _safe_name(source: SourceSpec, name: str) -> PurePosixPath:
     """The member's path, refusing absolute paths, drive letters and ``..`` (zip-slip)."""
     path = PurePosixPath(name.replace("\\", "/"))  # archives made on Windows may use backslashes
     first = path.parts[0] if path.parts else ""
@@ -473,7 +418,7 @@ def _is_junk(path: PurePosixPath) -> bool:
     return any(part in _JUNK_DIRS for part in path.parts) or path.name in _JUNK_FILES or path.name.startswith("._")
 
 
-def _locate(source: RemoteSource, pattern: str, paths) -> PurePosixPath:
+def _locate(source: SourceSpec, pattern: str, paths) -> PurePosixPath:
     """The shallowest file or folder whose trailing path components equal ``pattern``."""
     want = PurePosixPath(pattern).parts
     candidates = set()
@@ -497,7 +442,7 @@ def _is_under(path: PurePosixPath, prefix: PurePosixPath) -> bool:
     return path.parts[: len(prefix.parts)] == prefix.parts
 
 
-def _check_inside(source: RemoteSource, out: Path, root: Path) -> None:
+def _check_inside(source: SourceSpec, out: Path, root: Path) -> None:
     # Belt and braces behind _safe_name: the resolved destination must stay in the staging folder.
     if not out.resolve().is_relative_to(root.resolve()):
         raise FetchError(f"{source.name}: refusing to write {out} outside {root}")

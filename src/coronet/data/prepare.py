@@ -27,6 +27,7 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from .dedup import (
     pixel_hash,
 )
 from .imageio import ImageReadError, read_image, resize_square
-from .sources import LABELS, read_source, source_dir
+from .sources import LABELS, read_source, reader_options, source_dir
 
 #: The paper's Table I.
 PAPER_CLASS_COUNTS = {"covid": 284, "normal": 310, "bacterial": 330, "viral": 327}
@@ -78,7 +79,7 @@ class PrepareConfig:
     split: str = "patient"  # "patient": stratified + grouped by patient; "image": the paper's stratified folds
     seed: int = 0
     image_size: int = 150
-    cohen_views: tuple[str, ...] = ("PA", "AP", "AP Supine")
+    source_options: dict[str, dict] = field(default_factory=dict)  # per source: reader options over its spec's
     source_roots: dict[str, str] = field(default_factory=dict)  # a source's folder, if not under data_dir
     workers: int = min(2, os.cpu_count() or 1)
     # De-confounding: adult ChestX-ray8 films of dataset-2 (its folder, or a data directory holding it) as
@@ -107,9 +108,7 @@ def collect_candidates(data_dir: Path, config: PrepareConfig) -> pd.DataFrame:
     """All images of the configured sources, with ``relpath`` relative to ``data_dir``."""
     tables = []
     for name in config.sources:
-        options = {"views": config.cohen_views} if name == "cohen" else {}
-        if name == "ozturk":  # its COVID-19 files are Cohen films: take their patients from Cohen's metadata
-            options = {"cohen_root": config.source_roots.get("cohen") or source_dir("cohen", data_dir)}
+        options = reader_options(name, data_dir, config.source_options.get(name), config.source_roots)
         root = config.source_roots.get(name) or source_dir(name, data_dir)
         tables.append(read_source(name, root, **options))
     table = pd.concat(tables, ignore_index=True)
@@ -150,7 +149,7 @@ def scan_images(paths: list[str], size: int, workers: int) -> list[dict]:
         return list(pool.map(_scan_one, jobs, chunksize=32))
 
 
-def undersample(table: pd.DataFrame, class_counts: dict[str, int], seed: int) -> pd.DataFrame:
+def undersample(table: pd.DataFrame, class_counts: Mapping[str, int | None], seed: int) -> pd.DataFrame:
     """Seeded random selection of ``class_counts[label]`` images per label.
 
     A count of ``None`` takes every image of the label; a count above what is available
@@ -313,6 +312,8 @@ def adult_negative_rows(data_dir: Path, config: PrepareConfig, log=print):
     """
     from .sources import find_source_root
 
+    if not config.adult_negatives:
+        raise ValueError("adult_negative_rows needs PrepareConfig.adult_negatives (dataset-2's folder)")
     root = find_source_root("ozturk", Path(config.adult_negatives), ("No_findings", "Pneumonia"))
     table = read_source("ozturk", root)
     table = table[table["label"].isin(ADULT_LABELS)].copy()

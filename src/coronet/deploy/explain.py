@@ -106,8 +106,9 @@ class GradCam:
         with torch.inference_mode(False):  # a copy made in inference mode could never join a backward pass
             self._model = copy.deepcopy(model).eval()
         self._model.requires_grad_(False)
-        self.layer_name = find_target_layer(self._model.backbone, self.input_size)
-        self._layer = self._model.backbone.get_submodule(self.layer_name)
+        backbone = self._model.get_submodule("backbone")
+        self.layer_name = find_target_layer(backbone, self.input_size)
+        self._layer = backbone.get_submodule(self.layer_name)
         self._layer.register_forward_hook(_start_graph_here)
         self._lock = threading.Lock()
 

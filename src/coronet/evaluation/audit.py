@@ -51,6 +51,7 @@ import torch
 
 from ..data.augment import resize_batch
 from ..data.prepare import CACHE_TEMPLATE, load_cache, split_cohorts
+from ..layout import RunDir
 from ..models.modeldir import inference_model, load_model_dir
 from ..training.profiles import TrainConfig
 from .bootstrap import bootstrap_cis
@@ -266,9 +267,11 @@ def cam_mass(
     merged["correct"] = merged["pred"] == merged["label"]
     shuffled = merged.sample(frac=1.0, random_state=config.seed)
     sample = shuffled.groupby(["label", "correct"], sort=True).head(config.cam_per_group)
-    rows, shown = [], []
+    rows: list[dict] = []
+    shown: list[tuple] = []
     for fold, part in sample.groupby("fold"):
-        model, card = load_model_dir((model_dirs or {}).get(fold) or run_dir / f"fold-{fold}" / "model")
+        model_dir = (model_dirs or {}).get(fold) or RunDir(Path(run_dir or ".")).fold(fold).model
+        model, card = load_model_dir(model_dir)
         cam = GradCam(model, card["input_size"])
         images = np.asarray(cache[part["cache_index"].to_numpy()])
         batch = resize_batch(torch.from_numpy(images)[:, None].float() / 255, card["input_size"]).numpy()
@@ -540,7 +543,7 @@ def _summarise(tests, manifest, retrain_folds, cam_table, config, lungs) -> dict
 def _verdicts(summary: dict) -> dict:
     t, chance = summary["tests"], summary["chance"]
     intact = t["intact"]["accuracy"]["value"]
-    verdicts = {}
+    verdicts: dict[str, str | None] = {}
     if "retrained-lungs-removed" in t:
         removed = t["retrained-lungs-removed"]["accuracy"]["value"]
         reference = t["intact-retrained-folds"]["accuracy"]["value"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..tasks import get_task
 from ..training.finetune import finetune
 from ..training.fit import run_cv
 from ..training.profiles import get_profile
@@ -26,7 +27,8 @@ from .report import markdown_table, write_report
 
 #: CoroNet first, then the peers the paper lists (its Table VII) that have an ImageNet-style backbone in timm.
 DEFAULT_BACKBONES = ("legacy_xception", "resnet50", "densenet121", "vgg19", "darkcovidnet")
-TASK_COLUMNS = {"4class": "4-class", "3class": "3-class", "binary": "binary"}
+#: The tasks compared, by name (their titles head the table's columns).
+TASK_COLUMNS = ("4class", "3class", "binary")
 
 
 def compare(
@@ -83,7 +85,7 @@ def backbone_row(base: Path, backbone: str, tasks, n_bootstrap: int) -> dict:
     row = {"backbone": backbone, "parameters": card["parameters"]["trainable"]}
     for task in tasks:
         summary = write_report(base / task, n_bootstrap=n_bootstrap)
-        name = TASK_COLUMNS[task]
+        name = get_task(task).title
         row[f"{name} accuracy"] = round(100 * summary["accuracy"], 2)
         row[f"{name} 95% CI"] = f"{100 * summary['accuracy_ci'][0]:.1f}-{100 * summary['accuracy_ci'][1]:.1f}"
     speeds = [_train_speed(path) for path in sorted((base / "4class").glob("fold-*/metrics.csv"))]

@@ -22,11 +22,12 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import __version__
 from ..data.sources import SOURCES, read_source, source_dir
-from ..deploy.predict import Failure, Predictor
+from ..deploy.predict import Failure, Prediction, Predictor
 from ..tasks import default_class_map, mapped_labels, merge_probabilities
 
 
@@ -109,7 +110,8 @@ def evaluate(
     ok = [k for k, r in enumerate(results) if not isinstance(r, Failure)]
     if not ok:
         raise ValueError(f"{root}: none of the {len(results)} images could be read")
-    merged, _ = merge_probabilities([results[k].probabilities for k in ok], predictor.classes, mapping)
+    predicted = [r for r in results if isinstance(r, Prediction)]
+    merged, _ = merge_probabilities(np.array([r.probabilities for r in predicted]), predictor.classes, mapping)
     rows = table.iloc[ok].reset_index(drop=True)
     predictions = rows[["path", "patient_id"]].copy()
     predictions["fold"] = 1

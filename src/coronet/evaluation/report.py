@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,7 @@ def adult_summary(adults: pd.DataFrame, n: int = 1000, seed: int = 0) -> dict:
     stats["false_covid_all"] = lambda df: float((df["pred"] == COVID).mean()) if len(df) else float("nan")
     stats["normal_vs_pneumonia"] = normal_vs_pneumonia
     cis = bootstrap_cis(adults, stats, n=n, seed=seed)
-    out = {"n_images": int(len(adults)), "n_patients": int(adults["patient_id"].nunique())}
+    out: dict = {"n_images": int(len(adults)), "n_patients": int(adults["patient_id"].nunique())}
     for name, (point, low, high) in cis.items():
         out[name] = point
         out[f"{name}_ci"] = [low, high]
@@ -160,9 +161,9 @@ COUNT_COLUMNS = {"images", "patients", "n_patients", "n_bootstrap", "films", "co
 
 
 def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
+    if isinstance(v, float | np.floating):
         return "" if np.isnan(v) else f"{v:.2f}"
-    return str(v)
+    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
 
 
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -179,7 +180,9 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
                 _fmt(v) if pd.isna(p) else f"{_fmt(v)} / {p:.2f} / {d:+.2f}" for v, p, d in zip(values, paper, diff)
             ]
         elif column in COUNT_COLUMNS:
-            out[column] = ["" if pd.isna(v) else str(int(v)) for v in values]
+            out[column] = [
+                str(int(v)) if isinstance(v, int | float | np.number) and not pd.isna(v) else _fmt(v) for v in values
+            ]
         else:
             out[column] = [_fmt(v) for v in values]
     table = pd.DataFrame(out, index=df.index)
@@ -326,7 +329,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     table4.to_csv(out / "table4.csv")
     table5.to_csv(out / "table5.csv")
 
-    stats = {"accuracy": accuracy}
+    stats: dict[str, Callable[[pd.DataFrame], float]] = {"accuracy": accuracy}
     for c in classes:
         stats[f"recall_{c}"] = recall_of(c)
         stats[f"precision_{c}"] = precision_of(c)
@@ -352,6 +355,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
         adult = adult_summary(adults, n=n_bootstrap, seed=seed)
         adult["trained_with_adult_negatives"] = split_cohorts(every)[1] is not None
         adult_table = false_covid_table(adults, n=n_bootstrap, seed=seed)
+        assert adult_table is not None  # the model has a COVID-19 class and the adults are all non-COVID
         adult_table.to_csv(out / "adult-false-covid.csv")
 
     figures = {}

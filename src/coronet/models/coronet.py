@@ -59,10 +59,16 @@ class CoroNet(nn.Module):
         self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
         self.register_buffer("std", torch.tensor(float(std)), persistent=False)
 
+    mean: torch.Tensor
+    std: torch.Tensor
+    backbone: nn.Module
+
     @property
     def classifier(self) -> nn.Linear:
         """The last layer (replaced when fine-tuning for another label set)."""
-        return self.head[-1]
+        layer = self.head[-1]
+        assert isinstance(layer, nn.Linear)
+        return layer
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
@@ -174,7 +180,8 @@ def feature_shape(backbone: nn.Module, input_size: int) -> tuple[int, int, int]:
     backbone.train(was_training)
     if len(shape) != 3:
         raise ValueError(f"backbone returns shape {tuple(shape)}, expected a (C, H, W) feature map")
-    return tuple(int(s) for s in shape)
+    channels, height, width = (int(s) for s in shape)
+    return channels, height, width
 
 
 def build_model(
@@ -201,7 +208,7 @@ def replace_classifier(model: CoroNet, num_classes: int) -> CoroNet:
     Everything else -- backbone and the 256-unit dense layer -- keeps its trained weights:
     the paper derives its 3-class and binary models this way from the 4-class model.
     """
-    old = model.head[-1]
+    old = model.classifier
     model.head[-1] = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
     return model
 
@@ -228,8 +235,9 @@ def configure_batchnorm(model: CoroNet, momentum: float = 0.1, zero_init_last: b
     if not zero_init_last:
         return
     for module in model.backbone.modules():
-        if hasattr(module, "rep") and hasattr(module, "skip"):
-            norms = [m for m in module.rep if isinstance(m, nn.BatchNorm2d)]
+        rep = getattr(module, "rep", None)
+        if isinstance(rep, nn.Sequential) and hasattr(module, "skip"):
+            norms = [m for m in rep if isinstance(m, nn.BatchNorm2d)]
             if norms:
                 nn.init.zeros_(norms[-1].weight)
         elif hasattr(module, "zero_init_last") and callable(module.zero_init_last):

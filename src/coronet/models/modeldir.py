@@ -151,7 +151,7 @@ def card_tta(card: dict) -> str | None:
     return (card.get("inference") or {}).get("tta")
 
 
-def inference_model(model: CoroNet, card: dict) -> torch.nn.Module:
+def inference_model(model: torch.nn.Module, card: dict) -> torch.nn.Module:
     """The network as the card says to use it: wrapped for its test-time augmentation, if any.
 
     Prediction, evaluation, export and the service all go through this, so each gives the

@@ -159,7 +159,7 @@ def plot_curves(metrics_csv: Path, out: Path) -> None:
 # --------------------------------------------------------------------------- one fold
 @dataclass
 class FoldResult:
-    fold: int
+    fold: int | None
     accuracy: float
     predictions: pd.DataFrame
     directory: Path
@@ -251,7 +251,7 @@ def fit_fold(
     resume: bool = False,
     max_epochs: int | None = None,
     progress: bool = True,
-    model: torch.nn.Module | None = None,
+    model: CoroNet | None = None,
     manifest: pd.DataFrame | None = None,
     card: dict | None = None,
     log=print,
@@ -300,7 +300,7 @@ def fit_fold(
         accelerator=config.accelerator,
         devices=_devices(config.devices),
         strategy=config.strategy,
-        precision=resolve_precision(config),
+        precision=resolve_precision(config),  # type: ignore[arg-type]
         deterministic=True,
         use_distributed_sampler=False,  # our samplers shard by rank themselves
         check_val_every_n_epoch=validate_every,
@@ -371,7 +371,7 @@ def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manife
 
 
 def _save_fold_model(
-    model: torch.nn.Module,
+    model: CoroNet,
     out: Path,
     config: TrainConfig,
     dataset_dir: Path,
@@ -433,7 +433,7 @@ def backbone_features(
 
 def fit_head_on_features(
     dataset_dir: Path,
-    fold: int,
+    fold: int | None,
     out: Path,
     config: TrainConfig,
     model: CoroNet,
@@ -453,7 +453,7 @@ def fit_head_on_features(
     with the profile's optimiser, schedule and label smoothing (EMA and mixup do not apply).
     The fold directory has the usual layout; there is no checkpoint (a rerun takes seconds).
     """
-    masks = torch.as_tensor(masks)
+    target_masks = torch.as_tensor(masks)
     started = time.perf_counter()
     set_trainable(model, config.train_layers)
     train_x = backbone_features(model, cache, train_rows.cache_index, config.input_size)
@@ -484,14 +484,14 @@ def fit_head_on_features(
         total_loss, correct = 0.0, 0
         for batch in torch.randperm(len(train_x), generator=generator).split(config.batch_size):
             logits = head(train_x[batch])
-            loss = partial_label_loss(logits, train_y[batch], masks, config.label_smoothing)
+            loss = partial_label_loss(logits, train_y[batch], target_masks, config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if schedule is not None:
                 schedule.step()
             total_loss += float(loss) * len(batch)
-            correct += int(masks[train_y[batch], logits.argmax(1)].sum())
+            correct += int(target_masks[train_y[batch], logits.argmax(1)].sum())
         seconds = time.perf_counter() - epoch_started
         for callback in callbacks:
             if isinstance(callback, OverallProgress):
@@ -507,8 +507,10 @@ def fit_head_on_features(
                 "epoch": epoch + 1,
                 "train_loss": round(total_loss / len(train_x), 6),
                 "train_acc": round(correct / len(train_x), 6),
-                "val_loss": round(float(-(probabilities * masks[val_y]).sum(1).clamp_min(1e-12).log().mean()), 6),
-                "val_acc": round(float(masks[val_y, probabilities.argmax(1)].float().mean()), 6),
+                "val_loss": round(
+                    float(-(probabilities * target_masks[val_y]).sum(1).clamp_min(1e-12).log().mean()), 6
+                ),
+                "val_acc": round(float(target_masks[val_y, probabilities.argmax(1)].float().mean()), 6),
                 "seconds": round(seconds, 2),
                 "train_images_per_s": round(len(train_x) / max(seconds, 1e-9), 2),
             }
@@ -571,7 +573,7 @@ class _Loaders(pl.LightningDataModule):
         return self._loader(self.val_set, ShardSampler(len(self.val_set), world, rank), max(32, self.config.batch_size))
 
 
-def prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int) -> pd.DataFrame:
+def prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int | None) -> pd.DataFrame:
     rows = rows.reset_index(drop=True)
     if len(probabilities) != len(rows) or not (probabilities["index"].to_numpy() == np.arange(len(rows))).all():
         raise RuntimeError(f"fold {fold}: {len(probabilities)} predictions for {len(rows)} validation images")
@@ -600,7 +602,7 @@ def run_cv(
     progress: bool = True,
     log=print,
     manifest: pd.DataFrame | None = None,
-    initial_model: Callable[[int], torch.nn.Module] | None = None,
+    initial_model: Callable[[int], CoroNet] | None = None,
     record: dict | None = None,
 ) -> pd.DataFrame:
     """Train and evaluate every fold (or ``folds``) of the prepared dataset into one run directory.

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.utils.model_ema import ModelEmaV3
 
 from ..data.augment import augment_batch, mix_batch, resize_batch
-from ..models.coronet import build_model, configure_batchnorm, set_trainable
+from ..models.coronet import CoroNet, build_model, configure_batchnorm, set_trainable
 from .profiles import TrainConfig
 
 
@@ -39,7 +39,7 @@ class CoroNetModule(pl.LightningModule):
     def __init__(
         self,
         config: TrainConfig,
-        model: torch.nn.Module | None = None,
+        model: CoroNet | None = None,
         predictions_path: Path | None = None,
         target_masks: np.ndarray | None = None,
     ):
@@ -73,9 +73,9 @@ class CoroNetModule(pl.LightningModule):
         self.validated_epoch: int | None = None
 
     @property
-    def evaluated_model(self) -> torch.nn.Module:
+    def evaluated_model(self) -> CoroNet:
         """The network that is validated and saved: the weight average when there is one."""
-        return self.ema.module if self.ema is not None else self.model
+        return self.ema.module if self.ema is not None else self.model  # type: ignore[return-value]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.config.channels_last:

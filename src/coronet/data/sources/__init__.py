@@ -1,44 +1,141 @@
 """Readers for each public chest X-ray source, one small module each, one table out.
 
->>> from coronet.sources import read_source
+>>> from coronet.data.sources import read_source
 >>> table = read_source("kaggle", "/data/kaggle-pneumonia")   # doctest: +SKIP
 
-Every reader returns the columns :data:`COLUMNS`: ``path, label, source,
+:data:`SOURCES` holds one :class:`SourceSpec` per source (folder, reader, options, download,
+title). Every reader returns the columns :data:`COLUMNS`: ``path, label, source,
 patient_id, view, split`` (``patient_id`` is prefixed by the source name so ids
 never collide across sources).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .base import COLUMNS, LABELS, canonical_label
-from .cohen import read_cohen
+from .base import COLUMNS, LABELS, RemoteSource, canonical_label
+from .cohen import DEFAULT_VIEWS, read_cohen
 from .folder import read_folder
 from .kaggle import parse_kaggle_name, read_kaggle
 from .ozturk import read_ozturk
 
-#: name -> (reader, folder under the data directory where ``coronet data fetch`` puts it)
-SOURCES: dict[str, tuple[Callable[..., pd.DataFrame], str]] = {
-    "cohen": (read_cohen, "cohen-covid"),
-    "kaggle": (read_kaggle, "kaggle-pneumonia"),
-    "ozturk": (read_ozturk, "ozturk-dataset2"),
-}
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything about one public source, in one place: where it lives, how it is read, where it comes from.
+
+    name: the source's name (``--source``, manifest ``source`` column, patient id prefix).
+    folder: its folder under the data directory.
+    reader: ``reader(root, **options) -> table`` (columns :data:`COLUMNS`).
+    title, homepage: what users are told when it is missing.
+    remote: where ``coronet data fetch`` downloads it (None: by hand only).
+    options: the reader's default options (``PrepareConfig.source_options`` overrides them).
+    related: reader options that name another source's folder, e.g. ``{"cohen_root": "cohen"}``.
+    A new source is one ``register_source(SourceSpec(...))``.
+    """
+
+    name: str
+    folder: str
+    reader: Callable[..., pd.DataFrame]
+    title: str
+    homepage: str = ""
+    remote: RemoteSource | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
+    related: Mapping[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def download(self) -> RemoteSource:
+        """Where ``coronet data fetch`` gets it; ``ValueError`` for a source to be got by hand."""
+        if self.remote is None:
+            raise ValueError(f"{self.name}: no download address; get it by hand from {self.homepage or 'its authors'}")
+        return self.remote
+
+
+#: Every source, by name.
+SOURCES: dict[str, SourceSpec] = {}
+
+
+def register_source(spec: SourceSpec) -> SourceSpec:
+    SOURCES[spec.name] = spec
+    return spec
+
+
+# The GitHub archives follow the repositories' moving ``master`` branch, so they have no fixed
+# checksum. The Mendeley file is fixed, but its checksum is not published; the first download
+# records it in .downloads/<name>.json.
+register_source(
+    SourceSpec(
+        "cohen",
+        "cohen-covid",
+        read_cohen,
+        "ieee8023 COVID-19 image data collection (Cohen et al.)",
+        "https://github.com/ieee8023/covid-chestxray-dataset",
+        RemoteSource(
+            "https://github.com/ieee8023/covid-chestxray-dataset/archive/refs/heads/master.zip",
+            None,
+            (("metadata.csv", "metadata.csv"), ("images", "images")),
+        ),
+        options={"views": DEFAULT_VIEWS},
+    )
+)
+register_source(
+    SourceSpec(
+        "kaggle",
+        "kaggle-pneumonia",
+        read_kaggle,
+        'Kermany et al. "Chest X-Ray Images (Pneumonia)", Mendeley Data doi:10.17632/rscbjbr9sj.2',
+        "https://data.mendeley.com/datasets/rscbjbr9sj/2",
+        # ChestXRay2017.zip of Mendeley Data record rscbjbr9sj version 2 (about 1.2 GB). Mendeley's public-files
+        # links are not promised to be stable: if this one moves, pass another URL (--url) or use a mirror.
+        RemoteSource(
+            "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
+            "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded",
+            None,
+            (("chest_xray", "chest_xray"),),
+        ),
+        note="the same images are on Kaggle (paultimothymooney/chest-xray-pneumonia), but Kaggle downloads need an "
+        "account and API token",
+    )
+)
+register_source(
+    SourceSpec(
+        "ozturk",
+        "ozturk-dataset2",
+        read_ozturk,
+        "Ozturk et al. dataset-2 (muhammedtalo/COVID-19)",
+        "https://github.com/muhammedtalo/COVID-19",
+        RemoteSource(
+            "https://github.com/muhammedtalo/COVID-19/archive/refs/heads/master.zip",
+            None,
+            tuple((f"X-Ray Image DataSet/{f}", f) for f in ("Covid-19", "No_findings", "Pneumonia")),
+        ),
+        # its COVID-19 files are Cohen films: their patients come from Cohen's metadata
+        related={"cohen_root": "cohen"},
+    )
+)
 
 
 def source_dir(name: str, data_dir: str | Path) -> Path:
     """Where source ``name`` lives under a data directory (``folder``: the data directory itself)."""
     if name == "folder":
         return Path(data_dir)
+    return Path(data_dir) / get_source(name).folder
+
+
+def get_source(name: str) -> SourceSpec:
+    """The spec of source ``name``; ``ValueError`` for an unknown one."""
     if name not in SOURCES:
         raise ValueError(f"unknown source {name!r}; choose from {', '.join([*SOURCES, 'folder'])}")
-    return Path(data_dir) / SOURCES[name][1]
+    return SOURCES[name]
 
 
-def find_source_root(name: str, path: str | Path, markers: tuple[str, ...] = ()) -> Path:
+def find_source_root(name: str, path: str | os.PathLike, markers: tuple[str, ...] = ()) -> Path:
     """Source ``name``'s own folder, given it (it holds every name in ``markers``) or a data directory holding it."""
     path = Path(path)
     if markers and all((path / marker).is_dir() for marker in markers):
@@ -47,7 +144,7 @@ def find_source_root(name: str, path: str | Path, markers: tuple[str, ...] = ())
         return source_dir(name, path)
     what = f"folders {', '.join(markers)}" if markers else "its files"
     raise FileNotFoundError(
-        f"{path}: neither the {name} source ({what}) nor a data directory holding {SOURCES[name][1]}/"
+        f"{path}: neither the {name} source ({what}) nor a data directory holding {get_source(name).folder}/"
     )
 
 
@@ -55,15 +152,35 @@ def read_source(name: str, root: str | Path, **options) -> pd.DataFrame:
     """Read one source: ``cohen``, ``kaggle``, ``ozturk`` (``root`` is that source's folder) or ``folder``."""
     if name == "folder":
         return read_folder(root, **options)
-    if name not in SOURCES:
-        raise ValueError(f"unknown source {name!r}; choose from {sorted(SOURCES) + ['folder']}")
-    return SOURCES[name][0](root, **options)
+    return get_source(name).reader(root, **options)
+
+
+def reader_options(
+    name: str,
+    data_dir: str | Path,
+    overrides: Mapping[str, object] | None = None,
+    roots: Mapping[str, str] | None = None,
+) -> dict:
+    """The options source ``name``'s reader gets: the spec's defaults, ``overrides``, and the folders of
+    related sources (``roots`` first, else under ``data_dir``)."""
+    if name == "folder":
+        return dict(overrides or {})
+    spec = get_source(name)
+    options = {**spec.options, **(overrides or {})}
+    for option, other in spec.related.items():
+        options[option] = (roots or {}).get(other) or source_dir(other, data_dir)
+    return options
 
 
 __all__ = [
     "COLUMNS",
     "LABELS",
     "SOURCES",
+    "RemoteSource",
+    "SourceSpec",
+    "get_source",
+    "reader_options",
+    "register_source",
     "canonical_label",
     "parse_kaggle_name",
     "read_cohen",

@@ -8,6 +8,7 @@ need to know where an image came from.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -79,3 +80,14 @@ def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: {what} not found")
     return path
+
+
+@dataclass(frozen=True)
+class RemoteSource:
+    """Where a public source is downloaded from and how its archive maps onto its folder."""
+
+    url: str
+    sha256: str | None  #: known archive checksum; None: computed, printed and recorded, not verified
+    #: (path inside the archive, matched as a suffix of whole path components; the
+    #: shallowest match wins) -> destination relative to the source's folder
+    members: tuple[tuple[str, str], ...]
