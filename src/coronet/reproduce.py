@@ -58,7 +58,7 @@ def reproduce(
     data: str | os.PathLike,
     out: str | os.PathLike,
     profile: str = "fast",
-    counts: dict[str, int] | None = None,
+    counts: dict[str, int | None] | None = None,
     folds: int = 4,
     seed: int = 0,
     dataset2: bool = True,

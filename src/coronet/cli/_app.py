@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 
 from ..errors import USER_ERRORS, one_line
@@ -94,34 +97,150 @@ def require_sources(data_dir: Path, names) -> None:
         fail(missing_data_help(data_dir))
 
 
-ProfileOption = Annotated[str, typer.Option(help="Settings profile: paper, quick or tiny.")]
-EpochsOption = Annotated[Optional[int], typer.Option(help="Override the profile's number of epochs.")]
-BackboneOption = Annotated[Optional[str], typer.Option(help="timm backbone (legacy_xception, resnet50, ...).")]
-WeightsOption = Annotated[Optional[str], typer.Option(help="Initial backbone weights: none, imagenet or a PATH.")]
-PrecisionOption = Annotated[Optional[str], typer.Option(help="auto, 32, bf16-mixed, 16-mixed.")]
-DevicesOption = Annotated[Optional[str], typer.Option(help="Lightning devices: 1, 2, auto, 0,1 ...")]
-AcceleratorOption = Annotated[Optional[str], typer.Option(help="auto, cpu, gpu ...")]
-StrategyOption = Annotated[Optional[str], typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn ...")]
-BatchSizeOption = Annotated[Optional[int], typer.Option(help="Override the batch size.")]
-SeedOption = Annotated[Optional[int], typer.Option(help="Override the training seed.")]
-SetOption = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--set",
-        help="Any training setting as KEY=VALUE (repeatable), e.g. --set lr=1e-3 --set schedule=onecycle; "
-        "the fields of coronet.profiles.TrainConfig.",
-    ),
-]
+from ..data.sources import SOURCES  # noqa: E402  (light: the source registry)
+from ..tasks import TASKS  # noqa: E402
+from ..training.profiles import FINETUNE_PROFILES, PROFILES  # noqa: E402
+
+#: Typed choices: typer lists them in --help and refuses anything else (exit 2).
+Profile = choices("Profile", PROFILES)
+FinetuneProfile = choices("FinetuneProfile", FINETUNE_PROFILES)
+TaskName = choices("TaskName", TASKS)
+Runtime = choices("Runtime", ("torch", "onnx"))
+Split = choices("Split", ("patient", "image"))
+TrainLayers = choices("TrainLayers", ("all", "head", "classifier"))
+SourceName = choices("SourceName", [*SOURCES, "folder"])
+
+ProfileOption = Annotated[Profile, typer.Option(help="Settings profile (coronet.training.profiles).")]
+
+#: The training settings a command line may name directly: (TrainConfig field, type, help). Every other
+#: setting is --set KEY=VALUE, or a whole file with --config.
+TRAINING_OPTIONS = {
+    "epochs": (Optional[int], "Override the profile's number of epochs."),
+    "backbone": (Optional[str], "timm backbone (legacy_xception, resnet50, ...)."),
+    "weights": (Optional[str], "Initial backbone weights: none, imagenet or a PATH."),
+    "precision": (Optional[str], "auto (bf16 where the hardware has it), 32, bf16-mixed, 16-mixed."),
+    "devices": (Optional[str], "Lightning devices: 1, 2, auto, 0,1 ..."),
+    "accelerator": (Optional[str], "auto, cpu, gpu ..."),
+    "strategy": (Optional[str], "Lightning strategy: auto, ddp, ddp_spawn ..."),
+    "batch_size": (Optional[int], "Override the batch size."),
+    "seed": (Optional[int], "Override the training seed."),
+    "train_layers": (Optional[TrainLayers], "What trains: all, head or classifier."),
+}
 
 
-def training_config(profile: str, settings: list[str] | None = None, **overrides):
-    """The named profile with ``--set`` settings, then the command line's explicit options, on top."""
-    from ..training.profiles import get_profile, parse_settings
+def training_options(*names: str):
+    """Give a command the training options ``names`` (of :data:`TRAINING_OPTIONS`) plus ``--set`` and
+    ``--config``; the command receives them as one keyword, ``overrides``: a dict of the settings the
+    user gave (a file's, then --set's, then the named options', later ones winning). An option the
+    user did not give is absent (not None), so ``--set train_per_class=none`` can reset a setting."""
+    import inspect
 
+    def decorate(function):
+        hints = typing.get_type_hints(function, include_extras=True)
+        signature = inspect.signature(function)
+        kept = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.name != "overrides"
+        ]
+        extra = [
+            inspect.Parameter(
+                n,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[TRAINING_OPTIONS[n][0], typer.Option(help=TRAINING_OPTIONS[n][1])],
+            )
+            for n in names
+        ]
+        extra += [
+            inspect.Parameter(
+                "settings",
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[
+                    Optional[list[str]],
+                    typer.Option(
+                        "--set",
+                        help="Any training setting as KEY=VALUE (repeatable), e.g. "
+                        "--set lr=1e-3 --set schedule=onecycle; the fields of TrainConfig.",
+                    ),
+                ],
+            ),
+            inspect.Parameter(
+                "config_file",
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[
+                    Optional[Path],
+                    typer.Option(
+                        "--config",
+                        help="Training settings from a file: JSON (a run's "
+                        "config.json works) or TOML, applied over the profile.",
+                    ),
+                ],
+            ),
+        ]
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            context = click.get_current_context()
+            given = {}
+            config_file, settings = kwargs.pop("config_file"), kwargs.pop("settings")
+            if config_file is not None:
+                given.update(settings_from_file(config_file))
+            given.update(parse_settings(settings))
+            for name in names:
+                option = kwargs.pop(name)
+                if context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT):
+                    given[name] = value(option)
+            return function(*args, overrides=given, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=kept + extra)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {
+            **{p.name: p.annotation for p in kept + extra},
+            "return": signature.return_annotation,
+        }
+        return wrapper
+
+    return decorate
+
+
+def settings_from_file(path: Path) -> dict:
+    """Training settings from a JSON file (a run's ``config.json``: its ``train`` part) or a TOML file."""
+    import json
+    import tomllib
+
+    from ..training.profiles import TrainConfig
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
     try:
-        return get_profile(profile).with_overrides(**parse_settings(settings)).with_overrides(**overrides)
-    except (ValueError, TypeError) as error:
-        fail(str(error))
+        data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"--config {path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({error})"
+        ) from None
+    data = data.get("train", data) if isinstance(data, dict) else {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known - {"flips"})
+    if unknown:
+        raise ValueError(f"--config {path}: unknown settings {unknown}")
+    settings = dataclasses.asdict(TrainConfig.from_dict(data))  # validated, tuples restored
+    named = (set(data) - {"flips"}) | ({"hflip", "vflip"} if "flips" in data else set())
+    return {k: settings[k] for k in named}
+
+
+def parse_settings(items) -> dict:
+    from ..training.profiles import parse_settings as parse
+
+    return parse(items)
+
+
+def training_config(profile, overrides: dict):
+    """The named profile with the command line's settings on top (see :func:`training_options`)."""
+    from ..training.profiles import get_profile
+
+    return get_profile(value(profile)).with_overrides(**overrides)
 
 
 def quiet_lightning() -> None:

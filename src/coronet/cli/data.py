@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import resolve_data_dir
-from ._app import DataOption, data_app, fail, parse_pairs, require_sources
+from ._app import DataOption, SourceName, Split, data_app, fail, parse_pairs, require_sources, value
 
 
 @data_app.command("prepare")
@@ -16,10 +16,12 @@ def data_prepare(
     out: Annotated[Path, typer.Option(help="Dataset directory to write.")],
     data: DataOption = None,
     folds: Annotated[int, typer.Option(help="Number of cross-validation folds.")] = 4,
-    split: Annotated[str, typer.Option(help="'patient' (grouped by patient id) or 'image' (the paper's).")] = "patient",
+    split: Annotated[
+        Split, typer.Option(help="'patient' (grouped by patient id) or 'image' (the paper's).")
+    ] = Split.patient,
     seed: Annotated[int, typer.Option(help="Seed for under-sampling and folds.")] = 0,
     image_size: Annotated[int, typer.Option(help="Side of the cached, resized images.")] = 150,
-    source: Annotated[Optional[list[str]], typer.Option(help="Sources to read (repeatable).")] = None,
+    source: Annotated[Optional[list[SourceName]], typer.Option(help="Sources to read (repeatable).")] = None,
     count: Annotated[
         Optional[list[str]],
         typer.Option(help="Per-class target as LABEL=N (repeatable); default: the paper's Table I."),
@@ -37,10 +39,11 @@ def data_prepare(
     ] = None,
 ):
     """Select the paper's dataset (Table I), remove duplicates, assign folds, and cache decoded images."""
-    from ..data.prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
+    from ..data.prepare import PrepareConfig, prepare_dataset
+    from ..paper import TABLE1 as PAPER_CLASS_COUNTS
 
     data_dir = resolve_data_dir(data)
-    sources = tuple(source or ("cohen", "kaggle"))
+    sources = tuple(value(s) for s in source) if source else ("cohen", "kaggle")
     require_sources(data_dir, sources)
     counts: dict[str, int | None] = dict(PAPER_CLASS_COUNTS)
     for item in count or []:
@@ -48,21 +51,18 @@ def data_prepare(
         if not number.isdigit():
             fail(f"--count {item!r}: expected LABEL=N")
         counts[label] = int(number)
-    try:
-        config = PrepareConfig(
-            sources=sources,
-            class_counts=counts,
-            folds=folds,
-            split=split,
-            seed=seed,
-            image_size=image_size,
-            workers=workers,
-            adult_negatives=str(adult_negatives) if adult_negatives else None,
-            adult_per_class=adult_per_class,
-        )
-        prepare_dataset(data_dir, out, config)
-    except (ValueError, FileNotFoundError) as error:
-        fail(str(error))
+    config = PrepareConfig(
+        sources=sources,
+        class_counts=counts,
+        folds=folds,
+        split=value(split),
+        seed=seed,
+        image_size=image_size,
+        workers=workers,
+        adult_negatives=str(adult_negatives) if adult_negatives else None,
+        adult_per_class=adult_per_class,
+    )
+    prepare_dataset(data_dir, out, config)
 
 
 @data_app.command("fetch")

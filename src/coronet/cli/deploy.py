@@ -10,13 +10,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import app, fail
+from ._app import Runtime, app, fail, value
 
 ModelOption = Annotated[
     Path,
     typer.Option("--model", help="Model directory (model.safetensors + model.json), or the path of its model.json."),
 ]
-RuntimeOption = Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime; run `coronet export` first).")]
+RuntimeOption = Annotated[Runtime, typer.Option(help="torch, or onnx (ONNX Runtime; run `coronet export` first).")]
 
 #: Lists at least this long get a progress bar (on a terminal).
 PROGRESS_FROM = 50
@@ -30,7 +30,7 @@ def predict(
     model: ModelOption,
     out: Annotated[Optional[Path], typer.Option(help="Also write the results to FILE.csv or FILE.json.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 16,
-    runtime: RuntimeOption = "torch",
+    runtime: RuntimeOption = Runtime.torch,
     cam: Annotated[
         Optional[Path], typer.Option(help="Write a Grad-CAM overlay PNG per image (and grid.png) here.")
     ] = None,
@@ -48,7 +48,7 @@ def predict(
     if out is not None:
         _check_output_file(out)
     try:
-        predictor = Predictor(model, runtime=runtime)
+        predictor = Predictor(model, runtime=value(runtime))
     except (ModelLoadError, ValueError) as error:
         fail(str(error))
     files = find_images(paths)
@@ -208,7 +208,7 @@ def serve(
     model: ModelOption,
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    runtime: RuntimeOption = "torch",
+    runtime: RuntimeOption = Runtime.torch,
     max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest accepted upload, in MiB (at least 1).")] = 32,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Largest accepted image, in pixels (width x height), checked before decoding.")
@@ -237,7 +237,7 @@ def serve(
             model,
             host=host,
             port=port,
-            runtime=runtime,
+            runtime=value(runtime),
             max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             max_pixels=max_pixels,
             model_threads=model_threads,

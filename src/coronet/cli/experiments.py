@@ -9,112 +9,68 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import resolve_data_dir
-from ..models.coronet import WeightsError
 from ._app import (
-    AcceleratorOption,
-    BackboneOption,
-    BatchSizeOption,
     DataOption,
-    DevicesOption,
-    EpochsOption,
-    PrecisionOption,
+    FinetuneProfile,
+    Profile,
     ProfileOption,
-    SeedOption,
-    SetOption,
-    StrategyOption,
-    WeightsOption,
+    Runtime,
+    SourceName,
+    TaskName,
     app,
     fail,
     parse_folds,
     quiet_lightning,
     require_sources,
     training_config,
+    training_options,
+    value,
 )
 
 
 @app.command("cv")
+@training_options(
+    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed"
+)
 def cv(
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
-    profile: ProfileOption = "paper",
+    profile: ProfileOption = Profile.paper,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
-    epochs: EpochsOption = None,
-    backbone: BackboneOption = None,
-    weights: WeightsOption = None,
-    precision: PrecisionOption = None,
-    devices: DevicesOption = None,
-    accelerator: AcceleratorOption = None,
-    strategy: StrategyOption = None,
-    batch_size: BatchSizeOption = None,
-    seed: SeedOption = None,
-    settings: SetOption = None,
     resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    *,
+    overrides: dict,
 ):
     """k-fold cross-validation over the prepared dataset's folds: one model and predictions per fold."""
     from ..training.fit import run_cv
 
-    config = training_config(
-        profile,
-        settings,
-        epochs=epochs,
-        backbone=backbone,
-        weights=weights,
-        precision=precision,
-        devices=devices,
-        accelerator=accelerator,
-        strategy=strategy,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    config = training_config(profile, overrides)
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
-    try:
-        run_cv(dataset, out, config, profile=profile, folds=fold_list, resume=resume, progress=progress)
-    except (ValueError, FileNotFoundError, WeightsError) as error:
-        fail(str(error))
+    run_cv(dataset, out, config, profile=value(profile), folds=fold_list, resume=resume, progress=progress)
 
 
 @app.command("train")
+@training_options(
+    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed"
+)
 def train(
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
     out: Annotated[Path, typer.Option(help="Fold directory to write.")],
     fold: Annotated[int, typer.Option(help="The fold to validate on; the others train.")] = 1,
-    profile: ProfileOption = "paper",
-    epochs: EpochsOption = None,
-    backbone: BackboneOption = None,
-    weights: WeightsOption = None,
-    precision: PrecisionOption = None,
-    devices: DevicesOption = None,
-    accelerator: AcceleratorOption = None,
-    strategy: StrategyOption = None,
-    batch_size: BatchSizeOption = None,
-    seed: SeedOption = None,
-    settings: SetOption = None,
+    profile: ProfileOption = Profile.paper,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    *,
+    overrides: dict,
 ):
     """Train one model: validate on --fold, train on the rest."""
     from ..training.fit import fit_fold
 
-    config = training_config(
-        profile,
-        settings,
-        epochs=epochs,
-        backbone=backbone,
-        weights=weights,
-        precision=precision,
-        devices=devices,
-        accelerator=accelerator,
-        strategy=strategy,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    config = training_config(profile, overrides)
     quiet_lightning()
-    try:
-        result = fit_fold(dataset, fold, out, config, resume=resume, progress=progress)
-    except (ValueError, FileNotFoundError, WeightsError) as error:
-        fail(str(error))
+    result = fit_fold(dataset, fold, out, config, resume=resume, progress=progress)
     typer.echo(f"fold {fold}: validation accuracy {result.accuracy:.4f} on {len(result.predictions)} images -> {out}")
 
 
@@ -136,11 +92,14 @@ def report(
 
 
 @app.command("finetune")
+@training_options("epochs", "train_layers", "precision", "devices", "accelerator", "batch_size")
 def finetune(
     source: Annotated[Path, typer.Option("--from", help="A finished 4-class run directory (coronet cv).")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
-    task: Annotated[str, typer.Option(help="3class, binary (COVID-19 vs Normal) or covid-vs-rest.")] = "3class",
-    profile: Annotated[str, typer.Option(help="Fine-tuning profile: paper, quick or tiny.")] = "paper",
+    task: Annotated[
+        TaskName, typer.Option(help="The task: 3class, binary (COVID-19 vs Normal), covid-vs-rest.")
+    ] = TaskName["3class"],
+    profile: Annotated[FinetuneProfile, typer.Option(help="Fine-tuning profile.")] = FinetuneProfile.paper,
     data: Annotated[
         Optional[Path],
         typer.Option(
@@ -148,40 +107,27 @@ def finetune(
         ),
     ] = None,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
-    epochs: EpochsOption = None,
-    train_layers: Annotated[Optional[str], typer.Option(help="What trains: all, head or classifier.")] = None,
-    precision: PrecisionOption = None,
-    devices: DevicesOption = None,
-    accelerator: AcceleratorOption = None,
-    batch_size: BatchSizeOption = None,
     resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    *,
+    overrides: dict,
 ):
     """Derive the paper's 3-class / binary model from each fold's 4-class model: new last layer, fine-tuned."""
-    from ..models.modeldir import ModelLoadError
     from ..training.finetune import finetune as run_finetune
 
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
-    try:
-        run_finetune(
-            source,
-            out,
-            task=task,
-            profile=profile,
-            data=data,
-            folds=fold_list,
-            resume=resume,
-            progress=progress,
-            epochs=epochs,
-            train_layers=train_layers,
-            precision=precision,
-            devices=devices,
-            accelerator=accelerator,
-            batch_size=batch_size,
-        )
-    except (ValueError, FileNotFoundError, ModelLoadError) as error:
-        fail(str(error))
+    run_finetune(
+        source,
+        out,
+        task=value(task),
+        profile=value(profile),
+        data=data,
+        folds=fold_list,
+        resume=resume,
+        progress=progress,
+        **overrides,
+    )
     typer.echo(f"fine-tuned run: {out.resolve()}  (coronet report {out})")
 
 
@@ -191,8 +137,8 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="Data directory holding the source, or the source's own folder.")],
     out: Annotated[Path, typer.Option(help="Run directory to write (coronet report works on it).")],
     source: Annotated[
-        str, typer.Option(help="How to read DATA: kaggle, cohen, ozturk or folder (one folder per class).")
-    ] = "folder",
+        SourceName, typer.Option(help="How to read DATA: a registered source, or folder (one folder per class).")
+    ] = SourceName.folder,
     map_: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -202,7 +148,7 @@ def evaluate(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
-    runtime: Annotated[str, typer.Option(help="torch or onnx (needs coronet export).")] = "torch",
+    runtime: Annotated[Runtime, typer.Option(help="torch or onnx (needs coronet export).")] = Runtime.torch,
     report: Annotated[bool, typer.Option(help="Write the report (coronet report) afterwards.")] = True,
     training_dataset: Annotated[
         Optional[Path],
@@ -222,23 +168,19 @@ def evaluate(
     """Predict a whole dataset with a trained model (no training): predictions, then the full report."""
     from ..evaluation.evaluate import evaluate as run_evaluate
     from ..evaluation.report import summary_lines, write_report
-    from ..models.modeldir import ModelLoadError
     from ..tasks import parse_class_map
 
-    try:
-        run_evaluate(
-            model,
-            data,
-            source,
-            out,
-            class_map=parse_class_map(map_) if map_ else None,
-            batch_size=batch_size,
-            runtime=runtime,
-            training_dataset=training_dataset,
-            log=typer.echo,
-        )
-    except (ValueError, FileNotFoundError, ModelLoadError) as error:
-        fail(str(error))
+    run_evaluate(
+        model,
+        data,
+        value(source),
+        out,
+        class_map=parse_class_map(map_) if map_ else None,
+        batch_size=batch_size,
+        runtime=value(runtime),
+        training_dataset=training_dataset,
+        log=typer.echo,
+    )
     if report:
         summary = write_report(out)
         typer.echo(f"report: {(out / 'report' / 'report.html').resolve()}")
@@ -254,16 +196,17 @@ def evaluate(
 
 
 @app.command("reproduce")
+@training_options("epochs", "weights", "precision", "devices", "accelerator")
 def reproduce(
     out: Annotated[Path, typer.Option(help="Directory for every stage and the overview report.")],
     profile: Annotated[
-        str,
+        Profile,
         typer.Option(
             help="fast (a working CoroNet from scratch on a CPU), paper (the paper's "
             "protocol, ImageNet weights), quick (a few minutes' pipeline check) "
             "or tiny (tests)."
         ),
-    ] = "fast",
+    ] = Profile.fast,
     data: DataOption = None,
     count: Annotated[
         Optional[list[str]],
@@ -275,12 +218,6 @@ def reproduce(
     dataset2_per_class: Annotated[
         Optional[int], typer.Option(help="Use this many dataset-2 images per class (default: all).")
     ] = None,
-    epochs: EpochsOption = None,
-    precision: PrecisionOption = None,
-    devices: DevicesOption = None,
-    accelerator: AcceleratorOption = None,
-    weights: WeightsOption = None,
-    settings: SetOption = None,
     final: Annotated[
         bool, typer.Option(help="Also train one 4-class model on every image, for deployment (OUT/final/model).")
     ] = False,
@@ -302,55 +239,42 @@ def reproduce(
     ] = True,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")] = True,
+    *,
+    overrides: dict,
 ):
     """The paper end to end: prepare, 4-class CV, 3-class and binary fine-tunes, dataset-2, one report."""
-    from ..data.prepare import PAPER_CLASS_COUNTS
-    from ..models.modeldir import ModelLoadError
+    from ..paper import TABLE1
     from ..reproduce import overview_lines
     from ..reproduce import reproduce as run_reproduce
 
     data_dir = resolve_data_dir(data)
     require_sources(data_dir, ("cohen", "kaggle"))
-    counts = dict(PAPER_CLASS_COUNTS)
+    counts: dict[str, int | None] = dict(TABLE1)
     for item in count or []:
         label, _, number = item.partition("=")
         if label not in counts or not number.isdigit():
             fail(f"--count {item!r}: expected LABEL=N with LABEL one of {', '.join(counts)}")
         counts[label] = int(number)
-    from ..training.profiles import parse_settings
-
     quiet_lightning()
-    try:
-        summary = run_reproduce(
-            data_dir,
-            out,
-            profile=profile,
-            counts=counts,
-            folds=folds,
-            seed=seed,
-            dataset2=dataset2,
-            dataset2_per_class=dataset2_per_class,
-            n_bootstrap=bootstrap,
-            progress=progress,
-            final=final,
-            adult_negatives=adult_negatives,
-            adult_per_class=adult_per_class,
-            audit=audit_,
-            audit_retrain=audit_retrain,
-            log=typer.echo,
-            **{
-                **parse_settings(settings),
-                **{
-                    k: v
-                    for k, v in dict(
-                        epochs=epochs, precision=precision, devices=devices, accelerator=accelerator, weights=weights
-                    ).items()
-                    if v is not None
-                },
-            },
-        )
-    except (ValueError, FileNotFoundError, ModelLoadError, WeightsError) as error:
-        fail(str(error))
+    summary = run_reproduce(
+        data_dir,
+        out,
+        profile=value(profile),
+        counts=counts,
+        folds=folds,
+        seed=seed,
+        dataset2=dataset2,
+        dataset2_per_class=dataset2_per_class,
+        n_bootstrap=bootstrap,
+        progress=progress,
+        final=final,
+        adult_negatives=adult_negatives,
+        adult_per_class=adult_per_class,
+        audit=audit_,
+        audit_retrain=audit_retrain,
+        log=typer.echo,
+        **overrides,
+    )
     for line in overview_lines(summary):
         typer.echo(line)
 
@@ -379,26 +303,24 @@ def audit(
     from ..evaluation.audit import AuditConfig, parse_box
     from ..evaluation.audit import audit as run_audit
 
-    try:
-        config = AuditConfig(
-            lung_box=parse_box(lung_box) if lung_box else AuditConfig.lung_box,
-            masks=str(masks) if masks else None,
-            retrain=retrain,
-            retrain_folds=tuple(parse_folds(folds)) if folds else None,
-            n_bootstrap=bootstrap,
-        )
-        if masks is not None and not masks.is_dir():
-            raise FileNotFoundError(f"--masks {masks}: no such directory")
-        quiet_lightning()
-        summary = run_audit(run_dir, out=out, data=data, config=config, progress=progress, log=typer.echo)
-    except (ValueError, FileNotFoundError) as error:
-        fail(str(error))
+    config = AuditConfig(
+        lung_box=parse_box(lung_box) if lung_box else AuditConfig.lung_box,
+        masks=str(masks) if masks else None,
+        retrain=retrain,
+        retrain_folds=tuple(parse_folds(folds)) if folds else None,
+        n_bootstrap=bootstrap,
+    )
+    if masks is not None and not masks.is_dir():
+        raise FileNotFoundError(f"--masks {masks}: no such directory")
+    quiet_lightning()
+    summary = run_audit(run_dir, out=out, data=data, config=config, progress=progress, log=typer.echo)
     typer.echo(f"audit: {((out or run_dir / 'audit') / 'audit.html').resolve()}")
     for text in summary["verdicts"].values():
         typer.echo(f"- {text}")
 
 
 @app.command("compare")
+@training_options("epochs", "precision", "devices", "accelerator")
 def compare(
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
     out: Annotated[Path, typer.Option(help="Directory for every backbone's runs and the comparison table.")],
@@ -408,39 +330,32 @@ def compare(
             help="timm backbone (repeatable); default: legacy_xception resnet50 densenet121 vgg19 darkcovidnet."
         ),
     ] = None,
-    profile: ProfileOption = "quick",
-    task: Annotated[Optional[list[str]], typer.Option(help="4class, 3class, binary (repeatable; default all).")] = None,
+    profile: ProfileOption = Profile.quick,
+    task: Annotated[
+        Optional[list[TaskName]], typer.Option(help="4class, 3class, binary (repeatable; default all).")
+    ] = None,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
-    epochs: EpochsOption = None,
-    precision: PrecisionOption = None,
-    devices: DevicesOption = None,
-    accelerator: AcceleratorOption = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = False,
+    *,
+    overrides: dict,
 ):
     """The paper's Table VII, measured: several backbones through the same folds, profile and report."""
     from ..evaluation.compare import DEFAULT_BACKBONES, TASK_COLUMNS
     from ..evaluation.compare import compare as run_compare
-    from ..models.modeldir import ModelLoadError
 
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
-    try:
-        run_compare(
-            dataset,
-            out,
-            backbones=tuple(backbone or DEFAULT_BACKBONES),
-            profile=profile,
-            tasks=tuple(task or TASK_COLUMNS),
-            folds=fold_list,
-            n_bootstrap=bootstrap,
-            progress=progress,
-            log=typer.echo,
-            epochs=epochs,
-            precision=precision,
-            devices=devices,
-            accelerator=accelerator,
-        )
-    except (ValueError, FileNotFoundError, ModelLoadError, WeightsError) as error:
-        fail(str(error))
+    run_compare(
+        dataset,
+        out,
+        backbones=tuple(backbone or DEFAULT_BACKBONES),
+        profile=value(profile),
+        tasks=tuple(value(t) for t in task) if task else TASK_COLUMNS,
+        folds=fold_list,
+        n_bootstrap=bootstrap,
+        progress=progress,
+        log=typer.echo,
+        **overrides,
+    )
     typer.echo(f"comparison: {(out / 'compare.md').resolve()}")

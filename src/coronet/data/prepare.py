@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .. import __version__
+from .. import __version__, paper
 from .dedup import (
     connected_groups,
     cross_duplicate_pairs,
@@ -49,8 +49,8 @@ from .dedup import (
 from .imageio import ImageReadError, read_image, resize_square
 from .sources import LABELS, read_source, reader_options, source_dir
 
-#: The paper's Table I.
-PAPER_CLASS_COUNTS = {"covid": 284, "normal": 310, "bacterial": 330, "viral": 327}
+#: The paper's Table I (coronet.paper), the default selection.
+PAPER_CLASS_COUNTS = dict(paper.TABLE1)
 CACHE_TEMPLATE = "images-{size}.npy"
 SIGNATURES = "signatures.npy"
 #: The ``cohort`` column: the paper's Table I rows, and adult negatives added for de-confounding.
@@ -468,6 +468,8 @@ def summarize(
         + "".join(f" fold {k} |" for k in range(1, config.folds + 1)),
         "|---|---|---|---|---|---|" + "---|" * config.folds,
     ]
+    # the paper's Table I counts apply to its own selection only (Cohen + Kaggle), not to dataset-2
+    paper_applies = set(config.sources) == {"cohen", "kaggle"}
     order = {label: k for k, label in enumerate(LABELS)}
     ordered = manifest.sort_values("label", key=lambda labels: labels.map(order), kind="stable")
     if "cohort" in ordered:  # Table I rows first, then the adult negatives
@@ -476,14 +478,14 @@ def summarize(
         adult = "cohort" in rows and (rows["cohort"] == ADULT).all()
         available = "-" if adult else int(((candidates.label == label) & (candidates.source == source)).sum())
         folds = rows.fold.value_counts()
-        paper = "-" if adult else PAPER_CLASS_COUNTS.get(label, "-")
+        in_paper = "-" if adult or not paper_applies else paper.TABLE1.get(label, "-")
         lines.append(
-            f"| {label}{' (adult)' if adult else ''} | {source} | {available} | {len(rows)} | {paper} | "
+            f"| {label}{' (adult)' if adult else ''} | {source} | {available} | {len(rows)} | {in_paper} | "
             f"{rows.patient_id.nunique()} |" + "".join(f" {folds.get(k, 0)} |" for k in range(1, config.folds + 1))
         )
     folds = manifest.fold.value_counts()
     lines.append(
-        f"| **all** | | {len(candidates)} | {len(manifest)} | {sum(PAPER_CLASS_COUNTS.values())} | "
+        f"| **all** | | {len(candidates)} | {len(manifest)} | {paper.table1_total() if paper_applies else '-'} | "
         f"{manifest.patient_id.nunique()} |" + "".join(f" {folds.get(k, 0)} |" for k in range(1, config.folds + 1))
     )
     exact, near = duplicates[duplicates.kind == "exact"], duplicates[duplicates.kind == "near"]

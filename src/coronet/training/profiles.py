@@ -6,6 +6,16 @@ import typing
 from dataclasses import asdict, dataclass, fields, replace
 
 OPTIMIZERS = ("adam", "adamw")
+
+
+class _NotGiven:
+    """The value of a setting nobody set (``None`` is a value: "no limit", "all images")."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN = _NotGiven()
 SCHEDULES = ("constant", "onecycle", "cosine")
 
 
@@ -81,12 +91,13 @@ class TrainConfig:
         return self.train_sizes[epoch] if epoch < len(self.train_sizes) else self.input_size
 
     def with_overrides(self, **changes) -> TrainConfig:
-        """A copy with the non-None ``changes`` applied (unknown keys are an error)."""
+        """A copy with ``changes`` applied, ``None`` included (a setting not to change is not passed;
+        :data:`NOT_GIVEN` is also skipped); unknown keys are an error."""
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown training settings: {sorted(unknown)}")
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        return replace(self, **{k: v for k, v in changes.items() if v is not NOT_GIVEN})
 
     def to_dict(self) -> dict:
         return asdict(self)
