@@ -142,3 +142,68 @@ def test_fetch_from_a_local_archive(tmp_path):
     result = invoke("data", "fetch", "--data", data, "--source", "ozturk", "--url", f"ozturk={archive.as_uri()}")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (data / "ozturk-dataset2").iterdir()) == ["Covid-19", "No_findings", "Pneumonia"]
+
+
+def test_settings_from_the_command_line_a_file_and_set(prepared_dataset, tmp_path):
+    """Precedence: profile < --config FILE < --set < named options; a setting not given is not touched, and
+    --set KEY=none resets one to None."""
+    (tmp_path / "recipe.toml").write_text('lr = 0.5\nepochs = 3\nschedule = "cosine"\n')
+    result = invoke(
+        "cv",
+        "--dataset",
+        prepared_dataset,
+        "--out",
+        tmp_path / "run",
+        "--profile",
+        "tiny",
+        "--folds",
+        "1",
+        "--config",
+        tmp_path / "recipe.toml",
+        "--set",
+        "epochs=2",
+        "--epochs",
+        "1",
+        "--set",
+        "train_per_class=none",
+        "--set",
+        "train_sizes=24",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    train = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert train["lr"] == 0.5 and train["schedule"] == "cosine"  # from the file
+    assert train["epochs"] == 1  # the named option beats --set, which beats the file
+    assert train["train_per_class"] is None and train["train_sizes"] == [24]
+    assert train["batch_size"] == 8  # not given anywhere: the tiny profile's
+    # a run's own config.json is a valid --config: the same settings again
+    again = invoke(
+        "cv",
+        "--dataset",
+        prepared_dataset,
+        "--out",
+        tmp_path / "run2",
+        "--profile",
+        "tiny",
+        "--folds",
+        "1",
+        "--config",
+        tmp_path / "run" / "config.json",
+        "--no-progress",
+    )
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "run2" / "config.json").read_text())["train"] == train
+    bad = invoke(
+        "cv",
+        "--dataset",
+        prepared_dataset,
+        "--out",
+        tmp_path / "x",
+        "--config",
+        tmp_path / "recipe.toml",
+        "--profile",
+        "tiny",
+        "--set",
+        "optimizer=sgd",
+    )
+    assert bad.exit_code == 2 and "optimizer must be one of" in bad.output

@@ -129,7 +129,10 @@ def reproduce(
         ),
     )
     if _has_dataset2(data):  # how often adult films without COVID-19 are called COVID-19
-        stage("adult-test", lambda: adult_negative_test(out / "4class", ozturk_root(data), log=log))
+        stage(
+            "adult-test",
+            lambda: adult_negative_test(out / "4class", ozturk_root(data), log=log, per_class=dataset2_per_class),
+        )
     audited = None
     if audit:
         audit_json = out / "4class" / "audit" / "audit.json"

@@ -9,7 +9,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 
 from ..errors import USER_ERRORS, one_line
@@ -153,6 +152,7 @@ def training_options(*names: str):
             for n in names
         ]
         extra += [
+            inspect.Parameter("_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
             inspect.Parameter(
                 "settings",
                 inspect.Parameter.KEYWORD_ONLY,
@@ -183,7 +183,7 @@ def training_options(*names: str):
 
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
-            context = click.get_current_context()
+            context = kwargs.pop("_context")  # typer hands its Context to a parameter of that type
             given = {}
             config_file, settings = kwargs.pop("config_file"), kwargs.pop("settings")
             if config_file is not None:
@@ -191,7 +191,8 @@ def training_options(*names: str):
             given.update(parse_settings(settings))
             for name in names:
                 option = kwargs.pop(name)
-                if context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT):
+                source = context.get_parameter_source(name)
+                if source is not None and source.name != "DEFAULT":  # given on the command line (or in env)
                     given[name] = value(option)
             return function(*args, overrides=given, **kwargs)
 

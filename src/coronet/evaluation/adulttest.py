@@ -30,13 +30,18 @@ from .report import ADULT_TEST, adult_predictions
 
 
 def adult_negative_test(
-    run_dir: str | os.PathLike, data: str | os.PathLike, log=print, batch_size: int = 32
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike,
+    log=print,
+    batch_size: int = 32,
+    per_class: int | None = None,
 ) -> Path | None:
     """Predict dataset-2's adult films with the fold models of the 4-class ``run_dir``.
 
     Writes ``run_dir/adult-test/predictions.csv`` (the usual layout, ``cohort`` = ``adult``) and
     returns it; returns None when the run's own predictions already hold adult rows (a run
-    trained with adult negatives). ``data`` is dataset-2's folder or a data directory holding it.
+    trained with adult negatives). ``data`` is dataset-2's folder or a data directory holding it;
+    ``per_class``: a seeded sample of that many films of each of the two labels (smoke runs).
     """
     run_dir = Path(run_dir)
     own = split_cohorts(pd.read_csv(run_dir / "predictions.csv"))[1]
@@ -52,7 +57,11 @@ def adult_negative_test(
     folds = sorted(int(f) for f in manifest.fold.unique())
     first_card = load_model_dir(run_dir / f"fold-{folds[0]}" / "model")[1]
     config = PrepareConfig(
-        folds=len(folds), seed=record["train"]["seed"], image_size=first_card["input_size"], adult_negatives=str(data)
+        folds=len(folds),
+        seed=record["train"]["seed"],
+        image_size=first_card["input_size"],
+        adult_negatives=str(data),
+        adult_per_class=per_class,
     )
     rows, scans, _, _ = adult_negative_rows(Path(data), config, log=log)
     parts = []
