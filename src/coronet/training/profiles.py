@@ -128,7 +128,7 @@ PROFILES: dict[str, TrainConfig] = {
     # The most accuracy per CPU-minute from scratch (docs/RECIPES.md measures every choice): the same
     # Table II model, evaluated at 150 x 150.
     "fast": TrainConfig(
-        epochs=8,
+        epochs=10,
         batch_size=16,
         optimizer="adamw",
         lr=1e-3,
