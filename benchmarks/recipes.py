@@ -7,8 +7,9 @@
 Each experiment is the reference recipe (``REFERENCE``, over the ``fast`` profile's remaining
 settings) with one lever changed (``EXPERIMENTS``), trained with the project's own code
 (``coronet.training.fit.fit_fold``) on every fold but ``--fold`` and validated on it. EMA and
-flip-TTA change nothing in training, so every run keeps a weight average and its final checkpoint is scored four ways -- raw / EMA weights, without /
-with TTA -- and one training run answers both levers. A finished run is skipped (resumable:
+flip-TTA change nothing in training, so every run keeps a weight average and its final checkpoint
+is scored four ways -- raw / EMA weights, without / with TTA -- and one training run answers both
+levers. A finished run is skipped (resumable:
 an interrupted one continues from its checkpoint).
 
 Each row: accuracy and COVID-19 / normal / bacterial / viral recall, epochs, minutes of training
