@@ -32,9 +32,30 @@ SIGNATURES = "signatures.npy"
 PREPARE_RECORD = "prepare.json"
 CONFIG = "config.json"
 PREDICTIONS = "predictions.csv"
+RESULTS = "results.md"
+METRICS = "metrics.csv"
+CURVES = "curves.png"
+CHECKPOINTS = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+MODEL_DIR = "model"
+MODEL_CARD = "model.json"
+MODEL_WEIGHTS = "model.safetensors"
+ADULT_TEST = "adult-test"
+AUDIT = "audit"
+REPORT = "report"
 PROB_PREFIX = "prob_"
 #: The columns every predictions table has, before one ``prob_<class>`` per class.
 PREDICTION_COLUMNS = ("path", "patient_id", "fold", "label")
+
+
+def fold_dir(run: str | os.PathLike, fold: int) -> Path:
+    """Fold ``fold``'s directory of a run."""
+    return Path(run) / f"fold-{fold}"
+
+
+def fold_model(run: str | os.PathLike, fold: int) -> Path:
+    """Fold ``fold``'s model directory of a run."""
+    return fold_dir(run, fold) / MODEL_DIR
 
 
 def prob_column(cls: str) -> str:
@@ -93,15 +114,15 @@ class FoldDir:
 
     @property
     def model(self) -> Path:
-        return self.path / "model"
+        return self.path / MODEL_DIR
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.csv"
+        return self.path / METRICS
 
     @property
     def curves(self) -> Path:
-        return self.path / "curves.png"
+        return self.path / CURVES
 
     @property
     def predictions(self) -> Path:
@@ -109,15 +130,15 @@ class FoldDir:
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.checkpoints / "last.ckpt"
+        return self.checkpoints / LAST_CHECKPOINT
 
     def finished(self) -> bool:
         """The fold has its model and predictions (a resumed run keeps it)."""
-        return (self.model / "model.json").is_file() and self.predictions.is_file()
+        return (self.model / MODEL_CARD).is_file() and self.predictions.is_file()
 
 
 @dataclass(frozen=True)
@@ -143,22 +164,22 @@ class RunDir:
 
     @property
     def results(self) -> Path:
-        return self.path / "results.md"
+        return self.path / RESULTS
 
     @property
     def report(self) -> Path:
-        return self.path / "report"
+        return self.path / REPORT
 
     @property
     def audit(self) -> Path:
-        return self.path / "audit"
+        return self.path / AUDIT
 
     @property
     def adult_test(self) -> Path:
-        return self.path / "adult-test" / PREDICTIONS
+        return self.path / ADULT_TEST / PREDICTIONS
 
     def fold(self, k: int) -> FoldDir:
-        return FoldDir(self.path / f"fold-{k}")
+        return FoldDir(fold_dir(self.path, k))
 
     def read_config(self) -> dict:
         import json
@@ -194,16 +215,31 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
 
 
 __all__ = [
+    "ADULT_TEST",
+    "AUDIT",
     "CACHE_TEMPLATE",
+    "CHECKPOINTS",
     "CONFIG",
+    "CURVES",
     "DatasetDir",
     "FoldDir",
+    "LAST_CHECKPOINT",
     "MANIFEST",
+    "METRICS",
+    "MODEL_CARD",
+    "MODEL_DIR",
+    "MODEL_WEIGHTS",
     "PREDICTIONS",
     "PREDICTION_COLUMNS",
+    "PREPARE_RECORD",
+    "PROB_PREFIX",
+    "REPORT",
+    "RESULTS",
     "RunDir",
     "SIGNATURES",
     "classes_of",
+    "fold_dir",
+    "fold_model",
     "prob_column",
     "prob_columns",
     "read_predictions",

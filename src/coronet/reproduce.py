@@ -41,6 +41,7 @@ from .evaluation.report import (
     summary_lines,
     write_report,
 )
+from .layout import MANIFEST, MODEL_DIR
 from .models.modeldir import annotate_card
 from .training.finetune import NO_OVERLAP, finetune, ozturk_root
 from .training.fit import check_training_config, fit_final, run_cv
@@ -105,7 +106,7 @@ def reproduce(
         return result
 
     dataset = out / "dataset"
-    if not (dataset / "manifest.csv").is_file():
+    if not (dataset / MANIFEST).is_file():
         prepare = PrepareConfig(
             class_counts=dict(counts or PAPER_CLASS_COUNTS),
             folds=folds,
@@ -183,7 +184,7 @@ def reproduce(
     summaries = stage(
         "reports", lambda: {name: write_report(run, n_bootstrap=n_bootstrap, seed=seed) for name, run in runs.items()}
     )
-    serve = out / "4class" / "fold-1" / "model"
+    serve = out / "4class" / "fold-1" / MODEL_DIR
     if final:
         stage(
             "final",
@@ -195,7 +196,7 @@ def reproduce(
                 log=log,
             ),
         )
-        serve = out / "final" / "model"
+        serve = out / "final" / MODEL_DIR
         adult = summaries["4-class"].get("adult")
         if adult:  # the recipe's figure, measured over every fold (this model has no held-out films of its own)
             annotate_card(

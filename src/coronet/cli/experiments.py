@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import resolve_data_dir
+from ..layout import PREDICTIONS
 from ._app import (
     DataOption,
     FinetuneProfile,
@@ -83,7 +84,7 @@ def report(
     """The paper's Tables III-VI (as the run allows), figures incl. Fig. 8, 95% intervals and an HTML page."""
     from ..evaluation.report import summary_lines, write_report
 
-    if not (run_dir / "predictions.csv").is_file():
+    if not (run_dir / PREDICTIONS).is_file():
         fail(f"{run_dir}: no predictions.csv (run `coronet cv` first)")
     summary = write_report(run_dir, n_bootstrap=bootstrap, seed=seed)
     typer.echo(f"report: {(run_dir / 'report' / 'report.html').resolve()}")

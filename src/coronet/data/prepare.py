@@ -37,6 +37,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import __version__, paper
+from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES
 from .dedup import (
     connected_groups,
     cross_duplicate_pairs,
@@ -51,8 +52,6 @@ from .sources import LABELS, read_source, reader_options, source_dir
 
 #: The paper's Table I (coronet.paper), the default selection.
 PAPER_CLASS_COUNTS = dict(paper.TABLE1)
-CACHE_TEMPLATE = "images-{size}.npy"
-SIGNATURES = "signatures.npy"
 #: The ``cohort`` column: the paper's Table I rows, and adult negatives added for de-confounding.
 TABLE1, ADULT = "table1", "adult"
 ADULT_LABELS = {"normal": "normal", "pneumonia": "pneumonia"}  # dataset-2 label -> training label
@@ -272,7 +271,7 @@ def prepare_dataset(
     # kept for overlap checks against other datasets (coronet finetune --data): 8 KiB per image
     np.save(out / SIGNATURES, np.stack(signatures).astype(np.float16))
     manifest = selected.drop(columns=["_scan", "pixel_hash"])
-    manifest.to_csv(out / "manifest.csv", index=False)
+    manifest.to_csv(out / MANIFEST, index=False)
     duplicates = pd.DataFrame(duplicate_rows, columns=["kind", "path", "other_path", "distance", "correlation", "kept"])
     fold_of = dict(zip(manifest.path, manifest.fold))
     duplicates["fold"] = duplicates.path.map(fold_of).astype("Int64")
@@ -293,11 +292,11 @@ def prepare_dataset(
         "near_duplicate_pairs": len(pairs),
         "skipped": len(skipped),
         "seconds": round(elapsed, 2),
-        "manifest_sha256": hashlib.sha256((out / "manifest.csv").read_bytes()).hexdigest(),
+        "manifest_sha256": hashlib.sha256((out / MANIFEST).read_bytes()).hexdigest(),
         "coronet": __version__,
         "python": platform.python_version(),
     }
-    (out / "prepare.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / PREPARE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     log(summary)
     log(f"prepared {len(manifest)} images in {elapsed:.1f} s -> {out}")
     return PreparedDataset(manifest, duplicates, skipped, summary, out)
@@ -398,7 +397,7 @@ def dataset_fingerprints(dataset_dir: str | os.PathLike) -> tuple[pd.DataFrame, 
     have them recomputed from the image files.
     """
     dataset_dir = Path(dataset_dir)
-    manifest = pd.read_csv(dataset_dir / "manifest.csv")
+    manifest = pd.read_csv(dataset_dir / MANIFEST)
     hashes = np.array([int(h, 16) for h in manifest["phash"]], dtype=np.uint64)
     path = dataset_dir / SIGNATURES
     if path.is_file():

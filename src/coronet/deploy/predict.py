@@ -39,6 +39,7 @@ import torch
 
 from ..data.imageio import ImageReadError, read_image, resize_square, sniff_format
 from ..data.sources.base import IMAGE_SUFFIXES as SOURCE_IMAGE_SUFFIXES
+from ..layout import prob_column
 from ..models.modeldir import card_tta, inference_model, load_model_dir, read_card
 
 __all__ = [
@@ -84,7 +85,7 @@ class Prediction:
         return {
             "path": self.path,
             "pred": self.predicted,
-            **{f"prob_{c}": p for c, p in zip(self.classes, self.probabilities)},
+            **{prob_column(c): p for c, p in zip(self.classes, self.probabilities)},
         }
 
 
@@ -342,7 +343,7 @@ def write_results(
         raise ValueError(f"{path}: output must end in .csv or .json")
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == ".csv":
-        columns = ["path", "pred"] + [f"prob_{c}" for c in info["classes"]]
+        columns = ["path", "pred"] + [prob_column(c) for c in info["classes"]]
         with open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()

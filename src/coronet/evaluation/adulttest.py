@@ -24,9 +24,10 @@ import torch
 
 from ..data.augment import resize_batch
 from ..data.prepare import PrepareConfig, adult_negative_rows, split_cohorts
+from ..layout import ADULT_TEST, CONFIG, MANIFEST, PREDICTIONS, fold_model, prob_column
 from ..models.modeldir import annotate_card, inference_model, load_model_dir
 from ..training.fit import prediction_table
-from .report import ADULT_TEST, adult_predictions
+from .report import adult_predictions
 
 
 def adult_negative_test(
@@ -44,18 +45,18 @@ def adult_negative_test(
     ``per_class``: a seeded sample of that many films of each of the two labels (smoke runs).
     """
     run_dir = Path(run_dir)
-    own = split_cohorts(pd.read_csv(run_dir / "predictions.csv"))[1]
+    own = split_cohorts(pd.read_csv(run_dir / PREDICTIONS))[1]
     if own is not None:  # trained with adult negatives: each fold's held-out adult films are predicted already
         for fold, rows in own.groupby("fold"):
-            annotate_card(run_dir / f"fold-{fold}" / "model", adult_test=card_entry(rows, held_out=True))
+            annotate_card(fold_model(run_dir, fold), adult_test=card_entry(rows, held_out=True))
         return None
     out = run_dir / ADULT_TEST
-    if (out / "predictions.csv").is_file():
-        return out / "predictions.csv"
-    record = json.loads((run_dir / "config.json").read_text())
-    manifest = pd.read_csv(run_dir / "manifest.csv")
+    if (out / PREDICTIONS).is_file():
+        return out / PREDICTIONS
+    record = json.loads((run_dir / CONFIG).read_text())
+    manifest = pd.read_csv(run_dir / MANIFEST)
     folds = sorted(int(f) for f in manifest.fold.unique())
-    first_card = load_model_dir(run_dir / f"fold-{folds[0]}" / "model")[1]
+    first_card = load_model_dir(fold_model(run_dir, folds[0]))[1]
     config = PrepareConfig(
         folds=len(folds),
         seed=record["train"]["seed"],
@@ -67,7 +68,7 @@ def adult_negative_test(
     parts = []
     for fold in folds:
         chosen = np.flatnonzero(rows["fold"].to_numpy() == fold)
-        model, card = load_model_dir(run_dir / f"fold-{fold}" / "model")
+        model, card = load_model_dir(fold_model(run_dir, fold))
         network = inference_model(model.eval(), card)
         probabilities = []
         with torch.inference_mode():
@@ -75,7 +76,7 @@ def adult_negative_test(
                 batch = np.stack([scans[k]["cached"] for k in chosen[start : start + batch_size]])
                 images = resize_batch(torch.from_numpy(batch)[:, None].float().div_(255), card["input_size"])
                 probabilities.append(torch.softmax(network(images), dim=1))
-        frame = pd.DataFrame(torch.cat(probabilities).numpy(), columns=[f"prob_{c}" for c in card["classes"]])
+        frame = pd.DataFrame(torch.cat(probabilities).numpy(), columns=[prob_column(c) for c in card["classes"]])
         frame.insert(0, "index", np.arange(len(frame)))
         frame["rank"] = 0
         table = prediction_table(rows.iloc[chosen], frame, fold)
@@ -84,11 +85,11 @@ def adult_negative_test(
             f"adult-negative test, fold {fold}: {len(chosen)} adult films, "
             f"{(table.pred == 'covid').mean():.1%} called COVID-19"
         )
-        annotate_card(run_dir / f"fold-{fold}" / "model", adult_test=card_entry(table, held_out=True))
+        annotate_card(fold_model(run_dir, fold), adult_test=card_entry(table, held_out=True))
     out.mkdir(parents=True, exist_ok=True)
     predictions = pd.concat(parts, ignore_index=True)
-    predictions.to_csv(out / "predictions.csv", index=False)
-    return out / "predictions.csv"
+    predictions.to_csv(out / PREDICTIONS, index=False)
+    return out / PREDICTIONS
 
 
 def card_entry(adults: pd.DataFrame, held_out: bool) -> dict:

@@ -51,7 +51,19 @@ import torch
 
 from ..data.augment import resize_batch
 from ..data.prepare import CACHE_TEMPLATE, load_cache, split_cohorts
-from ..layout import RunDir
+from ..layout import (
+    CONFIG,
+    MANIFEST,
+    MODEL_CARD,
+    MODEL_DIR,
+    PREDICTIONS,
+    PREPARE_RECORD,
+    PROB_PREFIX,
+    RunDir,
+    fold_dir,
+    fold_model,
+    prob_column,
+)
 from ..models.modeldir import inference_model, load_model_dir
 from ..training.profiles import TrainConfig
 from .bootstrap import bootstrap_cis
@@ -155,7 +167,7 @@ def predictions_frame(rows: pd.DataFrame, probabilities: np.ndarray, classes) ->
     """The usual predictions layout (path, patient_id, fold, label, prob_<class>..., pred, source)."""
     table = rows[["path", "patient_id", "fold", "label"]].reset_index(drop=True).copy()
     for k, c in enumerate(classes):
-        table[f"prob_{c}"] = probabilities[:, k].round(6)
+        table[prob_column(c)] = probabilities[:, k].round(6)
     table["pred"] = [classes[k] for k in probabilities.argmax(axis=1)]
     if "source" in rows:
         table["source"] = rows["source"].to_numpy()
@@ -262,7 +274,7 @@ def cam_mass(
     from ..deploy.explain import GradCam, overlay
     from .figures import plot_prediction_grid
 
-    prob_columns = [c for c in intact.columns if c.startswith("prob_")]
+    prob_columns = [c for c in intact.columns if c.startswith(PROB_PREFIX)]
     merged = manifest.merge(intact[["path", "pred", *prob_columns]], on="path")
     merged["correct"] = merged["pred"] == merged["label"]
     shuffled = merged.sample(frac=1.0, random_state=config.seed)
@@ -298,7 +310,7 @@ def cam_mass(
         figure = out / "gradcam-examples.png"
         plot_prediction_grid(
             [s[0] for s in shown],
-            [c[len("prob_") :] for c in prob_columns],
+            [c[len(PROB_PREFIX) :] for c in prob_columns],
             np.stack([s[1] for s in shown]),
             figure,
             true_labels=[s[2] for s in shown],
@@ -322,14 +334,14 @@ def audit(
     config = config or AuditConfig()
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "audit"
-    record = json.loads((run_dir / "config.json").read_text())
+    record = json.loads((run_dir / CONFIG).read_text())
     train = TrainConfig.from_dict(record["train"])
     dataset = Path(record["dataset"]["path"])
-    manifest, _ = split_cohorts(pd.read_csv(run_dir / "manifest.csv"))
+    manifest, _ = split_cohorts(pd.read_csv(run_dir / MANIFEST))
     folds = [int(f) for f in record["folds"]]
     manifest = manifest[manifest["fold"].isin(folds)].reset_index(drop=True)
-    intact, _ = split_cohorts(pd.read_csv(run_dir / "predictions.csv"))
-    missing = [f for f in folds if not (run_dir / f"fold-{f}" / "model" / "model.json").is_file()]
+    intact, _ = split_cohorts(pd.read_csv(run_dir / PREDICTIONS))
+    missing = [f for f in folds if not (fold_dir(run_dir, f) / MODEL_DIR / MODEL_CARD).is_file()]
     if missing:
         raise FileNotFoundError(f"{run_dir}: folds {missing} have no trained model (run `coronet cv` first)")
     out.mkdir(parents=True, exist_ok=True)
@@ -349,7 +361,7 @@ def audit(
         parts = []
         for fold in folds:
             chosen = (manifest["fold"] == fold).to_numpy()
-            probabilities, model_classes = predict_images(run_dir / f"fold-{fold}" / "model", occluded[chosen])
+            probabilities, model_classes = predict_images(fold_model(run_dir, fold), occluded[chosen])
             parts.append(predictions_frame(manifest[chosen], probabilities, model_classes))
         tests[name] = pd.concat(parts, ignore_index=True)
         log(f"audit: {name}: accuracy {accuracy(tests[name]):.3f}")
@@ -367,11 +379,11 @@ def audit(
         for fold in retrain_folds:
             log(f"audit: retraining fold {fold} on lungs-removed films ({train.epochs} epochs)")
             result = fit_fold(
-                removed_dir, fold, out / "retrained" / f"fold-{fold}", train, resume=True, progress=progress, log=log
+                removed_dir, fold, fold_dir(out / "retrained", fold), train, resume=True, progress=progress, log=log
             )
             parts.append(result.predictions)
         tests["retrained-lungs-removed"] = pd.concat(parts, ignore_index=True)[
-            ["path", "patient_id", "fold", "label", *[f"prob_{c}" for c in classes], "pred"]
+            ["path", "patient_id", "fold", "label", *[prob_column(c) for c in classes], "pred"]
         ]
 
     for name, table in tests.items():
@@ -404,7 +416,7 @@ def audit_external(
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "audit"
     out.mkdir(parents=True, exist_ok=True)
-    intact = pd.read_csv(run_dir / "predictions.csv")
+    intact = pd.read_csv(run_dir / PREDICTIONS)
     model_dir = Path(model_dir)
     card = load_model_dir(model_dir)[1]
     size = int(card["input_size"])
@@ -463,12 +475,12 @@ def _remap_like(table: pd.DataFrame, intact: pd.DataFrame) -> pd.DataFrame:
     """A model's 4-class predictions merged into the evaluation's label set (bacterial + viral = pneumonia)."""
     from ..tasks import default_class_map, merge_probabilities
 
-    classes = [c[len("prob_") :] for c in table.columns if c.startswith("prob_")]
+    classes = [c[len(PROB_PREFIX) :] for c in table.columns if c.startswith(PROB_PREFIX)]
     mapping = default_class_map(classes, intact["label"])
-    merged, labels = merge_probabilities(table[[f"prob_{c}" for c in classes]].to_numpy(), classes, mapping)
+    merged, labels = merge_probabilities(table[[prob_column(c) for c in classes]].to_numpy(), classes, mapping)
     out = table[["path", "patient_id", "fold", "label"]].copy()
     for k, label in enumerate(labels):
-        out[f"prob_{label}"] = merged[:, k].round(6)
+        out[prob_column(label)] = merged[:, k].round(6)
     out["pred"] = [labels[k] for k in merged.argmax(axis=1)]
     return out
 
@@ -477,7 +489,7 @@ def _cache_size(dataset: Path, input_size: int) -> int:
     return (
         input_size
         if (dataset / CACHE_TEMPLATE.format(size=input_size)).is_file()
-        else json.loads((dataset / "prepare.json").read_text())["config"]["image_size"]
+        else json.loads((dataset / PREPARE_RECORD).read_text())["config"]["image_size"]
     )
 
 
@@ -488,11 +500,11 @@ def _write_occluded_dataset(dataset: Path, out: Path, manifest: pd.DataFrame, im
     out.mkdir(parents=True, exist_ok=True)
     table = manifest.copy()
     table["cache_index"] = np.arange(len(table))
-    if (out / "manifest.csv").is_file() and (out / "manifest.csv").read_text() == table.to_csv(index=False):
+    if (out / MANIFEST).is_file() and (out / MANIFEST).read_text() == table.to_csv(index=False):
         return  # the same occlusion already written (a resumed audit)
     write_cache(out / CACHE_TEMPLATE.format(size=size), list(images))
-    table.to_csv(out / "manifest.csv", index=False)
-    shutil.copy2(dataset / "prepare.json", out / "prepare.json")
+    table.to_csv(out / MANIFEST, index=False)
+    shutil.copy2(dataset / PREPARE_RECORD, out / PREPARE_RECORD)
 
 
 def _stats(table: pd.DataFrame, n: int, seed: int) -> dict:
@@ -520,7 +532,7 @@ def _summarise(tests, manifest, retrain_folds, cam_table, config, lungs) -> dict
 
     # 4. single-source control, from the intact predictions
     kaggle = intact[intact["label"].isin(KAGGLE_CLASSES)]
-    probs = kaggle[[f"prob_{c}" for c in KAGGLE_CLASSES]].to_numpy()
+    probs = kaggle[[prob_column(c) for c in KAGGLE_CLASSES]].to_numpy()
     kaggle_pred = np.array(KAGGLE_CLASSES)[probs.argmax(axis=1)]
     covid_vs_rest = ((intact["pred"] == COVID) == (intact["label"] == COVID)).mean()
     summary["single_source"] = {

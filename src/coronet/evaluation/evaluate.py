@@ -28,6 +28,7 @@ import pandas as pd
 from .. import __version__
 from ..data.sources import SOURCES, read_source, source_dir
 from ..deploy.predict import Failure, Prediction, Predictor
+from ..layout import CONFIG, MANIFEST, MODEL_CARD, PREDICTIONS, prob_column
 from ..tasks import default_class_map, mapped_labels, merge_probabilities
 
 
@@ -117,13 +118,13 @@ def evaluate(
     predictions["fold"] = 1
     predictions["label"] = rows["label"]
     for j, label in enumerate(labels):
-        predictions[f"prob_{label}"] = merged[:, j].round(6)
+        predictions[prob_column(label)] = merged[:, j].round(6)
     predictions["pred"] = [labels[j] for j in merged.argmax(axis=1)]
     predictions["source"] = rows["source"]
     predictions["relpath"] = [os.path.relpath(p, root) for p in rows["path"]]
-    predictions.to_csv(out / "predictions.csv", index=False)
+    predictions.to_csv(out / PREDICTIONS, index=False)
 
-    shutil.copy2(predictor.model_dir / "model.json", out / "model.json")
+    shutil.copy2(predictor.model_dir / MODEL_CARD, out / MODEL_CARD)
     record = {
         "kind": "evaluate",
         "model": str(predictor.model_dir.resolve()),
@@ -141,7 +142,7 @@ def evaluate(
         "left_out": {k: int(v) for k, v in outside["label"].value_counts().items()},
         "coronet": __version__,
     }
-    (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / CONFIG).write_text(json.dumps(record, indent=2) + "\n")
     accuracy = float((predictions["pred"] == predictions["label"]).mean())
     log(f"{len(predictions)} images, accuracy {accuracy:.4f}; {len(failures)} unreadable -> {out}")
     return predictions
@@ -150,7 +151,7 @@ def evaluate(
 def _dataset_hash(dataset: Path) -> str | None:
     from ..models.modeldir import file_sha256
 
-    return file_sha256(dataset / "manifest.csv") if (dataset / "manifest.csv").is_file() else None
+    return file_sha256(dataset / MANIFEST) if (dataset / MANIFEST).is_file() else None
 
 
 def training_overlap(table: pd.DataFrame, training_dataset: Path, workers: int = 2) -> pd.DataFrame:
@@ -162,7 +163,7 @@ def training_overlap(table: pd.DataFrame, training_dataset: Path, workers: int =
 
     from ..data.prepare import OVERLAP_COLUMNS, dataset_fingerprints, overlap_table, scan_images
 
-    if not (training_dataset / "manifest.csv").is_file():
+    if not (training_dataset / MANIFEST).is_file():
         raise FileNotFoundError(f"{training_dataset}: not a prepared dataset (no manifest.csv)")
     reference = dataset_fingerprints(training_dataset)
     scans = scan_images(list(table["path"]), 32, workers=workers)

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from ..layout import prob_column
 from .metrics import ECE_BINS, confidence
 
 
@@ -42,7 +43,7 @@ def plot_roc(predictions: pd.DataFrame, classes, aucs: dict, path: Path) -> Path
     ax = fig.add_subplot()
     for c in classes:
         if c in aucs:
-            fpr, tpr, _ = roc_curve(predictions["label"] == c, predictions[f"prob_{c}"])
+            fpr, tpr, _ = roc_curve(predictions["label"] == c, predictions[prob_column(c)])
             ax.plot(fpr, tpr, label=f"{c} (AUC {aucs[c]:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_xlabel("false positive rate")

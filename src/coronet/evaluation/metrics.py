@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
-from ..layout import classes_of
+from ..layout import classes_of, prob_column
 from ..tasks import Task
 
 METRICS = ["precision", "recall", "specificity", "f1"]
@@ -87,7 +87,7 @@ def expected_calibration_error(predictions: pd.DataFrame, classes=None, bins: in
 
 def confidence(predictions: pd.DataFrame, classes=None) -> tuple[np.ndarray, np.ndarray]:
     classes = list(classes or classes_of(predictions))
-    probs = predictions[[f"prob_{c}" for c in classes]].to_numpy(float)
+    probs = predictions[[prob_column(c) for c in classes]].to_numpy(float)
     conf = probs.max(axis=1)
     correct = (predictions["pred"].to_numpy() == predictions["label"].to_numpy()).astype(float)
     return conf, correct
@@ -177,7 +177,7 @@ def roc_aucs(predictions: pd.DataFrame, classes) -> dict:
     for c in classes:
         y = (predictions["label"] == c).to_numpy()
         if 0 < y.sum() < len(y):
-            out[c] = float(roc_auc_score(y, predictions[f"prob_{c}"]))
+            out[c] = float(roc_auc_score(y, predictions[prob_column(c)]))
     return out
 
 
@@ -186,7 +186,7 @@ def covid_operating_point(predictions: pd.DataFrame, target: float = COVID_TARGE
     y = (predictions["label"] == COVID).to_numpy()
     if not 0 < y.sum() < len(y):
         return None
-    fpr, tpr, thr = roc_curve(y, predictions[f"prob_{COVID}"], drop_intermediate=False)
+    fpr, tpr, thr = roc_curve(y, predictions[prob_column(COVID)], drop_intermediate=False)
     i = int(np.argmax(tpr >= target))  # thresholds decrease, so the first hit is the highest
     return {
         "threshold": float(thr[i]),

@@ -39,7 +39,7 @@ import pandas as pd
 
 from .. import paper
 from ..data.prepare import split_cohorts
-from ..layout import classes_of, read_predictions
+from ..layout import ADULT_TEST, CONFIG, CURVES, METRICS, PREDICTIONS, classes_of, prob_column, read_predictions
 from ..tasks import task_of
 from .bootstrap import bootstrap_ci, bootstrap_cis
 from .figures import (
@@ -95,7 +95,7 @@ def with_paper(table: pd.DataFrame, paper: dict) -> pd.DataFrame:
 def false_covid_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -> pd.DataFrame | None:
     """Per label other than COVID-19: films, patients, the share called COVID-19 and its 95 % interval
     (patients resampled). None when the model has no COVID-19 class or the data no other label."""
-    if f"prob_{COVID}" not in predictions or not (predictions["label"] != COVID).any():
+    if prob_column(COVID) not in predictions or not (predictions["label"] != COVID).any():
         return None
     rows = []
     for label in sorted(set(predictions["label"]) - {COVID}, key=str):
@@ -116,18 +116,16 @@ def false_covid_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -
 
 # --------------------------------------------------------------------------- cohorts
 
-ADULT_TEST = "adult-test"  # RUN/adult-test/predictions.csv (coronet.adulttest)
-
 
 def adult_predictions(run_dir: Path, predictions: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """The run's adult-film predictions: its own ``cohort == adult`` rows, else ``adult-test/``; None if neither."""
     run_dir = Path(run_dir)
     if predictions is None:
-        predictions = pd.read_csv(run_dir / "predictions.csv")
+        predictions = pd.read_csv(run_dir / PREDICTIONS)
     adults = split_cohorts(predictions)[1]
     if adults is not None:
         return adults
-    path = run_dir / ADULT_TEST / "predictions.csv"
+    path = run_dir / ADULT_TEST / PREDICTIONS
     return pd.read_csv(path) if path.is_file() else None
 
 
@@ -253,13 +251,13 @@ def _training_tables(run_dir: Path) -> tuple[pd.DataFrame | None, dict]:
     """Last row of each ``fold-K/metrics.csv`` and the paths of existing ``fold-K/curves.png``."""
     last, curves = {}, {}
     for fold_dir in sorted(run_dir.glob("fold-*")):
-        metrics = fold_dir / "metrics.csv"
+        metrics = fold_dir / METRICS
         if metrics.is_file():
             df = pd.read_csv(metrics)
             if len(df):
                 last[fold_dir.name] = df.iloc[-1]
-        if (fold_dir / "curves.png").is_file():
-            curves[fold_dir.name] = fold_dir / "curves.png"
+        if (fold_dir / CURVES).is_file():
+            curves[fold_dir.name] = fold_dir / CURVES
     table = pd.DataFrame(last).T if last else None
     if table is not None:
         table.index.name = "fold"
@@ -292,7 +290,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    every = read_predictions(run_dir / "predictions.csv")
+    every = read_predictions(run_dir / PREDICTIONS)
     # the paper's tables are about its Table I data only; adult negatives (cohort "adult") get their own section
     predictions, _ = split_cohorts(every)
     adults = adult_predictions(run_dir, every)
@@ -372,7 +370,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
         figures["sample predictions (Fig. 8)"] = plot_prediction_grid(
             images,
             classes,
-            shown[[f"prob_{c}" for c in classes]].to_numpy(),
+            shown[[prob_column(c) for c in classes]].to_numpy(),
             out / "samples.png",
             true_labels=list(shown["label"]),
             names=list(shown["path"]),
@@ -475,7 +473,7 @@ def _paper_reference(row: str | None) -> pd.DataFrame | None:
 
 
 def _run_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (UnicodeDecodeError, json.JSONDecodeError):

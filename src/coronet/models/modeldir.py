@@ -20,9 +20,10 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import CoronetError
+from ..layout import MODEL_CARD, MODEL_WEIGHTS
 from .coronet import CoroNet, build_model, with_tta
 
-CARD_NAME, WEIGHTS_NAME = "model.json", "model.safetensors"
+CARD_NAME, WEIGHTS_NAME = MODEL_CARD, MODEL_WEIGHTS  # the on-disk contract (coronet.layout)
 FORMAT = "coronet-model/1"
 #: The card fields that decide what the network computes and what its outputs mean. They are also
 #: stored inside the weights file (whose SHA-256 the card holds), so an edited card -- classes

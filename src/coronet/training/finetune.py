@@ -30,6 +30,7 @@ import torch
 
 from ..data.prepare import PrepareConfig, dataset_fingerprints, overlap_table, prepare_dataset, scan_images
 from ..data.sources import find_source_root, read_source, source_dir
+from ..layout import CONFIG, MANIFEST, MODEL_CARD, MODEL_DIR, PREDICTIONS, PREPARE_RECORD, fold_dir
 from ..models.coronet import CoroNet, replace_classifier
 from ..models.modeldir import load_model_dir
 from ..tasks import relabel, task_classes
@@ -42,7 +43,7 @@ NO_OVERLAP = "no-overlap"
 
 def read_source_run(run_dir: str | os.PathLike) -> tuple[dict, TrainConfig]:
     """The ``config.json`` record of a finished cross-validation run and its training settings."""
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json; run `coronet cv` first)")
     record = json.loads(path.read_text())
@@ -51,7 +52,7 @@ def read_source_run(run_dir: str | os.PathLike) -> tuple[dict, TrainConfig]:
 
 def fold_model(run_dir: str | os.PathLike, fold: int, num_classes: int, seed: int) -> CoroNet:
     """Fold ``fold``'s trained model from ``run_dir`` with a new ``num_classes``-way last layer."""
-    model_dir = Path(run_dir) / f"fold-{fold}" / "model"
+    model_dir = fold_dir(Path(run_dir), fold) / MODEL_DIR
     model, _ = load_model_dir(model_dir)
     torch.manual_seed(seed * 1_000_003 + fold)  # the new layer's initialisation is part of the run's seed
     return replace_classifier(model, num_classes).train()
@@ -85,8 +86,8 @@ def prepare_dataset2(
         image_size=source.input_size,
         source_roots={"ozturk": str(root)},
     )
-    if (out / "manifest.csv").is_file():
-        previous = json.loads((out / "prepare.json").read_text())["config"] if (out / "prepare.json").is_file() else {}
+    if (out / MANIFEST).is_file():
+        previous = json.loads((out / PREPARE_RECORD).read_text())["config"] if (out / PREPARE_RECORD).is_file() else {}
         wanted = {"class_counts": config.class_counts, "seed": seed, "folds": folds, "image_size": source.input_size}
         differing = {k: (previous.get(k), v) for k, v in wanted.items() if previous.get(k) != v}
         if differing:
@@ -133,8 +134,8 @@ def finetune(
         "card": {"finetuned_from": {"run": str(source_run.resolve()), "task": "4class"}},
     }
     out.mkdir(parents=True, exist_ok=True)
-    source_manifest = pd.read_csv(source_run / "manifest.csv")
-    trained = [int(f) for f in record["folds"] if (source_run / f"fold-{f}" / "model" / "model.json").is_file()]
+    source_manifest = pd.read_csv(source_run / MANIFEST)
+    trained = [int(f) for f in record["folds"] if (fold_dir(source_run, f) / MODEL_DIR / MODEL_CARD).is_file()]
     if not trained:
         raise FileNotFoundError(f"{source_run}: no finished fold (fold-K/model/) to fine-tune")
 
@@ -160,7 +161,7 @@ def finetune(
         )
         overlap = find_overlap(dataset_dir, source_dataset)
         overlap.to_csv(out / "overlap.csv", index=False)
-        manifest = relabel(pd.read_csv(dataset_dir / "manifest.csv"), task)
+        manifest = relabel(pd.read_csv(dataset_dir / MANIFEST), task)
         kind = overlap.drop_duplicates("path").set_index("path")["kind"]
         manifest["overlap"] = manifest["path"].isin(kind.index)
         manifest["overlap_kind"] = manifest["path"].map(kind).astype(object).fillna("")
@@ -204,7 +205,7 @@ def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:
     ours = dataset_fingerprints(dataset_dir)
     source = dataset_fingerprints(source_dataset)
     films = overlap_table(ours, source).assign(kind="film")
-    prepared = json.loads((source_dataset / "prepare.json").read_text())
+    prepared = json.loads((source_dataset / PREPARE_RECORD).read_text())
     cohen_root = Path(
         prepared["config"].get("source_roots", {}).get("cohen") or source_dir("cohen", prepared["data_dir"])
     )
@@ -229,8 +230,8 @@ def write_no_overlap_run(out: Path, predictions: pd.DataFrame) -> Path:
     """``out/no-overlap/``: the run's config and the predictions of images that are not 4-class training films."""
     clean = out / NO_OVERLAP
     clean.mkdir(exist_ok=True)
-    shutil.copy2(out / "config.json", clean / "config.json")
-    predictions[~predictions["overlap"].astype(bool)].to_csv(clean / "predictions.csv", index=False)
+    shutil.copy2(out / CONFIG, clean / CONFIG)
+    predictions[~predictions["overlap"].astype(bool)].to_csv(clean / PREDICTIONS, index=False)
     return clean
 
 

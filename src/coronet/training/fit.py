@@ -41,6 +41,23 @@ from .. import __version__
 from ..data.augment import resize_batch
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
 from ..data.prepare import load_cache, split_cohorts
+from ..layout import (
+    CACHE_TEMPLATE,
+    CHECKPOINTS,
+    CONFIG,
+    CURVES,
+    LAST_CHECKPOINT,
+    MANIFEST,
+    METRICS,
+    MODEL_CARD,
+    MODEL_DIR,
+    PREDICTIONS,
+    PREPARE_RECORD,
+    PROB_PREFIX,
+    RESULTS,
+    fold_dir,
+    prob_column,
+)
 from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
 from ..models.modeldir import file_sha256, save_model_dir
 from ..tasks import label_targets
@@ -54,8 +71,6 @@ from .module import (
     resolve_precision,
 )
 from .profiles import TrainConfig
-
-LAST_CHECKPOINT = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -76,7 +91,7 @@ class EpochLog(Callback):
     """Appends one row per epoch to ``metrics.csv`` (kept across resumes) and redraws ``curves.png``."""
 
     def __init__(self, fold_dir: Path, train_images: int):
-        self.path, self.fold_dir, self.train_images = fold_dir / "metrics.csv", fold_dir, train_images
+        self.path, self.fold_dir, self.train_images = fold_dir / METRICS, fold_dir, train_images
         self._started, self._train_end, self._validated_epoch = 0.0, None, None
 
     def on_train_epoch_start(self, trainer, module):
@@ -106,7 +121,7 @@ class EpochLog(Callback):
         }
         rows = [r for r in _read_rows(self.path) if int(r["epoch"]) < row["epoch"]] + [row]
         write_metrics(rows, self.path)
-        plot_curves(self.path, self.fold_dir / "curves.png")
+        plot_curves(self.path, self.fold_dir / CURVES)
 
 
 METRICS_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "train_images_per_s"]
@@ -197,7 +212,7 @@ def fit_final(
     so its card records ``validated_by``: the run and its figures.
     """
     run_dir = Path(run_dir)
-    record = json.loads((run_dir / "config.json").read_text())
+    record = json.loads((run_dir / CONFIG).read_text())
     config = TrainConfig.from_dict(record["train"])
     card = {
         "validated_by": {
@@ -214,21 +229,21 @@ def fit_final(
         config,
         resume=True,
         progress=progress,
-        manifest=pd.read_csv(run_dir / "manifest.csv"),
+        manifest=pd.read_csv(run_dir / MANIFEST),
         card=card,
         log=log,
     )
 
 
 def dataset_hash(dataset_dir: Path) -> str:
-    return file_sha256(Path(dataset_dir) / "manifest.csv")
+    return file_sha256(Path(dataset_dir) / MANIFEST)
 
 
 def load_manifest(dataset_dir: Path, classes, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
     """The dataset's manifest (or the given one), checked to hold only labels among ``classes`` (or partial
     labels made of them, :data:`coronet.tasks.PARTIAL_LABELS`)."""
     if manifest is None:
-        manifest = pd.read_csv(Path(dataset_dir) / "manifest.csv")
+        manifest = pd.read_csv(Path(dataset_dir) / MANIFEST)
     try:
         label_targets(classes, manifest.label)
     except ValueError as error:
@@ -290,7 +305,7 @@ def fit_fold(
     task = CoroNetModule(config, model=model, predictions_path=raw_predictions, target_masks=masks)
     if progress:
         log(describe_precision(config))
-    checkpoints = out / "checkpoints"
+    checkpoints = out / CHECKPOINTS
     epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
     validate_every = max(1, min(config.val_every, epochs))
     validating = len(val_set) > 0
@@ -344,10 +359,10 @@ def fit_fold(
         return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
 
     predictions = prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
-    predictions.to_csv(out / "predictions.csv", index=False)
+    predictions.to_csv(out / PREDICTIONS, index=False)
     raw_predictions.unlink()
     accuracy = table1_accuracy(predictions)
-    epoch_rows = _read_rows(out / "metrics.csv")
+    epoch_rows = _read_rows(out / METRICS)
     speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
     if finished_epochs >= config.epochs:  # finished: write the model directory
         _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, accuracy, train_rows, len(val_set), card)
@@ -385,7 +400,7 @@ def _save_fold_model(
     adults = split_cohorts(train_rows)[1]
     save_model_dir(
         model.to(memory_format=torch.contiguous_format),
-        out / "model",
+        out / MODEL_DIR,
         classes=config.classes,
         backbone=config.backbone,
         input_size=config.input_size,
@@ -515,14 +530,14 @@ def fit_head_on_features(
                 "train_images_per_s": round(len(train_x) / max(seconds, 1e-9), 2),
             }
         )
-    write_metrics(rows, out / "metrics.csv")
-    plot_curves(out / "metrics.csv", out / "curves.png")
+    write_metrics(rows, out / METRICS)
+    plot_curves(out / METRICS, out / CURVES)
 
-    frame = pd.DataFrame(probabilities.numpy(), columns=[f"prob_{c}" for c in config.classes])
+    frame = pd.DataFrame(probabilities.numpy(), columns=[prob_column(c) for c in config.classes])
     frame.insert(0, "index", np.arange(len(frame)))
     frame["rank"] = 0
     predictions = prediction_table(val_rows, frame, fold)
-    predictions.to_csv(out / "predictions.csv", index=False)
+    predictions.to_csv(out / PREDICTIONS, index=False)
     accuracy = table1_accuracy(predictions)
     _save_fold_model(
         model,
@@ -540,9 +555,9 @@ def fit_head_on_features(
 
 def _cache_size(dataset_dir: Path, input_size: int) -> int:
     """Use the cache of the model's input size if the dataset has one, else the dataset's own size."""
-    if (Path(dataset_dir) / f"images-{input_size}.npy").is_file():
+    if (Path(dataset_dir) / CACHE_TEMPLATE.format(size=input_size)).is_file():
         return input_size
-    return json.loads((Path(dataset_dir) / "prepare.json").read_text())["config"]["image_size"]
+    return json.loads((Path(dataset_dir) / PREPARE_RECORD).read_text())["config"]["image_size"]
 
 
 class _Loaders(pl.LightningDataModule):
@@ -580,10 +595,10 @@ def prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int 
     table = rows[["path", "patient_id"]].copy()
     table["fold"] = fold
     table["label"] = rows.label
-    prob_columns = [c for c in probabilities.columns if c.startswith("prob_")]
+    prob_columns = [c for c in probabilities.columns if c.startswith(PROB_PREFIX)]
     for column in prob_columns:
         table[column] = probabilities[column].round(6).to_numpy()
-    table["pred"] = [c[len("prob_") :] for c in probabilities[prob_columns].idxmax(axis=1)]
+    table["pred"] = [c[len(PROB_PREFIX) :] for c in probabilities[prob_columns].idxmax(axis=1)]
     for extra in ("source", "relpath", "source_label", "cohort", "overlap", "overlap_kind"):
         if extra in rows:
             table[extra] = rows[extra]
@@ -629,8 +644,8 @@ def run_cv(
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_run_config(out, dataset_dir, config, profile, folds, record)
-        manifest.to_csv(out / "manifest.csv", index=False)
-        for name in ("prepare.json", "summary.md", "duplicates.csv"):
+        manifest.to_csv(out / MANIFEST, index=False)
+        for name in (PREPARE_RECORD, "summary.md", "duplicates.csv"):
             if (dataset_dir / name).is_file():
                 shutil.copy2(dataset_dir / name, out / f"dataset-{name}")
         log(describe_precision(config))
@@ -638,8 +653,8 @@ def run_cv(
             f
             for f in folds
             if resume
-            and (out / f"fold-{f}" / "model" / "model.json").is_file()
-            and (out / f"fold-{f}" / "predictions.csv").is_file()
+            and (fold_dir(out, f) / MODEL_DIR / MODEL_CARD).is_file()
+            and (fold_dir(out, f) / PREDICTIONS).is_file()
         }
         os.environ[FINISHED_FOLDS_ENV] = ",".join(map(str, sorted(finished)))
     else:
@@ -649,11 +664,11 @@ def run_cv(
     bar = _overall_bar(out, manifest, config, folds, finished) if progress else None
     results = []
     for fold in folds:
-        fold_dir = out / f"fold-{fold}"
+        fold_path = fold_dir(out, fold)
         if fold in finished:
             if rank != 0:
                 continue
-            predictions = pd.read_csv(fold_dir / "predictions.csv")
+            predictions = pd.read_csv(fold_path / PREDICTIONS)
             log(f"fold {fold}: already finished, kept")
         else:
             started = time.perf_counter()
@@ -662,7 +677,7 @@ def run_cv(
             result = fit_fold(
                 dataset_dir,
                 fold,
-                fold_dir,
+                fold_path,
                 config,
                 resume=resume,
                 progress=False,
@@ -686,9 +701,9 @@ def run_cv(
     if rank != 0:
         return pd.DataFrame()
     combined = pd.concat(results, ignore_index=True)
-    combined.to_csv(out / "predictions.csv", index=False)
+    combined.to_csv(out / PREDICTIONS, index=False)
     summary = fold_summary(combined)
-    (out / "results.md").write_text(summary)
+    (out / RESULTS).write_text(summary)
     log(summary)
     return combined
 
@@ -723,7 +738,7 @@ def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: 
     for fold in folds:
         images = len(stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed))
         total += images * config.epochs
-        epochs_done = config.epochs if fold in finished else len(_read_rows(out / f"fold-{fold}" / "metrics.csv"))
+        epochs_done = config.epochs if fold in finished else len(_read_rows(fold_dir(out, fold) / METRICS))
         done += images * min(epochs_done, config.epochs)
     return tqdm(
         total=total,
@@ -781,7 +796,7 @@ def _write_run_config(
         **(extra or {}),
     }
     record = json.loads(json.dumps(record))  # tuples -> lists, as they will be read back
-    path = out / "config.json"
+    path = out / CONFIG
     if path.is_file():
         previous = json.loads(path.read_text())
         if previous.get("train") != record["train"] or previous["dataset"] != record["dataset"]:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from timm.utils.model_ema import ModelEmaV3
 
 from ..data.augment import augment_batch, mix_batch, resize_batch
+from ..layout import prob_column
 from ..models.coronet import CoroNet, build_model, configure_batchnorm, set_trainable
 from .profiles import TrainConfig
 
@@ -190,7 +191,7 @@ class CoroNetModule(pl.LightningModule):
         if self.global_rank == 0 and self.predictions_path is not None:
             # Written to disk by rank 0, so the launching process finds it whatever the strategy
             # (ddp_spawn runs validation in child processes).
-            frame = pd.DataFrame(probabilities.numpy(), columns=[f"prob_{c}" for c in self.config.classes])
+            frame = pd.DataFrame(probabilities.numpy(), columns=[prob_column(c) for c in self.config.classes])
             frame.insert(0, "index", index.numpy())
             frame["rank"] = rank.numpy()
             frame["epoch"] = self.current_epoch + 1

@@ -18,7 +18,7 @@ from coronet.deploy.predict import Predictor
 from coronet.deploy.serve import create_app
 from deploy_helpers import LiveServer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CORONET_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--headless",
@@ -157,7 +157,7 @@ def test_a_report_fits_a_1280_pixel_screen(chromium_path, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from coronet.evaluation.report import write_report
-    from test_report import PAPER4, random_predictions
+    from report_helpers import PAPER4, random_predictions
 
     run = tmp_path / "run"
     run.mkdir()

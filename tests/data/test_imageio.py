@@ -19,7 +19,7 @@ from pydicom.encaps import encapsulate
 
 from coronet.data.imageio import ImageReadError, read_image, sniff_format
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- helpers
