@@ -17,8 +17,9 @@ model only ever seeing its own validation films (nothing leaks):
    for correct and wrong predictions (saliency inside the lungs does not prove the absence of
    shortcuts: Viviano et al., ICLR 2021);
 6. **retrained with the lungs removed** (Maguolo & Nanni's test, the decisive one) -- a model
-   trained with the run's own settings on lungs-removed films of the other folds, tested on
-   its fold's lungs-removed films.
+   trained with the run's own settings on the run's own training films of the other folds (adult
+   negatives included, where the run had them) with the lungs removed, tested on its fold's
+   lungs-removed Table I films.
 
 Tests 1 and 2 show films far from anything the models saw in training, so they measure
 robustness to occlusion as much as the use of shortcuts; test 6 does not have that problem
@@ -337,8 +338,9 @@ def audit(
     record = json.loads((run_dir / CONFIG).read_text())
     train = TrainConfig.from_dict(record["train"])
     dataset = Path(record["dataset"]["path"])
-    manifest, _ = split_cohorts(pd.read_csv(run_dir / MANIFEST))
     folds = [int(f) for f in record["folds"]]
+    everything = pd.read_csv(run_dir / MANIFEST)  # the run's training data, adult negatives included
+    manifest, _ = split_cohorts(everything)  # the films every test predicts: Table I rows only
     manifest = manifest[manifest["fold"].isin(folds)].reset_index(drop=True)
     intact, _ = split_cohorts(pd.read_csv(run_dir / PREDICTIONS))
     missing = [f for f in folds if not (fold_dir(run_dir, f) / MODEL_DIR / MODEL_CARD).is_file()]
@@ -373,15 +375,22 @@ def audit(
 
     retrain_folds = list(config.retrain_folds or folds[:1])
     if config.retrain:
+        # the run's own training data with the lungs removed -- adult negatives too, where the run had them --
+        # and its own settings; tested on the fold's Table I films only
         removed_dir = out / "lungs-removed-dataset"
-        _write_occluded_dataset(dataset, removed_dir, manifest, occlude(images, lungs, "outside"), size)
+        training = everything[everything["fold"].isin(folds)].reset_index(drop=True)
+        training_images = np.asarray(cache[training["cache_index"].to_numpy()])
+        training_lungs = lung_masks(list(training["path"]), size, config, log=lambda *_: None)
+        _write_occluded_dataset(
+            dataset, removed_dir, training, occlude(training_images, training_lungs, "outside"), size
+        )
         parts = []
         for fold in retrain_folds:
             log(f"audit: retraining fold {fold} on lungs-removed films ({train.epochs} epochs)")
             result = fit_fold(
                 removed_dir, fold, fold_dir(out / "retrained", fold), train, resume=True, progress=progress, log=log
             )
-            parts.append(result.predictions)
+            parts.append(split_cohorts(result.predictions)[0])
         tests["retrained-lungs-removed"] = pd.concat(parts, ignore_index=True)[
             ["path", "patient_id", "fold", "label", *[prob_column(c) for c in classes], "pred"]
         ]
