@@ -109,6 +109,9 @@ Split = choices("Split", ("patient", "image"))
 TrainLayers = choices("TrainLayers", ("all", "head", "classifier"))
 SourceName = choices("SourceName", [*SOURCES, "folder"])
 
+AdultPerClassOption = Annotated[
+    Optional[int], typer.Option(help="With --adult-negatives: this many adult films of each kind (default: all).")
+]
 ProfileOption = Annotated[Profile, typer.Option(help="Settings profile (coronet.training.profiles).")]
 
 #: The training settings a command line may name directly: (TrainConfig field, type, help). Every other

@@ -8,7 +8,17 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import resolve_data_dir
-from ._app import DataOption, SourceName, Split, data_app, fail, parse_pairs, require_sources, value
+from ._app import (
+    AdultPerClassOption,
+    DataOption,
+    SourceName,
+    Split,
+    data_app,
+    fail,
+    parse_pairs,
+    require_sources,
+    value,
+)
 
 
 @data_app.command("prepare")
@@ -34,12 +44,11 @@ def data_prepare(
             "rows with folds of their own: No_findings -> normal, Pneumonia -> pneumonia (bacterial or viral)."
         ),
     ] = None,
-    adult_per_class: Annotated[
-        Optional[int], typer.Option(help="With --adult-negatives: this many films of each of the two (default: all).")
-    ] = None,
+    adult_per_class: AdultPerClassOption = None,
 ):
     """Select the paper's dataset (Table I), remove duplicates, assign folds, and cache decoded images."""
     from ..data.prepare import PrepareConfig, prepare_dataset
+    from ..data.sources import LABELS
     from ..paper import TABLE1 as PAPER_CLASS_COUNTS
 
     data_dir = resolve_data_dir(data)
@@ -48,8 +57,8 @@ def data_prepare(
     counts: dict[str, int | None] = dict(PAPER_CLASS_COUNTS)
     for item in count or []:
         label, _, number = item.partition("=")
-        if not number.isdigit():
-            fail(f"--count {item!r}: expected LABEL=N")
+        if label not in LABELS or not number.isdigit():
+            fail(f"--count {item!r}: expected LABEL=N with LABEL one of {', '.join(LABELS)}")
         counts[label] = int(number)
     config = PrepareConfig(
         sources=sources,

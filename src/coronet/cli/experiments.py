@@ -11,6 +11,7 @@ import typer
 from ..config import resolve_data_dir
 from ..layout import PREDICTIONS
 from ._app import (
+    AdultPerClassOption,
     DataOption,
     FinetuneProfile,
     Profile,
@@ -229,9 +230,7 @@ def reproduce(
             "viral), so that 'adult' no longer means COVID-19."
         ),
     ] = False,
-    adult_per_class: Annotated[
-        Optional[int], typer.Option(help="With --adult-negatives: this many adult films of each kind (default: all).")
-    ] = None,
+    adult_per_class: AdultPerClassOption = None,
     audit_: Annotated[
         bool, typer.Option("--audit/--no-audit", help="Run the shortcut audit on the 4-class run.")
     ] = True,

@@ -81,22 +81,18 @@ def augment_batch(
     seeds: torch.Tensor,
     size: int,
     *,
-    rotation: float = 0.0,
-    shift: float = 0.0,
-    shear: float = 0.0,
-    zoom: float = 0.0,
-    hflip: bool = False,
-    vflip: bool = False,
     brightness: float = 0.0,
     contrast: float = 0.0,
+    **affine,
 ) -> torch.Tensor:
     """Augment a batch of (N, 1, H, W) float images in [0, 1] into (N, 1, size, size), per-image seeded.
 
     seeds: (N,) integers, one generator seed per image (:func:`augmentation_seed`).
+    affine: ``rotation``, ``shift``, ``shear``, ``zoom``, ``hflip``, ``vflip`` (:func:`affine_matrices`).
     brightness: multiply by a factor in [1 - b, 1 + b]; contrast: scale about the image mean by [1 - c, 1 + c].
     """
     uniforms = draw_uniforms(seeds)
-    theta = affine_matrices(uniforms, rotation, shift, shear, zoom, hflip, vflip).to(images.device)
+    theta = affine_matrices(uniforms, **affine).to(images.device)
     grid = F.affine_grid(theta, [len(images), images.shape[1], size, size], align_corners=False)
     out = F.grid_sample(
         images.float(),

@@ -174,6 +174,41 @@ def undersample(table: pd.DataFrame, class_counts: Mapping[str, int | None], see
     return pd.concat(chosen).sort_values(["source", "relpath"], kind="stable").reset_index(drop=True)
 
 
+def exact_duplicates(table: pd.DataFrame, pixel_hashes: list) -> tuple[list[int], list[tuple], list[dict]]:
+    """Rows with the same decoded pixels as an earlier row: ``(rows to keep, (patient, patient) pairs that are
+    one person, duplicates.csv rows)``. The first copy of each film is kept."""
+    seen: dict = {}
+    first = [seen.setdefault(h, k) for k, h in enumerate(pixel_hashes)]
+    dropped = [k for k in range(len(first)) if first[k] != k]
+    paths, patients = list(table["path"]), list(table["patient_id"])
+    same_person = [(patients[k], patients[first[k]]) for k in dropped]
+    rows = [
+        {
+            "kind": "exact",
+            "path": paths[first[k]],
+            "other_path": paths[k],
+            "distance": 0,
+            "correlation": 1.0,
+            "kept": "path",
+        }
+        for k in dropped
+    ]
+    return [k for k in range(len(first)) if first[k] == k], same_person, rows
+
+
+def near_duplicates(paths: pd.Series, scans: list[dict]) -> tuple[list, list[dict]]:
+    """Near-duplicate pairs among scanned films, ``(a, b, distance, correlation)``, and their duplicates.csv rows."""
+    paths = list(paths)
+    pairs = near_duplicate_pairs(
+        np.array([s["phash"] for s in scans], dtype=np.uint64), np.stack([s["signature"] for s in scans])
+    )
+    rows = [
+        {"kind": "near", "path": paths[a], "other_path": paths[b], "distance": d, "correlation": c, "kept": "both"}
+        for a, b, d, c in pairs
+    ]
+    return pairs, rows
+
+
 def assign_folds(labels, groups, folds: int, seed: int) -> np.ndarray:
     """Fold number (1..folds) per image: stratified by label, no group in two folds."""
     labels, groups = np.asarray(labels), np.asarray(groups)
@@ -212,39 +247,13 @@ def prepare_dataset(
     table["_scan"] = range(len(table))
 
     # Exact duplicates: keep the first copy; its patient and the dropped copy's are one person.
-    first_of = table.groupby("pixel_hash", sort=False)["_scan"].transform("first")
-    exact = table[table["_scan"] != first_of]
-    same_person = [(table.patient_id[k], table.patient_id[first_of[k]]) for k in exact.index]
-    duplicate_rows = [
-        {
-            "kind": "exact",
-            "path": table.path[first_of[k]],
-            "other_path": table.path[k],
-            "distance": 0,
-            "correlation": 1.0,
-            "kept": "path",
-        }
-        for k in exact.index
-    ]
-    table = table[table["_scan"] == first_of].reset_index(drop=True)
+    keep, same_person, duplicate_rows = exact_duplicates(table, list(table["pixel_hash"]))
+    table = table.iloc[keep].reset_index(drop=True)
 
     selected = undersample(table, config.class_counts, config.seed)
     scan_rows = selected["_scan"].to_numpy()
-    pairs = near_duplicate_pairs(
-        np.array([scans[k]["phash"] for k in scan_rows], dtype=np.uint64),
-        np.stack([scans[k]["signature"] for k in scan_rows]),
-    )
-    duplicate_rows += [
-        {
-            "kind": "near",
-            "path": selected.path[a],
-            "other_path": selected.path[b],
-            "distance": d,
-            "correlation": c,
-            "kept": "both",
-        }
-        for a, b, d, c in pairs
-    ]
+    pairs, near_rows = near_duplicates(selected["path"], [scans[k] for k in scan_rows])
+    duplicate_rows += near_rows
 
     # Fold groups: near-duplicate films always; for split=patient also patients, merged through every chain of
     # exact copies (the copies' patients are one person).
@@ -288,7 +297,7 @@ def prepare_dataset(
         "counts": {k: int(v) for k, v in manifest.label.value_counts().items()},
         "images": len(manifest),
         "patients": int(manifest.patient_id.nunique()),
-        "exact_duplicates_removed": int(len(exact)),
+        "exact_duplicates_removed": len(same_person),
         "near_duplicate_pairs": len(pairs),
         "skipped": len(skipped),
         "seconds": round(elapsed, 2),
@@ -333,38 +342,10 @@ def adult_negative_rows(data_dir: Path, config: PrepareConfig, log=print):
     for key in ("sha256", "height", "width"):
         table[key] = [s[key] for s in scans]
     table["phash"] = [f"{s['phash']:016x}" for s in scans]
-    seen: dict[str, int] = {}
-    first = [seen.setdefault(s["pixel_hash"], k) for k, s in enumerate(scans)]  # the first copy of each film
-    duplicates = [
-        {
-            "kind": "exact",
-            "path": table.path[first[k]],
-            "other_path": table.path[k],
-            "distance": 0,
-            "correlation": 1.0,
-            "kept": "path",
-        }
-        for k in range(len(table))
-        if first[k] != k
-    ]
-    # the dropped copy's patient and the kept copy's are one person
-    same_person = [(table.patient_id[k], table.patient_id[first[k]]) for k in range(len(table)) if first[k] != k]
-    keep = [k for k in range(len(table)) if first[k] == k]
+    keep, same_person, duplicates = exact_duplicates(table, [s["pixel_hash"] for s in scans])
     table, scans = table.iloc[keep].reset_index(drop=True), [scans[k] for k in keep]
-    pairs = near_duplicate_pairs(
-        np.array([s["phash"] for s in scans], dtype=np.uint64), np.stack([s["signature"] for s in scans])
-    )
-    duplicates += [
-        {
-            "kind": "near",
-            "path": table.path[a],
-            "other_path": table.path[b],
-            "distance": d,
-            "correlation": c,
-            "kept": "both",
-        }
-        for a, b, d, c in pairs
-    ]
+    pairs, near_rows = near_duplicates(table["path"], scans)
+    duplicates += near_rows
     table["group"] = person_groups(table["patient_id"], same_person, pairs)
     table["fold"] = assign_folds(table["label"], table["group"], config.folds, config.seed)
     table["cohort"] = ADULT

@@ -213,15 +213,24 @@ def summary_sentence(summary: dict) -> str:
         return None if value is None or ci is None else f"{name} {value:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
 
     parts = [p for p in (figure("accuracy", "accuracy"), figure("covid_recall", "COVID-19 recall")) if p]
-    adult = summary.get("adult")
-    if adult:
-        ci = adult["false_covid_all_ci"]
-        parts.append(
-            f"{adult['false_covid_all']:.1%} of {adult['n_images']} adult films without COVID-19 called "
-            f"COVID-19 (95% CI {ci[0]:.1%}-{ci[1]:.1%})"
-        )
+    if summary.get("adult"):
+        parts.append(adult_phrase(summary["adult"], percent=True))
     where = f"On {summary['n_images']} films of {summary['n_patients']} patients"
     return where + (": " + "; ".join(parts) if parts else "") + ". Intervals: bootstrap over patients."
+
+
+def adult_phrase(adult: dict, percent: bool) -> str:
+    """The adult-negative test in words: the share of adult films without COVID-19 called COVID-19, with its CI."""
+    rate, (low, high) = adult["false_covid_all"], adult["false_covid_all_ci"]
+    if percent:
+        return (
+            f"{rate:.1%} of {adult['n_images']} adult films without COVID-19 called COVID-19 "
+            f"(95% CI {low:.1%}-{high:.1%})"
+        )
+    return (
+        f"adult films called covid {rate:.4f} (95% CI {low:.2f}-{high:.2f}, {adult['n_images']} adult films "
+        f"without COVID-19, bootstrap over {adult['n_patients']} patients)"
+    )
 
 
 def summary_lines(summary: dict) -> list[str]:
@@ -236,14 +245,8 @@ def summary_lines(summary: dict) -> list[str]:
             lines.append(f"{name} n/a")
         else:
             lines.append(f"{name} {value:.4f} (95% CI {ci[0]:.2f}-{ci[1]:.2f}{tail}")
-    adult = summary.get("adult")
-    if adult:
-        ci = adult["false_covid_all_ci"]
-        lines.append(
-            f"adult films called covid {adult['false_covid_all']:.4f} (95% CI {ci[0]:.2f}-{ci[1]:.2f}, "
-            f"{adult['n_images']} adult films without COVID-19, bootstrap over {adult['n_patients']} "
-            "patients)"
-        )
+    if summary.get("adult"):
+        lines.append(adult_phrase(summary["adult"], percent=False))
     return lines
 
 
