@@ -324,7 +324,7 @@ def write_overview(
     )
     links = {name: os.path.relpath(run / "report" / "report.html", out) for name, run in runs.items()}
     start = (
-        "from scratch (random initialisation)"
+        "scratch (random initialisation)"
         if weights in ("none", None, "")
         else "ImageNet-pretrained weights"
         if weights == "imagenet"
