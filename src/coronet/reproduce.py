@@ -26,8 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .data.cohorts import ADULT, COHORTS, SOURCE
 from .data.prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
-from .evaluation.adulttest import adult_negative_test
+from .data.sources import find_source_root
+from .evaluation.cohorttest import annotate_cards, cohort_test
 from .evaluation.audit import AuditConfig, overview_section
 from .evaluation.audit import audit as run_audit
 from .evaluation.figures import plot_overview
@@ -41,11 +43,12 @@ from .evaluation.report import (
     summary_lines,
     write_report,
 )
+from .evaluation.sources import worst_phrase
 from .layout import MANIFEST, MODEL_DIR
 from .models.modeldir import annotate_card
 from .training.finetune import NO_OVERLAP, finetune, ozturk_root
 from .training.fit import check_training_config, fit_final, run_cv
-from .training.profiles import FINETUNE_PROFILES, get_profile
+from .training.profiles import DECONFOUND, FINETUNE_PROFILES, get_profile
 
 FINETUNED_TASKS = ("3class", "binary")
 
@@ -69,6 +72,8 @@ def reproduce(
     final: bool = False,
     adult_negatives: bool = False,
     adult_per_class: int | None = None,
+    source_negatives: bool = False,
+    deconfound: bool = False,
     audit: bool = True,
     audit_retrain: bool = True,
     log=print,
@@ -83,17 +88,26 @@ def reproduce(
     final: also train one model on every image (``out/final/model``) for deployment.
     adult_negatives: train with dataset-2's adult ChestX-ray8 films as extra rows (de-confounding;
         ``coronet data prepare --adult-negatives``), ``adult_per_class`` of each (default all).
+    source_negatives: train with the films without COVID-19 of the positives' own collections
+        (``source-negatives/``, ``coronet data prepare --source-negatives``).
+    deconfound: the model to use: adult and source negatives, and the training settings
+        :data:`coronet.training.profiles.DECONFOUND` (measured in docs/RECIPES.md) under ``overrides``.
     audit: run the shortcut audit (``coronet audit``) on the 4-class run; ``audit_retrain``: with
         its test 6 (a model retrained on lungs-removed films, one fold).
     overrides: training settings replacing the profile's in every stage (``epochs=1`` ...).
     """
     data, out = Path(data), Path(out)
+    if deconfound:
+        adult_negatives = source_negatives = True
+        overrides = {**DECONFOUND, **overrides}
     config = get_profile(profile).with_overrides(**overrides)
     if profile not in FINETUNE_PROFILES:
         raise ValueError(f"profile {profile!r} has no fine-tuning settings; choose from {sorted(FINETUNE_PROFILES)}")
     check_training_config(config)  # e.g. ImageNet weights offline: say so before anything is written
-    if adult_negatives and not _has_dataset2(data):
-        raise FileNotFoundError(f"--adult-negatives needs dataset-2 under {data} (ozturk-dataset2/)")
+    trained_cohorts = [c for c, wanted in ((ADULT, adult_negatives), (SOURCE, source_negatives)) if wanted]
+    for cohort in trained_cohorts:
+        if not _has_cohort(data, cohort.name):
+            raise FileNotFoundError(f"--{cohort.name}-negatives needs {_folder(cohort.name)}/ under {data}")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
@@ -112,8 +126,8 @@ def reproduce(
             folds=folds,
             seed=seed,
             image_size=config.input_size,
-            adult_negatives=str(data) if adult_negatives else None,
-            adult_per_class=adult_per_class,
+            cohorts={cohort.name: str(data) for cohort in trained_cohorts},
+            cohort_per_class={ADULT.name: adult_per_class},
         )
         stage("prepare", lambda: prepare_dataset(data, dataset, prepare, log=log))
     stage(
@@ -126,14 +140,22 @@ def reproduce(
             resume=True,
             progress=progress,
             log=log,
-            record={"adult_negatives": adult_negatives},
+            record={
+                "adult_negatives": adult_negatives,
+                "source_negatives": source_negatives,
+                "deconfound": deconfound,
+            },
         ),
     )
-    if _has_dataset2(data):  # how often adult films without COVID-19 are called COVID-19
-        stage(
-            "adult-test",
-            lambda: adult_negative_test(out / "4class", ozturk_root(data), log=log, per_class=dataset2_per_class),
-        )
+    for name in COHORTS:  # each cohort the run did not train with tests its fold models (held out otherwise)
+        if _has_cohort(data, name):
+            per_class = dataset2_per_class if name == ADULT.name else None
+            stage(
+                f"{name}-test",
+                lambda name=name, per_class=per_class: cohort_test(
+                    out / "4class", COHORTS[name], data, log=log, per_class=per_class
+                ),
+            )
     audited = None
     if audit:
         audit_json = out / "4class" / "audit" / "audit.json"
@@ -184,6 +206,7 @@ def reproduce(
     summaries = stage(
         "reports", lambda: {name: write_report(run, n_bootstrap=n_bootstrap, seed=seed) for name, run in runs.items()}
     )
+    annotate_cards(out / "4class", summaries["4-class"])  # the per-source figures, where predict and serve see them
     serve = out / "4class" / "fold-1" / MODEL_DIR
     if final:
         stage(
@@ -198,7 +221,17 @@ def reproduce(
         )
         serve = out / "final" / MODEL_DIR
         adult = summaries["4-class"].get("adult")
-        if adult:  # the recipe's figure, measured over every fold (this model has no held-out films of its own)
+        recipe = "the cross-validation models of this recipe"
+        sources = summaries["4-class"].get("sources") or {}
+        annotate_card(  # the recipe's figures, measured over every fold (this model has no held-out films)
+            serve,
+            false_covid_by_source={
+                "worst": sources.get("worst_false_covid"),
+                "negative_sources": sources.get("negative_sources"),
+                "measured_on": recipe,
+            },
+        )
+        if adult:
             annotate_card(
                 serve,
                 adult_test={
@@ -208,7 +241,7 @@ def reproduce(
                     "patients": adult["n_patients"],
                     "data": "dataset-2 adult ChestX-ray8 films, each predicted by the "
                     "cross-validation model that never trained on it",
-                    "measured_on": "the cross-validation models of this recipe",
+                    "measured_on": recipe,
                 },
             )
     return write_overview(out, runs, summaries, profile, timings, weights=config.weights, serve=serve, audit=audited)
@@ -228,6 +261,22 @@ def _has_dataset2(data: Path) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _has_cohort(data: Path, name: str) -> bool:
+    """Whether the data directory (or folder) holds cohort ``name``'s source."""
+    cohort = COHORTS[name]
+    try:
+        find_source_root(cohort.source, data, cohort.markers)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _folder(name: str) -> str:
+    from .data.sources import get_source
+
+    return get_source(COHORTS[name].source).folder
 
 
 def write_overview(
@@ -276,6 +325,9 @@ def write_overview(
                 "covid recall 95% CI": _ci(s["covid_recall_ci"]),
                 "adult films called covid": (s.get("adult") or {}).get("false_covid_all"),
                 "adult 95% CI": _ci((s.get("adult") or {}).get("false_covid_all_ci")),
+                "worst negative source": (_worst(s) or {}).get("source"),
+                "its films called covid": (_worst(s) or {}).get("rate"),
+                "worst 95% CI": _ci((_worst(s) or {}).get("ci")),
             }
             for name, s in summaries.items()
         ]
@@ -311,6 +363,7 @@ def write_overview(
                 "covid_recall": s["covid_recall"],
                 "covid_recall_ci": s["covid_recall_ci"],
                 "adult": s.get("adult"),
+                "sources": s.get("sources"),
             }
             for name, s in summaries.items()
         },
@@ -394,6 +447,10 @@ def write_overview(
     return summary
 
 
+def _worst(summary: dict) -> dict | None:
+    return (summary.get("sources") or {}).get("worst_false_covid")
+
+
 def _ci(ci) -> str:
     return "" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
@@ -416,7 +473,8 @@ def overview_lines(summary: dict) -> list[str]:
     if headline:
         lines.append(f"shortcut audit: {headline}")
     if summary.get("model"):
-        lines.append(f"model to use: coronet serve --model {summary['model']}")
+        worst = _worst(summary["runs"].get("4-class") or {})
+        lines.append(f"model to use: coronet serve --model {summary['model']} ({worst_phrase(worst)})")
     return lines
 
 

@@ -52,7 +52,14 @@ FOUR_CLASS = register_task(
     Task(
         "4class",
         ("covid", "normal", "bacterial", "viral"),
-        {"covid": "covid", "normal": "normal", "bacterial": "bacterial", "viral": "viral", "pneumonia": None},
+        {
+            "covid": "covid",
+            "normal": "normal",
+            "bacterial": "bacterial",
+            "viral": "viral",
+            "pneumonia": None,
+            "other": None,
+        },
         "4-class",
     )
 )
@@ -66,6 +73,7 @@ register_task(
             "bacterial": "pneumonia",
             "viral": "pneumonia",
             "pneumonia": "pneumonia",
+            "other": "other",  # partial: normal or pneumonia
         },
         "3-class",
     )
@@ -74,7 +82,7 @@ register_task(
     Task(
         "binary",
         ("covid", "normal"),
-        {"covid": "covid", "normal": "normal", "bacterial": None, "viral": None, "pneumonia": None},
+        {"covid": "covid", "normal": "normal", "bacterial": None, "viral": None, "pneumonia": None, "other": None},
         "binary",
     )
 )
@@ -82,30 +90,58 @@ register_task(
     Task(
         "covid-vs-rest",
         ("covid", "other"),
-        {"covid": "covid", "normal": "other", "bacterial": "other", "viral": "other", "pneumonia": "other"},
+        {
+            "covid": "covid",
+            "normal": "other",
+            "bacterial": "other",
+            "viral": "other",
+            "pneumonia": "other",
+            "other": "other",
+        },
     )
 )
 
 
-#: Labels that name a set of classes rather than one: an adult ChestX-ray8 "Pneumonia" film is bacterial or
-#: viral, but which is not known. A model whose classes include every member learns it with a partial-label
-#: loss, -log(sum of the members' probabilities) (:func:`coronet.training.partial_label_loss`).
-PARTIAL_LABELS: dict[str, tuple[str, ...]] = {"pneumonia": ("bacterial", "viral")}
+@dataclass(frozen=True)
+class PartialLabel:
+    """A label that names a set of classes rather than one: the film is one of ``members``, or, with
+    ``excludes``, any class but those (``other``: not COVID-19, nothing more known)."""
+
+    members: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+    def allowed(self, classes: Sequence[str]) -> list[str] | None:
+        """The classes of ``classes`` this label allows, in order; None when ``classes`` cannot express it."""
+        if self.members:
+            return [c for c in classes if c in self.members] if set(self.members) <= set(classes) else None
+        allowed = [c for c in classes if c not in self.excludes]
+        return allowed if allowed and set(self.excludes) <= set(classes) else None
+
+
+#: Labels that name a set of classes rather than one. An adult ChestX-ray8 "Pneumonia" film is bacterial or
+#: viral, but which is not known; an ieee8023 Pneumocystis film is "not COVID-19". A model that can express
+#: the set learns it with a partial-label loss, -log(sum of the allowed classes' probabilities)
+#: (:func:`coronet.training.partial_label_loss`): for ``other`` that is -log(1 - p_covid).
+PARTIAL_LABELS: dict[str, PartialLabel] = {
+    "pneumonia": PartialLabel(members=("bacterial", "viral")),
+    "other": PartialLabel(excludes=("covid",)),
+}
 
 
 def label_targets(classes: Sequence[str], labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """The targets a model with ``classes`` trains on for ``labels``: ``(target names, masks)``.
 
     Target ``k`` is a class (``k < len(classes)``, in order) or, after them, a partial label of
-    :data:`PARTIAL_LABELS` that occurs in ``labels`` and whose members are all classes; ``masks[k]``
+    :data:`PARTIAL_LABELS` that occurs in ``labels`` and that ``classes`` can express; ``masks[k]``
     marks the classes target ``k`` allows. Any other label is a ``ValueError``.
     """
     classes = list(classes)
-    partial = [
-        label
+    allowed = {
+        label: PARTIAL_LABELS[label].allowed(classes)
         for label in dict.fromkeys(labels)
-        if label not in classes and label in PARTIAL_LABELS and set(PARTIAL_LABELS[label]) <= set(classes)
-    ]
+        if label not in classes and label in PARTIAL_LABELS
+    }
+    partial = [label for label, members in allowed.items() if members]
     unknown = sorted(set(labels) - set(classes) - set(partial))
     if unknown:
         raise ValueError(f"labels {unknown} are not among the model's classes {classes}")
@@ -113,7 +149,7 @@ def label_targets(classes: Sequence[str], labels: Sequence[str]) -> tuple[list[s
     masks = np.zeros((len(names), len(classes)), dtype=bool)
     masks[np.arange(len(classes)), np.arange(len(classes))] = True
     for k, label in enumerate(partial, start=len(classes)):
-        masks[k, [classes.index(member) for member in PARTIAL_LABELS[label]]] = True
+        masks[k, [classes.index(member) for member in allowed[label] or ()]] = True
     return names, masks
 
 
@@ -211,6 +247,7 @@ def merge_probabilities(
 __all__ = [
     "FOUR_CLASS",
     "PARTIAL_LABELS",
+    "PartialLabel",
     "TASKS",
     "Task",
     "get_task",

@@ -45,6 +45,14 @@ def data_prepare(
         ),
     ] = None,
     adult_per_class: AdultPerClassOption = None,
+    source_negatives: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Add films without COVID-19 from the positives' own collections (source-negatives/, or a data "
+            "directory holding it) as training rows with folds of their own: ieee8023 bacterial, viral and other "
+            "(not COVID-19: a partial label), Actualmed normal."
+        ),
+    ] = None,
 ):
     """Select the paper's dataset (Table I), remove duplicates, assign folds, and cache decoded images."""
     from ..data.prepare import PrepareConfig, prepare_dataset
@@ -68,8 +76,10 @@ def data_prepare(
         seed=seed,
         image_size=image_size,
         workers=workers,
-        adult_negatives=str(adult_negatives) if adult_negatives else None,
-        adult_per_class=adult_per_class,
+        cohorts={
+            name: str(folder) for name, folder in (("adult", adult_negatives), ("source", source_negatives)) if folder
+        },
+        cohort_per_class={"adult": adult_per_class},
     )
     prepare_dataset(data_dir, out, config)
 

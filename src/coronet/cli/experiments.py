@@ -231,6 +231,20 @@ def reproduce(
         ),
     ] = False,
     adult_per_class: AdultPerClassOption = None,
+    source_negatives: Annotated[
+        bool,
+        typer.Option(
+            help="Train with films without COVID-19 from the positives' own collections (source-negatives/: ieee8023 "
+            "bacterial, viral, other; Actualmed normal), so that 'ieee8023's look' no longer means COVID-19."
+        ),
+    ] = False,
+    deconfound: Annotated[
+        bool,
+        typer.Option(
+            help="The model to use: adult and source negatives and the levers against acquisition shortcuts "
+            "chosen by measurement (coronet.training.profiles.DECONFOUND; docs/RECIPES.md)."
+        ),
+    ] = False,
     audit_: Annotated[
         bool, typer.Option("--audit/--no-audit", help="Run the shortcut audit on the 4-class run.")
     ] = True,
@@ -270,6 +284,8 @@ def reproduce(
         final=final,
         adult_negatives=adult_negatives,
         adult_per_class=adult_per_class,
+        source_negatives=source_negatives,
+        deconfound=deconfound,
         audit=audit_,
         audit_retrain=audit_retrain,
         log=typer.echo,

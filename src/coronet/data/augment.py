@@ -144,3 +144,64 @@ def mix_batch(
     else:
         images = lam * images + (1 - lam) * images[order]
     return images, labels, labels[order], lam
+
+
+#: Per-image uniforms of the acquisition augmentation: (apply?, strength) for resample, blur, jpeg, noise, gamma,
+#: and a seed for the noise. Drawn from a generator of its own, so switching it on leaves the affine draws as they were.
+_ACQUISITION_DRAWS = 11
+_ACQUISITION_SALT = 0x5EED_0AC9
+
+
+def acquisition_batch(
+    images: torch.Tensor,
+    seeds: torch.Tensor,
+    *,
+    gamma: float = 0.0,
+    blur: float = 0.0,
+    noise: float = 0.0,
+    jpeg: int = 0,
+    resample: float = 0.0,
+) -> torch.Tensor:
+    """Simulate other acquisition and processing chains on (N, 1, H, W) float films in [0, 1], per-image seeded.
+
+    Each enabled step applies to a film with probability 1/2, at a random strength, in this order:
+    down-and-up resampling to a scale in ``[1 - resample, 1]`` (an uploader's small copy); Gaussian
+    blur with sigma up to ``blur`` pixels; JPEG re-compression at a quality in ``[jpeg, 95]``
+    (``jpeg`` = 0: off); Gaussian noise with a standard deviation up to ``noise``; gamma in
+    ``[1 / (1 + gamma), 1 + gamma]``, log-uniform. The operations are torchvision's
+    (``transforms.v2.functional``). seeds: (N,) as for :func:`augment_batch`.
+    """
+    if not (gamma or blur or noise or jpeg or resample):
+        return images
+    from torchvision.transforms.v2 import functional as TF
+
+    draws = torch.stack(
+        [
+            torch.rand(_ACQUISITION_DRAWS, generator=torch.Generator().manual_seed(int(s) ^ _ACQUISITION_SALT))
+            for s in seeds.tolist()
+        ]
+    ).tolist()
+    out = []
+    height, width = images.shape[-2:]
+    for image, u in zip(images.float(), draws):
+        image = image[None]
+        if resample and u[0] < 0.5:
+            scale = 1 - u[1] * resample
+            small = (max(8, round(height * scale)), max(8, round(width * scale)))
+            image = F.interpolate(image, size=small, mode="bilinear", antialias=True, align_corners=False)
+            image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)
+        if blur and u[2] < 0.5 and u[3] * blur > 0.05:
+            sigma = u[3] * blur
+            kernel = 2 * math.ceil(3 * sigma) + 1
+            image = TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+        if jpeg and u[4] < 0.5:
+            quality = int(round(jpeg + u[5] * (95 - jpeg)))
+            encoded = image.clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+            image = TF.jpeg(encoded[0], quality)[None].to(image.device, torch.float32).div(255)
+        if noise and u[6] < 0.5:
+            generator = torch.Generator().manual_seed(int(u[10] * 2**31))
+            image = image + u[7] * noise * torch.randn(image.shape, generator=generator).to(image.device)
+        if gamma and u[8] < 0.5:
+            image = image.clamp(0, 1) ** math.exp((2 * u[9] - 1) * math.log1p(gamma))
+        out.append(image[0].clamp(0, 1))
+    return torch.stack(out)

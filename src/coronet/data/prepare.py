@@ -47,27 +47,12 @@ from .dedup import (
     person_groups,
     pixel_hash,
 )
+from .cohorts import TABLE1, Cohort, cohort_column, get_cohort
 from .imageio import ImageReadError, read_image, resize_square
 from .sources import LABELS, read_source, reader_options, source_dir
 
 #: The paper's Table I (coronet.paper), the default selection.
 PAPER_CLASS_COUNTS = dict(paper.TABLE1)
-#: The ``cohort`` column: the paper's Table I rows, and adult negatives added for de-confounding.
-TABLE1, ADULT = "table1", "adult"
-ADULT_LABELS = {"normal": "normal", "pneumonia": "pneumonia"}  # dataset-2 label -> training label
-
-
-def split_cohorts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """``(Table I rows, adult rows or None)`` of a manifest or predictions table (its ``cohort`` column).
-
-    The paper's tables are computed on the first part only.
-    """
-    if "cohort" not in table or not (table["cohort"] == ADULT).any():
-        return table, None
-    adult = table["cohort"] == ADULT
-    return table[~adult].reset_index(drop=True), table[adult].reset_index(drop=True)
-
-
 @dataclass
 class PrepareConfig:
     """Everything that decides which images end up in which fold."""
@@ -81,17 +66,19 @@ class PrepareConfig:
     source_options: dict[str, dict] = field(default_factory=dict)  # per source: reader options over its spec's
     source_roots: dict[str, str] = field(default_factory=dict)  # a source's folder, if not under data_dir
     workers: int = min(2, os.cpu_count() or 1)
-    # De-confounding: adult ChestX-ray8 films of dataset-2 (its folder, or a data directory holding it) as
-    # extra rows (cohort "adult"): No_findings -> normal, Pneumonia -> pneumonia (bacterial or viral, unknown
-    # which), in patient-grouped folds of their own; adult_per_class draws that many of each (all: None).
-    adult_negatives: str | None = None
-    adult_per_class: int | None = None
+    # De-confounding: extra cohorts (coronet.data.cohorts), each cohort's folder (or a data directory holding
+    # it), added as rows with patient-grouped folds of their own; cohort_per_class draws that many films of
+    # each of a cohort's labels (all: absent or None).
+    cohorts: dict[str, str] = field(default_factory=dict)
+    cohort_per_class: dict[str, int | None] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.split not in ("patient", "image"):
             raise ValueError(f"split must be 'patient' or 'image', not {self.split!r}")
         if self.folds < 2:
             raise ValueError("folds must be at least 2")
+        for name in [*self.cohorts, *self.cohort_per_class]:
+            get_cohort(name)  # an unknown cohort is an error here, not a silent no-op
 
 
 @dataclass
@@ -265,14 +252,18 @@ def prepare_dataset(
 
     images = [scans[k]["cached"] for k in scan_rows]
     signatures = [scans[k]["signature"] for k in scan_rows]
-    if config.adult_negatives:
-        adults, adult_scans, adult_duplicates, adult_skipped = adult_negative_rows(data_dir, config, log)
-        adults["group"] += int(selected["group"].max()) + 1
-        selected = pd.concat([selected.assign(cohort=TABLE1), adults], ignore_index=True)
-        images += [scan["cached"] for scan in adult_scans]
-        signatures += [scan["signature"] for scan in adult_scans]
-        duplicate_rows += adult_duplicates
-        skipped = pd.concat([skipped, adult_skipped], ignore_index=True)
+    if config.cohorts:
+        selected = selected.assign(cohort=TABLE1)
+    for name, folder in config.cohorts.items():
+        rows, cohort_scans, cohort_duplicates, cohort_skipped = cohort_rows(
+            get_cohort(name), Path(folder), data_dir, config, log
+        )
+        rows["group"] += int(selected["group"].max()) + 1
+        selected = pd.concat([selected, rows], ignore_index=True)
+        images += [scan["cached"] for scan in cohort_scans]
+        signatures += [scan["signature"] for scan in cohort_scans]
+        duplicate_rows += cohort_duplicates
+        skipped = pd.concat([skipped, cohort_skipped], ignore_index=True)
 
     selected["cache_index"] = np.arange(len(selected))
     out.mkdir(parents=True, exist_ok=True)
@@ -311,32 +302,36 @@ def prepare_dataset(
     return PreparedDataset(manifest, duplicates, skipped, summary, out)
 
 
-def adult_negative_rows(data_dir: Path, config: PrepareConfig, log=print):
-    """Dataset-2's adult ChestX-ray8 films as manifest rows: ``(rows, scans, duplicate rows, skipped)``.
+def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareConfig, log=print):
+    """An extra cohort's films as manifest rows: ``(rows, scans, duplicate rows, skipped)``.
 
-    No_findings become ``normal`` and Pneumonia ``pneumonia`` (a partial label: bacterial or viral).
-    Exact copies are dropped (their patients merged), near-duplicates and patients (the first 8
-    digits of the file name) grouped, and the rows get stratified, grouped folds of their own.
+    ``folder`` is the cohort's source folder or a data directory holding it. Labels go through the
+    cohort's label map (labels it does not map are not taken; the source's own is kept in
+    ``source_label``); ``config.cohort_per_class`` may sample each label. Unreadable files are
+    skipped, exact copies dropped (their patients merged), near-duplicates and patients grouped,
+    and the rows get stratified, grouped folds of their own (``config.folds``, ``config.seed``).
     """
     from .sources import find_source_root
 
-    if not config.adult_negatives:
-        raise ValueError("adult_negative_rows needs PrepareConfig.adult_negatives (dataset-2's folder)")
-    root = find_source_root("ozturk", Path(config.adult_negatives), ("No_findings", "Pneumonia"))
-    table = read_source("ozturk", root)
-    table = table[table["label"].isin(ADULT_LABELS)].copy()
-    table["label"] = table["label"].map(ADULT_LABELS)
+    root = find_source_root(cohort.source, folder, cohort.markers)
+    table = read_source(cohort.source, root)
+    table = table[table["label"].isin(cohort.label_map)].copy()
+    table["source_label"] = table["label"]
+    table["label"] = table["label"].map(cohort.label_map)
     table["path"] = [str(Path(p).resolve()) for p in table["path"]]
     table["relpath"] = [os.path.relpath(p, data_dir.resolve()) for p in table["path"]]
     table = table.sort_values("relpath", kind="stable").reset_index(drop=True)
-    if config.adult_per_class is not None:
-        table = undersample(table, dict.fromkeys(ADULT_LABELS.values(), config.adult_per_class), config.seed)
-    log(f"scanning {len(table)} adult ChestX-ray8 films (adult negatives) ...")
+    per_class = config.cohort_per_class.get(cohort.name)
+    if per_class is not None:
+        table = undersample(table, dict.fromkeys(dict.fromkeys(table["label"]), per_class), config.seed)
+    log(f"scanning {len(table)} films of cohort {cohort.name!r} ({cohort.title}) ...")
     scans = scan_images(list(table["path"]), config.image_size, config.workers)
     skipped = pd.DataFrame(
         [{"path": p, "problem": s["error"]} for p, s in zip(table["path"], scans) if "error" in s],
         columns=["path", "problem"],
     )
+    for row in skipped.itertuples():
+        log(f"skipped {row.path}: {row.problem}")
     readable = [k for k, s in enumerate(scans) if "error" not in s]
     table, scans = table.iloc[readable].reset_index(drop=True), [scans[k] for k in readable]
     for key in ("sha256", "height", "width"):
@@ -348,7 +343,7 @@ def adult_negative_rows(data_dir: Path, config: PrepareConfig, log=print):
     duplicates += near_rows
     table["group"] = person_groups(table["patient_id"], same_person, pairs)
     table["fold"] = assign_folds(table["label"], table["group"], config.folds, config.seed)
-    table["cohort"] = ADULT
+    table["cohort"] = cohort.name
     return table, scans, duplicates, skipped
 
 
@@ -452,15 +447,17 @@ def summarize(
     paper_applies = set(config.sources) == {"cohen", "kaggle"}
     order = {label: k for k, label in enumerate(LABELS)}
     ordered = manifest.sort_values("label", key=lambda labels: labels.map(order), kind="stable")
-    if "cohort" in ordered:  # Table I rows first, then the adult negatives
-        ordered = ordered.sort_values("cohort", key=lambda c: c.ne(TABLE1), kind="stable")
-    for (label, source), rows in ordered.groupby(["label", "source"], sort=False):
-        adult = "cohort" in rows and (rows["cohort"] == ADULT).all()
-        available = "-" if adult else int(((candidates.label == label) & (candidates.source == source)).sum())
+    ordered = ordered.assign(cohort=cohort_column(ordered))
+    # Table I rows first, then each extra cohort in the order it was added
+    cohorts = {name: k for k, name in enumerate([TABLE1, *config.cohorts])}
+    ordered = ordered.sort_values("cohort", key=lambda c: c.map(cohorts), kind="stable")
+    for (cohort, label, source), rows in ordered.groupby(["cohort", "label", "source"], sort=False):
+        extra = cohort != TABLE1
+        available = "-" if extra else int(((candidates.label == label) & (candidates.source == source)).sum())
         folds = rows.fold.value_counts()
-        in_paper = "-" if adult or not paper_applies else paper.TABLE1.get(label, "-")
+        in_paper = "-" if extra or not paper_applies else paper.TABLE1.get(label, "-")
         lines.append(
-            f"| {label}{' (adult)' if adult else ''} | {source} | {available} | {len(rows)} | {in_paper} | "
+            f"| {label}{f' ({cohort})' if extra else ''} | {source} | {available} | {len(rows)} | {in_paper} | "
             f"{rows.patient_id.nunique()} |" + "".join(f" {folds.get(k, 0)} |" for k in range(1, config.folds + 1))
         )
     folds = manifest.fold.value_counts()

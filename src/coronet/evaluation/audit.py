@@ -51,7 +51,8 @@ import pandas as pd
 import torch
 
 from ..data.augment import resize_batch
-from ..data.prepare import CACHE_TEMPLATE, load_cache, split_cohorts
+from ..data.cohorts import table1_rows
+from ..data.prepare import CACHE_TEMPLATE, load_cache
 from ..layout import (
     CONFIG,
     MANIFEST,
@@ -340,9 +341,9 @@ def audit(
     dataset = Path(record["dataset"]["path"])
     folds = [int(f) for f in record["folds"]]
     everything = pd.read_csv(run_dir / MANIFEST)  # the run's training data, adult negatives included
-    manifest, _ = split_cohorts(everything)  # the films every test predicts: Table I rows only
+    manifest = table1_rows(everything)  # the films every test predicts: Table I rows only
     manifest = manifest[manifest["fold"].isin(folds)].reset_index(drop=True)
-    intact, _ = split_cohorts(pd.read_csv(run_dir / PREDICTIONS))
+    intact = table1_rows(pd.read_csv(run_dir / PREDICTIONS))
     missing = [f for f in folds if not (fold_dir(run_dir, f) / MODEL_DIR / MODEL_CARD).is_file()]
     if missing:
         raise FileNotFoundError(f"{run_dir}: folds {missing} have no trained model (run `coronet cv` first)")
@@ -390,7 +391,7 @@ def audit(
             result = fit_fold(
                 removed_dir, fold, fold_dir(out / "retrained", fold), train, resume=True, progress=progress, log=log
             )
-            parts.append(split_cohorts(result.predictions)[0])
+            parts.append(table1_rows(result.predictions))
         tests["retrained-lungs-removed"] = pd.concat(parts, ignore_index=True)[
             ["path", "patient_id", "fold", "label", *[prob_column(c) for c in classes], "pred"]
         ]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,8 +39,8 @@ import numpy as np
 import pandas as pd
 
 from .. import paper
-from ..data.prepare import split_cohorts
-from ..layout import ADULT_TEST, CONFIG, CURVES, METRICS, PREDICTIONS, classes_of, prob_column, read_predictions
+from ..data.cohorts import ADULT, COHORTS, extra_rows, table1_rows
+from ..layout import CONFIG, CURVES, METRICS, PREDICTIONS, classes_of, prob_column, read_predictions
 from ..tasks import task_of
 from .bootstrap import bootstrap_ci, bootstrap_cis
 from .figures import (
@@ -62,12 +63,12 @@ from .metrics import (
     fold_confusion,
     fold_table,
     folds_of,
-    normal_vs_pneumonia,
     precision_of,
     recall_of,
     roc_aucs,
     task_row,
 )
+from .sources import allowed_predictions, called_covid, negative_sources, source_summary, source_table, worst_phrase
 
 #: The paper's reported numbers, as the tables compare with them (:mod:`coronet.paper`).
 PAPER = paper.TABLES
@@ -117,31 +118,36 @@ def false_covid_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -
 # --------------------------------------------------------------------------- cohorts
 
 
-def adult_predictions(run_dir: Path, predictions: pd.DataFrame | None = None) -> pd.DataFrame | None:
-    """The run's adult-film predictions: its own ``cohort == adult`` rows, else ``adult-test/``; None if neither."""
+def cohort_predictions(run_dir: str | os.PathLike, predictions: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Each extra cohort's predictions for a run: its own rows of that cohort, else its cohort test's file."""
     run_dir = Path(run_dir)
     if predictions is None:
         predictions = pd.read_csv(run_dir / PREDICTIONS)
-    adults = split_cohorts(predictions)[1]
-    if adults is not None:
-        return adults
-    path = run_dir / ADULT_TEST / PREDICTIONS
-    return pd.read_csv(path) if path.is_file() else None
+    found = extra_rows(predictions)
+    for cohort in COHORTS.values():
+        path = run_dir / cohort.test_dir / PREDICTIONS
+        if cohort.name not in found and path.is_file():
+            found[cohort.name] = pd.read_csv(path)
+    return found
 
 
-def adult_summary(adults: pd.DataFrame, n: int = 1000, seed: int = 0) -> dict:
-    """The adult-negative test's figures: false COVID-19 rate per label and normal-vs-pneumonia accuracy,
-    each with a 95 % interval over ChestX-ray8 patients."""
-    stats = {f"false_covid_{label}": false_covid_rate_of(label) for label in sorted(set(adults["label"]))}
-    stats["false_covid_all"] = lambda df: float((df["pred"] == COVID).mean()) if len(df) else float("nan")
-    stats["normal_vs_pneumonia"] = normal_vs_pneumonia
-    cis = bootstrap_cis(adults, stats, n=n, seed=seed)
-    out: dict = {"n_images": int(len(adults)), "n_patients": int(adults["patient_id"].nunique())}
+def cohort_summary(rows: pd.DataFrame, classes, n: int = 1000, seed: int = 0) -> dict:
+    """An extra cohort's figures (its films have no COVID-19): the false COVID-19 rate per label and over all,
+    and ``label_accuracy`` (each film's answer right for its own label, a partial label's classes counting),
+    each with a 95 % interval over the cohort's patients."""
+    stats = {f"false_covid_{label}": false_covid_rate_of(label) for label in sorted(set(rows["label"]))}
+    stats["false_covid_all"] = called_covid
+    right = {label: allowed_predictions(label, classes) for label in set(rows["label"])}
+    stats["label_accuracy"] = lambda df: (
+        float(np.mean([p in right[label] for label, p in zip(df["label"], df["pred"])])) if len(df) else float("nan")
+    )
+    cis = bootstrap_cis(rows, stats, n=n, seed=seed)
+    out: dict = {"n_images": int(len(rows)), "n_patients": int(rows["patient_id"].nunique())}
     for name, (point, low, high) in cis.items():
         out[name] = point
         out[f"{name}_ci"] = [low, high]
-    for label in sorted(set(adults["label"])):
-        out[f"n_{label}"] = int((adults["label"] == label).sum())
+    for label in sorted(set(rows["label"])):
+        out[f"n_{label}"] = int((rows["label"] == label).sum())
     return out
 
 
@@ -215,6 +221,8 @@ def summary_sentence(summary: dict) -> str:
     parts = [p for p in (figure("accuracy", "accuracy"), figure("covid_recall", "COVID-19 recall")) if p]
     if summary.get("adult"):
         parts.append(adult_phrase(summary["adult"], percent=True))
+    if summary.get("sources"):
+        parts.append(worst_phrase(summary["sources"]["worst_false_covid"], percent=True))
     where = f"On {summary['n_images']} films of {summary['n_patients']} patients"
     return where + (": " + "; ".join(parts) if parts else "") + ". Intervals: bootstrap over patients."
 
@@ -247,6 +255,8 @@ def summary_lines(summary: dict) -> list[str]:
             lines.append(f"{name} {value:.4f} (95% CI {ci[0]:.2f}-{ci[1]:.2f}{tail}")
     if summary.get("adult"):
         lines.append(adult_phrase(summary["adult"], percent=False))
+    if summary.get("sources"):
+        lines.append(worst_phrase(summary["sources"]["worst_false_covid"], percent=False))
     return lines
 
 
@@ -294,9 +304,11 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     out = Path(out) if out is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     every = read_predictions(run_dir / PREDICTIONS)
-    # the paper's tables are about its Table I data only; adult negatives (cohort "adult") get their own section
-    predictions, _ = split_cohorts(every)
-    adults = adult_predictions(run_dir, every)
+    # the paper's tables are about its Table I data only; extra cohorts (coronet.data.cohorts) get sections of
+    # their own and, with every other film, the per-source table
+    predictions = table1_rows(every)
+    cohorts = cohort_predictions(run_dir, every)
+    trained_with = set(extra_rows(every))
     classes = classes_of(predictions)
     task = task_of(classes)
     row = task.paper_row if task else None  # its row in the paper's Table V (e.g. "4-class")
@@ -351,13 +363,22 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     false_covid = false_covid_table(predictions, n=n_bootstrap, seed=seed)
     if false_covid is not None:
         false_covid.to_csv(out / "false-covid.csv")
-    adult = None
-    if adults is not None and COVID in classes:
-        adult = adult_summary(adults, n=n_bootstrap, seed=seed)
-        adult["trained_with_adult_negatives"] = split_cohorts(every)[1] is not None
-        adult_table = false_covid_table(adults, n=n_bootstrap, seed=seed)
-        assert adult_table is not None  # the model has a COVID-19 class and the adults are all non-COVID
-        adult_table.to_csv(out / "adult-false-covid.csv")
+    cohort_summaries, cohort_tables = {}, {}
+    for name, rows in cohorts.items() if COVID in classes else ():
+        cohort_summaries[name] = {
+            **cohort_summary(rows, classes, n=n_bootstrap, seed=seed),
+            "trained_with": name in trained_with,
+            "title": COHORTS[name].title if name in COHORTS else name,
+        }
+        cohort_tables[name] = false_covid_table(rows, n=n_bootstrap, seed=seed)
+        if cohort_tables[name] is not None:
+            cohort_tables[name].to_csv(out / f"{name}-false-covid.csv")
+    # every evaluated film, each by a model that never trained on it: the Table I rows and each cohort's
+    evaluated = pd.concat([predictions, *cohorts.values()], ignore_index=True)
+    by_source = source_table(evaluated, n=n_bootstrap, seed=seed)
+    by_source.to_csv(out / "sources.csv", index=False)
+    negatives = negative_sources(evaluated, n=n_bootstrap, seed=seed)
+    negatives.to_csv(out / "negative-sources.csv", index=False)
 
     figures = {}
     for fold in folds_of(predictions):
@@ -403,7 +424,10 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
             }
             for label, row in false_covid.iterrows()
         },
-        "adult": adult,
+        "folds": [int(f) for f in folds_of(predictions)],
+        "cohorts": cohort_summaries,
+        "adult": cohort_summaries.get(ADULT.name),
+        "sources": source_summary(by_source, negatives),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -431,21 +455,39 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
         tables["Table VI: dataset-2, per class and accuracy (percent)"] = table6
     if false_covid is not None:
         tables["False COVID-19 rate: films of each other label called COVID-19 (95% CI over patients)"] = false_covid
-    if adult is not None:
+    tables[
+        "By source: each (source, label) of the evaluated films (Table I and every extra cohort), the share "
+        "called COVID-19 and the recall of its own label, 95% CIs over patients; "
+        + worst_phrase(summary["sources"]["worst_false_covid"])
+    ] = _source_display(by_source)
+    for name, cohort in cohort_summaries.items():
         how = (
-            "held-out adult films of each fold (the models trained on the other folds' adult films)"
-            if adult["trained_with_adult_negatives"]
-            else "adult films none of the models saw in training"
+            "held-out films of each fold (the models trained on the other folds' films of this cohort)"
+            if cohort["trained_with"]
+            else "films none of the models saw in training"
         )
+        low, high = cohort["label_accuracy_ci"]
         tables[
-            f"Adult films (ChestX-ray8, dataset-2): {how}; false COVID-19 rate "
-            f"(normal vs pneumonia accuracy {adult['normal_vs_pneumonia']:.3f}, 95% CI "
-            f"{adult['normal_vs_pneumonia_ci'][0]:.3f}-{adult['normal_vs_pneumonia_ci'][1]:.3f})"
-        ] = adult_table
+            f"Cohort {name}: {cohort['title']}; {how}; false COVID-19 rate "
+            f"(own-label accuracy {cohort['label_accuracy']:.3f}, 95% CI {low:.3f}-{high:.3f})"
+        ] = cohort_tables[name] if cohort_tables[name] is not None else pd.DataFrame()
     summary["title"] = report_title(run_dir, config)
     _write_markdown(out, summary, tables, ci, auc, training)
     _write_html(out, summary, tables, ci, auc, training, figures, curves)
     return summary
+
+
+def _source_display(by_source: pd.DataFrame) -> pd.DataFrame:
+    """The source table as a reader sees it: each figure with its interval in one cell, percent."""
+
+    def cell(row, name):
+        value, low, high = row[name], row[f"{name} low"], row[f"{name} high"]
+        return "" if pd.isna(value) else f"{value:.1%} ({low:.1%}-{high:.1%})"
+
+    shown = by_source[["source", "label", "cohort", "images", "patients"]].copy()
+    shown["called COVID-19 (95% CI)"] = [cell(row, "called covid") for _, row in by_source.iterrows()]
+    shown["recall of own label (95% CI)"] = [cell(row, "recall") for _, row in by_source.iterrows()]
+    return shown.set_index("source")
 
 
 #: Profiles whose runs only check that the pipeline works.

@@ -1,13 +1,14 @@
 """CoroNet (the paper's Table II) and the same head on other timm backbones.
 
     input (N, 1, H, W), float in [0, 1]
+      -> crop to the lung field, equalise the histogram (each optional, off in the paper: coronet.models.preprocess)
       -> normalise, replicate grayscale to 3 channels
       -> backbone without classifier or pooling (Xception: 5 x 5 x 2048 at 150 x 150)
       -> Flatten -> Dropout(0.5) -> Linear(features, 256) + ReLU -> Linear(256, classes)
 
 The model returns logits; softmax is applied by whoever needs probabilities.
-Normalisation lives inside the model, so a saved model is used the same way
-everywhere (training, prediction, ONNX, the web service).
+Preprocessing and normalisation live inside the model, so a saved model is used the same
+way everywhere (training, prediction, ONNX, the web service, Grad-CAM).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..errors import CoronetError
 from . import darkcovidnet as _darkcovidnet  # noqa: F401  (registers the peer network with timm)
+from .preprocess import FilmPreprocess
 
 DEFAULT_BACKBONE = "legacy_xception"
 #: The paper (Keras notebook) only rescales pixels by 1/255: mean 0, std 1 after that.
@@ -44,8 +46,10 @@ class CoroNet(nn.Module):
         dropout: float = 0.5,
         mean: float = 0.0,
         std: float = 1.0,
+        preprocess: FilmPreprocess | None = None,
     ):
         super().__init__()
+        self.preprocess = preprocess or FilmPreprocess()
         self.backbone = backbone
         self.feature_shape = tuple(feature_shape)
         channels, height, width = feature_shape
@@ -71,13 +75,17 @@ class CoroNet(nn.Module):
         return layer
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(x)
         x = (x - self.mean) / self.std
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.forward_features(x)
+        return self.forward_head(self.forward_features(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from the backbone's feature map (what :meth:`forward` does after :meth:`forward_features`)."""
         if tuple(features.shape[-2:]) != self.feature_shape[1:]:
             # progressive resizing trains the first epochs below input_size: bring the smaller feature
             # map to the head's grid (never the case at input_size, so the Table II model is unchanged)
@@ -193,10 +201,27 @@ def build_model(
     dropout: float = 0.5,
     mean: float = PAPER_NORMALISATION["mean"],
     std: float = PAPER_NORMALISATION["std"],
+    crop=None,
+    equalize: bool = False,
 ) -> CoroNet:
-    """CoroNet on ``backbone`` (any timm name); the Flatten size is derived from the backbone's feature map."""
+    """CoroNet on ``backbone`` (any timm name); the Flatten size is derived from the backbone's feature map.
+
+    crop, equalize: the film preprocessing (:class:`coronet.models.preprocess.FilmPreprocess`; ``crop`` as
+    :func:`coronet.models.preprocess.parse_crop` reads it).
+    """
+    from .preprocess import parse_crop
+
     net = create_backbone(backbone, weights)
-    return CoroNet(net, feature_shape(net, input_size), num_classes, hidden=hidden, dropout=dropout, mean=mean, std=std)
+    return CoroNet(
+        net,
+        feature_shape(net, input_size),
+        num_classes,
+        hidden=hidden,
+        dropout=dropout,
+        mean=mean,
+        std=std,
+        preprocess=FilmPreprocess(parse_crop(crop), equalize),
+    )
 
 
 TRAINABLE_PARTS = ("all", "head", "classifier")

@@ -69,6 +69,7 @@ def save_model_dir(
         "mean": float(model.mean),
         "std": float(model.std),
         "tta": tta,
+        "preprocess": model.preprocess.describe(),
     }
     tmp = out / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={NETWORK_KEY: json.dumps(network)})
@@ -84,6 +85,8 @@ def save_model_dir(
         "hidden": hidden,
         "dropout": dropout,
         "normalisation": {"scale": 1 / 255, "mean": float(model.mean), "std": float(model.std)},
+        # inside the network, before normalisation: crop to a box of the film, histogram equalisation
+        "preprocess": model.preprocess.describe(),
         "weights_sha256": file_sha256(tmp),
         "notice": "Research software. Not a medical device; not for diagnosis.",
     }
@@ -129,6 +132,8 @@ def _check_card_matches_weights(card: dict, normalisation: dict, metadata: dict,
         ) from None
     stated = {key: card[key] for key in ("classes", "backbone", "input_size", "hidden", "dropout")}
     stated.update(mean=normalisation.get("mean", 0.0), std=normalisation.get("std", 1.0), tta=card_tta(card))
+    stated["preprocess"] = card_preprocess(card)
+    stored = {**stored, "preprocess": stored.get("preprocess") or NO_PREPROCESS}  # written before preprocessing
     differing = [key for key in stated if stated[key] != stored.get(key)]
     if differing:
         raise ModelLoadError(
@@ -150,6 +155,15 @@ def annotate_card(model_dir: str | os.PathLike, **fields) -> dict:
 def card_tta(card: dict) -> str | None:
     """The test-time augmentation the model was validated with (``None`` or ``"hflip"``)."""
     return (card.get("inference") or {}).get("tta")
+
+
+#: The card entry of a network without preprocessing (the paper's, and every model saved before it existed).
+NO_PREPROCESS = {"crop": None, "equalize": False}
+
+
+def card_preprocess(card: dict) -> dict:
+    """The film preprocessing the network applies (``{"crop": box or None, "equalize": bool}``)."""
+    return {**NO_PREPROCESS, **(card.get("preprocess") or {})}
 
 
 def inference_model(model: torch.nn.Module, card: dict) -> torch.nn.Module:
@@ -190,6 +204,8 @@ def load_model_dir(path: str | os.PathLike) -> tuple[CoroNet, dict]:
         dropout=card["dropout"],
         mean=normalisation.get("mean", 0.0),
         std=normalisation.get("std", 1.0),
+        crop=card_preprocess(card)["crop"],
+        equalize=card_preprocess(card)["equalize"],
     )
     try:
         model.load_state_dict(state)

@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..data.augment import resize_batch
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
-from ..data.prepare import load_cache, split_cohorts
+from ..data.cohorts import ADULT, extra_rows, table1_rows
+from ..data.prepare import load_cache
 from ..layout import (
     CACHE_TEMPLATE,
     CHECKPOINTS,
@@ -61,6 +62,7 @@ from ..layout import (
 from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
 from ..models.modeldir import file_sha256, save_model_dir
 from ..tasks import label_targets
+from .adversary import source_pairs
 from .module import (
     CoroNetModule,
     cpu_has_native_bf16,
@@ -118,13 +120,24 @@ class EpochLog(Callback):
             "val_acc": _number(metrics.get("val_acc")) if validated else "",
             "seconds": round(seconds, 2),
             "train_images_per_s": round(self.train_images / max(seconds, 1e-9), 2),
+            "train_source_acc": _number(metrics.get("train_source_acc")),
         }
         rows = [r for r in _read_rows(self.path) if int(r["epoch"]) < row["epoch"]] + [row]
         write_metrics(rows, self.path)
         plot_curves(self.path, self.fold_dir / CURVES)
 
 
-METRICS_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "train_images_per_s"]
+#: train_source_acc: how often the source adversary named a film's source (empty without one; chance is 1/sources)
+METRICS_FIELDS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "seconds",
+    "train_images_per_s",
+    "train_source_acc",
+]
 
 
 def write_metrics(rows: list[dict], path: Path) -> None:
@@ -302,7 +315,8 @@ def fit_fold(
 
     raw_predictions = out / "val-outputs.csv"
     raw_predictions.unlink(missing_ok=True)
-    task = CoroNetModule(config, model=model, predictions_path=raw_predictions, target_masks=masks)
+    sources = adversary_sources(train_rows, class_index, log) if config.source_adversary else None
+    task = CoroNetModule(config, model=model, predictions_path=raw_predictions, target_masks=masks, sources=sources)
     if progress:
         log(describe_precision(config))
     checkpoints = out / CHECKPOINTS
@@ -385,6 +399,21 @@ def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manife
     return cache, train_rows, val_rows, class_index, masks
 
 
+def adversary_sources(train_rows: pd.DataFrame, class_index: dict[str, int], log=print):
+    """What the source adversary learns from: ``(source index of each training row, which sources each
+    target has, for targets with two or more)`` (:func:`coronet.training.adversary.source_pairs`)."""
+    codes, names = pd.factorize(train_rows["source"].fillna("unknown") if "source" in train_rows else [""] * len(train_rows))
+    targets = train_rows.label.map(class_index).to_numpy()
+    pairs = source_pairs(targets, codes, len(class_index), len(names))
+    labels = {label: [str(names[k]) for k in np.flatnonzero(pairs[t])] for label, t in class_index.items() if pairs[t].any()}
+    log(
+        "source adversary: " + "; ".join(f"{label} from {', '.join(found)}" for label, found in labels.items())
+        if labels
+        else "source adversary: off (no label has films from two sources)"
+    )
+    return codes, pairs
+
+
 def _save_fold_model(
     model: CoroNet,
     out: Path,
@@ -397,7 +426,7 @@ def _save_fold_model(
     card: dict | None,
 ) -> None:
     """``out/model``: the fold's final network and its card (settings, data, validation accuracy)."""
-    adults = split_cohorts(train_rows)[1]
+    extra = {name: len(rows) for name, rows in extra_rows(train_rows).items()}
     save_model_dir(
         model.to(memory_format=torch.contiguous_format),
         out / MODEL_DIR,
@@ -414,7 +443,8 @@ def _save_fold_model(
                 "fold": fold,
                 "train_images": len(train_rows),
                 "epochs": config.epochs,
-                "adult_negatives": 0 if adults is None else len(adults),
+                "adult_negatives": extra.get(ADULT.name, 0),
+                "extra_cohorts": extra,  # cohort -> training films (coronet.data.cohorts)
                 "initial_weights": config.weights,
                 "precision": resolve_precision(config),
                 "config": config.to_dict(),
@@ -753,14 +783,14 @@ def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: 
 
 
 def table1_accuracy(predictions: pd.DataFrame) -> float:
-    """Accuracy on the Table I rows (adult negatives, which may carry a partial label, left out)."""
-    rows = split_cohorts(predictions)[0]
+    """Accuracy on the Table I rows (extra cohorts, which may carry partial labels, left out)."""
+    rows = table1_rows(predictions)
     return float((rows.pred == rows.label).mean())
 
 
 def fold_summary(predictions: pd.DataFrame) -> str:
     """Markdown: accuracy per fold and the mean, from per-image predictions (Table I rows only)."""
-    predictions = split_cohorts(predictions)[0]
+    predictions = table1_rows(predictions)
     lines = ["| fold | images | accuracy (%) |", "|---|---|---|"]
     accuracies = []
     for fold, rows in predictions.groupby("fold"):

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from timm.utils.model_ema import ModelEmaV3
 
-from ..data.augment import augment_batch, mix_batch, resize_batch
+from ..data.augment import acquisition_batch, augment_batch, mix_batch, resize_batch
 from ..layout import prob_column
 from ..models.coronet import CoroNet, build_model, configure_batchnorm, set_trainable
+from .adversary import SourceAdversary, ramp
 from .profiles import TrainConfig
 
 
@@ -43,7 +44,10 @@ class CoroNetModule(pl.LightningModule):
         model: CoroNet | None = None,
         predictions_path: Path | None = None,
         target_masks: np.ndarray | None = None,
+        sources: tuple[np.ndarray, np.ndarray] | None = None,
     ):
+        """sources: with ``config.source_adversary``, ``(source index of each training row, the
+        :func:`coronet.training.adversary.source_pairs` of the training data)``."""
         super().__init__()
         self.config, self.predictions_path = config, predictions_path
         # target k allows the classes marked in row k: one each for the classes, then partial labels
@@ -57,6 +61,8 @@ class CoroNetModule(pl.LightningModule):
                 input_size=config.input_size,
                 hidden=config.hidden,
                 dropout=config.dropout,
+                crop=config.crop,
+                equalize=config.equalize,
             )
             configure_batchnorm(model, config.bn_momentum, zero_init_last=config.bn_zero_init)
         else:  # a trained network (fine-tuning) keeps its weights
@@ -70,6 +76,11 @@ class CoroNetModule(pl.LightningModule):
         if config.ema:
             self.ema = ModelEmaV3(self.model, decay=config.ema, use_warmup=True, warmup_power=3 / 4)
             self.ema.requires_grad_(False)
+        self.adversary: SourceAdversary | None = None
+        if config.source_adversary and sources is not None and sources[1].any():
+            row_sources, pairs = sources
+            self.adversary = SourceAdversary(self.model.feature_shape[0], pairs)
+            self.register_buffer("train_sources", torch.as_tensor(row_sources, dtype=torch.long), persistent=False)
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
         self.validated_epoch: int | None = None
 
@@ -95,16 +106,26 @@ class CoroNetModule(pl.LightningModule):
 
     def configure_optimizers(self):
         config = self.config
-        optimizer = make_optimizer(self.model.named_parameters(), config)
+        parameters = list(self.model.named_parameters())
+        if self.adversary is not None:
+            parameters += list(self.adversary.named_parameters())
+        optimizer = make_optimizer(parameters, config)
         if config.schedule == "constant" and not config.warmup:
             return optimizer
-        # over the configured epochs, not this call's max_epochs (a run stopped early and resumed keeps its schedule)
-        steps_per_epoch = int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs)
-        total = max(1, steps_per_epoch * config.epochs)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": lr_schedule(optimizer, config, total), "interval": "step"},
+            "lr_scheduler": {"scheduler": lr_schedule(optimizer, config, self.planned_steps), "interval": "step"},
         }
+
+    @property
+    def planned_steps(self) -> int:
+        """Optimiser steps over the configured epochs, not this call's max_epochs (a run stopped early and
+        resumed keeps its schedule)."""
+        steps_per_epoch = int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs)
+        return max(1, steps_per_epoch * self.config.epochs)
+
+    def on_train_start(self):
+        self._steps = self.planned_steps  # read once: Lightning recomputes it on every access
 
     def on_train_epoch_start(self):
         # A frozen backbone also keeps its BatchNorm statistics (Lightning restores this mode after validation).
@@ -118,6 +139,7 @@ class CoroNetModule(pl.LightningModule):
         config = self.config
         if self.trainer is not None and self.trainer.training:
             size = config.train_size(self.current_epoch)
+            images = acquisition_batch(images, seeds, **config.acquisition)
             if config.augment:
                 images = augment_batch(
                     images,
@@ -142,7 +164,7 @@ class CoroNetModule(pl.LightningModule):
         # Dropout draws from the global generator: seed it from (seed, step, rank), which a resumed
         # run restores exactly (Lightning skips epoch-start hooks when it resumes at an epoch's end).
         torch.manual_seed(self.config.seed * 1_000_003 + self.global_step * 16 + self.global_rank)
-        images, labels, _ = batch
+        images, labels, index = batch
         images, labels_a, labels_b, lam = mix_batch(
             images,
             labels,
@@ -150,11 +172,23 @@ class CoroNetModule(pl.LightningModule):
             mixup=self.config.mixup,
             cutmix=self.config.cutmix,
         )
-        logits = self(images)
+        if self.adversary is None:
+            logits = self(images)
+        else:
+            if self.config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            features = self.model.forward_features(images)
+            logits = self.model.forward_head(features)
         smoothing, masks = self.config.label_smoothing, self.target_masks
         loss = partial_label_loss(logits, labels_a, masks, smoothing)
         if lam < 1:
             loss = lam * loss + (1 - lam) * partial_label_loss(logits, labels_b, masks, smoothing)
+        if self.adversary is not None:  # with mixing: the first film's label and source
+            weight = self.config.source_adversary * ramp(self.global_step / self._steps)
+            adversary_loss, source_acc = self.adversary.loss(features, labels_a, self.train_sources[index], weight)
+            loss = loss + adversary_loss
+            if source_acc is not None:
+                self.log("train_source_acc", source_acc, on_step=False, on_epoch=True, batch_size=len(labels))
         correct = masks[labels_a, logits.argmax(1)].float().mean()
         # logged as tensors and reduced at epoch end: no per-step host synchronisation
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(labels))

@@ -62,6 +62,17 @@ class TrainConfig:
     cutmix: float = 0.0  # Beta(a, a) parameter (0: off); with mixup, one of the two per batch
     train_sizes: tuple[int, ...] = ()  # progressive resizing: the training resolution of the first epochs,
     #                                      one entry each; later epochs (and every evaluation) use input_size
+    # -- levers against acquisition shortcuts (docs/RECIPES.md). crop and equalize are part of the network
+    #    (coronet.models.preprocess): training, predict, export, serve and Grad-CAM apply them alike.
+    crop: str = "none"  # none | lungs (the audit's lung box) | X0,Y0,X1,Y1 fractions of the square film
+    equalize: bool = False  # per-film histogram equalisation
+    gamma: float = 0.0  # acquisition augmentation (coronet.data.augment.acquisition_batch), each applied to
+    blur: float = 0.0  # half the films at a random strength up to: gamma in [1/(1+g), 1+g]; Gaussian blur
+    noise: float = 0.0  # sigma up to `blur` px; Gaussian noise std up to `noise`; JPEG re-compression at a
+    jpeg: int = 0  # quality in [jpeg, 95] (0: off); down-and-up resampling to a scale in [1 - resample, 1]
+    resample: float = 0.0
+    source_adversary: float = 0.0  # weight of a gradient-reversal head predicting a film's source from the
+    #                                pooled features, per label (labels with one source do not contribute)
     # -- data and loop
     train_per_class: int | None = None  # stratified subset of each fold's training part (quick runs)
     val_every: int = 1  # validate every N epochs (the last epoch always)
@@ -81,10 +92,22 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if not 0 <= self.warmup < 1 or not 0 <= self.ema < 1 or not 0 <= self.label_smoothing < 1:
             raise ValueError("warmup, ema and label_smoothing must lie in [0, 1)")
+        from ..models.preprocess import parse_crop
+
+        parse_crop(self.crop)  # a one-line ValueError for a malformed box
+        if not 0 <= self.resample < 1 or not 0 <= self.jpeg <= 95 or min(self.gamma, self.blur, self.noise) < 0:
+            raise ValueError("resample must lie in [0, 1), jpeg in [0, 95], gamma, blur and noise be >= 0")
+        if self.source_adversary < 0:
+            raise ValueError("source_adversary must be >= 0")
         if any(size < 16 or size > self.input_size for size in self.train_sizes):
             raise ValueError(
                 f"train_sizes must lie between 16 and input_size ({self.input_size}): {list(self.train_sizes)}"
             )
+
+    @property
+    def acquisition(self) -> dict:
+        """The acquisition augmentation's settings (:func:`coronet.data.augment.acquisition_batch`)."""
+        return {"gamma": self.gamma, "blur": self.blur, "noise": self.noise, "jpeg": self.jpeg, "resample": self.resample}
 
     def train_size(self, epoch: int) -> int:
         """The training resolution of ``epoch`` (0-based): progressive resizing, else ``input_size``."""
@@ -149,6 +172,11 @@ PROFILES: dict[str, TrainConfig] = {
         backbone="test_resnet", input_size=32, epochs=2, batch_size=8, hidden=16, train_per_class=8, channels_last=False
     ),
 }
+
+
+#: ``coronet reproduce --deconfound``: the levers against acquisition shortcuts chosen by measurement
+#: (docs/RECIPES.md, "Disease, not source"), applied over the profile, with adult and source negatives.
+DECONFOUND: dict[str, object] = {"crop": "lungs", "equalize": True, "source_adversary": 0.3}
 
 
 #: Fine-tuning a trained 4-class run for another task (coronet finetune): these settings replace the
@@ -238,6 +266,7 @@ def finetune_config(source: TrainConfig, profile: str, classes, **overrides) -> 
 
 
 __all__ = [
+    "DECONFOUND",
     "FINETUNE_PROFILES",
     "PROFILES",
     "TrainConfig",

@@ -22,6 +22,7 @@ from .base import COLUMNS, LABELS, RemoteSource, canonical_label
 from .cohen import DEFAULT_VIEWS, read_cohen
 from .folder import read_folder
 from .kaggle import parse_kaggle_name, read_kaggle
+from .negatives import read_source_negatives
 from .ozturk import read_ozturk
 
 
@@ -119,6 +120,17 @@ register_source(
         related={"cohen_root": "cohen"},
     )
 )
+register_source(
+    SourceSpec(
+        "source-negatives",
+        "source-negatives",
+        read_source_negatives,
+        "adult films without COVID-19 from the positives' own collections (ieee8023 non-COVID, Actualmed normals)",
+        "https://github.com/ieee8023/covid-chestxray-dataset",
+        note="assembled by hand from the ieee8023 collection and agchung/Actualmed-COVID-chestxray-dataset; "
+        "see the data directory's README",
+    )
+)
 
 
 def source_dir(name: str, data_dir: str | Path) -> Path:
@@ -189,5 +201,6 @@ __all__ = [
     "read_kaggle",
     "read_ozturk",
     "read_source",
+    "read_source_negatives",
     "source_dir",
 ]

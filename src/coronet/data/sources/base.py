@@ -16,8 +16,9 @@ import pandas as pd
 #: Columns every reader returns, in this order (extra source-specific columns may follow).
 COLUMNS = ("path", "label", "source", "patient_id", "view", "split")
 
-#: Canonical labels. ``pneumonia`` is for sources that do not split bacterial from viral.
-LABELS = ("covid", "normal", "bacterial", "viral", "pneumonia")
+#: Canonical labels. ``pneumonia`` is for sources that do not split bacterial from viral; ``other`` is "not
+#: COVID-19" where nothing more is known (both are partial labels in training, :data:`coronet.tasks.PARTIAL_LABELS`).
+LABELS = ("covid", "normal", "bacterial", "viral", "pneumonia", "other")
 
 #: File suffixes treated as images when walking folders (case-insensitive).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"})

@@ -1,0 +1,140 @@
+"""The extra cohorts as a test: how a cross-validation's fold models do on films they never trained on.
+
+An extra cohort (:mod:`coronet.data.cohorts`) holds films that break a shortcut of the paper's
+data: dataset-2's adult ChestX-ray8 films (``adult``: "adult" alone predicts COVID-19 there), and
+films without COVID-19 from the positives' own collections (``source``: "ieee8023's look" does).
+Each film gets a fold (patient-grouped: the assignment ``coronet data prepare --<name>-negatives``
+gives with the run's seed and fold count) and is predicted by that fold's model only. A run
+trained with the cohort already holds these predictions (its validation rows of that cohort:
+never trained on by their fold's model); any other run gets them here, in
+``RUN/<cohort.test_dir>/predictions.csv``, which the run's report reads.
+
+:func:`annotate_cards` then writes the run's per-source figures (:mod:`coronet.evaluation.sources`)
+into every fold model's card, where ``predict`` and ``serve`` find them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.augment import resize_batch
+from ..data.cohorts import ADULT, Cohort, extra_rows
+from ..data.prepare import PrepareConfig, cohort_rows
+from ..layout import CONFIG, MANIFEST, PREDICTIONS, fold_model, prob_column
+from ..models.modeldir import annotate_card, inference_model, load_model_dir, read_card
+from ..training.fit import prediction_table
+
+
+def cohort_test(
+    run_dir: str | os.PathLike,
+    cohort: Cohort,
+    data: str | os.PathLike,
+    log=print,
+    batch_size: int = 32,
+    per_class: int | None = None,
+) -> Path | None:
+    """Predict ``cohort``'s films with the fold models of the 4-class ``run_dir``.
+
+    Writes ``run_dir/<cohort.test_dir>/predictions.csv`` (the usual layout, ``cohort`` set) and returns
+    it; returns None when the run's own predictions already hold the cohort's rows (a run trained
+    with it). ``data`` is the cohort's source folder or a data directory holding it; ``per_class``:
+    a seeded sample of that many films of each label (smoke runs).
+    """
+    run_dir = Path(run_dir)
+    own = extra_rows(pd.read_csv(run_dir / PREDICTIONS)).get(cohort.name)
+    if own is not None:  # trained with the cohort: each fold's held-out films are predicted already
+        for fold, rows in own.groupby("fold"):
+            _annotate_cohort(run_dir, int(fold), cohort, rows, trained_with=True)
+        return None
+    out = run_dir / cohort.test_dir
+    if (out / PREDICTIONS).is_file():
+        return out / PREDICTIONS
+    record = json.loads((run_dir / CONFIG).read_text())
+    manifest = pd.read_csv(run_dir / MANIFEST)
+    folds = sorted(int(f) for f in manifest.fold.unique())
+    first_card = load_model_dir(fold_model(run_dir, folds[0]))[1]
+    config = PrepareConfig(
+        folds=len(folds),
+        seed=record["train"]["seed"],
+        image_size=first_card["input_size"],
+        cohort_per_class={cohort.name: per_class},
+    )
+    rows, scans, _, _ = cohort_rows(cohort, Path(data), Path(data), config, log=log)
+    parts = []
+    for fold in folds:
+        chosen = np.flatnonzero(rows["fold"].to_numpy() == fold)
+        table = prediction_table(rows.iloc[chosen], _predict(fold_model(run_dir, fold), scans, chosen, batch_size), fold)
+        parts.append(table.drop(columns=["rank"]))
+        log(
+            f"{cohort.name} test, fold {fold}: {len(chosen)} films, "
+            f"{(table.pred == 'covid').mean():.1%} called COVID-19"
+        )
+        _annotate_cohort(run_dir, fold, cohort, table, trained_with=False)
+    out.mkdir(parents=True, exist_ok=True)
+    predictions = pd.concat(parts, ignore_index=True)
+    tmp = out / (PREDICTIONS + ".tmp")
+    predictions.to_csv(tmp, index=False)
+    os.replace(tmp, out / PREDICTIONS)
+    return out / PREDICTIONS
+
+
+def _predict(model_dir: Path, scans: list[dict], chosen: np.ndarray, batch_size: int) -> pd.DataFrame:
+    """The model's probabilities (as its card says to use it) for the scanned films ``chosen``."""
+    model, card = load_model_dir(model_dir)
+    network = inference_model(model.eval(), card)
+    probabilities = []
+    with torch.inference_mode():
+        for start in range(0, len(chosen), batch_size):
+            batch = np.stack([scans[k]["cached"] for k in chosen[start : start + batch_size]])
+            images = resize_batch(torch.from_numpy(batch)[:, None].float().div_(255), card["input_size"])
+            probabilities.append(torch.softmax(network(images), dim=1))
+    frame = pd.DataFrame(torch.cat(probabilities).numpy(), columns=[prob_column(c) for c in card["classes"]])
+    frame.insert(0, "index", np.arange(len(frame)))
+    frame["rank"] = 0
+    return frame
+
+
+def card_entry(rows: pd.DataFrame, cohort: Cohort, trained_with: bool) -> dict:
+    """A fold card's record of one cohort: the share of its films (none with COVID-19) called COVID-19."""
+    return {
+        "false_covid_rate": float((rows["pred"] == "covid").mean()),
+        "films": int(len(rows)),
+        "patients": int(rows["patient_id"].nunique()),
+        "data": cohort.title,
+        "never_trained_on": True,  # each fold model predicts only its own held-out films
+        "trained_with_cohort": trained_with,
+    }
+
+
+def _annotate_cohort(run_dir: Path, fold: int, cohort: Cohort, rows: pd.DataFrame, trained_with: bool) -> None:
+    entry = card_entry(rows, cohort, trained_with)
+    card, _ = read_card(fold_model(run_dir, fold))
+    fields: dict = {"cohort_tests": {**(card.get("cohort_tests") or {}), cohort.name: entry}}
+    if cohort is ADULT:  # the name predict, serve and older cards know it by
+        fields["adult_test"] = entry
+    annotate_card(fold_model(run_dir, fold), **fields)
+
+
+def annotate_cards(run_dir: str | os.PathLike, summary: dict) -> None:
+    """Write a run's per-source figures (a report summary's ``sources`` part) into each fold model's card,
+    as ``false_covid_by_source``: measured over every fold model, each on films it never trained on."""
+    run_dir = Path(run_dir)
+    figures = summary.get("sources") or {}
+    entry = {
+        "worst": figures.get("worst_false_covid"),
+        "negative_sources": figures.get("negative_sources"),
+        "measured_on": f"the {len(summary.get('folds') or [])} fold models of {run_dir.resolve()}, each on the "
+        "films it never trained on",
+    }
+    for fold in summary.get("folds") or []:
+        if (fold_model(run_dir, fold)).is_dir():
+            annotate_card(fold_model(run_dir, fold), false_covid_by_source=entry)
+
+
+__all__ = ["annotate_cards", "card_entry", "cohort_test"]
