@@ -144,3 +144,72 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(30)
         self.socket.close()
+
+
+# ------------------------------------------------------------------ files whose decoders warn
+
+
+def dicom_rle_with_raw_pixels() -> bytes:
+    """A DICOM whose transfer syntax says RLE Lossless but whose pixel data is raw: pydicom warns ("check that the
+    transfer syntax has been set correctly"), then fails."""
+    from pydicom import uid
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = uid.ComputedRadiographyImageStorage, uid.generate_uid(), "CR"
+    ds.set_pixel_data(np.random.default_rng(0).integers(0, 4096, (32, 40), dtype=np.uint16), "MONOCHROME2", 12)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    explicit, rle = (str(u).encode() + b"\0" for u in (uid.ExplicitVRLittleEndian, uid.RLELossless))
+    assert len(explicit) == len(rle) and buffer.getvalue().count(explicit) == 1
+    return buffer.getvalue().replace(explicit, rle)  # the same length: the file meta stays valid
+
+
+def _ifd(entries: list[tuple[int, int, int, bytes]], claimed: int | None = None) -> bytes:
+    """A little-endian TIFF IFD of ``(tag, type, count, 4-byte value)`` entries; ``claimed`` overstates the count."""
+    out = struct.pack("<H", len(entries) if claimed is None else claimed)
+    for tag, kind, count, value in entries:
+        out += struct.pack("<HHI", tag, kind, count) + value
+    return out + struct.pack("<I", 0)
+
+
+def jpeg_with_corrupt_exif() -> bytes:
+    """A good JPEG whose EXIF block says its Make tag holds 1000 bytes at offset 5000 and claims one IFD entry
+    more than it has: Pillow warns "Tag data larger than file" and "Corrupt EXIF data", and decodes the film."""
+    ifd = _ifd([(0x010F, 2, 1000, struct.pack("<I", 5000))], claimed=2)
+    exif = b"Exif\0\0" + b"II*\0" + struct.pack("<I", 8) + ifd
+    jpeg = jpeg_bytes(size=(40, 32))
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:]
+
+
+def tiff_with_bad_ifd() -> bytes:
+    """An 8-bit grey 40 x 32 TIFF whose IFD claims 1000 entries more than it holds: Pillow warns "Corrupt EXIF data"
+    and decodes the film from the entries that are there."""
+    width, height = 40, 32
+    pixels = np.random.default_rng(1).integers(0, 256, (height, width), dtype=np.uint8).tobytes()
+    short, long = (lambda v: struct.pack("<HH", v, 0)), (lambda v: struct.pack("<I", v))
+    entries = [
+        (256, 3, 1, short(width)),
+        (257, 3, 1, short(height)),
+        (258, 3, 1, short(8)),
+        (259, 3, 1, short(1)),  # no compression
+        (262, 3, 1, short(1)),  # black is zero
+        (273, 4, 1, long(0)),  # strip offset: set below
+        (277, 3, 1, short(1)),
+        (278, 3, 1, short(height)),
+        (279, 4, 1, long(len(pixels))),
+    ]
+    start = 8 + 2 + 12 * len(entries) + 4
+    entries[5] = (273, 4, 1, long(start))
+    return b"II*\0" + struct.pack("<I", 8) + _ifd(entries, claimed=len(entries) + 1000) + pixels
+
+
+def warning_files() -> dict[str, bytes]:
+    """File name -> content of three films whose decoders warn (the first cannot be read, the others can)."""
+    return {
+        "rle-raw.dcm": dicom_rle_with_raw_pixels(),
+        "bad-exif.jpg": jpeg_with_corrupt_exif(),
+        "bad-ifd.tif": tiff_with_bad_ifd(),
+    }

@@ -313,6 +313,71 @@ def test_bomb_protection_is_left_in_place():
     assert warnings.filters == filters
 
 
+def test_decoder_warnings_join_the_verdict_and_never_escape():
+    """A DICOM that says RLE but holds raw pixels, a JPEG with corrupt EXIF, a TIFF with a bad IFD: their decoders'
+    warnings end the one-line error (the DICOM) or come back in ``warned`` (the others, which are read), every
+    time; none is shown as a Python warning; the warning filters are as they were."""
+    from deploy_helpers import warning_files
+
+    files = warning_files()
+    filters, show = list(warnings.filters), warnings.showwarning
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        for _ in range(2):  # the second time too: not once per place in the library
+            with pytest.raises(ImageReadError) as info:
+                read_image(files["rle-raw.dcm"], name="rle-raw.dcm")
+            assert "unreadable DICOM" in info.value.problem
+            assert "decoder warning: " in info.value.problem and "transfer syntax" in info.value.problem
+            assert "\n" not in str(info.value)
+            for name, expected in (
+                ("bad-exif.jpg", ["Tag data larger than file", "Corrupt EXIF data"]),
+                ("bad-ifd.tif", ["Corrupt EXIF data"]),
+            ):
+                warned: list[str] = []
+                assert read_image(files[name], name=name, warned=warned).shape == (32, 40)
+                assert len(warned) == len(expected), warned  # each once, although Pillow repeats some
+                assert all(w.startswith(e) for w, e in zip(warned, expected)), warned
+            assert read_image(_encode(Image.fromarray(_gradient()), "PNG"), warned=(clean := [])).shape == (24, 32)
+            assert clean == []
+    assert escaped == []
+    assert warnings.filters == filters and warnings.showwarning is show
+
+
+def test_decoder_warnings_stay_with_their_thread():
+    """Threads decoding at once each get their own file's warnings only; a warning raised meanwhile by a thread
+    that is not decoding is shown as usual; afterwards the warnings state is as it was."""
+    import threading
+
+    from deploy_helpers import jpeg_with_corrupt_exif
+
+    bad, good = jpeg_with_corrupt_exif(), _encode(Image.fromarray(_gradient()), "PNG")
+    filters, show = list(warnings.filters), warnings.showwarning
+    results: dict[tuple[int, int], list[str]] = {}
+    start = threading.Barrier(6)
+
+    def decode(k: int) -> None:
+        start.wait(30)
+        for i in range(20):
+            warned: list[str] = []
+            read_image(bad if (k + i) % 2 else good, warned=warned)
+            results[k, i] = warned
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        threads = [threading.Thread(target=decode, args=(k,)) for k in range(6)]
+        for thread in threads:
+            thread.start()
+        for _ in range(20):
+            warnings.warn("not about a file", UserWarning, stacklevel=1)  # from this thread, while others decode
+        for thread in threads:
+            thread.join(60)
+    assert len(results) == 120
+    for (k, i), warned in results.items():
+        assert len(warned) == (2 if (k + i) % 2 else 0), (k, i, warned)
+    assert [str(w.message) for w in shown] == ["not about a file"] * 20
+    assert warnings.filters == filters and warnings.showwarning is show
+
+
 def test_error_pickles():
     err = ImageReadError("a.png", "truncated PNG")
     clone = pickle.loads(pickle.dumps(err))

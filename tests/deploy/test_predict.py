@@ -314,3 +314,42 @@ def test_cli_predict_usage_errors(tiny_model_dir, tmp_path, xray_paths):
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, ["predict", str(tmp_path / "empty"), "--model", str(tiny_model_dir)])
     assert result.exit_code == 1 and "no image files found" in result.output
+
+
+def test_cli_predict_decoder_warnings_give_one_line_per_file(tiny_model_dir, tmp_path):
+    """Three files whose decoders warn (a DICOM saying RLE over raw pixels, a JPEG with corrupt EXIF, a TIFF with a
+    bad IFD), predicted by `coronet predict` in its own process, where Python shows warnings as it would to a user:
+    each file gets its one line (the DICOM its error on stderr, the others their row on stdout) and no Python
+    warning is printed. With --verbose the films that were read get one line each naming the warning."""
+    import subprocess
+    import sys
+
+    from deploy_helpers import warning_files
+
+    paths = []
+    for name, content in warning_files().items():
+        (tmp_path / name).write_bytes(content)
+        paths.append(str(tmp_path / name))
+    command = [sys.executable, "-c", "from coronet.cli import app; app()", "predict", *paths]
+    done = subprocess.run(
+        [*command, "--model", str(tiny_model_dir)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr
+    errors = done.stderr.splitlines()
+    assert len(errors) == 2, errors  # the DICOM's one line, and the summary
+    assert errors[0].startswith(paths[0] + ": unreadable DICOM") and "transfer syntax" in errors[0]
+    assert errors[1] == "2 predicted, 1 failed"
+    rows = done.stdout.splitlines()
+    assert len(rows) == 3 and [row.split()[0] for row in rows[1:]] == paths[1:]
+    assert "Warning" not in done.stderr and "site-packages" not in done.stderr
+
+    verbose = runner.invoke(app, ["predict", *paths, "--model", str(tiny_model_dir), "--verbose"])
+    assert verbose.exit_code == 1
+    notes = [line for line in verbose.stderr.splitlines() if "predicted despite" in line]
+    assert notes == [
+        f"{paths[1]}: predicted despite decoder warnings: Tag data larger than file. Skipping tag 271; "
+        "Corrupt EXIF data. Expecting to read 12 bytes but only got 4.",
+        f"{paths[2]}: predicted despite a decoder warning: Corrupt EXIF data. Expecting to read 12 bytes but only "
+        "got 0.",
+    ]
+    assert len(verbose.stderr.splitlines()) == 4

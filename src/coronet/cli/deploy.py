@@ -35,10 +35,17 @@ def predict(
         Optional[Path], typer.Option(help="Write a Grad-CAM overlay PNG per image (and grid.png) here.")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar for long lists.")] = True,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also report what the decoder warned about in files that were read (one line each)."
+        ),
+    ] = False,
 ):
     """Classify chest X-rays: a table of file, predicted class and class probabilities.
 
-    Unreadable files are reported one line each (file: problem), the others still predicted; exit status 1.
+    Unreadable files are reported one line each (file: problem, with any decoder warning at its end), the others
+    still predicted; exit status 1.
     """
     from tqdm import tqdm
 
@@ -75,6 +82,10 @@ def predict(
             bar.write(str(result), file=sys.stderr)
         else:
             bar.write(table_line(result, width=width), file=sys.stdout)
+            if verbose and result.warnings:
+                warned = "a decoder warning" if len(result.warnings) == 1 else "decoder warnings"
+                note = Failure(result.path, f"predicted despite {warned}: {'; '.join(result.warnings)}")
+                bar.write(str(note), file=sys.stderr)  # one line, as a failure's
             if overlays is not None:
                 overlays.add(result)
             # The film and heat map are full-size arrays: a long list must not keep them all in memory.

@@ -42,14 +42,29 @@ Every unreadable input -- missing, empty, unrecognised, truncated, corrupt,
 too large, compressed with a codec that is not installed -- raises
 :class:`ImageReadError` with a one-line message; no other exception type
 escapes for bad input.
+
+Decoder warnings (Pillow's "Corrupt EXIF data" or "Tag data larger than file",
+pydicom's "check that the transfer syntax has been set correctly", ...) never
+escape as Python warnings either, which would print library paths beside a
+command's one line per file: the warnings a file raises while it is decoded
+are collected for that file alone (per thread, so concurrent decodes keep
+theirs apart), every time, not once per process. A file that cannot be read
+gets them at the end of its one-line :class:`ImageReadError`; for a file that
+was read they are handed to the caller (``read_image(..., warned=list)``) and
+logged at DEBUG on ``coronet.imageio``. Pillow's decompression-bomb warning is
+the exception: it is an error.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from io import BytesIO
 
 import numpy as np
@@ -76,6 +91,8 @@ _PILLOW_FORMATS = {
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 _MAX_DETAIL = 160  # characters of an underlying library message we keep
+
+log = logging.getLogger("coronet.imageio")
 
 
 class ImageReadError(CoronetError, ValueError):
@@ -123,7 +140,11 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def read_image(
-    source: str | os.PathLike | bytes, *, name: str | None = None, max_pixels: int | None = None
+    source: str | os.PathLike | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int | None = None,
+    warned: list[str] | None = None,
 ) -> np.ndarray:
     """Decode an X-ray file into the canonical 2-D ``uint8`` grayscale array.
 
@@ -133,9 +154,12 @@ def read_image(
     or ``"<bytes>"`` for bytes input.  ``max_pixels`` lowers the pixel-count
     limit for this call below Pillow's project-wide ``Image.MAX_IMAGE_PIXELS``
     (a server bounds the memory one upload can take: a 16-bit film is decoded
-    through float copies of 4 bytes per pixel).
+    through float copies of 4 bytes per pixel).  ``warned``, when given, gets
+    the decoder's warnings about a file that was read (one line each, each
+    once); they are never shown as Python warnings.
 
-    Raises :class:`ImageReadError` for any input that cannot be read.
+    Raises :class:`ImageReadError` for any input that cannot be read; the
+    decoder's warnings, if any, end its message.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name if name is not None else "<bytes>"
@@ -148,6 +172,21 @@ def read_image(
     if not data:
         raise ImageReadError(label, "empty file (0 bytes)")
 
+    with _decoder_warnings() as caught:
+        try:
+            image = _decode(data, label, max_pixels)
+        except ImageReadError as error:
+            if not caught:
+                raise
+            raise ImageReadError(label, f"{error.problem}; {_warned(caught)}") from error.__cause__
+    if caught:
+        log.debug("%s: %s", label, _warned(caught))
+        if warned is not None:
+            warned.extend(caught)
+    return image
+
+
+def _decode(data: bytes, label: str, max_pixels: int | None) -> np.ndarray:
     fmt = sniff_format(data)
     if fmt == "dicom":
         return _decode_dicom(data, label, max_pixels=max_pixels)
@@ -156,6 +195,73 @@ def read_image(
     if label.lower().endswith(_DICOM_SUFFIXES):
         return _decode_dicom(data, label, force=True, max_pixels=max_pixels)
     raise ImageReadError(label, "not an image (unrecognised format)")
+
+
+# --------------------------------------------------------------------------
+# decoder warnings
+
+# While any thread decodes, one warnings state is in force process-wide: every UserWarning from the decoders is
+# shown (not once per place, so each file gets its own), Pillow's bomb warning is an error, and ``showwarning``
+# routes a warning raised by a decoding thread to that thread's list; other threads' warnings go where they went
+# before. The state is entered by the first decoding thread and left by the last, under a lock, so concurrent
+# decodes (the web service's worker threads) never restore each other's filters halfway, as overlapping
+# ``warnings.catch_warnings()`` blocks would.
+_DECODER_MODULES = r"(PIL|pydicom|coronet\.data\.imageio)(\.|$)"
+_NOT_ABOUT_THE_FILE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)  # about code: passed on
+_warnings_lock = threading.Lock()
+_decoding: dict[int, list[str]] = {}  # thread id -> that thread's warnings
+_warnings_state: list = []  # the entered catch_warnings, while any thread decodes
+_passed_on = [warnings.showwarning]  # where other warnings go: the showwarning in force when decoding began
+
+
+@contextmanager
+def _decoder_warnings() -> Iterator[list[str]]:
+    """The warnings this thread raises inside the block: one line each, each once."""
+    me = threading.get_ident()
+    with _warnings_lock:
+        if me in _decoding:  # nested: the outer block collects
+            caught = _decoding[me]
+            nested = True
+        else:
+            nested = False
+            if not _decoding:
+                state = warnings.catch_warnings()
+                state.__enter__()
+                warnings.filterwarnings("always", category=UserWarning, module=_DECODER_MODULES)
+                # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; we want the limit itself
+                # to be the hard stop (pydicom hands JPEG frames inside DICOM to Pillow too).
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                _warnings_state[:] = [state]
+                if warnings.showwarning is not _route_warning:
+                    _passed_on[0] = warnings.showwarning
+                warnings.showwarning = _route_warning
+            caught = _decoding[me] = []
+    try:
+        yield caught
+    finally:
+        if not nested:
+            with _warnings_lock:
+                del _decoding[me]
+                if not _decoding:
+                    _warnings_state.pop().__exit__(None, None, None)  # restores the filters and showwarning
+
+
+def _route_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    caught = _decoding.get(threading.get_ident())
+    if caught is None or issubclass(category, _NOT_ABOUT_THE_FILE):
+        _passed_on[0](message, category, filename, lineno, file, line)
+        return
+    text = _detail(message if isinstance(message, BaseException) else Warning(message))
+    if text not in caught:
+        caught.append(text)
+
+
+def _warned(caught: list[str]) -> str:
+    return (
+        ("decoder warning: " if len(caught) == 1 else "decoder warnings: ")
+        + "; ".join(caught[:3])
+        + (f"; and {len(caught) - 3} more" if len(caught) > 3 else "")
+    )
 
 
 # --------------------------------------------------------------------------
@@ -228,7 +334,7 @@ def _too_large(pixels: int | None, limit: int | None = None) -> str:
 
 
 # Pillow's two decompression-bomb signals; the warning is escalated to an error
-# wherever we decode (pydicom hands JPEG frames inside DICOM to Pillow too).
+# while we decode (see _decoder_warnings).
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
@@ -274,20 +380,17 @@ def _to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None)
 def _decode_pillow(data: bytes, label: str, fmt: str, max_pixels: int | None = None) -> np.ndarray:
     plugin = _PILLOW_FORMATS[fmt]
     try:
-        with warnings.catch_warnings():
-            # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; we
-            # want the limit itself to be the hard stop.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # `formats` pins the plugin we sniffed, so content that merely
-            # looks like one format is never handed to another decoder.
-            with Image.open(BytesIO(data), formats=[plugin]) as img:
-                # Image.open checks this too, but through the (process-global)
-                # warnings filter; checking the header size ourselves keeps the
-                # limit in force before decoding whatever the filter state.
-                _check_pixel_count(label, *img.size, max_pixels)
-                img.load()  # decode now, inside the try: truncation fails here
-                ImageOps.exif_transpose(img, in_place=True)
-                return _pillow_to_gray(img, label)
+        # (read_image has made Pillow's bomb warning an error, see _decoder_warnings.)
+        # `formats` pins the plugin we sniffed, so content that merely
+        # looks like one format is never handed to another decoder.
+        with Image.open(BytesIO(data), formats=[plugin]) as img:
+            # Image.open checks this too, but through the (process-global)
+            # warnings filter; checking the header size ourselves keeps the
+            # limit in force before decoding whatever the filter state.
+            _check_pixel_count(label, *img.size, max_pixels)
+            img.load()  # decode now, inside the try: truncation fails here
+            ImageOps.exif_transpose(img, in_place=True)
+            return _pillow_to_gray(img, label)
     except ImageReadError:
         raise
     except _BOMB_ERRORS as exc:
@@ -333,9 +436,7 @@ def _pillow_to_gray(img: Image.Image, label: str) -> np.ndarray:
 
 def _decode_dicom(data: bytes, label: str, *, force: bool = False, max_pixels: int | None = None) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _dicom_to_gray(data, label, force, max_pixels)
+        return _dicom_to_gray(data, label, force, max_pixels)
     except ImageReadError:
         raise
     except _BOMB_ERRORS as exc:

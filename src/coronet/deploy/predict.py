@@ -10,17 +10,21 @@ A :class:`Predictor` loads a model directory once and is then shared between
 threads (the web service does). The model side is safe for that: PyTorch runs
 under ``torch.inference_mode`` without touching any shared state, ONNX Runtime
 sessions are thread-safe, and Grad-CAM works on its own copy of the network
-behind a lock (:class:`coronet.explain.GradCam`). Decoding is not strictly
-thread-safe: :func:`coronet.imageio.read_image` turns Pillow's
-decompression-bomb warning into an error inside ``warnings.catch_warnings()``,
-which saves and restores the process-global warning filters, so two threads
-decoding at once can restore each other's filter lists (the escalation may be
-missing for a moment, or a filter set meanwhile elsewhere may be lost). That is
-harmless for the results: the reader checks the pixel count from the header
-itself before decoding, so the size limit holds whatever the filter state.
+behind a lock (:class:`coronet.explain.GradCam`). Decoding is too:
+:func:`coronet.imageio.read_image` sets the process-global warning filters
+once for all the threads decoding at a time (Pillow's decompression-bomb
+warning an error, each decoder warning collected for the thread that raised
+it) and restores them when the last one finishes; code elsewhere that changes
+the filters meanwhile (``warnings.catch_warnings()`` in another thread) can
+still disturb that, which is harmless for the results: the reader checks the
+pixel count from the header itself before decoding, so the size limit holds
+whatever the filter state.
 
 Bad files never stop a run: :meth:`Predictor.predict_files` yields a
-:class:`Failure` (``"PATH: problem"``) in the file's place and goes on.
+:class:`Failure` (``"PATH: problem"``) in the file's place and goes on. Decoder
+warnings are never printed as Python warnings: a file that fails has them at
+the end of its problem, a file that is predicted carries them in
+:attr:`Prediction.warnings`.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class Prediction:
     probabilities: tuple[float, ...]
     image: np.ndarray | None = field(default=None, repr=False)  # decoded film, kept for the CAM overlay
     heatmap: np.ndarray | None = field(default=None, repr=False)  # (S, S) Grad-CAM for the predicted class
+    warnings: tuple[str, ...] = ()  # what the decoder warned about while reading the file (it was read)
 
     @property
     def index(self) -> int:
@@ -268,28 +273,29 @@ class Predictor:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        pending: list[tuple[str, np.ndarray | str]] = []  # (path, film) or (path, problem)
+        pending: list[tuple[str, np.ndarray | str, tuple[str, ...]]] = []  # (path, film or problem, warnings)
         loaded = 0
         for path in paths:
             label = os.fspath(path)
+            warned: list[str] = []
             try:
-                pending.append((label, read_image(path, name=label)))
+                pending.append((label, read_image(path, name=label, warned=warned), tuple(warned)))
                 loaded += 1
             except ImageReadError as error:
-                pending.append((label, error.problem))
+                pending.append((label, error.problem, ()))
             if loaded == batch_size:
                 yield from self._flush(pending, cam)
                 pending, loaded = [], 0
         yield from self._flush(pending, cam)
 
     def _flush(self, pending, cam: bool) -> Iterator[Prediction | Failure]:
-        films = [item for _, item in pending if isinstance(item, np.ndarray)]
+        films = [item for _, item, _ in pending if isinstance(item, np.ndarray)]
         probabilities = self.probabilities(films)
         maps = None
         if cam and films:
             maps = self.heatmaps(films, [int(i) for i in probabilities.argmax(axis=1)])
         k = 0
-        for label, item in pending:
+        for label, item, warned in pending:
             if not isinstance(item, np.ndarray):
                 yield Failure(label, item)
                 continue
@@ -299,6 +305,7 @@ class Predictor:
                 tuple(float(p) for p in probabilities[k]),
                 image=item if cam else None,
                 heatmap=maps[k] if maps is not None else None,
+                warnings=warned,
             )
             k += 1
 
