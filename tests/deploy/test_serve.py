@@ -21,7 +21,7 @@ from PIL import Image
 
 from coronet.data.imageio import read_image
 from coronet.deploy.predict import Predictor
-from coronet.deploy.serve import create_app
+from coronet.deploy.serve import GuardedH11Protocol, create_app, server_options
 from deploy_helpers import LiveServer, bad_files, jpeg_bytes
 
 LIMIT = 1024 * 1024  # the tests' upload cap: the shared films are well under it
@@ -193,6 +193,35 @@ def test_requests_that_are_not_a_good_upload(client, predictor, xray_paths):
     assert_healthy(client, predictor, xray_paths[0])
 
 
+def test_long_file_names(client):
+    """A file name is only a label (cut to 120 characters in the answer); one too long for the multipart parser's
+    header line gets a 400 that names the limit, not just 'malformed'."""
+    from coronet.deploy.serve import MAX_PART_HEADER_BYTES
+
+    film = jpeg_bytes()
+    response = upload(client, "a" * 1996 + ".jpg", film)
+    assert response.status_code == 200 and response.json()["file"] == "a" * 120
+    response = upload(client, "b" * 4996 + ".jpg", film)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert f"over the limit of {MAX_PART_HEADER_BYTES} bytes" in error and "file name" in error
+    assert MAX_PART_HEADER_BYTES and 4000 < MAX_PART_HEADER_BYTES < 5000
+
+
+def test_decoder_warnings_are_part_of_the_answer(client):
+    """A DICOM whose decoder warns before failing gets a 422 that names the warning; a JPEG with corrupt EXIF is
+    read and predicted."""
+    from deploy_helpers import warning_files
+
+    files = warning_files()
+    response = upload(client, "rle-raw.dcm", files["rle-raw.dcm"])
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error.startswith("rle-raw.dcm: unreadable DICOM") and "decoder warning: " in error
+    assert "transfer syntax" in error
+    assert upload(client, "bad-exif.jpg", files["bad-exif.jpg"]).status_code == 200
+
+
 def _gif() -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (8, 8)).save(buffer, format="GIF")
@@ -243,7 +272,8 @@ def test_max_pixels_setting(predictor, xray_paths):
 
 @pytest.fixture(scope="module")
 def live(predictor):
-    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT)) as url:
+    """A real server, run as `coronet serve` runs it (its protocol, connection cap and timeouts)."""
+    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT), **server_options(16)) as url:
         yield url
 
 
@@ -338,11 +368,80 @@ def test_coronet_serve_command(tiny_model_dir, xray_paths, tmp_path):
         film = xray_paths[3]
         response = httpx.post(url + "/v1/predict", files={"file": (film.name, film.read_bytes())}, timeout=60)
         assert response.status_code == 200 and response.json()["file"] == film.name
+
+        # SIGTERM while a prediction is in flight: the server stops accepting, finishes it, and exits 0.
+        head, body = _multipart_request(film.name, film.read_bytes())
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+            connection.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_answer(connection)[0].startswith("HTTP/1.1 200")  # this connection is being served
+            connection.sendall(head + body[: len(body) // 2])  # the request is in progress, half its body in
+            time.sleep(1)
+            server.send_signal(signal.SIGTERM)
+            for _ in range(300):  # the listening socket closes: the shutdown has begun
+                try:
+                    httpx.get(url + "/v1/health", timeout=5)
+                except httpx.TransportError:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("still accepting connections 30 s after SIGTERM")
+            assert server.poll() is None  # still running: the request in progress holds the shutdown
+            connection.sendall(body[len(body) // 2 :])
+            status, answer = _read_answer(connection)
+        assert status.startswith("HTTP/1.1 200"), (status, answer)
+        assert json.loads(answer)["file"] == film.name
+        assert server.wait(30) == 0  # a graceful shutdown exits 0, not by the signal (-15 / 143)
     finally:
-        server.terminate()
-        server.wait(30)
-    assert server.returncode in (0, -signal.SIGTERM)  # it stopped on SIGTERM (uvicorn re-raises the signal)
-    assert "coronet serve: shutting down" in log.read_text(errors="replace")  # one line says so
+        if server.poll() is None:
+            server.kill()
+            server.wait(30)
+    text = log.read_text(errors="replace")
+    assert "coronet serve: shutting down; requests in progress were finished (exit status 0)" in text, text[-2000:]
+
+
+def _multipart_request(name: str, content: bytes) -> tuple[bytes, bytes]:
+    """The head and the body of a POST /v1/predict uploading ``content`` as ``name``."""
+    boundary = b"coronet-test-boundary-7f3a"
+    body = (
+        (
+            b"--"
+            + boundary
+            + b'\r\nContent-Disposition: form-data; name="file"; filename="'
+            + name.encode()
+            + b'"\r\n\r\n'
+        )
+        + content
+        + b"\r\n--"
+        + boundary
+        + b"--\r\n"
+    )
+    head = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary="
+        + boundary
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+    )
+    return head, body
+
+
+def _read_answer(connection: socket.socket) -> tuple[str, bytes]:
+    """(status line, body) of one HTTP answer with a Content-Length, read from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return data.decode("latin-1"), b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next((int(v) for k, _, v in (x.partition(":") for x in lines[1:]) if k.lower() == "content-length"), 0)
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return lines[0], body
 
 
 def test_coronet_serve_refuses_a_bad_model_dir_and_bad_limits(tmp_path, tiny_model_dir):
@@ -372,7 +471,7 @@ def test_serve_sets_the_concurrency_limit_and_shares_the_cpus(tiny_model_dir, mo
     from coronet.deploy import serve as serve_module
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: calls.append(server.config))
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     threads = torch.get_num_threads()
     try:
@@ -385,22 +484,129 @@ def test_serve_sets_the_concurrency_limit_and_shares_the_cpus(tiny_model_dir, mo
     finally:
         torch.set_num_threads(threads)
     # uvicorn's connection cap stands behind the prediction slots: four times their number plus 32
-    assert [c["limit_concurrency"] for c in calls] == [4 * (4 * 4 + 8) + 32, 4 * 5 + 32, 4 * (4 * 8 + 8) + 32]
+    assert [c.limit_concurrency for c in calls] == [4 * (4 * 4 + 8) + 32, 4 * 5 + 32, 4 * (4 * 8 + 8) + 32]
+    # the guarded protocol, with the upload timeout as the deadline for a request's headers
+    assert all(issubclass(c.http, GuardedH11Protocol) and c.http.header_timeout == 30 for c in calls)
+    assert all(c.timeout_graceful_shutdown == 5 for c in calls)
 
 
-def test_excess_connections_get_503_at_once(predictor):
-    """With limit_concurrency 2, one open keep-alive connection leaves room for one more request only."""
-    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT, warm_up=False), limit_concurrency=2) as url:
-        with httpx.Client(base_url=url, timeout=30) as first, httpx.Client(base_url=url, timeout=30) as second:
-            assert first.get("/v1/health").status_code == 200  # its connection stays open (keep-alive)
-            busy = second.get("/v1/health")
-            assert busy.status_code == 503
-        for _ in range(100):  # both connections closed: the server has room again
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def _closed_by_server(client: socket.socket, wait: float = 0.0) -> bytes | None:
+    """What the server sent before closing ``client`` (b"" for nothing), or None while it is still open."""
+    import select
+
+    data = b""
+    while select.select([client], [], [], wait if not data else max(wait, 10))[0]:  # once it answers, it closes
+        try:
+            chunk = client.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+    return None
+
+
+def test_idle_connections_make_room_busy_ones_count(predictor):
+    """At the connection cap (3 here), a new connection closes an idle keep-alive one and is served; connections
+    with a request in progress are never closed for room, and when they alone fill the cap the next request gets
+    uvicorn's 503."""
+    options = {**server_options(1, upload_timeout=20), "limit_concurrency": 3}
+    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT, warm_up=False), **options) as url:
+        kept = _connect(url)
+        kept.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_answer(kept)[0].startswith("HTTP/1.1 200")  # kept open (keep-alive), idle now
+        busy = [_stalled_upload(url)]
+        time.sleep(0.3)
+        try:
+            assert httpx.get(url + "/v1/health", timeout=30).status_code == 200  # 3 connections: the idle one went
+            assert _closed_by_server(kept, wait=10) == b""
+            busy.append(_stalled_upload(url))  # two uploads in progress, and nothing idle left to close
+            time.sleep(0.3)
+            full = httpx.get(url + "/v1/health", timeout=30)
+            assert full.status_code == 503 and full.headers["content-type"].startswith("text/plain")
+            assert all(_closed_by_server(c) is None for c in busy)  # never closed to make room
+        finally:
+            for client in [kept, *busy]:
+                client.close()
+        for _ in range(100):  # the uploads gone: room again
             if httpx.get(url + "/v1/health", timeout=30).status_code == 200:
                 break
             time.sleep(0.05)
         else:
             pytest.fail("still 503 after the connections closed")
+
+
+def test_a_flood_of_idle_connections_cannot_lock_out_health(predictor):
+    """100 connections that send nothing or unfinished headers, against a cap of 64 open connections: /v1/health
+    still answers 200 (uvicorn alone answers 503 once ~64 are open), and the server closes the idle connections
+    beyond the cap, the oldest first, those with part of a request answered 503 first."""
+    options = server_options(8, upload_timeout=30)
+    assert options["limit_concurrency"] == 64
+    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT, warm_up=False), **options) as url:
+        flood = []
+        try:
+            for i in range(100):
+                client = _connect(url)
+                if i % 2:
+                    client.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; ")
+                flood.append(client)
+            health = httpx.get(url + "/v1/health", timeout=30)
+            assert health.status_code == 200 and health.json()["status"] == "ok"
+            closed: dict[int, bytes] = {}
+            for _ in range(100):  # the closes travel through the event loop: wait a little for them
+                closed = {i: data for i, c in enumerate(flood) if (data := _closed_by_server(c)) is not None}
+                if len(closed) >= 38:
+                    break
+                time.sleep(0.05)
+            # 101 connections, at most 63 open beside a new one: 38 closed, the oldest (none was ever served)
+            assert len(closed) == 38 and max(closed) < 50, sorted(closed)
+            partial = [data for i, data in closed.items() if i % 2]
+            assert all(data == b"" for i, data in closed.items() if not i % 2)  # sent nothing: just closed
+            assert all(data == b"" or data.startswith(b"HTTP/1.1 503") for data in partial)
+            assert any(b"server at its connection limit" in data for data in partial)
+            for _ in range(5):  # and again: each new connection makes its own room
+                assert httpx.get(url + "/v1/health", timeout=30).status_code == 200
+        finally:
+            for client in flood:
+                client.close()
+
+
+def test_unfinished_headers_and_silence_are_closed_within_the_upload_timeout(predictor):
+    """A connection must complete a request's headers within the upload timeout (1.5 s here) of opening: the
+    issue's unfinished POST is answered 408 and closed, a silent socket closed, a header sent a byte at a time is
+    cut off all the same (a deadline, not a wait between bytes); a request sent in time is served."""
+    options = server_options(8, upload_timeout=1.5)
+    with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT, warm_up=False), **options) as url:
+        unfinished, silent, trickle = (_connect(url) for _ in range(3))
+        try:
+            unfinished.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=Q\r\n"
+            )
+            header = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 200
+            trickled = 0
+            for byte in header:  # one byte every 0.1 s: 20 s for the whole header, if the server let it
+                if _closed_by_server(trickle) is not None:
+                    break
+                try:
+                    trickle.sendall(bytes([byte]))
+                except OSError:
+                    break
+                trickled += 1
+                time.sleep(0.1)
+            assert trickled < len(header)  # cut off before the header was complete
+            answer = _closed_by_server(unfinished, wait=20)
+            assert answer is not None and answer.startswith(b"HTTP/1.1 408"), answer
+            assert "request headers not complete within 1.5 s" in json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+            assert _closed_by_server(silent, wait=20) == b""
+        finally:
+            for client in (unfinished, silent, trickle):
+                client.close()
+        assert httpx.get(url + "/v1/health", timeout=30).status_code == 200
 
 
 class _SlowCam(Predictor):
@@ -457,7 +663,7 @@ def test_stalled_uploads_time_out_and_health_still_answers(predictor):
     """15 stalled uploads fill every prediction slot: health answers, a 16th prediction gets a JSON 503, and
     the stalled ones are refused (408) once the upload timeout passes, freeing the slots."""
     app = create_app(predictor=predictor, max_upload_bytes=LIMIT, max_concurrency=15, upload_timeout=1.5, warm_up=False)
-    with LiveServer(app) as url:
+    with LiveServer(app, **server_options(15, upload_timeout=1.5)) as url:
         stalled = [_stalled_upload(url) for _ in range(15)]
         try:
             time.sleep(0.5)

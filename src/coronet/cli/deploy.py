@@ -236,10 +236,18 @@ def serve(
         ),
     ] = None,
     upload_timeout: Annotated[
-        float, typer.Option(min=0.1, help="Seconds an upload may send nothing before it is refused (408).")
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds an upload may send nothing before it is refused (408); also the time a connection has to "
+            "send a request's headers, from opening or from its previous answer (else 408 and closed).",
+        ),
     ] = 30.0,
 ):
-    """Serve the model: JSON API (/v1/predict, /v1/health, /v1/model, /docs) and a web page at /."""
+    """Serve the model: JSON API (/v1/predict, /v1/health, /v1/model, /docs) and a web page at /.
+
+    Stops on SIGTERM or Ctrl-C: the requests in progress are finished (up to 5 s), then exit status 0.
+    """
     from ..deploy.serve import serve as run_server
     from ..models.modeldir import ModelLoadError
 

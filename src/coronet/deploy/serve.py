@@ -19,18 +19,32 @@ heat maps cannot starve plain predictions). :class:`coronet.predict.Predictor`
 is safe to share between them. Prediction requests in progress are capped
 (``max_concurrency``): beyond it the answer is a JSON 503 at once, never an
 unbounded queue, while ``/v1/health``, the model card and the page are not
-counted and keep answering. Uvicorn's own connection cap stands behind it, at
-four times that number plus 32 (its 503 is plain text).
+counted and keep answering.
+
+Connections are bounded too (:func:`server_options`, used by :func:`serve`):
+uvicorn caps open connections at four times ``max_concurrency`` plus 32 (its
+503 beyond that is plain text), and :class:`GuardedH11Protocol` keeps sockets
+that hold no request from using that room up: a connection must complete a
+request's headers within ``upload_timeout`` of opening (or of its previous
+answer), else it is closed (answered 408 first if it had sent part of them), and
+when the cap is reached a new connection closes the longest-waiting idle one,
+so a flood of silent sockets or unfinished headers cannot lock ``/v1/health``
+out. On SIGTERM or SIGINT the requests in progress are finished (for up to 5 s)
+and the process exits with status 0.
 
 Untrusted input is bounded before it costs anything:
 
+* the request's headers must be complete within ``upload_timeout`` seconds of
+  the connection opening, else 408 and the connection is closed;
 * the body is read as a stream and refused with 413 once it passes
   ``max_upload_bytes`` (a declared ``Content-Length`` over the cap is refused
   before any of the body is read); an upload that stalls -- no bytes for
   ``upload_timeout`` seconds, or not finished within ten times that -- is
   answered 408 and its connection closed, so stalled clients cannot hold
   prediction slots;
-* one file part, few and short other fields;
+* one file part, few and short other fields; a part's header line at most
+  :data:`MAX_PART_HEADER_BYTES` (the multipart parser's limit: a file name of
+  about 4,000 characters), refused with a 400 that says so;
 * the format is sniffed from the bytes (PNG, JPEG or DICOM; the file name
   and the part's Content-Type are ignored);
 * the pixel count is capped by the image reader, checked from the header
@@ -45,14 +59,19 @@ shape, and the server carries on.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import logging
 import os
+import signal
+import threading
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
 import anyio
+import h11
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
@@ -64,6 +83,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .. import __version__
 from ..data.imageio import ImageReadError, read_image, sniff_format
@@ -74,10 +94,14 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_UPLOAD_TIMEOUT",
+    "GRACEFUL_SHUTDOWN_SECONDS",
+    "GuardedH11Protocol",
+    "MAX_PART_HEADER_BYTES",
     "create_app",
     "default_max_concurrency",
     "default_model_threads",
     "serve",
+    "server_options",
 ]
 
 log = logging.getLogger("coronet.serve")
@@ -87,6 +111,14 @@ DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # a large CR/DX DICOM is ~20-30 MB
 DEFAULT_MAX_PIXELS = 40_000_000  # a large CR/DX film is ~4300 x 3500 (15 million pixels)
 ACCEPTED_FORMATS = ("png", "jpeg", "dicom")
 _MULTIPART_SLACK = 64 * 1024  # boundaries, part headers and small fields around the file
+#: python-multipart's longest header line in a part (Content-Disposition, with the file name); None: no limit
+#: (older releases)
+MAX_PART_HEADER_BYTES: int | None
+try:
+    from python_multipart.multipart import DEFAULT_MAX_HEADER_SIZE as MAX_PART_HEADER_BYTES
+except ImportError:
+    MAX_PART_HEADER_BYTES = None
+GRACEFUL_SHUTDOWN_SECONDS = 5  # on SIGTERM, requests in progress get this long to finish
 _PREVIEW_SIDE = 512
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _NOTICE = "Research software. Not a medical device; not for diagnosis."  # for cards written without one
@@ -142,6 +174,130 @@ class _PredictionSlots:
             self.in_progress -= 1
 
 
+class _InFlight:
+    """ASGI middleware: counts the HTTP requests in progress, and those cancelled, for the shutdown's log line."""
+
+    def __init__(self, app, counts: dict):
+        self.app, self.counts = app, counts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.counts["in_progress"] += 1
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            self.counts["cancelled"] += 1
+            raise
+        finally:
+            self.counts["in_progress"] -= 1
+
+
+def _raw_answer(status: int, reason: str, error: str) -> bytes:
+    """A complete HTTP/1.1 answer with a JSON error that closes the connection (written past h11, before a request
+    has been parsed)."""
+    body = json.dumps({"error": error}).encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    ).encode() + body
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with the two bounds it lacks on connections that hold no request.
+
+    uvicorn arms no timer before a connection's first request, nor once a client has begun the next one, so
+    a socket that sends nothing, or headers that never end, stays open for ever; and its
+    ``limit_concurrency`` counts open connections, so about that many such sockets make every new request,
+    ``/v1/health`` included, a plain-text 503. Here a connection is *idle* while no request of it is in
+    progress (before the first, between two, while the rest of an already answered body drains), and:
+
+    * an idle connection is closed once it has been idle for ``header_timeout`` seconds, whatever it sent
+      meanwhile (a deadline, not a wait between bytes, so a header sent a byte at a time does not renew it);
+      if it had sent part of a request it is answered 408 first;
+    * when a new connection finds ``limit_concurrency`` connections open, it closes an idle one, those that
+      never completed a request first, the longest-waiting first (part of a request sent: answered 503
+      first). Idle sockets can therefore never fill the cap; only requests in progress can, and those are
+      bounded by the prediction slots and the upload timeout.
+
+    :func:`server_options` makes the subclass with the service's timeout.
+    """
+
+    header_timeout: float = DEFAULT_UPLOAD_TIMEOUT
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since = self.loop.time()
+        self._served = False  # a request of this connection has come in
+        self._watch_idle()
+        self._make_room()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_idle_timer()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        self._watch_idle()
+
+    def on_response_complete(self) -> None:
+        self._idle_since = self.loop.time()  # a new wait for the next request begins
+        self._stop_idle_timer()
+        super().on_response_complete()  # may start a request sent meanwhile (pipelined)
+        self._watch_idle()
+
+    # ------------------------------------------------------------------ internals
+
+    def _idle(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _watch_idle(self) -> None:
+        """Arm the idle deadline while idle, drop it while a request is in progress."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._served = True
+        if not self._idle():
+            self._stop_idle_timer()
+        elif self._idle_timer is None and not self.transport.is_closing():
+            delay = max(0.0, self._idle_since + self.header_timeout - self.loop.time())
+            self._idle_timer = self.loop.call_later(delay, self._idle_too_long)
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_too_long(self) -> None:
+        self._idle_timer = None
+        if self._idle() and self in self.connections:
+            self._close_idle(
+                408, "Request Timeout", f"request headers not complete within {self.header_timeout:g} s; closed"
+            )
+
+    def _close_idle(self, status: int, reason: str, error: str) -> None:
+        """Close this idle connection; answer ``status`` first if part of a request has come."""
+        if self.transport.is_closing():
+            return
+        partial_request = self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
+        if partial_request and self.conn.our_state is h11.IDLE:
+            self.transport.write(_raw_answer(status, reason, error))
+        self.transport.close()
+
+    def _make_room(self) -> None:
+        """At the connection cap, close an idle connection (not this one) so that this one's request is served."""
+        limit = self.limit_concurrency
+        if limit is None or len(self.connections) < limit:
+            return
+        idle = [
+            c
+            for c in self.connections
+            if isinstance(c, GuardedH11Protocol) and c is not self and c._idle() and not c.transport.is_closing()
+        ]
+        for victim in sorted(idle, key=lambda c: (c._served, c._idle_since))[: len(self.connections) - limit + 1]:
+            victim._close_idle(503, "Service Unavailable", "server at its connection limit: idle connection closed")
+            self.connections.discard(victim)  # its room is free now, not once the loop has run its close
+
+
 def default_model_threads() -> int:
     """Concurrent model computations when not set: the number of CPUs, at least 2 and at most 8."""
     return min(8, max(2, os.cpu_count() or 2))
@@ -191,10 +347,21 @@ def create_app(
     body_limit = max_upload_bytes + _MULTIPART_SLACK
     info = predictor.info
 
+    counts = {"in_progress": 0, "cancelled": 0}
+
     @asynccontextmanager
     async def lifespan(app):
         yield
-        log.warning("coronet serve: shutting down; requests in progress were finished (exit status 0)")
+        # uvicorn has waited for the requests in progress (up to its graceful-shutdown timeout) and cancelled the rest
+        stopped = counts["in_progress"] + counts["cancelled"]
+        if stopped:
+            log.error(
+                "coronet serve: shutting down; %d request(s) still in progress at the end of the grace period "
+                "were cancelled (exit status 0)",
+                stopped,
+            )
+        else:
+            log.warning("coronet serve: shutting down; requests in progress were finished (exit status 0)")
 
     app = FastAPIOffline(
         title="CoroNet",
@@ -206,6 +373,7 @@ def create_app(
     )
     _install_error_handlers(app)
     app.add_middleware(_PredictionSlots, limit=slots)
+    app.add_middleware(_InFlight, counts=counts)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -279,6 +447,12 @@ async def _read_upload(
     except _UploadStalled as stalled:
         raise ApiError(408, f"upload stalled: {stalled}", headers={"Connection": "close"}) from None
     except MultiPartException as error:
+        if "header size" in str(error.__cause__).lower():  # python-multipart's MultipartParseError
+            raise ApiError(
+                400,
+                f"malformed multipart body: a part's header line is over the limit of {MAX_PART_HEADER_BYTES} bytes "
+                "(a file name that long? send a shorter one)",
+            ) from None
         raise ApiError(400, f"malformed multipart body: {error.message}") from None
     except ClientDisconnect:
         raise ApiError(400, "client disconnected during the upload") from None
@@ -425,6 +599,24 @@ _PREDICT_OPENAPI = {
 # ------------------------------------------------------------------------ server
 
 
+def server_options(max_concurrency: int, upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT) -> dict:
+    """The ``uvicorn.Config`` options :func:`serve` runs with (the tests run their servers with them too).
+
+    Open connections are capped at four times ``max_concurrency`` plus 32 (``limit_concurrency``: beyond it
+    uvicorn answers a plain-text 503), and :class:`GuardedH11Protocol` gives a connection ``upload_timeout``
+    seconds to complete a request's headers and closes idle connections to make room at the cap; a
+    keep-alive connection with nothing more to send is closed after 5 s; on shutdown the requests in
+    progress get :data:`GRACEFUL_SHUTDOWN_SECONDS`.
+    """
+    protocol = type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout": upload_timeout})
+    return {
+        "http": protocol,
+        "limit_concurrency": 4 * max_concurrency + 32,
+        "timeout_keep_alive": 5,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
+
+
 def serve(
     model_dir: str | os.PathLike,
     *,
@@ -441,10 +633,12 @@ def serve(
     """Load the model and serve it with uvicorn until SIGINT or SIGTERM.
 
     ``max_concurrency`` (default: :func:`default_max_concurrency`) caps prediction requests in
-    progress (a JSON 503 beyond it); uvicorn's ``limit_concurrency``, which counts every open
-    connection, stands at four times that plus 32, so a flood of connections queues neither
-    without bound nor with its uploads in memory. On SIGTERM the requests in progress are
-    finished, one line is logged, and the process exits with status 0.
+    progress (a JSON 503 beyond it); the connections are bounded as :func:`server_options` says, so a
+    flood of connections queues neither without bound nor with its uploads in memory, and idle ones
+    cannot lock anyone out. On SIGTERM or SIGINT the server stops accepting, the requests in progress
+    are finished (those still running after :data:`GRACEFUL_SHUTDOWN_SECONDS` are cancelled), one line
+    is logged, and this function returns, so the process exits with status 0 (uvicorn would re-raise
+    the signal and die by it, status -15 / 143).
     """
     import uvicorn
 
@@ -462,6 +656,29 @@ def serve(
         max_concurrency=slots,
         upload_timeout=upload_timeout,
     )
-    uvicorn.run(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, limit_concurrency=4 * slots + 32
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level=log_level, **server_options(slots, upload_timeout))
     )
+    _run_to_a_clean_exit(server)
+
+
+def _run_to_a_clean_exit(server) -> None:
+    """``server.run()``, where SIGINT and SIGTERM end in a graceful shutdown and a return, not in death by the signal.
+
+    uvicorn catches both signals while it runs, shuts down gracefully, restores the handlers it found and then
+    raises the signal again, which kills the process under the default handler. The handlers it finds here stop
+    the server instead (the same as its own), so the raised signal only repeats a stop that has already happened.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        server.run()
+        return
+
+    def stop(signum, frame) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
