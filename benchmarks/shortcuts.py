@@ -43,6 +43,15 @@ EXPERIMENTS: dict[str, tuple[str, dict]] = {
     "acquisition": ("acquisition augmentation: gamma, blur, noise, JPEG, down-and-up resampling", ACQUISITION),
     "adversary": ("source adversary (gradient reversal, per label), weight 0.3", {"source_adversary": 0.3}),
     "crop+eq": ("crop and equalisation", {"crop": "lungs", "equalize": True}),
+    "balance": (
+        "(source, label) groups balanced in the loss, weights count^-0.5 (ieee8023's non-COVID films ~5x)",
+        {"source_balance": 0.5},
+    ),
+    "balance1": ("(source, label) groups fully balanced in the loss (count^-1)", {"source_balance": 1.0}),
+    "balance+crop+eq": (
+        "balanced (source, label) groups (count^-0.5), crop and equalisation",
+        {"source_balance": 0.5, "crop": "lungs", "equalize": True},
+    ),
     "all": (
         "crop, equalisation, acquisition augmentation and the source adversary (0.3)",
         {"crop": "lungs", "equalize": True, "source_adversary": 0.3, **ACQUISITION},

@@ -88,3 +88,33 @@ def test_mixing_is_seeded_and_keeps_the_pixel_budget(kind):
             changed = ~torch.isclose(mixed[k], images[k])
             assert any(torch.equal(mixed[k][changed], images[j][changed]) for j in partners)
     assert mix_batch(images, labels, 0) == (images, labels, labels, 1.0)
+
+
+ACQUISITION = dict(gamma=0.5, blur=1.5, noise=0.05, jpeg=30, resample=0.5)
+
+
+@pytest.mark.parametrize("lever", ["gamma", "blur", "noise", "jpeg", "resample"])
+def test_each_acquisition_lever_is_seeded_per_film_and_changes_about_half_of_them(lever):
+    from coronet.data.augment import acquisition_batch
+
+    images = films(16, size=32)
+    seeds = torch.tensor([augmentation_seed(0, 1, row) for row in range(16)])
+    setting = {lever: ACQUISITION[lever]}
+    out = acquisition_batch(images, seeds, **setting)
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, acquisition_batch(images, seeds, **setting))  # deterministic
+    assert torch.equal(out[5], acquisition_batch(images[5:6], seeds[5:6], **setting)[0])  # whatever the batch
+    changed = [not torch.allclose(out[k], images[k], atol=1e-3) for k in range(16)]
+    assert 2 <= sum(changed) <= 14  # each lever applies to a film with probability 1/2
+    other = torch.tensor([augmentation_seed(0, 2, row) for row in range(16)])
+    assert not torch.equal(out, acquisition_batch(images, other, **setting))  # another epoch, other draws
+
+
+def test_acquisition_augmentation_off_is_the_identity_and_leaves_the_affine_draws_alone():
+    from coronet.data.augment import acquisition_batch
+
+    images, seeds = films(3), torch.tensor([1, 2, 3])
+    assert acquisition_batch(images, seeds) is images
+    before = draw_uniforms(seeds)
+    acquisition_batch(images, seeds, **ACQUISITION)
+    assert torch.equal(before, draw_uniforms(seeds))

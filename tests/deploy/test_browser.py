@@ -60,6 +60,10 @@ def test_page_uploads_a_film_and_shows_probabilities_and_grad_cam(chromium_path,
             expect(page.locator("#notice")).to_be_visible()
             expect(page.locator("#notice")).to_contain_text("Research tool, not a medical device")
             expect(page.locator("#model")).to_contain_text("coronet-test_resnet")
+            # the tiny model was never tested per source: the page says so in a visible notice
+            expect(page.locator("#source-warning")).to_be_visible()
+            expect(page.locator("#source-warning")).to_contain_text("never measured")
+            expect(page.locator("#model")).to_contain_text("Worst false COVID-19 rate over negative sources")
 
             page.locator("#file").set_input_files(str(film))
 

@@ -120,7 +120,11 @@ def test_health_model_card_docs_and_page(client, predictor):
         "training_data": predictor.info["training_data"],
         "adult_false_covid_rate": None,
         "adult_test_films": None,
+        "worst_false_covid_rate": None,
+        "worst_false_covid_source": None,
+        "source_warning": predictor.info["source_warning"],
     }
+    assert "never measured" in health["source_warning"]  # a model without per-source figures is flagged
     assert client.get("/v1/model").json() == predictor.card
     docs = client.get("/docs")
     assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # Swagger UI from this server: works offline
@@ -666,10 +670,15 @@ def test_stalled_uploads_time_out_and_health_still_answers(predictor):
     with LiveServer(app, **server_options(15, upload_timeout=1.5)) as url:
         stalled = [_stalled_upload(url) for _ in range(15)]
         try:
-            time.sleep(0.5)
             health = httpx.get(url + "/v1/health", timeout=10)
             assert health.status_code == 200 and health.json()["status"] == "ok"
-            busy = httpx.post(url + "/v1/predict", files={"file": ("x.png", b"\x89PNG")}, timeout=10)
+            # the stalled uploads take their slots as soon as the server has read their headers: on a busy
+            # machine that can take a moment, so ask until the answer is "busy" (bounded)
+            for _ in range(20):
+                busy = httpx.post(url + "/v1/predict", files={"file": ("x.png", b"\x89PNG")}, timeout=10)
+                if busy.status_code == 503:
+                    break
+                time.sleep(0.05)
             assert busy.status_code == 503 and "server busy" in busy.json()["error"]
             answers = []
             for client in stalled:
@@ -684,3 +693,16 @@ def test_stalled_uploads_time_out_and_health_still_answers(predictor):
                 client.close()
         after = httpx.post(url + "/v1/predict", files={"file": ("x.png", b"not an image")}, timeout=10)
         assert after.status_code == 415  # a slot is free again: the request is looked at
+
+
+def test_the_worst_source_false_covid_rate_decides_the_warning(tiny_model_dir):
+    from coronet.deploy.predict import training_facts
+    from coronet.models.modeldir import read_card
+
+    card = read_card(tiny_model_dir)[0]
+    measured = {**card, "false_covid_by_source": {"worst": {"source": "cohen", "rate": 0.48, "ci": [0.3, 0.6]}}}
+    facts = training_facts(measured)
+    assert facts["worst_false_covid_rate"] == 0.48 and facts["worst_false_covid_source"] == "cohen"
+    assert "48% of the films without COVID-19 from cohen" in facts["source_warning"]
+    measured["false_covid_by_source"]["worst"]["rate"] = 0.2  # at the threshold: no warning
+    assert training_facts(measured)["source_warning"] is None

@@ -162,21 +162,52 @@ def _looks_like_image(path: Path) -> bool:
         return True  # unreadable: keep it, so the problem is reported rather than hidden
 
 
+#: Above this share of some negative source's films called COVID-19, ``serve`` warns and the page shows a notice.
+SOURCE_WARNING_RATE = 0.20
+
+
 def training_facts(card: dict) -> dict:
-    """What a user should know before trusting an answer: the training data, and how often the model
-    called adult films without COVID-19 "COVID-19" (``None`` where never measured)."""
+    """What a user should know before trusting an answer: the training data, how often the model called adult
+    films without COVID-19 "COVID-19", and the worst false COVID-19 rate over the negative sources it was
+    tested on (``None`` where never measured), with a warning when that is missing or above
+    :data:`SOURCE_WARNING_RATE`."""
     training = card.get("training") or {}
-    adults = training.get("adult_negatives") or 0
+    extra = training.get("extra_cohorts") or {"adult": training.get("adult_negatives") or 0}
+    added = [
+        f"{extra[name]} {what}"
+        for name, what in (
+            ("adult", "adult ChestX-ray8 films (adult negatives)"),
+            ("source", "non-COVID films of the positives' own collections (source negatives)"),
+        )
+        if extra.get(name)
+    ]
     data = "the paper's Table I data" + (
-        f" plus {adults} adult ChestX-ray8 films (adult negatives)"
-        if adults
+        " plus " + " and ".join(added)
+        if added
         else ": every normal and pneumonia film a child's, every COVID-19 film an adult's"
     )
     test = card.get("adult_test") or {}
+    worst = (card.get("false_covid_by_source") or {}).get("worst") or {}
+    rate = worst.get("rate")
+    if rate is None:
+        warning = (
+            "this model's false COVID-19 rate per source was never measured: it may call films COVID-19 for the "
+            "collection they come from, not for the disease"
+        )
+    elif rate > SOURCE_WARNING_RATE:
+        warning = (
+            f"this model called {rate:.0%} of the films without COVID-19 from {worst.get('source')} COVID-19 "
+            f"(above {SOURCE_WARNING_RATE:.0%}): it reads the source of a film, not only the disease"
+        )
+    else:
+        warning = None
     return {
         "training_data": data,
         "adult_false_covid_rate": test.get("false_covid_rate"),
         "adult_test_films": test.get("films"),
+        "worst_false_covid_rate": rate,
+        "worst_false_covid_source": worst.get("source"),
+        "source_warning": warning,
     }
 
 

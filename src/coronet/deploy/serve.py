@@ -88,7 +88,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .. import __version__
 from ..data.imageio import ImageReadError, read_image, sniff_format
 from .explain import fit, overlay, png_bytes
-from .predict import Predictor
+from ..models.modeldir import read_card
+from .predict import Predictor, training_facts
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -395,6 +396,9 @@ def create_app(
             "training_data": info["training_data"],
             "adult_false_covid_rate": info["adult_false_covid_rate"],
             "adult_test_films": info["adult_test_films"],
+            "worst_false_covid_rate": info["worst_false_covid_rate"],
+            "worst_false_covid_source": info["worst_false_covid_source"],
+            "source_warning": info["source_warning"],
         }
 
     @app.get("/v1/model", summary="The model card (model.json)")
@@ -656,6 +660,9 @@ def serve(
         max_concurrency=slots,
         upload_timeout=upload_timeout,
     )
+    warning = training_facts(read_card(model_dir)[0])["source_warning"]
+    if warning:
+        log.warning("coronet serve: warning: %s", warning)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level=log_level, **server_options(slots, upload_timeout))
     )

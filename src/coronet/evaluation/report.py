@@ -370,9 +370,9 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
             "trained_with": name in trained_with,
             "title": COHORTS[name].title if name in COHORTS else name,
         }
-        cohort_tables[name] = false_covid_table(rows, n=n_bootstrap, seed=seed)
-        if cohort_tables[name] is not None:
-            cohort_tables[name].to_csv(out / f"{name}-false-covid.csv")
+        table = false_covid_table(rows, n=n_bootstrap, seed=seed)
+        cohort_tables[name] = table if table is not None else pd.DataFrame()
+        cohort_tables[name].to_csv(out / f"{name}-false-covid.csv")
     # every evaluated film, each by a model that never trained on it: the Table I rows and each cohort's
     evaluated = pd.concat([predictions, *cohorts.values()], ignore_index=True)
     by_source = source_table(evaluated, n=n_bootstrap, seed=seed)
@@ -470,7 +470,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
         tables[
             f"Cohort {name}: {cohort['title']}; {how}; false COVID-19 rate "
             f"(own-label accuracy {cohort['label_accuracy']:.3f}, 95% CI {low:.3f}-{high:.3f})"
-        ] = cohort_tables[name] if cohort_tables[name] is not None else pd.DataFrame()
+        ] = cohort_tables[name]
     summary["title"] = report_title(run_dir, config)
     _write_markdown(out, summary, tables, ci, auc, training)
     _write_html(out, summary, tables, ci, auc, training, figures, curves)

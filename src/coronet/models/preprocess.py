@@ -1,4 +1,4 @@
-"""What the network does to a film before the backbone sees it: crop to the lung field, equalise the histogram.
+"""What the network does to a film before the backbone sees it: equalise the histogram, crop to the lung field.
 
 Both are levers against acquisition shortcuts (:mod:`coronet.training.profiles`: ``crop``,
 ``equalize``). They live inside the network (:class:`coronet.models.coronet.CoroNet` applies
@@ -9,9 +9,9 @@ and Grad-CAM all apply exactly the same operations, and the model card records t
   size. ``lungs`` is the audit's lung field (:data:`LUNG_BOX`): the middle three quarters of a
   frontal film's width, from the apices to the diaphragm domes; borders, corners, shoulders,
   labels and markers fall outside it.
-* equalize: global histogram equalisation of each film over 256 grey levels, so a scanner's or a
-  website's intensity processing no longer tells the collection apart (the output's histogram is
-  close to flat whatever the input's was).
+* equalize: global histogram equalisation of each (whole) film over 256 grey levels, so a scanner's
+  or a website's intensity processing no longer tells the collection apart (the output's histogram
+  is close to flat whatever the input's was). It comes before the crop.
 """
 
 from __future__ import annotations
@@ -80,10 +80,13 @@ class FilmPreprocess(nn.Module):
         self.equalize = bool(equalize)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.crop is not None:
-            images = crop_box(images, self.crop)
+        # Equalise first: a film read from disk is whole grey levels there, so every runtime (PyTorch, ONNX
+        # Runtime) puts each pixel in the same histogram bin; after the crop's interpolation a rounding
+        # difference of 1e-7 could move a pixel to the next level.
         if self.equalize:
             images = equalize_histogram(images)
+        if self.crop is not None:
+            images = crop_box(images, self.crop)
         return images
 
     @property

@@ -67,6 +67,7 @@ from .module import (
     CoroNetModule,
     cpu_has_native_bf16,
     describe_precision,
+    group_weights,
     lr_schedule,
     make_optimizer,
     partial_label_loss,
@@ -316,7 +317,10 @@ def fit_fold(
     raw_predictions = out / "val-outputs.csv"
     raw_predictions.unlink(missing_ok=True)
     sources = adversary_sources(train_rows, class_index, log) if config.source_adversary else None
-    task = CoroNetModule(config, model=model, predictions_path=raw_predictions, target_masks=masks, sources=sources)
+    weights = group_weights(_source_label(train_rows), config.source_balance) if config.source_balance else None
+    task = CoroNetModule(
+        config, model=model, predictions_path=raw_predictions, target_masks=masks, sources=sources, sample_weights=weights
+    )
     if progress:
         log(describe_precision(config))
     checkpoints = out / CHECKPOINTS
@@ -399,10 +403,16 @@ def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manife
     return cache, train_rows, val_rows, class_index, masks
 
 
+def _source_label(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """Each row's (source, label): the groups ``source_balance`` weighs alike."""
+    sources = rows["source"].fillna("unknown") if "source" in rows else pd.Series("unknown", index=rows.index)
+    return list(zip(sources, rows["label"]))
+
+
 def adversary_sources(train_rows: pd.DataFrame, class_index: dict[str, int], log=print):
     """What the source adversary learns from: ``(source index of each training row, which sources each
     target has, for targets with two or more)`` (:func:`coronet.training.adversary.source_pairs`)."""
-    codes, names = pd.factorize(train_rows["source"].fillna("unknown") if "source" in train_rows else [""] * len(train_rows))
+    codes, names = pd.factorize(pd.Series([source for source, _ in _source_label(train_rows)]))
     targets = train_rows.label.map(class_index).to_numpy()
     pairs = source_pairs(targets, codes, len(class_index), len(names))
     labels = {label: [str(names[k]) for k in np.flatnonzero(pairs[t])] for label, t in class_index.items() if pairs[t].any()}

@@ -45,9 +45,11 @@ class CoroNetModule(pl.LightningModule):
         predictions_path: Path | None = None,
         target_masks: np.ndarray | None = None,
         sources: tuple[np.ndarray, np.ndarray] | None = None,
+        sample_weights: np.ndarray | None = None,
     ):
         """sources: with ``config.source_adversary``, ``(source index of each training row, the
-        :func:`coronet.training.adversary.source_pairs` of the training data)``."""
+        :func:`coronet.training.adversary.source_pairs` of the training data)``. sample_weights: a loss
+        weight per training row (``config.source_balance``, :func:`group_weights`)."""
         super().__init__()
         self.config, self.predictions_path = config, predictions_path
         # target k allows the classes marked in row k: one each for the classes, then partial labels
@@ -81,6 +83,8 @@ class CoroNetModule(pl.LightningModule):
             row_sources, pairs = sources
             self.adversary = SourceAdversary(self.model.feature_shape[0], pairs)
             self.register_buffer("train_sources", torch.as_tensor(row_sources, dtype=torch.long), persistent=False)
+        weights = None if sample_weights is None else torch.as_tensor(sample_weights)
+        self.register_buffer("sample_weights", weights, persistent=False)
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
         self.validated_epoch: int | None = None
 
@@ -121,7 +125,7 @@ class CoroNetModule(pl.LightningModule):
     def planned_steps(self) -> int:
         """Optimiser steps over the configured epochs, not this call's max_epochs (a run stopped early and
         resumed keeps its schedule)."""
-        steps_per_epoch = int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs)
+        steps_per_epoch = int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs or 1)
         return max(1, steps_per_epoch * self.config.epochs)
 
     def on_train_start(self):
@@ -180,9 +184,10 @@ class CoroNetModule(pl.LightningModule):
             features = self.model.forward_features(images)
             logits = self.model.forward_head(features)
         smoothing, masks = self.config.label_smoothing, self.target_masks
-        loss = partial_label_loss(logits, labels_a, masks, smoothing)
+        weights = None if self.sample_weights is None else self.sample_weights[index]  # with mixing: the first film's
+        loss = partial_label_loss(logits, labels_a, masks, smoothing, weights)
         if lam < 1:
-            loss = lam * loss + (1 - lam) * partial_label_loss(logits, labels_b, masks, smoothing)
+            loss = lam * loss + (1 - lam) * partial_label_loss(logits, labels_b, masks, smoothing, weights)
         if self.adversary is not None:  # with mixing: the first film's label and source
             weight = self.config.source_adversary * ramp(self.global_step / self._steps)
             adversary_loss, source_acc = self.adversary.loss(features, labels_a, self.train_sources[index], weight)
@@ -235,20 +240,34 @@ class CoroNetModule(pl.LightningModule):
 
 
 def partial_label_loss(
-    logits: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, label_smoothing: float = 0.0
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    masks: torch.Tensor,
+    label_smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy that also takes partial labels: ``-log(sum of the allowed classes' probabilities)``.
 
     targets: (N,) target indices; ``masks[t]`` marks the classes target ``t`` allows (one for an
     ordinary label: then this is exactly ``F.cross_entropy``, label smoothing included).
     label_smoothing: ``(1 - e) * that + e * mean over classes of -log p``, PyTorch's definition.
+    weights: (N,) per-film weights; the loss is then the mean of ``weight * loss``.
     """
     log_p = F.log_softmax(logits.float(), dim=1)
     allowed = masks[targets]
     loss = -torch.logsumexp(log_p.masked_fill(~allowed, float("-inf")), dim=1)
     if label_smoothing:
         loss = (1 - label_smoothing) * loss - label_smoothing * log_p.mean(dim=1)
-    return loss.mean()
+    return (loss if weights is None else loss * weights).mean()
+
+
+def group_weights(groups, exponent: float) -> np.ndarray:
+    """Per-film loss weights that balance groups (e.g. (source, label) pairs): ``count ** -exponent``, scaled to
+    mean 1 over the films. ``exponent`` 0: all 1; 1: every group weighs the same in total."""
+    codes, _ = pd.factorize(pd.Series(list(groups)))
+    counts = np.bincount(codes)
+    weights = counts[codes].astype(np.float64) ** -float(exponent)
+    return (weights / weights.mean()).astype(np.float32)
 
 
 def make_optimizer(named_parameters, config: TrainConfig) -> torch.optim.Optimizer:
@@ -328,6 +347,7 @@ __all__ = [
     "CoroNetModule",
     "cpu_has_native_bf16",
     "describe_precision",
+    "group_weights",
     "lr_schedule",
     "make_optimizer",
     "partial_label_loss",

@@ -73,6 +73,8 @@ class TrainConfig:
     resample: float = 0.0
     source_adversary: float = 0.0  # weight of a gradient-reversal head predicting a film's source from the
     #                                pooled features, per label (labels with one source do not contribute)
+    source_balance: float = 0.0  # loss weights count ** -x per (source, label) group of the training films:
+    #                              0 off, 1 every group weighs the same (ieee8023's few non-COVID films count)
     # -- data and loop
     train_per_class: int | None = None  # stratified subset of each fold's training part (quick runs)
     val_every: int = 1  # validate every N epochs (the last epoch always)
@@ -97,8 +99,8 @@ class TrainConfig:
         parse_crop(self.crop)  # a one-line ValueError for a malformed box
         if not 0 <= self.resample < 1 or not 0 <= self.jpeg <= 95 or min(self.gamma, self.blur, self.noise) < 0:
             raise ValueError("resample must lie in [0, 1), jpeg in [0, 95], gamma, blur and noise be >= 0")
-        if self.source_adversary < 0:
-            raise ValueError("source_adversary must be >= 0")
+        if self.source_adversary < 0 or not 0 <= self.source_balance <= 1:
+            raise ValueError("source_adversary must be >= 0 and source_balance lie in [0, 1]")
         if any(size < 16 or size > self.input_size for size in self.train_sizes):
             raise ValueError(
                 f"train_sizes must lie between 16 and input_size ({self.input_size}): {list(self.train_sizes)}"

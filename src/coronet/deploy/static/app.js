@@ -26,8 +26,14 @@ async function loadModelInfo() {
       ? "Its rate of false COVID-19 answers on adult films was never measured: be wary of a COVID-19 answer."
       : `It called ${percent(health.adult_false_covid_rate)} of ${health.adult_test_films} adult films without ` +
         "COVID-19 \u201cCOVID-19\u201d: weigh a COVID-19 answer by that.";
+    const worst = health.worst_false_covid_rate === null || health.worst_false_covid_rate === undefined
+      ? "Worst false COVID-19 rate over negative sources: never measured."
+      : `Worst false COVID-19 rate over negative sources: ${percent(health.worst_false_covid_rate)} ` +
+        `(${health.worst_false_covid_source}).`;
     $("model").textContent = `Model ${health.model} (version ${health.version}, ${health.runtime}); ` +
-      `classes: ${health.classes.join(", ")}; trained on ${health.training_data}. ${adult}`;
+      `classes: ${health.classes.join(", ")}; trained on ${health.training_data}. ${adult} ${worst}`;
+    $("source-warning").textContent = health.source_warning ? `Warning: ${health.source_warning}.` : "";
+    show($("source-warning"), Boolean(health.source_warning));
     maxUploadBytes = health.max_upload_bytes;
     $("limit").textContent = `Up to ${(maxUploadBytes / 1048576).toFixed(0)} MB.`;
   } catch (err) {
