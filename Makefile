@@ -8,15 +8,31 @@ PROFILE ?= fast
 OUT    ?= runs/$(PROFILE)
 BIN     = $(VENV)/bin
 
-.PHONY: setup browser reproduce test test-fast lint clean
+.PHONY: setup setup-run constraints browser reproduce test test-fast lint clean
 
-$(BIN)/coronet: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# pyproject.toml declares version ranges; constraints.txt holds the exact versions this project is tested with.
+PIP = $(BIN)/python -m pip install -q -c constraints.txt
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(BIN)/coronet
 
-setup: $(BIN)/coronet
+# What `coronet reproduce` needs: the package with DICOM input; not the service, ONNX or the test tools.
+$(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[dicom]'
+	touch $@
+
+# Everything: [dev] brings [serve], [onnx] and [dicom] (the suite tests them all), pytest, Playwright, ruff, mypy.
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed-dev
+setup-run: $(VENV)/.installed-run
+
+# Rewrite constraints.txt from the versions in .venv, e.g. after `.venv/bin/pip install -U timm` and a green `make test`.
+constraints: setup
+	$(BIN)/python tools/constraints.py > constraints.txt.tmp && mv constraints.txt.tmp constraints.txt
 
 # The browser test drives Debian's Chromium (no browser download by a test tool).
 CHROMIUM ?= /usr/bin/chromium
@@ -27,13 +43,13 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-reproduce: setup
+reproduce: setup-run
 	$(BIN)/coronet reproduce --profile $(PROFILE) --data $(DATA) --out $(OUT)
 
 # ruff (lint and format check) and mypy on src/; CI runs it before the tests
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/mypy
 
 test: setup browser lint

@@ -15,6 +15,7 @@ LAYERS = {
     "tasks": 0,
     "paper": 0,
     "layout": 0,
+    "versions": 0,
     "data": 1,
     "models": 2,
     "training": 3,
@@ -24,6 +25,7 @@ LAYERS = {
     "cli": 6,
     "model": 6,
     "imageio": 6,
+    "__main__": 7,  # python -m coronet: the CLI
 }
 
 

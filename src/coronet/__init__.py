@@ -5,4 +5,4 @@ Layers, each importing only those before it (docs/ARCHITECTURE.md):
 Shared vocabulary beside them: ``tasks``, ``paper``, ``layout``, ``errors``, ``config``.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
