@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import shutil
 import socket
 import threading
@@ -417,3 +418,13 @@ def test_partial_file_longer_than_the_remote_one_is_restarted(tmp_path, server, 
         None,
     ]  # 416, then the whole file
     assert (downloads / "ozturk.zip").read_bytes() == archives["ozturk"]
+
+
+def test_built_in_downloads_are_pinned():
+    """GitHub archives of a fixed commit, never of a branch; a checksum, where one is given, is a SHA-256."""
+    github = {name: spec.download.url for name, spec in remote_sources().items() if "github.com" in spec.download.url}
+    assert set(github) == {"cohen", "ozturk"}
+    for name, url in github.items():
+        assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+/archive/[0-9a-f]{40}\.zip", url), (name, url)
+    for spec in remote_sources().values():
+        assert spec.download.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", spec.download.sha256), spec.name

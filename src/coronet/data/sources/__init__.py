@@ -67,9 +67,13 @@ def register_source(spec: SourceSpec) -> SourceSpec:
     return spec
 
 
-# The GitHub archives follow the repositories' moving ``master`` branch, so they have no fixed
-# checksum. The Mendeley file is fixed, but its checksum is not published; the first download
-# records it in .downloads/<name>.json.
+# Downloads are pinned: the GitHub sources are archives of fixed commits (the commits this project's data was
+# taken from, shared/data/README.md), not of a moving branch, and the Mendeley file is one version of its record.
+# Checksums: none of the three archives has a published SHA-256, and none could be computed where this was written
+# (no network there), so ``sha256`` is None for each: fetch computes the archive's SHA-256, prints it and records it
+# in .downloads/<name>.json (and checks a reused archive against that record), but verifies it against nothing.
+# Put a hash here once it is known and fetch refuses any other bytes. GitHub makes commit archives on the fly and
+# does not promise they stay byte-identical, so a pinned commit fixes the content, not necessarily the zip's hash.
 register_source(
     SourceSpec(
         "cohen",
@@ -77,9 +81,13 @@ register_source(
         read_cohen,
         "ieee8023 COVID-19 image data collection (Cohen et al.)",
         "https://github.com/ieee8023/covid-chestxray-dataset",
+        # The GeneralBlockchain bounding-boxes repository at 103688cb (2020-08-04): a verbatim copy of the
+        # ieee8023 collection's images/ and metadata.csv as of mid-2020, the copy this project's cohen-covid/ was
+        # made from. ieee8023's own repository has kept growing since.
         RemoteSource(
-            "https://github.com/ieee8023/covid-chestxray-dataset/archive/refs/heads/master.zip",
-            None,
+            "https://github.com/GeneralBlockchain/covid-19-chest-xray-lung-bounding-boxes-dataset/archive/"
+            "103688cbcdd1bada8900b9a9b17fafa45c7ea368.zip",
+            None,  # no published checksum, none computed yet: see above
             (("metadata.csv", "metadata.csv"), ("images", "images")),
         ),
         options={"views": DEFAULT_VIEWS},
@@ -97,7 +105,7 @@ register_source(
         RemoteSource(
             "https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
             "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded",
-            None,
+            None,  # Mendeley publishes no checksum; none computed yet: see above
             (("chest_xray", "chest_xray"),),
         ),
         note="the same images are on Kaggle (paultimothymooney/chest-xray-pneumonia), but Kaggle downloads need an "
@@ -111,9 +119,10 @@ register_source(
         read_ozturk,
         "Ozturk et al. dataset-2 (muhammedtalo/COVID-19)",
         "https://github.com/muhammedtalo/COVID-19",
+        # muhammedtalo/COVID-19 at ee3e2cff, the commit this project's ozturk-dataset2/ was made from
         RemoteSource(
-            "https://github.com/muhammedtalo/COVID-19/archive/refs/heads/master.zip",
-            None,
+            "https://github.com/muhammedtalo/COVID-19/archive/ee3e2cffc0824711bed675275506b26f19be7198.zip",
+            None,  # no published checksum, none computed yet: see above
             tuple((f"X-Ray Image DataSet/{f}", f) for f in ("Covid-19", "No_findings", "Pneumonia")),
         ),
         # its COVID-19 files are Cohen films: their patients come from Cohen's metadata
