@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import timm
 import torch
 
 from coronet.evaluation.compare import compare
+from coronet.layout import PREDICTIONS, read_predictions
 from coronet.models.coronet import build_model, count_parameters
 from coronet.models.darkcovidnet import DarkCovidNet
+from coronet.tasks import get_task
 
 pytestmark = pytest.mark.slow  # trains on the real data
 
@@ -41,9 +45,18 @@ def test_compare_table(prepared_dataset, tmp_path):
         log=lines.append,
     )
     assert list(table.index) == ["test_resnet", "darkcovidnet"]
-    for task in ("4-class", "3-class", "binary"):
-        assert table[f"{task} accuracy"].between(0, 100).all()
-        assert table[f"{task} 95% CI"].str.match(r"^\d+\.\d-\d+\.\d$").all()
+    for backbone in table.index:
+        for task in ("4class", "3class", "binary"):
+            title = get_task(task).title
+            # the accuracy is that of the task's run: its predictions (both folds) against their labels, in percent
+            predictions = read_predictions(tmp_path / backbone / task / PREDICTIONS)
+            assert sorted(predictions["fold"].unique()) == [1, 2]
+            expected = round(100 * float((predictions["pred"] == predictions["label"]).mean()), 2)
+            assert table.loc[backbone, f"{title} accuracy"] == pytest.approx(expected, abs=1e-9)
+            interval = table.loc[backbone, f"{title} 95% CI"]
+            assert re.fullmatch(r"\d+\.\d-\d+\.\d", interval)
+            low, high = map(float, interval.split("-"))
+            assert 0 <= low <= high <= 100
     expected = count_parameters(build_model(4, backbone="darkcovidnet", input_size=32, hidden=16))["trainable"]
     assert table.loc["darkcovidnet", "parameters"] == expected
     assert (table["train images/s"] > 0).all()
