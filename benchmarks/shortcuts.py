@@ -106,7 +106,8 @@ def run(dataset: Path, out: Path, names: list[str], profile: str, fold: int, epo
         }
         (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         (run_dir / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
-        log(f"{name}: accuracy {summary['accuracy']:.3f}, COVID-19 recall {summary['covid_recall']:.3f}, {minutes:.1f} min")
+        figures = f"accuracy {summary['accuracy']:.3f}, COVID-19 recall {summary['covid_recall']:.3f}"
+        log(f"{name}: {figures}, {minutes:.1f} min")
 
 
 def table(out: Path) -> str:
@@ -120,18 +121,20 @@ def table(out: Path) -> str:
     for path in sorted(out.glob("*/result.json"), key=lambda p: p.stat().st_mtime):
         r = json.loads(path.read_text())
         rates = {row["source"]: row for row in r["negative_sources"]}
-
-        def cell(source):
-            row = rates.get(source)
-            return "" if row is None else f"{row['false covid']:.1%} ({round(row['false covid'] * row['images'])}/{row['images']})"
-
-        cells = [cell(s) for s in NEGATIVE_SOURCES] + [cell("kaggle")]
+        cells = [_rate_cell(rates.get(s)) for s in [*NEGATIVE_SOURCES, "kaggle"]]
         lines.append(
             f"| {r['name']} | {r['lever']} | {r['accuracy']:.3f} | {r['covid_recall']:.3f} | "
             + " | ".join(cells)
             + f" | {r['epochs']} | {r['minutes']} | {r['cpu']}, {r['precision']} |"
         )
     return "\n".join(lines)
+
+
+def _rate_cell(row: dict | None) -> str:
+    """``"48.8% (20/41)"``: the false COVID-19 rate with its counts."""
+    if row is None:
+        return ""
+    return f"{row['false covid']:.1%} ({round(row['false covid'] * row['images'])}/{row['images']})"
 
 
 def main() -> None:

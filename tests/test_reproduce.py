@@ -61,7 +61,8 @@ def test_reproduce_quick_on_a_tiny_subset(data_dir, tmp_path):
     report = next(k for k, line in enumerate(lines) if line.startswith("report: "))
     assert lines[report].endswith("report.html") and lines[report - 1].startswith("PIPELINE CHECK, NOT A RESULT")
     assert lines[report + 1].startswith("4-class: accuracy ") and "95% CI" in lines[report + 1]
-    assert lines[-1] == f"model to use: coronet serve --model {(out / 'final' / 'model').resolve()}"
+    assert lines[-1].startswith(f"model to use: coronet serve --model {(out / 'final' / 'model').resolve()} (")
+    assert "worst false-COVID rate over negative sources" in lines[-1]
     assert "Pipeline check, not a result" in page
     card = json.loads((out / "final" / "model" / "model.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
@@ -73,3 +74,31 @@ def test_reproduce_quick_on_a_tiny_subset(data_dir, tmp_path):
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "already finished, kept" in again.output
+
+
+def test_reproduce_deconfound_trains_with_both_cohorts_and_reports_by_source(data_dir, tmp_path):
+    from coronet.training.profiles import DECONFOUND
+
+    out = tmp_path / "deconfound"
+    args = ["reproduce", "--profile", "quick", "--data", str(data_dir), "--out", str(out), "--folds", "2"]
+    args += ["--deconfound", "--adult-per-class", "6", "--no-audit", "--no-dataset2", "--bootstrap", "20"]
+    args += ["--no-progress", "--epochs", "1"]
+    for label in ("covid", "normal", "bacterial", "viral"):
+        args += ["--count", f"{label}=5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    manifest = pd.read_csv(out / "dataset" / "manifest.csv")
+    assert set(manifest.cohort) == {"table1", "adult", "source"}
+    train = json.loads((out / "4class" / "config.json").read_text())["train"]
+    assert all(train[key] == value for key, value in DECONFOUND.items())
+    summary = json.loads((out / "summary.json").read_text())
+    worst = summary["runs"]["4-class"]["sources"]["worst_false_covid"]
+    assert worst is not None and worst["source"] in {"kaggle", "ozturk", "cohen", "actualmed"}
+    sources = pd.read_csv(out / "4class" / "report" / "sources.csv")
+    assert {"ozturk", "cohen", "actualmed", "kaggle"} <= set(sources.source)
+    card = json.loads((out / "4class" / "fold-1" / "model" / "model.json").read_text())
+    assert card["false_covid_by_source"]["worst"] == worst
+    assert card["preprocess"]["equalize"] == DECONFOUND.get("equalize", False)
+    assert set(card["cohort_tests"]) == {"adult", "source"} and card["training"]["extra_cohorts"]["source"] > 0
+    assert "worst false-COVID rate over negative sources" in result.output

@@ -29,9 +29,9 @@ import pandas as pd
 from .data.cohorts import ADULT, COHORTS, SOURCE
 from .data.prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
 from .data.sources import find_source_root
-from .evaluation.cohorttest import annotate_cards, cohort_test
 from .evaluation.audit import AuditConfig, overview_section
 from .evaluation.audit import audit as run_audit
+from .evaluation.cohorttest import annotate_cards, cohort_test
 from .evaluation.figures import plot_overview
 from .evaluation.report import (
     DISCLAIMER,

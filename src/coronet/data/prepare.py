@@ -38,6 +38,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import __version__, paper
 from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES
+from .cohorts import TABLE1, Cohort, cohort_column, get_cohort
 from .dedup import (
     connected_groups,
     cross_duplicate_pairs,
@@ -47,12 +48,13 @@ from .dedup import (
     person_groups,
     pixel_hash,
 )
-from .cohorts import TABLE1, Cohort, cohort_column, get_cohort
 from .imageio import ImageReadError, read_image, resize_square
 from .sources import LABELS, read_source, reader_options, source_dir
 
 #: The paper's Table I (coronet.paper), the default selection.
 PAPER_CLASS_COUNTS = dict(paper.TABLE1)
+
+
 @dataclass
 class PrepareConfig:
     """Everything that decides which images end up in which fold."""

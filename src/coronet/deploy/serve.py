@@ -87,8 +87,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .. import __version__
 from ..data.imageio import ImageReadError, read_image, sniff_format
-from .explain import fit, overlay, png_bytes
 from ..models.modeldir import read_card
+from .explain import fit, overlay, png_bytes
 from .predict import Predictor, training_facts
 
 __all__ = [

@@ -26,10 +26,26 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..data.cohorts import TABLE1, table1_rows
 from ..data.sources import SOURCES, read_source, source_dir
 from ..deploy.predict import Failure, Prediction, Predictor
 from ..layout import CONFIG, MANIFEST, MODEL_CARD, PREDICTIONS, prob_column
-from ..tasks import default_class_map, mapped_labels, merge_probabilities
+from ..tasks import PARTIAL_LABELS, default_class_map, mapped_labels, merge_probabilities
+
+#: The ``cohort`` of an external evaluation's films whose label is partial (kept out of the accuracy tables).
+PARTIAL_COHORT = "partial-label"
+
+
+def _default_map(model_classes, labels: pd.Series) -> dict[str, str]:
+    """:func:`coronet.tasks.default_class_map`, with the labels the model can only express as partial labels
+    (e.g. "other": not COVID-19) set aside when the full map has no answer for them."""
+    try:
+        return default_class_map(model_classes, labels)
+    except ValueError:
+        partial = {x for x in set(labels) if x in PARTIAL_LABELS and PARTIAL_LABELS[x].allowed(model_classes)}
+        if not partial or labels.isin(partial).all():
+            raise
+        return default_class_map(model_classes, labels[~labels.isin(partial)])
 
 
 def source_root(data: str | os.PathLike, source: str) -> Path:
@@ -61,15 +77,21 @@ def evaluate(
     root = source_root(data, source)
     table = read_source(source, root)
     predictor = Predictor(model_dir, runtime=runtime)
-    mapping = class_map or default_class_map(predictor.classes, table["label"])
+    mapping = class_map or _default_map(predictor.classes, table["label"])
     labels = mapped_labels(predictor.classes, mapping)
-    outside = table[~table["label"].isin(labels)]
+    # partial labels the mapped classes can express (ieee8023's "other": not COVID-19) are kept, apart
+    partial = {
+        label
+        for label in set(table["label"]) - set(labels)
+        if label in PARTIAL_LABELS and PARTIAL_LABELS[label].allowed(labels)
+    }
+    outside = table[~table["label"].isin([*labels, *partial])]
     if len(outside):
         log(
             f"left out {len(outside)} images whose labels the model's mapped classes {labels} cannot express: "
             + ", ".join(f"{k} {v}" for k, v in outside["label"].value_counts().items())
         )
-    table = table[table["label"].isin(labels)].reset_index(drop=True)
+    table = table[table["label"].isin([*labels, *partial])].reset_index(drop=True)
     if table.empty:
         raise ValueError(f"{root}: no images with labels among {labels}")
     training = predictor.card.get("training") or {}
@@ -121,6 +143,8 @@ def evaluate(
         predictions[prob_column(label)] = merged[:, j].round(6)
     predictions["pred"] = [labels[j] for j in merged.argmax(axis=1)]
     predictions["source"] = rows["source"]
+    if partial:  # reported apart from the accuracy tables, in the per-source table and a section of their own
+        predictions["cohort"] = np.where(rows["label"].isin(partial), PARTIAL_COHORT, TABLE1)
     predictions["relpath"] = [os.path.relpath(p, root) for p in rows["path"]]
     predictions.to_csv(out / PREDICTIONS, index=False)
 
@@ -143,7 +167,8 @@ def evaluate(
         "coronet": __version__,
     }
     (out / CONFIG).write_text(json.dumps(record, indent=2) + "\n")
-    accuracy = float((predictions["pred"] == predictions["label"]).mean())
+    main = table1_rows(predictions)  # films with a partial label have no single right class
+    accuracy = float((main["pred"] == main["label"]).mean())
     log(f"{len(predictions)} images, accuracy {accuracy:.4f}; {len(failures)} unreadable -> {out}")
     return predictions
 

@@ -39,8 +39,8 @@ from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..data.augment import resize_batch
-from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
 from ..data.cohorts import ADULT, extra_rows, table1_rows
+from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
 from ..data.prepare import load_cache
 from ..layout import (
     CACHE_TEMPLATE,
@@ -319,7 +319,12 @@ def fit_fold(
     sources = adversary_sources(train_rows, class_index, log) if config.source_adversary else None
     weights = group_weights(_source_label(train_rows), config.source_balance) if config.source_balance else None
     task = CoroNetModule(
-        config, model=model, predictions_path=raw_predictions, target_masks=masks, sources=sources, sample_weights=weights
+        config,
+        model=model,
+        predictions_path=raw_predictions,
+        target_masks=masks,
+        sources=sources,
+        sample_weights=weights,
     )
     if progress:
         log(describe_precision(config))
@@ -415,7 +420,9 @@ def adversary_sources(train_rows: pd.DataFrame, class_index: dict[str, int], log
     codes, names = pd.factorize(pd.Series([source for source, _ in _source_label(train_rows)]))
     targets = train_rows.label.map(class_index).to_numpy()
     pairs = source_pairs(targets, codes, len(class_index), len(names))
-    labels = {label: [str(names[k]) for k in np.flatnonzero(pairs[t])] for label, t in class_index.items() if pairs[t].any()}
+    labels = {
+        label: [str(names[k]) for k in np.flatnonzero(pairs[t])] for label, t in class_index.items() if pairs[t].any()
+    }
     log(
         "source adversary: " + "; ".join(f"{label} from {', '.join(found)}" for label, found in labels.items())
         if labels
