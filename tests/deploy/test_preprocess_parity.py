@@ -64,14 +64,18 @@ def test_predict_onnx_and_serve_see_what_validation_sees(tmp_path, crop, equaliz
 
     # training's path: the prepared cache (resize_square at preparation), then the module's validation batch hook
     cache = np.stack([resize_square(read_image(p), SIZE) for p in paths])
-    module = CoroNetModule(get_profile("tiny").with_overrides(input_size=SIZE, crop=crop, equalize=equalize), model=model)
+    module = CoroNetModule(
+        get_profile("tiny").with_overrides(input_size=SIZE, crop=crop, equalize=equalize), model=model
+    )
     module.trainer = SimpleNamespace(training=False)  # the hook as a Trainer calls it when validating
     batch = (torch.from_numpy(cache)[:, None], torch.zeros(3, dtype=torch.long), torch.arange(3), torch.full((3,), -1))
     validation_images, _, _ = module.on_after_batch_transfer(batch, 0)
     trained_input, trained_p = backbone_input(model.eval(), validation_images)
 
     predictor = Predictor(directory)
-    predict_input, _ = backbone_input(predictor.model, torch.from_numpy(predictor.batch([read_image(p) for p in paths])))
+    predict_input, _ = backbone_input(
+        predictor.model, torch.from_numpy(predictor.batch([read_image(p) for p in paths]))
+    )
     assert torch.equal(trained_input, predict_input)  # the same backbone input, bit for bit
     assert not torch.allclose(trained_input, torch.from_numpy(cache[:, None] / np.float32(255)))  # it did something
 

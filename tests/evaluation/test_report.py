@@ -216,9 +216,10 @@ def test_write_report(tmp_path):
     assert summary["accuracy"] == pytest.approx(accuracy(df))
     assert set(summary["auc"]) == set(PAPER4)
     lines = summary_lines(summary)
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert lines[0].startswith("accuracy ") and "95% CI" in lines[0] and "32 patients" in lines[0]
     assert lines[1].startswith("covid recall ")
+    assert lines[2].startswith("worst false-COVID rate over negative sources ")  # the per-source headline
 
 
 def test_write_report_other_classes(tmp_path):

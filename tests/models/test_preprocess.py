@@ -54,3 +54,12 @@ def test_a_network_applies_its_preprocessing_first_and_none_by_default():
     assert torch.equal(FilmPreprocess(LUNG_BOX, True)(film), expected)
     with torch.no_grad():
         assert torch.allclose(model.eval()(film), plain.eval()(expected), atol=1e-6)
+
+
+def test_a_cropping_networks_heat_map_is_put_back_into_its_box():
+    from coronet.deploy.explain import into_box
+
+    heatmap = np.ones((20, 20), dtype=np.float32)
+    placed = into_box(heatmap, (0.25, 0.5, 0.75, 1.0))
+    assert placed.shape == (20, 20)
+    assert np.all(placed[10:20, 5:15] == 1) and placed.sum() == 100  # the box only

@@ -107,9 +107,7 @@ def extra_rows(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The rows of each extra cohort present in ``table``, by cohort name (empty when there are none)."""
     cohorts = cohort_column(table)
     return {
-        str(name): table[cohorts == name].reset_index(drop=True)
-        for name in dict.fromkeys(cohorts)
-        if name != TABLE1
+        str(name): table[cohorts == name].reset_index(drop=True) for name in dict.fromkeys(cohorts) if name != TABLE1
     }
 
 

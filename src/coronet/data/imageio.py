@@ -446,8 +446,13 @@ def _decode_dicom(data: bytes, label: str, *, force: bool = False, max_pixels: i
 
 
 def _dicom_to_gray(data: bytes, label: str, force: bool, max_pixels: int | None = None) -> np.ndarray:
-    # Imported lazily: only DICOM inputs pay for importing pydicom.
-    import pydicom
+    # Imported lazily: only DICOM inputs pay for importing pydicom (an optional extra).
+    try:
+        import pydicom
+    except ModuleNotFoundError:
+        raise ImageReadError(
+            label, "DICOM needs pydicom, which is not installed: pip install 'coronet[dicom]'"
+        ) from None
     from pydicom import uid
     from pydicom.pixels import (
         apply_color_lut,

@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-__all__ = ["GradCam", "find_target_layer", "fit", "overlay", "png_bytes"]
+__all__ = ["GradCam", "find_target_layer", "fit", "into_box", "overlay", "png_bytes"]
 
 
 def find_target_layer(backbone: nn.Module, input_size: int) -> str:
@@ -137,7 +137,25 @@ class GradCam:
                 maps = cam(input_tensor=tensor, targets=targets)
             finally:
                 cam.activations_and_grads.release()
-        return np.asarray(maps, dtype=np.float32)
+        maps = np.asarray(maps, dtype=np.float32)
+        crop = getattr(getattr(self._model, "preprocess", None), "crop", None)
+        if crop:  # the backbone saw only the box: put each map back in its place
+            maps = np.stack([into_box(m, crop) for m in maps])
+        return maps
+
+
+def into_box(heatmap: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """A heat map of a network that crops its input to ``box`` (fractions, :mod:`coronet.models.preprocess`),
+    moved from the cropped frame back into the film's: resized to the box and zero outside it."""
+    height, width = heatmap.shape
+    x0, y0 = int(round(box[0] * width)), int(round(box[1] * height))
+    x1, y1 = max(x0 + 1, int(round(box[2] * width))), max(y0 + 1, int(round(box[3] * height)))
+    inside = Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize(
+        (x1 - x0, y1 - y0), Image.Resampling.BILINEAR
+    )
+    out = np.zeros_like(heatmap, dtype=np.float32)
+    out[y0:y1, x0:x1] = np.asarray(inside)
+    return out
 
 
 def _start_graph_here(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:

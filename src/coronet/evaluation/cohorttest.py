@@ -69,7 +69,9 @@ def cohort_test(
     parts = []
     for fold in folds:
         chosen = np.flatnonzero(rows["fold"].to_numpy() == fold)
-        table = prediction_table(rows.iloc[chosen], _predict(fold_model(run_dir, fold), scans, chosen, batch_size), fold)
+        table = prediction_table(
+            rows.iloc[chosen], _predict(fold_model(run_dir, fold), scans, chosen, batch_size), fold
+        )
         parts.append(table.drop(columns=["rank"]))
         log(
             f"{cohort.name} test, fold {fold}: {len(chosen)} films, "

@@ -62,7 +62,9 @@ def _recall_of(label: str, classes):
 
 
 def _sources(predictions: pd.DataFrame) -> pd.Series:
-    return predictions["source"].fillna("unknown") if "source" in predictions else pd.Series("unknown", predictions.index)
+    return (
+        predictions["source"].fillna("unknown") if "source" in predictions else pd.Series("unknown", predictions.index)
+    )
 
 
 def source_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from ..errors import CoronetError
 from ..layout import MODEL_CARD, MODEL_WEIGHTS
+from ..versions import package_versions
 from .coronet import CoroNet, build_model, with_tta
 
 CARD_NAME, WEIGHTS_NAME = MODEL_CARD, MODEL_WEIGHTS  # the on-disk contract (coronet.layout)
@@ -77,6 +78,7 @@ def save_model_dir(
         "format": FORMAT,
         "name": (extra or {}).get("name", f"coronet-{backbone}"),
         "version": __version__,
+        "versions": package_versions(),  # what trained and saved it
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "classes": list(classes),
         "backbone": backbone,

@@ -63,7 +63,9 @@ class SourceAdversary(nn.Module):
         super().__init__()
         self.register_buffer("pairs", torch.as_tensor(pairs, dtype=torch.bool), persistent=False)
         n_targets, n_sources = pairs.shape
-        self.net = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_targets * n_sources))
+        self.net = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, n_targets * n_sources)
+        )
 
     pairs: torch.Tensor
 

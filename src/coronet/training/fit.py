@@ -37,7 +37,6 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
-from .. import __version__
 from ..data.augment import resize_batch
 from ..data.cohorts import ADULT, extra_rows, table1_rows
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
@@ -62,6 +61,7 @@ from ..layout import (
 from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
 from ..models.modeldir import file_sha256, save_model_dir
 from ..tasks import label_targets
+from ..versions import package_versions
 from .adversary import source_pairs
 from .module import (
     CoroNetModule,
@@ -830,9 +830,9 @@ def _write_run_config(
         "folds": folds,
         "dataset": {"path": str(dataset_dir.resolve()), "manifest_sha256": dataset_hash(dataset_dir)},
         "versions": {
-            "coronet": __version__,
-            "torch": torch.__version__,
-            "lightning": pl.__version__,
+            **package_versions(),
+            "torch_build": torch.__version__,  # with its CUDA tag (importlib.metadata gives the release only)
+            "cuda": torch.version.cuda,
             "python": platform.python_version(),
         },
         "machine": {

@@ -109,7 +109,13 @@ class TrainConfig:
     @property
     def acquisition(self) -> dict:
         """The acquisition augmentation's settings (:func:`coronet.data.augment.acquisition_batch`)."""
-        return {"gamma": self.gamma, "blur": self.blur, "noise": self.noise, "jpeg": self.jpeg, "resample": self.resample}
+        return {
+            "gamma": self.gamma,
+            "blur": self.blur,
+            "noise": self.noise,
+            "jpeg": self.jpeg,
+            "resample": self.resample,
+        }
 
     def train_size(self, epoch: int) -> int:
         """The training resolution of ``epoch`` (0-based): progressive resizing, else ``input_size``."""
