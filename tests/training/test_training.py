@@ -105,6 +105,23 @@ def test_a_crashed_run_resumes_from_the_last_finished_epoch(prepared_dataset, ti
         assert torch.equal(straight[key], resumed[key]), key
 
 
+def test_a_run_that_checkpoints_every_second_epoch_resumes_from_the_last_one_written(prepared_dataset, tiny, tmp_path):
+    config = tiny.with_overrides(**{**RECIPE, "epochs": 4}, checkpoint_every=2)
+    fit_fold(prepared_dataset, 1, tmp_path / "straight", config, progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_fold(prepared_dataset, 1, tmp_path / "crashed", config, progress=False, callbacks=[_Crash(4)])
+    checkpoint = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 1  # written after epoch 2, not after epoch 3 (0-based 2)
+    fit_fold(prepared_dataset, 1, tmp_path / "crashed", config, progress=False, resume=True)
+    straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "crashed" / "model" / "model.safetensors"))
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    a = pd.read_csv(tmp_path / "straight" / "metrics.csv").drop(columns=["seconds", "train_images_per_s"])
+    b = pd.read_csv(tmp_path / "crashed" / "metrics.csv").drop(columns=["seconds", "train_images_per_s"])
+    pd.testing.assert_frame_equal(a, b)  # epoch 3 trained again, with the same result
+
+
 def test_same_seed_same_result(prepared_dataset, tiny, tmp_path):
     fit_fold(prepared_dataset, 3, tmp_path / "a", tiny.with_overrides(epochs=1), progress=False)
     fit_fold(prepared_dataset, 3, tmp_path / "b", tiny.with_overrides(epochs=1), progress=False)

@@ -349,14 +349,15 @@ def fit_fold(
         default_root_dir=str(out),
         plugins=[AtomicCheckpointIO()],
         callbacks=[
-            # last.ckpt after every epoch, overwritten (Lightning 2.6 writes save_last only beside a top-k save)
+            # last.ckpt every checkpoint_every epochs, overwritten (Lightning 2.6 writes save_last only beside a
+            # top-k save); ~400 MB each for CoroNet, so a fast GPU run may write it less often
             ModelCheckpoint(
                 dirpath=checkpoints,
                 filename="last",
                 save_top_k=1,
                 save_last=False,
                 enable_version_counter=False,
-                every_n_epochs=1,
+                every_n_epochs=config.checkpoint_every,
                 save_on_train_epoch_end=True,
             ),
             EpochLog(out, len(train_set)),

@@ -85,6 +85,7 @@ class TrainConfig:
     train_layers: str = "all"  # all | head | classifier: what fine-tuning updates (the rest is frozen)
     head_on_features: bool = False  # with a frozen backbone: compute its features once, train the head on them
     keep_checkpoint: bool = True  # keep last.ckpt (~400 MB for CoroNet) once the fold has finished
+    checkpoint_every: int = 1  # write last.ckpt every N epochs (a resumed run continues from the last one written)
     classes: tuple[str, ...] = ("covid", "normal", "bacterial", "viral")
 
     def __post_init__(self):
@@ -99,6 +100,8 @@ class TrainConfig:
         parse_crop(self.crop)  # a one-line ValueError for a malformed box
         if not 0 <= self.resample < 1 or not 0 <= self.jpeg <= 95 or min(self.gamma, self.blur, self.noise) < 0:
             raise ValueError("resample must lie in [0, 1), jpeg in [0, 95], gamma, blur and noise be >= 0")
+        if self.checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
         if self.source_adversary < 0 or not 0 <= self.source_balance <= 1:
             raise ValueError("source_adversary must be >= 0 and source_balance lie in [0, 1]")
         if any(size < 16 or size > self.input_size for size in self.train_sizes):
