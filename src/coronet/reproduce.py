@@ -40,6 +40,7 @@ from .evaluation.report import (
     html_table,
     markdown_table,
     render_html,
+    source_display,
     summary_lines,
     write_report,
 )
@@ -297,7 +298,14 @@ def write_overview(
         [pd.read_csv(runs[name] / "report" / "table5.csv", index_col=0) for name in ("4-class", "3-class", "binary")]
     )
     table5.to_csv(out / "table5.csv")
+    four_summary = summaries.get("4-class") or {}
+    by_source = pd.read_csv(four / "sources.csv")
+    by_source.to_csv(out / "sources.csv", index=False)
     tables = {
+        "4-class by source: each (source, label)'s share called COVID-19 and recall of its own label (95% CI "
+        "over patients); " + worst_phrase((four_summary.get("sources") or {}).get("worst_false_covid")): (
+            source_display(by_source)
+        ),
         "Table III: 4-class, per fold (percent)": table3,
         "Table IV: 4-class, per class (percent)": table4,
         "Table V: per task, fold means (percent)": table5,

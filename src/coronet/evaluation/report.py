@@ -459,7 +459,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
         "By source: each (source, label) of the evaluated films (Table I and every extra cohort), the share "
         "called COVID-19 and the recall of its own label, 95% CIs over patients; "
         + worst_phrase(summary["sources"]["worst_false_covid"])
-    ] = _source_display(by_source)
+    ] = source_display(by_source)
     for name, cohort in cohort_summaries.items():
         how = (
             "held-out films of each fold (the models trained on the other folds' films of this cohort)"
@@ -477,7 +477,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     return summary
 
 
-def _source_display(by_source: pd.DataFrame) -> pd.DataFrame:
+def source_display(by_source: pd.DataFrame) -> pd.DataFrame:
     """The source table as a reader sees it: each figure with its interval in one cell, percent."""
 
     def cell(row, name):
