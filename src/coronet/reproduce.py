@@ -173,6 +173,12 @@ def reproduce(
                 ),
             )
         )
+    if audited is not None:  # the audit's headline, where a model's users read it
+        verdicts = audited.get("verdicts") or {}
+        headline = verdicts.get("retrained-lungs-removed") or verdicts.get("lungs-removed")
+        for fold_path in sorted((out / "4class").glob("fold-*")):
+            if headline and (fold_path / MODEL_DIR / "model.json").is_file():
+                annotate_card(fold_path / MODEL_DIR, audit=f"{headline} (the run's audit: 4class/audit/audit.md)")
     # the fine-tunes have settings of their own (FINETUNE_PROFILES): only where and how to run carries over
     tuned = {k: v for k, v in overrides.items() if k in RUNTIME_SETTINGS}
     for task in FINETUNED_TASKS:

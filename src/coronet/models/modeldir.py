@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import CoronetError
 from ..layout import MODEL_CARD, MODEL_WEIGHTS
 from ..versions import package_versions
+from . import modelcard
 from .coronet import CoroNet, build_model, with_tta
 
 CARD_NAME, WEIGHTS_NAME = MODEL_CARD, MODEL_WEIGHTS  # the on-disk contract (coronet.layout)
@@ -102,6 +103,7 @@ def save_model_dir(
     os.replace(tmp_card, out / CARD_NAME)
     if file_sha256(out / WEIGHTS_NAME) != card["weights_sha256"]:  # the pair, checked as a reader will
         raise ModelLoadError(f"{out}: the weights changed while the model was being saved")
+    modelcard.write(card, out)
     return out
 
 
@@ -151,6 +153,7 @@ def annotate_card(model_dir: str | os.PathLike, **fields) -> dict:
     tmp = directory / (CARD_NAME + ".tmp")
     tmp.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp, directory / CARD_NAME)
+    modelcard.write(card, directory)
     return card
 
 
