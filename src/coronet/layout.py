@@ -189,6 +189,35 @@ class RunDir:
         return json.loads(self.config.read_text())
 
 
+#: Columns a predictions table carries over from its rows where they have them.
+CARRIED_COLUMNS = ("source", "relpath", "source_label", "cohort", "overlap", "overlap_kind")
+
+
+def predictions_table(rows: pd.DataFrame, probabilities, classes, fold=None) -> pd.DataFrame:
+    """The predictions table every writer writes: ``path, patient_id, fold, label``, one ``prob_<class>`` per class
+    (rounded to 6 decimals), ``pred`` (the most probable class), then :data:`CARRIED_COLUMNS` found in ``rows``.
+
+    rows: the films, in the order of ``probabilities`` ((N, len(classes)) array); fold: every row's fold
+    (default: the rows' own ``fold`` column).
+    """
+    import numpy as np
+
+    rows = rows.reset_index(drop=True)
+    probabilities = np.asarray(probabilities, dtype=float)
+    if probabilities.shape != (len(rows), len(classes)):
+        raise ValueError(f"{probabilities.shape} probabilities for {len(rows)} films and {len(classes)} classes")
+    table = rows[["path", "patient_id"]].copy()
+    table["fold"] = rows["fold"] if fold is None else fold
+    table["label"] = rows["label"]
+    for k, cls in enumerate(classes):
+        table[prob_column(cls)] = probabilities[:, k].round(6)
+    table["pred"] = [classes[k] for k in probabilities.argmax(axis=1)] if len(rows) else []
+    for column in CARRIED_COLUMNS:
+        if column in rows:
+            table[column] = rows[column].to_numpy()
+    return table
+
+
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """A ``predictions.csv`` checked for the documented columns (``path, patient_id, fold, label``, one
     ``prob_<class>`` per class); ``pred`` is derived from the probabilities when absent.
@@ -242,5 +271,6 @@ __all__ = [
     "fold_model",
     "prob_column",
     "prob_columns",
+    "predictions_table",
     "read_predictions",
 ]

@@ -157,3 +157,27 @@ def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path):
         dataset_hash(training)
         == json.loads((tiny_cv_run / "fold-2" / "model" / "model.json").read_text())["training"]["dataset_sha256"]
     )
+
+
+def test_partial_label_films_are_kept_apart_from_the_accuracy(tiny_model_dir, tmp_path):
+    """The source negatives' layout: ieee8023's "other" (not COVID-19) has no single right class."""
+    from coronet.evaluation.report import write_report
+
+    root = tmp_path / "source-negatives"
+    for folder, classes in (("cohen", ("bacterial", "viral", "other")), ("actualmed", ("normal",))):
+        rows = []
+        for k, label in enumerate(classes):
+            for i in range(2):
+                name = f"{label}-{i}.png"
+                write_xray(root / folder / label / name, seed=10 * k + i, size=(48, 40))
+                rows.append({"patientid": f"{label}{i}", "view": "PA", "finding": label, "filename": f"{label}/{name}"})
+        pd.DataFrame(rows).to_csv(root / folder / "metadata.csv", index=False)
+    predictions = evaluate(tiny_model_dir, root, "source-negatives", tmp_path / "run", log=lambda *_: None)
+    assert len(predictions) == 8 and set(predictions.source) == {"cohen", "actualmed"}
+    other = predictions[predictions.label == "other"]
+    assert len(other) == 2 and set(other.cohort) == {"partial-label"}
+    assert set(predictions[predictions.label != "other"].cohort) == {"table1"}
+    summary = write_report(tmp_path / "run", n_bootstrap=20)
+    assert summary["n_images"] == 6  # the accuracy tables leave the partial labels out
+    sources = pd.read_csv(tmp_path / "run" / "report" / "sources.csv")
+    assert len(sources) == 4 and "other" in set(sources.label)  # ... the per-source table does not

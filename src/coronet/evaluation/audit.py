@@ -64,6 +64,7 @@ from ..layout import (
     RunDir,
     fold_dir,
     fold_model,
+    predictions_table,
     prob_column,
 )
 from ..models.modeldir import inference_model, load_model_dir
@@ -165,17 +166,6 @@ def predict_images(model_dir: Path, images: np.ndarray, batch_size: int = 32) ->
     return torch.cat(parts).numpy(), list(card["classes"])
 
 
-def predictions_frame(rows: pd.DataFrame, probabilities: np.ndarray, classes) -> pd.DataFrame:
-    """The usual predictions layout (path, patient_id, fold, label, prob_<class>..., pred, source)."""
-    table = rows[["path", "patient_id", "fold", "label"]].reset_index(drop=True).copy()
-    for k, c in enumerate(classes):
-        table[prob_column(c)] = probabilities[:, k].round(6)
-    table["pred"] = [classes[k] for k in probabilities.argmax(axis=1)]
-    if "source" in rows:
-        table["source"] = rows["source"].to_numpy()
-    return table
-
-
 # --------------------------------------------------------------------------- acquisition features
 def acquisition_features(manifest: pd.DataFrame, cache: np.ndarray, data: Path | None = None) -> pd.DataFrame:
     """Features that carry no diagnosis, one row per manifest row.
@@ -255,7 +245,7 @@ def acquisition_predictions(manifest: pd.DataFrame, features: pd.DataFrame, clas
         model = HistGradientBoostingClassifier(random_state=seed, max_iter=200, learning_rate=0.1, early_stopping=False)
         model.fit(x[~test], labels[~test])
         probabilities[np.ix_(test, model.classes_)] = model.predict_proba(x[test])
-    return predictions_frame(manifest, probabilities, list(classes))
+    return predictions_table(manifest, probabilities, list(classes))
 
 
 # --------------------------------------------------------------------------- Grad-CAM mass
@@ -365,7 +355,7 @@ def audit(
         for fold in folds:
             chosen = (manifest["fold"] == fold).to_numpy()
             probabilities, model_classes = predict_images(fold_model(run_dir, fold), occluded[chosen])
-            parts.append(predictions_frame(manifest[chosen], probabilities, model_classes))
+            parts.append(predictions_table(manifest[chosen], probabilities, model_classes))
         tests[name] = pd.concat(parts, ignore_index=True)
         log(f"audit: {name}: accuracy {accuracy(tests[name]):.3f}")
 
@@ -438,7 +428,7 @@ def audit_external(
     labels = sorted(set(intact["label"]))
     for name, keep in (("lungs-removed", "outside"), ("lungs-only", "lungs")):
         probabilities, classes = predict_images(model_dir, occlude(images, lungs, keep))
-        table = predictions_frame(manifest, probabilities, classes)
+        table = predictions_table(manifest, probabilities, classes)
         if not set(labels) <= set(classes):  # a mapped evaluation (e.g. 4-class model, 3-class data)
             table = _remap_like(table, intact)
         tests[name] = table
@@ -488,11 +478,7 @@ def _remap_like(table: pd.DataFrame, intact: pd.DataFrame) -> pd.DataFrame:
     classes = [c[len(PROB_PREFIX) :] for c in table.columns if c.startswith(PROB_PREFIX)]
     mapping = default_class_map(classes, intact["label"])
     merged, labels = merge_probabilities(table[[prob_column(c) for c in classes]].to_numpy(), classes, mapping)
-    out = table[["path", "patient_id", "fold", "label"]].copy()
-    for k, label in enumerate(labels):
-        out[prob_column(label)] = merged[:, k].round(6)
-    out["pred"] = [labels[k] for k in merged.argmax(axis=1)]
-    return out
+    return predictions_table(table, merged, labels)
 
 
 def _cache_size(dataset: Path, input_size: int) -> int:

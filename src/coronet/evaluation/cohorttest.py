@@ -21,14 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ..data.augment import resize_batch
 from ..data.cohorts import ADULT, Cohort, extra_rows
 from ..data.prepare import PrepareConfig, cohort_rows
-from ..layout import CONFIG, MANIFEST, PREDICTIONS, fold_model, prob_column
-from ..models.modeldir import annotate_card, inference_model, load_model_dir, read_card
-from ..training.fit import prediction_table
+from ..layout import CONFIG, MANIFEST, PREDICTIONS, fold_model, predictions_table
+from ..models.modeldir import annotate_card, load_model_dir, read_card
+from .audit import predict_images
 
 
 def cohort_test(
@@ -69,10 +67,10 @@ def cohort_test(
     parts = []
     for fold in folds:
         chosen = np.flatnonzero(rows["fold"].to_numpy() == fold)
-        table = prediction_table(
-            rows.iloc[chosen], _predict(fold_model(run_dir, fold), scans, chosen, batch_size), fold
-        )
-        parts.append(table.drop(columns=["rank"]))
+        films = np.stack([scans[k]["cached"] for k in chosen])
+        probabilities, classes = predict_images(fold_model(run_dir, fold), films, batch_size)
+        table = predictions_table(rows.iloc[chosen], probabilities, classes)
+        parts.append(table)
         log(
             f"{cohort.name} test, fold {fold}: {len(chosen)} films, "
             f"{(table.pred == 'covid').mean():.1%} called COVID-19"
@@ -84,22 +82,6 @@ def cohort_test(
     predictions.to_csv(tmp, index=False)
     os.replace(tmp, out / PREDICTIONS)
     return out / PREDICTIONS
-
-
-def _predict(model_dir: Path, scans: list[dict], chosen: np.ndarray, batch_size: int) -> pd.DataFrame:
-    """The model's probabilities (as its card says to use it) for the scanned films ``chosen``."""
-    model, card = load_model_dir(model_dir)
-    network = inference_model(model.eval(), card)
-    probabilities = []
-    with torch.inference_mode():
-        for start in range(0, len(chosen), batch_size):
-            batch = np.stack([scans[k]["cached"] for k in chosen[start : start + batch_size]])
-            images = resize_batch(torch.from_numpy(batch)[:, None].float().div_(255), card["input_size"])
-            probabilities.append(torch.softmax(network(images), dim=1))
-    frame = pd.DataFrame(torch.cat(probabilities).numpy(), columns=[prob_column(c) for c in card["classes"]])
-    frame.insert(0, "index", np.arange(len(frame)))
-    frame["rank"] = 0
-    return frame
 
 
 def card_entry(rows: pd.DataFrame, cohort: Cohort, trained_with: bool) -> dict:

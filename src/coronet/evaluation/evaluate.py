@@ -29,7 +29,7 @@ from .. import __version__
 from ..data.cohorts import TABLE1, table1_rows
 from ..data.sources import SOURCES, read_source, source_dir
 from ..deploy.predict import Failure, Prediction, Predictor
-from ..layout import CONFIG, MANIFEST, MODEL_CARD, PREDICTIONS, prob_column
+from ..layout import CONFIG, MANIFEST, MODEL_CARD, PREDICTIONS, predictions_table
 from ..tasks import PARTIAL_LABELS, default_class_map, mapped_labels, merge_probabilities
 
 #: The ``cohort`` of an external evaluation's films whose label is partial (kept out of the accuracy tables).
@@ -136,13 +136,7 @@ def evaluate(
     predicted = [r for r in results if isinstance(r, Prediction)]
     merged, _ = merge_probabilities(np.array([r.probabilities for r in predicted]), predictor.classes, mapping)
     rows = table.iloc[ok].reset_index(drop=True)
-    predictions = rows[["path", "patient_id"]].copy()
-    predictions["fold"] = 1
-    predictions["label"] = rows["label"]
-    for j, label in enumerate(labels):
-        predictions[prob_column(label)] = merged[:, j].round(6)
-    predictions["pred"] = [labels[j] for j in merged.argmax(axis=1)]
-    predictions["source"] = rows["source"]
+    predictions = predictions_table(rows, merged, labels, fold=1)
     if partial:  # reported apart from the accuracy tables, in the per-source table and a section of their own
         predictions["cohort"] = np.where(rows["label"].isin(partial), PARTIAL_COHORT, TABLE1)
     predictions["relpath"] = [os.path.relpath(p, root) for p in rows["path"]]

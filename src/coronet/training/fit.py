@@ -56,6 +56,7 @@ from ..layout import (
     PROB_PREFIX,
     RESULTS,
     fold_dir,
+    predictions_table,
     prob_column,
 )
 from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
@@ -637,19 +638,12 @@ class _Loaders(pl.LightningDataModule):
 
 
 def prediction_table(rows: pd.DataFrame, probabilities: pd.DataFrame, fold: int | None) -> pd.DataFrame:
-    rows = rows.reset_index(drop=True)
+    """:func:`coronet.layout.predictions_table` from a validation pass's output (``index``, ``prob_<class>``...,
+    ``rank``), checked to hold one prediction per row, in order; ``rank`` is the process that predicted it."""
     if len(probabilities) != len(rows) or not (probabilities["index"].to_numpy() == np.arange(len(rows))).all():
         raise RuntimeError(f"fold {fold}: {len(probabilities)} predictions for {len(rows)} validation images")
-    table = rows[["path", "patient_id"]].copy()
-    table["fold"] = fold
-    table["label"] = rows.label
-    prob_columns = [c for c in probabilities.columns if c.startswith(PROB_PREFIX)]
-    for column in prob_columns:
-        table[column] = probabilities[column].round(6).to_numpy()
-    table["pred"] = [c[len(PROB_PREFIX) :] for c in probabilities[prob_columns].idxmax(axis=1)]
-    for extra in ("source", "relpath", "source_label", "cohort", "overlap", "overlap_kind"):
-        if extra in rows:
-            table[extra] = rows[extra]
+    columns = [c for c in probabilities.columns if c.startswith(PROB_PREFIX)]
+    table = predictions_table(rows, probabilities[columns].to_numpy(), [c[len(PROB_PREFIX) :] for c in columns], fold)
     table["rank"] = probabilities["rank"].to_numpy()  # the process that predicted it (DDP)
     return table
 
