@@ -115,6 +115,7 @@ def test_health_model_card_docs_and_page(client, predictor):
         "model": "coronet-test_resnet",
         "version": predictor.card["version"],
         "runtime": "torch",
+        "runtime_choice": {"requested": "torch", "record": None, "reason": "as requested"},
         "classes": list(predictor.classes),
         "max_upload_bytes": LIMIT,
         "training_data": predictor.info["training_data"],

@@ -10,13 +10,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import Runtime, app, fail, value
+from ._app import app, choices, fail, value
 
 ModelOption = Annotated[
     Path,
     typer.Option("--model", help="Model directory (model.safetensors + model.json), or the path of its model.json."),
 ]
-RuntimeOption = Annotated[Runtime, typer.Option(help="torch, or onnx (ONNX Runtime; run `coronet export` first).")]
+#: ``auto`` and :data:`coronet.deploy.predict.RUNTIMES` (spelled out: the CLI starts without importing torch).
+Runtime = choices("Runtime", ("auto", "torch", "torch-bf16", "onnx", "onnx-int8"))
+RuntimeOption = Annotated[
+    Runtime,
+    typer.Option(
+        help="auto: the fastest runtime that passed its accuracy check, as MODEL_DIR/runtimes.json records it for "
+        "this machine (`coronet runtimes`), else torch. Or one of them: torch (float32), torch-bf16, onnx (ONNX "
+        "Runtime; `coronet export` first), onnx-int8 (`coronet runtimes` builds it)."
+    ),
+]
 
 #: Lists at least this long get a progress bar (on a terminal).
 PROGRESS_FROM = 50
@@ -30,7 +39,7 @@ def predict(
     model: ModelOption,
     out: Annotated[Optional[Path], typer.Option(help="Also write the results to FILE.csv or FILE.json.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 16,
-    runtime: RuntimeOption = Runtime.torch,
+    runtime: RuntimeOption = Runtime.auto,
     cam: Annotated[
         Optional[Path], typer.Option(help="Write a Grad-CAM overlay PNG per image (and grid.png) here.")
     ] = None,
@@ -58,6 +67,7 @@ def predict(
         predictor = Predictor(model, runtime=value(runtime))
     except (ModelLoadError, ValueError) as error:
         fail(str(error))
+    _say_runtime(predictor)
     files = find_images(paths)
     if not files:
         fail(f"no image files found in {', '.join(map(str, paths))}", 1)
@@ -113,6 +123,14 @@ def predict(
     )
     if failures:
         raise typer.Exit(1)
+
+
+def _say_runtime(predictor) -> None:
+    """One stderr line when a ``runtimes.json`` decided the runtime (or was there and ignored); none otherwise."""
+    choice = predictor.runtime_choice
+    directory = predictor.model_dir
+    if choice["requested"] == "auto" and (choice["record"] or (directory / "runtimes.json").exists()):
+        typer.echo(f"runtime: {predictor.runtime} ({choice['reason']})", err=True)
 
 
 def _check_output_file(out: Path) -> None:
@@ -214,12 +232,77 @@ def export(
         fail(f"{path}: ONNX Runtime differs from PyTorch by {worst:.2e} (> 1e-4)", 1)
 
 
+@app.command("runtimes")
+def runtimes(
+    model: ModelOption,
+    dataset: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Prepared dataset (coronet data prepare) for the accuracy check and the int8 calibration. Without "
+            "it only the float32 runtimes (torch, onnx) are measured as eligible."
+        ),
+    ] = None,
+    fold: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Check on this fold's validation films, calibrate int8 on its training films "
+            "(default with --dataset: the fold the model card says the model was validated on)."
+        ),
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per figure (latency: median; batch 32: best).")] = 10,
+    calibration_films: Annotated[int, typer.Option(min=1, help="Training films the int8 calibration sees.")] = 100,
+):
+    """Measure each runtime on this machine, check the low-precision ones, record the fastest in runtimes.json.
+
+    Runtimes: torch (float32, the reference), torch-bf16 (on a CPU with native bf16), onnx (ONNX Runtime; the
+    export is made when missing), onnx-int8 (static int8, calibrated on the fold's training films). Each
+    low-precision runtime must keep the 4-class accuracy on the fold's validation films within 0.5 points of
+    torch. `coronet predict` and `coronet serve` then run the fastest that passed (--runtime auto).
+    """
+    from ..deploy.runtimes import RECORD_NAME, format_record, measure_runtimes
+    from ..models.modeldir import ModelLoadError, read_card
+
+    try:
+        card, directory = read_card(model)
+    except ModelLoadError as error:
+        fail(str(error))
+    if dataset is None and fold is not None:
+        fail("--fold needs --dataset (the films of the check)")
+    if dataset is not None and fold is None:
+        fold = (card.get("training") or {}).get("fold") if isinstance(card.get("training"), dict) else None
+        if not isinstance(fold, int):
+            fail(f"{directory}: the model card names no validation fold; give --fold")
+        typer.echo(f"fold {fold}: the model's validation fold (model card)", err=True)
+    trained_fold = card.get("training", {}).get("fold") if isinstance(card.get("training"), dict) else None
+    if dataset is not None and isinstance(trained_fold, int) and fold != trained_fold:
+        typer.echo(
+            f"note: the model was validated on fold {trained_fold}; fold {fold}'s validation films were among its "
+            "training films (the check still compares the runtimes with each other)",
+            err=True,
+        )
+    try:
+        record = measure_runtimes(
+            directory,
+            dataset,
+            fold,
+            repeats=repeats,
+            calibration_films=calibration_films,
+            log=lambda line: typer.echo(line, err=True),
+        )
+    except (ModelLoadError, ValueError, FileNotFoundError) as error:
+        fail(" ".join(str(error).split()))
+    except OSError as error:
+        fail(f"{directory}: cannot write ({error.strerror or error})")
+    typer.echo(format_record(record))
+    typer.echo(f"wrote {directory / RECORD_NAME}")
+
+
 @app.command("serve")
 def serve(
     model: ModelOption,
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    runtime: RuntimeOption = Runtime.torch,
+    runtime: RuntimeOption = Runtime.auto,
     max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest accepted upload, in MiB (at least 1).")] = 32,
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Largest accepted image, in pixels (width x height), checked before decoding.")

@@ -124,18 +124,23 @@ def export_onnx(
     return out
 
 
-def open_session(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None):
+def open_session(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None, *, hint: str | None = None):
     """An ONNX Runtime CPU session for the model directory's export, after checking it is that model's.
 
-    ``onnx_path`` defaults to ``MODEL_DIR/model.onnx``. Raises :class:`ModelLoadError` when the
-    file or its record is missing, the file's SHA-256 differs from the record, or the record's
-    weights SHA-256 differs from the model card's (an export of other weights).
+    ``onnx_path`` defaults to ``MODEL_DIR/model.onnx``; any other ONNX file with a record of this format
+    beside it (the int8 model of :mod:`coronet.deploy.runtimes`) is opened the same way. Raises
+    :class:`ModelLoadError` when the file or its record is missing, the file's SHA-256 differs from the
+    record, or the record's weights SHA-256 differs from the model card's (an export of other weights);
+    ``hint`` says how to make the file (default: the ``coronet export`` command). The session applies all
+    of ONNX Runtime's graph optimisations (``ORT_ENABLE_ALL``: constant folding, node fusions, the
+    NCHWc layout, and for an int8 model the fusion of QuantizeLinear/DequantizeLinear pairs into
+    integer kernels), which is ONNX Runtime's default, set here explicitly.
     """
     import onnxruntime as ort
 
     card, directory = read_card(model_dir)
     onnx_path = Path(onnx_path) if onnx_path is not None else directory / ONNX_NAME
-    hint = f"run `coronet export --onnx {directory}`"
+    hint = hint or f"run `coronet export --onnx {directory}`"
     if not onnx_path.is_file():
         raise ModelLoadError(f"{onnx_path}: no ONNX export ({hint})")
     try:
@@ -150,6 +155,7 @@ def open_session(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | No
         raise ModelLoadError(f"{onnx_path}: exported from other weights than {directory}'s ({hint})")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT's warnings are about graph optimisations, not the user
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 

@@ -53,12 +53,18 @@ __all__ = [
     "Prediction",
     "Predictor",
     "RUNTIMES",
+    "bf16_network",
     "find_images",
     "format_table",
+    "model_input",
     "write_results",
 ]
 
-RUNTIMES = ("torch", "onnx")
+#: The runtimes a :class:`Predictor` runs on: PyTorch in float32 (the reference) or bfloat16, ONNX Runtime
+#: on the float32 export or on its static int8 quantisation (:mod:`coronet.deploy.runtimes`).
+RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
+#: ``runtime="auto"``: the choice recorded beside the model (``runtimes.json``), else ``torch``.
+AUTO = "auto"
 
 #: Suffixes a folder walk picks up without looking inside (content still decides how a file is read): the
 #: data sources' image suffixes plus the other formats the reader decodes.
@@ -211,19 +217,55 @@ def training_facts(card: dict) -> dict:
     }
 
 
+def model_input(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """The model input for decoded 2-D uint8 films of any size: ``(N, 1, size, size)`` float32 in [0, 1]."""
+    square = [resize_square(np.asarray(image, dtype=np.uint8), size) for image in images]
+    if not square:
+        return np.zeros((0, 1, size, size), dtype=np.float32)
+    return (np.stack(square)[:, None] / np.float32(255.0)).astype(np.float32)
+
+
+def bf16_network(model: torch.nn.Module, card: dict) -> torch.nn.Module:
+    """A bfloat16 copy of the network for the ``torch-bf16`` runtime (the card's test-time augmentation included).
+
+    Only the backbone and the head compute in bfloat16, from weights converted once; the film's
+    preprocessing (equalisation, crop) and normalisation stay in float32, and the logits come back as
+    float32. Fast only on a CPU with native bf16 (AVX512-BF16 or AMX); its accuracy is checked by
+    :func:`coronet.deploy.runtimes.measure_runtimes` before the automatic choice may pick it.
+    """
+    import copy
+
+    network = copy.deepcopy(model)
+    backbone, head = network.get_submodule("backbone"), network.get_submodule("head")
+    backbone.to(torch.bfloat16)
+    head.to(torch.bfloat16)
+    backbone.register_forward_pre_hook(
+        lambda module, args: (args[0].to(torch.bfloat16, memory_format=torch.channels_last), *args[1:])
+    )
+    head.register_forward_hook(lambda module, args, output: output.float())
+    return inference_model(network, card)
+
+
 class Predictor:
     """A model directory loaded once; probabilities (and Grad-CAM) for decoded images or files.
 
-    ``runtime`` is ``"torch"`` or ``"onnx"`` (ONNX Runtime on the CPU, on the export at
-    ``onnx_path``, default ``MODEL_DIR/model.onnx``; see :mod:`coronet.export`). Grad-CAM
-    always uses the PyTorch network, since it needs gradients.
+    ``runtime`` is one of :data:`RUNTIMES`: ``"torch"`` (float32, the reference), ``"torch-bf16"``
+    (:func:`bf16_network`), ``"onnx"`` (ONNX Runtime on the CPU, on the export at ``onnx_path``,
+    default ``MODEL_DIR/model.onnx``; see :mod:`coronet.deploy.export`) or ``"onnx-int8"`` (the static
+    int8 model, default ``MODEL_DIR/model.int8.onnx``; see :mod:`coronet.deploy.runtimes`), or
+    ``"auto"``: the fastest runtime that passed its accuracy check, as ``MODEL_DIR/runtimes.json``
+    records it for this machine and these weights (:func:`coronet.deploy.runtimes.choose_runtime`);
+    without a valid record, ``torch``. A recorded runtime that cannot be loaded (its file gone or
+    changed, ONNX Runtime not installed) gives way to the next in the record's ranking, then ``torch``.
+    :attr:`runtime_choice` says what was asked for and why this runtime runs. Grad-CAM always uses
+    the float32 PyTorch network, since it needs gradients.
     """
 
     def __init__(
         self, model_dir: str | os.PathLike, *, runtime: str = "torch", onnx_path: str | os.PathLike | None = None
     ):
-        if runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+        if runtime != AUTO and runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join((AUTO, *RUNTIMES))}")
         self.model, self.card = load_model_dir(model_dir)
         # channels_last: ~1.5x faster convolutions on the CPU (measured, benchmarks/inference.py), as in training.
         self.model = self.model.to(memory_format=torch.channels_last)
@@ -231,14 +273,49 @@ class Predictor:
         self.model_dir = read_card(model_dir)[1]
         self.classes = tuple(self.card["classes"])
         self.input_size = int(self.card["input_size"])
-        self.runtime = runtime
+        self.runtime = "torch"
         self._session = None
-        if runtime == "onnx":
-            from .export import open_session
-
-            self._session = open_session(self.model_dir, onnx_path)
+        self._forward = self.network
         self._grad_cam = None
         self._grad_cam_lock = threading.Lock()
+        if runtime == AUTO:
+            self.runtime_choice = self._load_choice()
+        else:
+            self._load_runtime(runtime, onnx_path)
+            self.runtime_choice = {"requested": runtime, "record": None, "reason": "as requested"}
+
+    def _load_runtime(self, runtime: str, onnx_path: str | os.PathLike | None = None) -> None:
+        session, forward = None, self.network
+        if runtime in ("onnx", "onnx-int8"):
+            from .export import open_session
+
+            hint = None
+            if runtime == "onnx-int8" and onnx_path is None:
+                from .runtimes import INT8_NAME, measure_hint
+
+                onnx_path, hint = self.model_dir / INT8_NAME, measure_hint(self.model_dir)
+            session = open_session(self.model_dir, onnx_path, hint=hint)
+        elif runtime == "torch-bf16":
+            forward = bf16_network(self.model, self.card)
+        self.runtime, self._session, self._forward = runtime, session, forward
+
+    def _load_choice(self) -> dict:
+        """Load the runtime ``runtimes.json`` chose (or the next that loads); say which and why."""
+        from ..models.modeldir import ModelLoadError
+        from .runtimes import choose_runtime
+
+        choice = choose_runtime(self.model_dir, self.card)
+        reason, skipped = choice.reason, []
+        for runtime in choice.ranking:
+            try:
+                self._load_runtime(runtime)
+            except (ModelLoadError, ImportError, OSError) as error:
+                skipped.append(f"{runtime} could not be loaded ({' '.join(str(error).split())})")
+                continue
+            if skipped:
+                reason = f"{reason}; {'; '.join(skipped)}"
+            return {"requested": AUTO, "record": choice.record, "reason": reason}
+        raise AssertionError("the ranking always ends with torch")  # pragma: no cover
 
     @property
     def info(self) -> dict:
@@ -252,6 +329,7 @@ class Predictor:
             "weights_sha256": self.card.get("weights_sha256"),
             "tta": card_tta(self.card),
             "runtime": self.runtime,
+            "runtime_choice": self.runtime_choice,
             **training_facts(self.card),
         }
 
@@ -259,8 +337,7 @@ class Predictor:
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """The model input for decoded 2-D uint8 films of any size: ``(N, 1, S, S)`` float32 in [0, 1]."""
-        square = [resize_square(np.asarray(image, dtype=np.uint8), self.input_size) for image in images]
-        return (np.stack(square)[:, None] / np.float32(255.0)).astype(np.float32)
+        return model_input(images, self.input_size)
 
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities ``(N, len(classes))`` float32 for decoded 2-D uint8 films."""
@@ -275,7 +352,7 @@ class Predictor:
             return self._session.run(["probabilities"], {"image": batch})[0]
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
-            return torch.softmax(self.network(tensor), dim=1).numpy()
+            return torch.softmax(self._forward(tensor).float(), dim=1).numpy()
 
     def heatmaps(self, images: Sequence[np.ndarray], classes: Sequence[int]) -> np.ndarray:
         """Grad-CAM heat maps ``(N, S, S)`` in [0, 1] for decoded films, film ``i`` explaining class ``classes[i]``."""

@@ -4,7 +4,7 @@
 
     POST /v1/predict   multipart field ``file`` (PNG, JPEG or DICOM); ``cam=true`` (query or form field)
                        adds the Grad-CAM overlay, ``image=true`` the film as the model read it (base64 PNGs)
-    GET  /v1/health    {"status": "ok", model name and version, the upload limit}
+    GET  /v1/health    {"status": "ok", model name and version, the runtime and why it runs, the upload limit}
     GET  /v1/model     the model card
     GET  /docs         OpenAPI documentation (``/openapi.json``), Swagger UI served from this server
                        (fastapi-offline: no CDN, so it works offline)
@@ -313,7 +313,7 @@ def create_app(
     model_dir: str | os.PathLike | None = None,
     *,
     predictor: Predictor | None = None,
-    runtime: str = "torch",
+    runtime: str = "auto",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     model_threads: int | None = None,
@@ -322,6 +322,9 @@ def create_app(
     warm_up: bool = True,
 ) -> FastAPI:
     """The FastAPI application serving ``model_dir`` (or an already loaded ``predictor``).
+
+    ``runtime`` is the :class:`Predictor`'s: ``"auto"`` runs the choice recorded in ``MODEL_DIR/runtimes.json``
+    (:mod:`coronet.deploy.runtimes`; ``torch`` without a valid record); ``/v1/health`` says which runs and why.
 
     ``max_upload_bytes`` caps the uploaded file (the request body may exceed it by the
     multipart framing only); ``max_pixels`` caps an uploaded image's pixel count (None:
@@ -391,6 +394,7 @@ def create_app(
             "model": info["name"],
             "version": info["version"],
             "runtime": info["runtime"],
+            "runtime_choice": info["runtime_choice"],
             "classes": info["classes"],
             "max_upload_bytes": max_upload_bytes,
             "training_data": info["training_data"],
@@ -626,7 +630,7 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    runtime: str = "torch",
+    runtime: str = "auto",
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     model_threads: int | None = None,
@@ -660,6 +664,9 @@ def serve(
         max_concurrency=slots,
         upload_timeout=upload_timeout,
     )
+    choice = app.state.predictor.runtime_choice
+    if choice["record"] or (Path(app.state.predictor.model_dir) / "runtimes.json").exists():
+        log.warning("coronet serve: runtime %s (%s)", app.state.predictor.runtime, choice["reason"])
     warning = training_facts(read_card(model_dir)[0])["source_warning"]
     if warning:
         log.warning("coronet serve: warning: %s", warning)
