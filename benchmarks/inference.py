@@ -1,27 +1,30 @@
-"""Prediction speed on the CPU: PyTorch vs ONNX Runtime. Prints figures; asserts nothing.
+"""Prediction speed on the CPU, runtime by runtime. Prints figures; asserts nothing.
 
     python benchmarks/inference.py                       # an untrained CoroNet (legacy_xception, 150 px)
-    python benchmarks/inference.py --model runs/quick/4class/fold-1/model --data ../shared/data
+    python benchmarks/inference.py --model runs/quick/4class/fold-1/model --dataset runs/quick/dataset --fold 1
 
-For each runtime, on the same model and the same input:
+The runtimes (:data:`coronet.deploy.predict.RUNTIMES`): ``torch`` (float32, channels_last), ``torch-bf16``
+(only on a CPU with native bf16), ``onnx`` (ONNX Runtime, float32 export) and ``onnx-int8`` (static int8). They
+are measured by :func:`coronet.deploy.runtimes.measure_runtimes`, the code behind ``coronet runtimes``, on a
+temporary copy of the model directory (nothing is written beside the original):
 
-* latency of one image: the model call alone (input already preprocessed), median of ``--repeats``;
-* images/s at batch 32: the model call alone, best of ``--repeats`` batches;
-* end to end: ``Predictor.predict_files`` on ``--files`` real films (decode + resize + model,
-  batch 32), images/s, when the shared data is there;
-* parity: largest |p_onnx - p_torch| on those films.
+* latency of one film: the model call alone (input already preprocessed), median of ``--repeats``;
+* images/s at batch 32: the model call alone, best of ``max(3, --repeats / 2)`` batches;
+* with ``--dataset`` and ``--fold``: the accuracy check of each runtime on the fold's validation films (change of
+  the 4-class accuracy against float32 PyTorch, largest probability difference) and the int8 calibration on its
+  training films. Without them the int8 model is calibrated on the real films below, unchecked (its figures are
+  speed only: an untrained model's accuracy means nothing);
+* end to end: ``Predictor.predict_files`` on ``--files`` real films (decode + resize + model, batch 32), images/s,
+  when the shared data is there, and the largest |p - p_torch| on those films.
 
-Weights do not change the speed, so an untrained model is fine for timing; the ONNX file is
-exported into a temporary copy of the model directory.
+Weights do not change the speed, so an untrained model is fine for timing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from coronet.deploy.export import export_onnx
-from coronet.deploy.predict import Predictor, find_images
+from coronet.data.imageio import read_image
+from coronet.deploy.predict import RUNTIMES, Predictor, find_images, model_input
+from coronet.deploy.runtimes import format_record, measure_runtimes
 from coronet.models.coronet import build_model
 from coronet.models.modeldir import save_model_dir
 
@@ -40,6 +44,8 @@ def benchmark_model_dir(out: Path, source: Path | None = None) -> Path:
     without one, an untrained CoroNet: weights do not change the amount of computation."""
     if source is not None:
         shutil.copytree(source, out)
+        for stale in ("runtimes.json",):  # measured here afresh
+            (out / stale).unlink(missing_ok=True)
         return out
     torch.manual_seed(0)
     model = build_model(4, "legacy_xception", input_size=150)
@@ -55,15 +61,6 @@ def benchmark_model_dir(out: Path, source: Path | None = None) -> Path:
     )
 
 
-def timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def films(data: Path, count: int) -> list[Path]:
     folders = [data / "cohen-covid" / "images", data / "kaggle-pneumonia" / "chest_xray" / "train"]
     found = [p for folder in folders if folder.is_dir() for p in find_images([folder])]
@@ -74,47 +71,64 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="model directory (default: an untrained 150 px CoroNet)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("CORONET_DATA", "../shared/data")))
+    parser.add_argument("--dataset", type=Path, help="prepared dataset for the accuracy check and int8 calibration")
+    parser.add_argument("--fold", type=int, help="the fold of --dataset whose validation films are checked")
     parser.add_argument("--files", type=int, default=128, help="real films for the end-to-end figure")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated (default: all)")
     args = parser.parse_args()
+    if (args.dataset is None) != (args.fold is None):
+        parser.error("--dataset and --fold go together")
+    chosen = [r.strip() for r in args.runtimes.split(",") if r.strip()]
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = benchmark_model_dir(Path(tmp) / "model", args.model)
-        start = time.perf_counter()
-        export_onnx(model_dir)
-        export_s = time.perf_counter() - start
-        predictors = {runtime: Predictor(model_dir, runtime=runtime) for runtime in ("torch", "onnx")}
-        size = predictors["torch"].input_size
-        card = predictors["torch"].card
-        print(f"model: {card['name']} ({card['backbone']}, {size} px), weights {card['weights_sha256'][:12]}")
-        print(
-            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), ONNX export {export_s:.1f} s"
-        )
-
-        rng = np.random.default_rng(0)
-        one = rng.random((1, 1, size, size), dtype=np.float32)
-        batch = rng.random((32, 1, size, size), dtype=np.float32)
+        reference = Predictor(model_dir)
+        size, card = reference.input_size, reference.card
         paths = films(args.data, args.files)
+        calibration = None
+        if args.dataset is None and paths:
+            calibration = model_input([read_image(p) for p in paths[:100]], size)
+        print(f"model: {card['name']} ({card['backbone']}, {size} px), weights {card['weights_sha256'][:12]}")
+        start = time.perf_counter()
+        record = measure_runtimes(
+            model_dir,
+            args.dataset,
+            args.fold,
+            repeats=args.repeats,
+            calibration=calibration,
+            runtimes=chosen,
+            write=False,
+            log=lambda line: print(f"  {line}", flush=True),
+        )
+        machine = record["machine"]
+        print(
+            f"machine: {machine['cpu']}, {machine['cpus']} CPUs (AVX2 {machine['avx2']}, AVX512-VNNI "
+            f"{machine['avx512_vnni']}, native bf16 {machine['native_bf16']}), torch {machine['torch']} "
+            f"({machine['torch_threads']} threads), ONNX Runtime {machine['onnxruntime']}; "
+            f"measuring took {time.perf_counter() - start:.0f} s"
+        )
+        print(format_record(record))
+        if args.dataset is None and "onnx-int8" in chosen:
+            print(f"(onnx-int8 calibrated on {0 if calibration is None else len(calibration)} real films, unchecked)")
+
+        if not paths:
+            print(f"no real films under {args.data}: no end-to-end figures")
+            return
         results = {}
-        for runtime, predictor in predictors.items():
-            run = predictor.run
-            timed(lambda: run(batch), 2)  # noqa: B023  (warm-up: allocations, ORT's first run)
-            latency = statistics.median(timed(lambda: run(one), args.repeats))  # noqa: B023
-            throughput = 32 / min(timed(lambda: run(batch), max(3, args.repeats // 2)))  # noqa: B023
-            line = f"{runtime:>5}: latency (1 image) {latency * 1000:7.1f} ms   batch 32: {throughput:6.1f} images/s"
-            if paths:
-                start = time.perf_counter()
-                rows = list(predictor.predict_files(paths, batch_size=32))
-                end_to_end = len(paths) / (time.perf_counter() - start)
-                results[runtime] = np.array([r.probabilities for r in rows])
-                line += f"   end to end ({len(paths)} films, decode + model): {end_to_end:6.1f} images/s"
+        for runtime, entry in record["candidates"].items():
+            if not entry.get("available"):
+                continue
+            predictor = reference if runtime == "torch" else Predictor(model_dir, runtime=runtime)
+            list(predictor.predict_files(paths[:32], batch_size=32))  # warm-up
+            start = time.perf_counter()
+            rows = list(predictor.predict_files(paths, batch_size=32))
+            rate = len(paths) / (time.perf_counter() - start)
+            results[runtime] = np.array([r.probabilities for r in rows])
+            line = f"{runtime:>10}: end to end ({len(paths)} films, decode + model, batch 32): {rate:6.1f} images/s"
+            if "torch" in results and runtime != "torch":
+                line += f"   max |p - p_torch| {np.abs(results[runtime] - results['torch']).max():.2e}"
             print(line)
-        if len(results) == 2:
-            print(
-                f"parity on {len(paths)} real films: max |p_onnx - p_torch| = "
-                f"{np.abs(results['onnx'] - results['torch']).max():.2e}"
-            )
 
 
 if __name__ == "__main__":
