@@ -43,9 +43,7 @@ def benchmark_model_dir(out: Path, source: Path | None = None) -> Path:
     """A copy of the model directory ``source`` at ``out`` (exports go there, not beside the original), or,
     without one, an untrained CoroNet: weights do not change the amount of computation."""
     if source is not None:
-        shutil.copytree(source, out)
-        for stale in ("runtimes.json",):  # measured here afresh
-            (out / stale).unlink(missing_ok=True)
+        shutil.copytree(source, out)  # with its runtimes.json and int8 model, if any (serve_load.py may use them)
         return out
     torch.manual_seed(0)
     model = build_model(4, "legacy_xception", input_size=150)
