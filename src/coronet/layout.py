@@ -21,6 +21,8 @@ Every module finds its files through these names, so the layout is written down 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,19 @@ REPORT = "report"
 PROB_PREFIX = "prob_"
 #: The columns every predictions table has, before one ``prob_<class>`` per class.
 PREDICTION_COLUMNS = ("path", "patient_id", "fold", "label")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) to write to, renamed onto ``path`` when the block ends:
+    a reader never sees a half-written file. If the block raises, the temporary file is removed."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fold_dir(run: str | os.PathLike, fold: int) -> Path:
@@ -266,6 +281,7 @@ __all__ = [
     "RESULTS",
     "RunDir",
     "SIGNATURES",
+    "atomic_path",
     "classes_of",
     "fold_dir",
     "fold_model",

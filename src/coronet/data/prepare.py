@@ -37,7 +37,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import __version__, paper
-from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES
+from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES, atomic_path
 from .cohorts import TABLE1, Cohort, cohort_column, get_cohort
 from .dedup import (
     connected_groups,
@@ -351,13 +351,12 @@ def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareCon
 
 def write_cache(path: Path, images: list[np.ndarray]) -> None:
     """Write ``images`` (equal-sized uint8 arrays) as one ``.npy`` file, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(images), *images[0].shape))
-    for k, image in enumerate(images):
-        array[k] = image
-    array.flush()
-    del array
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(images), *images[0].shape))
+        for k, image in enumerate(images):
+            array[k] = image
+        array.flush()
+        del array
 
 
 def load_cache(dataset_dir: str | os.PathLike, size: int = 150) -> np.ndarray:

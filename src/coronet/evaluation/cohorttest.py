@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..data.cohorts import ADULT, Cohort, extra_rows
 from ..data.prepare import PrepareConfig, cohort_rows
-from ..layout import CONFIG, MANIFEST, PREDICTIONS, fold_model, predictions_table
+from ..layout import CONFIG, MANIFEST, PREDICTIONS, atomic_path, fold_model, predictions_table
 from ..models.modeldir import annotate_card, load_model_dir, read_card
 from .audit import predict_images
 
@@ -78,9 +78,8 @@ def cohort_test(
         _annotate_cohort(run_dir, fold, cohort, table, trained_with=False)
     out.mkdir(parents=True, exist_ok=True)
     predictions = pd.concat(parts, ignore_index=True)
-    tmp = out / (PREDICTIONS + ".tmp")
-    predictions.to_csv(tmp, index=False)
-    os.replace(tmp, out / PREDICTIONS)
+    with atomic_path(out / PREDICTIONS) as tmp:
+        predictions.to_csv(tmp, index=False)
     return out / PREDICTIONS
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..layout import atomic_path
+
 README = "README.md"
 PAPER = (
     'Khan, Shah & Bhat, "CoroNet: A deep neural network for detection and diagnosis of COVID-19 from chest x-ray '
@@ -158,9 +160,8 @@ def render(card: dict) -> str:
 def write(card: dict, directory: str | os.PathLike) -> Path:
     """Write ``directory/README.md`` from ``card``, atomically; return its path."""
     path = Path(directory) / README
-    tmp = path.with_name(README + ".tmp")
-    tmp.write_text(render(card))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(render(card))
     return path
 
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import CoronetError
-from ..layout import MODEL_CARD, MODEL_WEIGHTS
+from ..layout import MODEL_CARD, MODEL_WEIGHTS, atomic_path
 from ..versions import package_versions
 from . import modelcard
 from .coronet import CoroNet, build_model, with_tta
@@ -150,9 +150,8 @@ def annotate_card(model_dir: str | os.PathLike, **fields) -> dict:
     """Add or replace top-level entries of a model card (measurements made after training); atomic."""
     card, directory = read_card(model_dir)
     card.update(fields)
-    tmp = directory / (CARD_NAME + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, directory / CARD_NAME)
+    with atomic_path(directory / CARD_NAME) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
     modelcard.write(card, directory)
     return card
 

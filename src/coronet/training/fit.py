@@ -55,6 +55,7 @@ from ..layout import (
     PREPARE_RECORD,
     PROB_PREFIX,
     RESULTS,
+    atomic_path,
     fold_dir,
     predictions_table,
     prob_column,
@@ -83,9 +84,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
@@ -180,10 +180,9 @@ def plot_curves(metrics_csv: Path, out: Path) -> None:
         axis.legend()
     figure.suptitle(metrics_csv.parent.name)
     figure.tight_layout()
-    tmp = out.with_name(out.stem + ".tmp.png")
-    figure.savefig(tmp, dpi=110)
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, dpi=110)
     plt.close(figure)
-    os.replace(tmp, out)
 
 
 # --------------------------------------------------------------------------- one fold

@@ -12,7 +12,6 @@ optimiser -- lives in the Lightning checkpoint, so a resumed run ends bit-identi
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from timm.utils.model_ema import ModelEmaV3
 
 from ..data.augment import acquisition_batch, augment_batch, mix_batch, resize_batch
-from ..layout import prob_column
+from ..layout import atomic_path, prob_column
 from ..models.coronet import CoroNet, build_model, configure_batchnorm, set_trainable
 from .adversary import SourceAdversary, ramp
 from .profiles import TrainConfig
@@ -234,9 +233,8 @@ class CoroNetModule(pl.LightningModule):
             frame.insert(0, "index", index.numpy())
             frame["rank"] = rank.numpy()
             frame["epoch"] = self.current_epoch + 1
-            tmp = self.predictions_path.with_name(self.predictions_path.name + ".tmp")
-            frame.to_csv(tmp, index=False)
-            os.replace(tmp, self.predictions_path)
+            with atomic_path(self.predictions_path) as tmp:
+                frame.to_csv(tmp, index=False)
 
 
 def partial_label_loss(
