@@ -478,3 +478,25 @@ def test_the_record_is_written_atomically(measured, tmp_path, monkeypatch):
         runtimes.write_record(model_dir, {"format": runtimes.FORMAT})
     assert (model_dir / RECORD_NAME).read_text() == before  # the old record intact ...
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(p.name for p in measured.iterdir())  # no leftovers
+
+
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        (["--model", "{tmp}/none"], "not a model directory"),
+        (["--model", "{model}", "--dataset", "{tmp}/none", "--fold", "1"], "no readable manifest.csv"),
+        (["--model", "{model}", "--dataset", "{tmp}/uncached", "--fold", "1"], "no 32x32 image cache"),
+    ],
+)
+def test_bad_arguments_are_one_line(tiny_model_dir, tmp_path, arguments, words):
+    uncached = tmp_path / "uncached"  # a manifest, but the image cache is gone
+    uncached.mkdir()
+    pd.DataFrame({"fold": [1, 2], "cache_index": [0, 1], "label": ["covid", "normal"]}).to_csv(
+        uncached / "manifest.csv", index=False
+    )
+    (uncached / "prepare.json").write_text(json.dumps({"config": {"image_size": 32}}))
+    values = {"tmp": tmp_path, "model": tiny_model_dir}
+    result = runner.invoke(app, ["runtimes", *[a.format(**values) for a in arguments]])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tiny_model_dir / RECORD_NAME).exists()
