@@ -49,14 +49,14 @@ from .layout import MANIFEST, MODEL_DIR
 from .models.modeldir import annotate_card
 from .training.finetune import NO_OVERLAP, finetune, ozturk_root
 from .training.fit import check_training_config, fit_final, run_cv
-from .training.profiles import DECONFOUND, FINETUNE_PROFILES, get_profile
+from .training.profiles import DECONFOUND, FINETUNE_PROFILES, RUNTIME_FIELDS, get_profile
 
 FINETUNED_TASKS = ("3class", "binary")
 
 
 #: Profiles whose results only show that the pipeline runs (too little training to mean anything).
 PIPELINE_CHECKS = ("quick", "tiny")
-RUNTIME_SETTINGS = ("precision", "devices", "accelerator", "strategy", "num_workers", "channels_last", "compile")
+RUNTIME_SETTINGS = RUNTIME_FIELDS
 
 
 def reproduce(

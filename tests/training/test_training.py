@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
@@ -221,8 +223,19 @@ def test_cv_run_directory(prepared_dataset, tiny, tmp_path):
         prepared_dataset, tmp_path, config, profile="tiny", folds=[1, 2], resume=True, progress=False, log=lines.append
     )
     assert sum("already finished" in line for line in lines) == 2
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings \(lr\)"):
         run_cv(prepared_dataset, tmp_path, config.with_overrides(lr=1.0), folds=[1], progress=False)
+
+
+def test_a_run_resumes_with_other_devices_precision_and_workers(prepared_dataset, tiny, tmp_path):
+    """How a run is carried out may change between sittings (a CPU start, a GPU finish); what it learns may not."""
+    config = tiny.with_overrides(epochs=2, precision="32")
+    run_cv(prepared_dataset, tmp_path, config, profile="tiny", folds=[1], progress=False, log=lambda *_: None)
+    elsewhere = config.with_overrides(precision="bf16-mixed", num_workers=1, devices="auto", checkpoint_every=2)
+    run_cv(prepared_dataset, tmp_path, elsewhere, profile="tiny", folds=[1], resume=True, progress=False, log=print)
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert record["train"]["precision"] == "bf16-mixed" and record["train"]["num_workers"] == 1
+    assert record["runtime_history"][0]["precision"] == "32"  # the earlier sitting is kept on record
 
 
 def test_the_saved_model_is_the_weight_average(prepared_dataset, tiny, tmp_path):

@@ -75,7 +75,7 @@ from .module import (
     partial_label_loss,
     resolve_precision,
 )
-from .profiles import TrainConfig
+from .profiles import RUNTIME_FIELDS, TrainConfig
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -814,6 +814,16 @@ def fold_summary(predictions: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _runtime(record: dict) -> dict:
+    """How a recorded run was carried out: its runtime settings, precision and machine."""
+    train = record.get("train") or {}
+    return {
+        **{k: train.get(k) for k in RUNTIME_FIELDS},
+        "precision_resolved": record.get("precision_resolved"),
+        "machine": record.get("machine"),
+    }
+
+
 def _write_run_config(
     out: Path, dataset_dir: Path, config: TrainConfig, profile: str, folds: list[int], extra: dict | None = None
 ) -> None:
@@ -838,10 +848,15 @@ def _write_run_config(
     }
     record = json.loads(json.dumps(record))  # tuples -> lists, as they will be read back
     path = out / CONFIG
-    if path.is_file():
+    if path.is_file():  # resuming: the same recipe and data; how it runs (devices, precision ...) may change
         previous = json.loads(path.read_text())
-        if previous.get("train") != record["train"] or previous["dataset"] != record["dataset"]:
-            raise ValueError(f"{out}: holds a run with other settings or data; use a new --out")
+        recipe = json.loads(json.dumps(config.recipe()))
+        old = {k: v for k, v in (previous.get("train") or {}).items() if k not in RUNTIME_FIELDS}
+        changed = sorted(k for k in set(recipe) | set(old) if recipe.get(k) != old.get(k))
+        if changed or previous["dataset"] != record["dataset"]:
+            what = f"other settings ({', '.join(changed)})" if changed else "other data"
+            raise ValueError(f"{out}: holds a run with {what}; use a new --out")
+        record["runtime_history"] = [*previous.get("runtime_history", []), _runtime(previous)]
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -6,6 +6,19 @@ import typing
 from dataclasses import asdict, dataclass, fields, replace
 
 OPTIMIZERS = ("adam", "adamw")
+#: The settings that say how a run is carried out, not what it learns (Lightning's Trainer arguments, the
+#: checkpoint cadence): a run may be resumed with others -- started on a CPU, continued on a GPU.
+RUNTIME_FIELDS = (
+    "precision",
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_workers",
+    "channels_last",
+    "compile",
+    "keep_checkpoint",
+    "checkpoint_every",
+)
 
 
 class _NotGiven:
@@ -135,6 +148,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def recipe(self) -> dict:
+        """The settings that decide what is learnt: everything but :data:`RUNTIME_FIELDS`."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -278,6 +295,7 @@ def finetune_config(source: TrainConfig, profile: str, classes, **overrides) -> 
 
 __all__ = [
     "DECONFOUND",
+    "RUNTIME_FIELDS",
     "FINETUNE_PROFILES",
     "PROFILES",
     "TrainConfig",
