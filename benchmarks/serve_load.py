@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--cam-every", type=int, default=0, help="ask for Grad-CAM on every N-th request (0: never)")
-    parser.add_argument("--runtime", default="torch", choices=("torch", "onnx"))
+    parser.add_argument("--runtime", default="torch", choices=("auto", "torch", "torch-bf16", "onnx", "onnx-int8"))
     parser.add_argument("--model-threads", type=int, help="passed to coronet serve (default: its own)")
     parser.add_argument(
         "--max-concurrency",

@@ -207,3 +207,10 @@ def test_settings_from_the_command_line_a_file_and_set(prepared_dataset, tmp_pat
         "optimizer=sgd",
     )
     assert bad.exit_code == 2 and "optimizer must be one of" in bad.output
+
+
+def test_the_cli_offers_every_runtime_the_predictor_has():
+    from coronet.cli._app import Runtime
+    from coronet.deploy.predict import RUNTIMES
+
+    assert [r.value for r in Runtime] == ["auto", *RUNTIMES]

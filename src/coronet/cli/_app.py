@@ -104,7 +104,8 @@ from ..training.profiles import FINETUNE_PROFILES, PROFILES  # noqa: E402
 Profile = choices("Profile", PROFILES)
 FinetuneProfile = choices("FinetuneProfile", FINETUNE_PROFILES)
 TaskName = choices("TaskName", TASKS)
-Runtime = choices("Runtime", ("torch", "onnx"))
+#: ``auto`` and :data:`coronet.deploy.predict.RUNTIMES` (spelled out: the CLI starts without importing torch).
+Runtime = choices("Runtime", ("auto", "torch", "torch-bf16", "onnx", "onnx-int8"))
 Split = choices("Split", ("patient", "image"))
 TrainLayers = choices("TrainLayers", ("all", "head", "classifier"))
 SourceName = choices("SourceName", [*SOURCES, "folder"])

@@ -10,14 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import app, choices, fail, value
+from ._app import Runtime, app, fail, value
 
 ModelOption = Annotated[
     Path,
     typer.Option("--model", help="Model directory (model.safetensors + model.json), or the path of its model.json."),
 ]
-#: ``auto`` and :data:`coronet.deploy.predict.RUNTIMES` (spelled out: the CLI starts without importing torch).
-Runtime = choices("Runtime", ("auto", "torch", "torch-bf16", "onnx", "onnx-int8"))
+#: ``auto`` and :data:`coronet.deploy.predict.RUNTIMES` (``coronet.cli._app.Runtime``, spelled out there: the
+#: CLI starts without importing torch).
 RuntimeOption = Annotated[
     Runtime,
     typer.Option(

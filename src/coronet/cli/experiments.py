@@ -150,7 +150,10 @@ def evaluate(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
-    runtime: Annotated[Runtime, typer.Option(help="torch or onnx (needs coronet export).")] = Runtime.torch,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(help="auto (the model's runtimes.json, else torch), torch, torch-bf16, onnx, onnx-int8."),
+    ] = Runtime.auto,
     report: Annotated[bool, typer.Option(help="Write the report (coronet report) afterwards.")] = True,
     training_dataset: Annotated[
         Optional[Path],

@@ -156,6 +156,9 @@ def open_session(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | No
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT's warnings are about graph optimisations, not the user
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # the CPU share PyTorch was given (``coronet serve`` divides the cores between its model threads), so
+    # concurrent sessions do not oversubscribe the machine
+    options.intra_op_num_threads = torch.get_num_threads()
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
