@@ -137,6 +137,27 @@ def scan_images(paths: list[str], size: int, workers: int) -> list[dict]:
         return list(pool.map(_scan_one, jobs, chunksize=32))
 
 
+def scan_table(table: pd.DataFrame, config: PrepareConfig, log=print) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
+    """Decode every film of ``table`` once (:func:`scan_images`): ``(readable rows, their scans, skipped)``.
+
+    The readable rows gain ``sha256``, ``pixel_hash``, ``height``, ``width`` and ``phash`` (hex); each
+    unreadable file is logged in one line and listed in ``skipped`` (``path, problem``).
+    """
+    scans = scan_images(list(table["path"]), config.image_size, config.workers)
+    skipped = pd.DataFrame(
+        [{"path": p, "problem": s["error"]} for p, s in zip(table["path"], scans) if "error" in s],
+        columns=["path", "problem"],
+    )
+    for row in skipped.itertuples():
+        log(f"skipped {row.path}: {row.problem}")
+    readable = [k for k, s in enumerate(scans) if "error" not in s]
+    table, scans = table.iloc[readable].reset_index(drop=True), [scans[k] for k in readable]
+    for key in ("sha256", "pixel_hash", "height", "width"):
+        table[key] = [s[key] for s in scans]
+    table["phash"] = [f"{s['phash']:016x}" for s in scans]
+    return table, scans, skipped
+
+
 def undersample(table: pd.DataFrame, class_counts: Mapping[str, int | None], seed: int) -> pd.DataFrame:
     """Seeded random selection of ``class_counts[label]`` images per label.
 
@@ -219,20 +240,7 @@ def prepare_dataset(
     candidates = collect_candidates(data_dir, config)
     candidates = candidates[candidates["label"].isin(config.class_counts)].reset_index(drop=True)
     log(f"scanning {len(candidates)} candidate images from {', '.join(config.sources)} ...")
-    scans = scan_images(list(candidates["path"]), config.image_size, config.workers)
-
-    skipped = pd.DataFrame(
-        [{"path": p, "problem": s["error"]} for p, s in zip(candidates["path"], scans) if "error" in s],
-        columns=["path", "problem"],
-    )
-    for row in skipped.itertuples():
-        log(f"skipped {row.path}: {row.problem}")
-    readable = [i for i, s in enumerate(scans) if "error" not in s]
-    table = candidates.iloc[readable].reset_index(drop=True)
-    scans = [scans[i] for i in readable]
-    for key in ("sha256", "pixel_hash", "height", "width"):
-        table[key] = [s[key] for s in scans]
-    table["phash"] = [f"{s['phash']:016x}" for s in scans]
+    table, scans, skipped = scan_table(candidates, config, log)
     table["_scan"] = range(len(table))
 
     # Exact duplicates: keep the first copy; its patient and the dropped copy's are one person.
@@ -327,20 +335,9 @@ def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareCon
     if per_class is not None:
         table = undersample(table, dict.fromkeys(dict.fromkeys(table["label"]), per_class), config.seed)
     log(f"scanning {len(table)} films of cohort {cohort.name!r} ({cohort.title}) ...")
-    scans = scan_images(list(table["path"]), config.image_size, config.workers)
-    skipped = pd.DataFrame(
-        [{"path": p, "problem": s["error"]} for p, s in zip(table["path"], scans) if "error" in s],
-        columns=["path", "problem"],
-    )
-    for row in skipped.itertuples():
-        log(f"skipped {row.path}: {row.problem}")
-    readable = [k for k, s in enumerate(scans) if "error" not in s]
-    table, scans = table.iloc[readable].reset_index(drop=True), [scans[k] for k in readable]
-    for key in ("sha256", "height", "width"):
-        table[key] = [s[key] for s in scans]
-    table["phash"] = [f"{s['phash']:016x}" for s in scans]
-    keep, same_person, duplicates = exact_duplicates(table, [s["pixel_hash"] for s in scans])
-    table, scans = table.iloc[keep].reset_index(drop=True), [scans[k] for k in keep]
+    table, scans, skipped = scan_table(table, config, log)
+    keep, same_person, duplicates = exact_duplicates(table, list(table["pixel_hash"]))
+    table, scans = table.iloc[keep].drop(columns=["pixel_hash"]).reset_index(drop=True), [scans[k] for k in keep]
     pairs, near_rows = near_duplicates(table["path"], scans)
     duplicates += near_rows
     table["group"] = person_groups(table["patient_id"], same_person, pairs)
