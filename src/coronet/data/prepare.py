@@ -16,7 +16,7 @@ Steps, in order:
 The dataset directory holds ``manifest.csv``, ``images-<size>.npy`` (uint8,
 N x size x size, memory-mappable, row ``cache_index``), ``duplicates.csv``,
 ``skipped.csv``, ``prepare.json`` (resolved config and counts), ``summary.md`` and
-``signatures.npy`` (edge signatures, for :func:`cross_dataset_overlap` with another dataset).
+``signatures.npy`` (edge signatures, for :mod:`coronet.data.overlap` with another dataset).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES, atomi
 from .cohorts import TABLE1, Cohort, cohort_column, get_cohort
 from .dedup import (
     connected_groups,
-    cross_duplicate_pairs,
     edge_signature,
     near_duplicate_pairs,
     perceptual_hash,
@@ -362,68 +361,6 @@ def load_cache(dataset_dir: str | os.PathLike, size: int = 150) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {size}x{size} image cache; run `coronet data prepare --image-size {size}`")
     return np.load(path, mmap_mode="r")
-
-
-def dataset_fingerprints(dataset_dir: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """``(manifest, perceptual hashes, edge signatures)`` of a prepared dataset, rows in manifest order.
-
-    Signatures come from the dataset's ``signatures.npy``; datasets prepared before it existed
-    have them recomputed from the image files.
-    """
-    dataset_dir = Path(dataset_dir)
-    manifest = pd.read_csv(dataset_dir / MANIFEST)
-    hashes = np.array([int(h, 16) for h in manifest["phash"]], dtype=np.uint64)
-    path = dataset_dir / SIGNATURES
-    if path.is_file():
-        signatures = np.load(path)[manifest["cache_index"].to_numpy()].astype(np.float32)
-    else:
-        signatures = np.stack([edge_signature(read_image(p)) for p in manifest["path"]])
-    return manifest, hashes, signatures
-
-
-OVERLAP_COLUMNS = [
-    "path",
-    "label",
-    "reference_path",
-    "reference_label",
-    "reference_patient_id",
-    "distance",
-    "correlation",
-]
-
-
-def overlap_table(
-    ours: tuple[pd.DataFrame, np.ndarray, np.ndarray], reference: tuple[pd.DataFrame, np.ndarray, np.ndarray]
-) -> pd.DataFrame:
-    """Pairs of the same film between two fingerprinted tables (``(table, hashes, signatures)``, as from
-    :func:`dataset_fingerprints`), judged as in duplicate removal.
-
-    One row per pair: ``path`` and ``label`` from ``ours``; ``reference_path``, ``reference_label``
-    and ``reference_patient_id`` from ``reference``; ``distance`` (pHash bits) and ``correlation``
-    (edge maps). The tables need ``path``, ``label`` and (reference) ``patient_id`` columns.
-    """
-    (table, hashes, signatures), (other, other_hashes, other_signatures) = ours, reference
-    pairs = cross_duplicate_pairs(hashes, signatures, other_hashes, other_signatures)
-    return pd.DataFrame(
-        [
-            {
-                "path": table["path"].iloc[a],
-                "label": table["label"].iloc[a],
-                "reference_path": other["path"].iloc[b],
-                "reference_label": other["label"].iloc[b],
-                "reference_patient_id": other["patient_id"].iloc[b],
-                "distance": d,
-                "correlation": c,
-            }
-            for a, b, d, c in pairs
-        ],
-        columns=OVERLAP_COLUMNS,
-    )
-
-
-def cross_dataset_overlap(dataset_dir: str | os.PathLike, reference_dir: str | os.PathLike) -> pd.DataFrame:
-    """Images of one prepared dataset that are the same film as an image of another (see :func:`overlap_table`)."""
-    return overlap_table(dataset_fingerprints(dataset_dir), dataset_fingerprints(reference_dir))
 
 
 def summarize(

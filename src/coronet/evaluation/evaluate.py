@@ -176,23 +176,14 @@ def _dataset_hash(dataset: Path) -> str | None:
 def training_overlap(table: pd.DataFrame, training_dataset: Path, workers: int = 2) -> pd.DataFrame:
     """Rows of ``table`` that are a training film (pHash + edge correlation) or a film of a training patient.
 
-    Columns as :func:`coronet.prepare.overlap_table` plus ``kind`` (``film`` or ``patient``).
+    Columns as :func:`coronet.data.overlap.overlap_table` plus ``kind`` (``film`` or ``patient``).
     """
-    import numpy as np
-
-    from ..data.prepare import OVERLAP_COLUMNS, dataset_fingerprints, overlap_table, scan_images
+    from ..data.overlap import OVERLAP_COLUMNS, dataset_fingerprints, file_fingerprints, overlap_table
 
     if not (training_dataset / MANIFEST).is_file():
         raise FileNotFoundError(f"{training_dataset}: not a prepared dataset (no manifest.csv)")
     reference = dataset_fingerprints(training_dataset)
-    scans = scan_images(list(table["path"]), 32, workers=workers)
-    readable = [k for k, scan in enumerate(scans) if "error" not in scan]
-    ours = (
-        table.iloc[readable].reset_index(drop=True),
-        np.array([scans[k]["phash"] for k in readable], dtype=np.uint64),
-        np.stack([scans[k]["signature"] for k in readable]) if readable else np.zeros((0, 1), np.float32),
-    )
-    films = overlap_table(ours, reference).assign(kind="film")
+    films = overlap_table(file_fingerprints(table, workers), reference).assign(kind="film")
     patients = set(reference[0]["patient_id"])
     same_patient = table[table["patient_id"].isin(patients) & ~table["path"].isin(set(films["path"]))]
     by_patient = pd.DataFrame(

@@ -24,11 +24,11 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from ..data.prepare import PrepareConfig, dataset_fingerprints, overlap_table, prepare_dataset, scan_images
+from ..data.overlap import dataset_fingerprints, file_fingerprints, overlap_table
+from ..data.prepare import PrepareConfig, prepare_dataset
 from ..data.sources import find_source_root, read_source, source_dir
 from ..layout import CONFIG, MANIFEST, MODEL_CARD, MODEL_DIR, PREDICTIONS, PREPARE_RECORD, fold_dir
 from ..models.coronet import CoroNet, replace_classifier
@@ -212,14 +212,8 @@ def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:
     if not cohen_root.is_dir():
         return films
     cohen = read_source("cohen", cohen_root)
-    scans = scan_images(list(cohen["path"]), 32, workers=2)
-    readable = [k for k, scan in enumerate(scans) if "error" not in scan]
-    cohen = cohen.iloc[readable].assign(path=lambda t: [str(Path(p).resolve()) for p in t["path"]])
-    fingerprints = (
-        np.array([scans[k]["phash"] for k in readable], dtype=np.uint64),
-        np.stack([scans[k]["signature"] for k in readable]),
-    )
-    patients = overlap_table(ours, (cohen, *fingerprints)).assign(kind="patient")
+    cohen = cohen.assign(path=[str(Path(p).resolve()) for p in cohen["path"]])
+    patients = overlap_table(ours, file_fingerprints(cohen)).assign(kind="patient")
     patients = patients[
         patients["reference_patient_id"].isin(set(source[0]["patient_id"])) & ~patients["path"].isin(set(films["path"]))
     ]
