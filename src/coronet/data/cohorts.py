@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .sources.ozturk import FOLDERS as OZTURK_FOLDERS
+
 #: The ``cohort`` value of the paper's own Table I rows (a manifest without the column has only these).
 TABLE1 = "table1"
 
@@ -65,7 +67,7 @@ ADULT = register_cohort(
     Cohort(
         "adult",
         "ozturk",
-        ("No_findings", "Pneumonia"),
+        tuple(folder for folder, label in OZTURK_FOLDERS.items() if label != "covid"),
         {"normal": "normal", "pneumonia": "pneumonia"},
         "adult-test",
         "adult films without COVID-19 (dataset-2's ChestX-ray8 No_findings and Pneumonia)",

@@ -30,6 +30,7 @@ import torch
 from ..data.overlap import dataset_fingerprints, file_fingerprints, overlap_table
 from ..data.prepare import PrepareConfig, prepare_dataset
 from ..data.sources import find_source_root, read_source, source_dir
+from ..data.sources.ozturk import FOLDERS as OZTURK_CLASS_FOLDERS
 from ..layout import CONFIG, MANIFEST, MODEL_CARD, MODEL_DIR, PREDICTIONS, PREPARE_RECORD, fold_dir
 from ..models.coronet import CoroNet, replace_classifier
 from ..models.modeldir import load_model_dir
@@ -37,7 +38,7 @@ from ..tasks import relabel, task_classes
 from .fit import run_cv
 from .profiles import TrainConfig, finetune_config
 
-OZTURK_FOLDERS = ("Covid-19", "No_findings", "Pneumonia")
+OZTURK_FOLDERS = tuple(OZTURK_CLASS_FOLDERS)
 NO_OVERLAP = "no-overlap"
 
 

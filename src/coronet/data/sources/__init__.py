@@ -23,6 +23,7 @@ from .cohen import DEFAULT_VIEWS, read_cohen
 from .folder import read_folder
 from .kaggle import parse_kaggle_name, read_kaggle
 from .negatives import read_source_negatives
+from .ozturk import FOLDERS as OZTURK_FOLDERS
 from .ozturk import read_ozturk
 
 
@@ -123,7 +124,7 @@ register_source(
         RemoteSource(
             "https://github.com/muhammedtalo/COVID-19/archive/ee3e2cffc0824711bed675275506b26f19be7198.zip",
             None,  # no published checksum, none computed yet: see above
-            tuple((f"X-Ray Image DataSet/{f}", f) for f in ("Covid-19", "No_findings", "Pneumonia")),
+            tuple((f"X-Ray Image DataSet/{f}", f) for f in OZTURK_FOLDERS),
         ),
         # its COVID-19 files are Cohen films: their patients come from Cohen's metadata
         related={"cohen_root": "cohen"},
