@@ -76,6 +76,25 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+CountOption = Annotated[
+    Optional[list[str]],
+    typer.Option(help="Images of a class as LABEL=N (repeatable); default: the paper's Table I."),
+]
+
+
+def parse_counts(items, allowed) -> dict[str, int | None]:
+    """The paper's Table I counts with ``--count LABEL=N`` applied; LABEL must be one of ``allowed``."""
+    from ..paper import TABLE1
+
+    counts: dict[str, int | None] = dict(TABLE1)
+    for item in items or []:
+        label, _, number = item.partition("=")
+        if label not in allowed or not number.isdigit():
+            fail(f"--count {item!r}: expected LABEL=N with LABEL one of {', '.join(allowed)}")
+        counts[label] = int(number)
+    return counts
+
+
 def parse_folds(text: str) -> list[int]:
     """``"1,3"`` -> ``[1, 3]``; anything else is a one-line error."""
     try:

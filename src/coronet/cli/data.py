@@ -10,11 +10,13 @@ import typer
 from ..config import resolve_data_dir
 from ._app import (
     AdultPerClassOption,
+    CountOption,
     DataOption,
     SourceName,
     Split,
     data_app,
     fail,
+    parse_counts,
     parse_pairs,
     require_sources,
     value,
@@ -32,10 +34,7 @@ def data_prepare(
     seed: Annotated[int, typer.Option(help="Seed for under-sampling and folds.")] = 0,
     image_size: Annotated[int, typer.Option(help="Side of the cached, resized images.")] = 150,
     source: Annotated[Optional[list[SourceName]], typer.Option(help="Sources to read (repeatable).")] = None,
-    count: Annotated[
-        Optional[list[str]],
-        typer.Option(help="Per-class target as LABEL=N (repeatable); default: the paper's Table I."),
-    ] = None,
+    count: CountOption = None,
     workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
     adult_negatives: Annotated[
         Optional[Path],
@@ -57,17 +56,11 @@ def data_prepare(
     """Select the paper's dataset (Table I), remove duplicates, assign folds, and cache decoded images."""
     from ..data.prepare import PrepareConfig, prepare_dataset
     from ..data.sources import LABELS
-    from ..paper import TABLE1 as PAPER_CLASS_COUNTS
 
     data_dir = resolve_data_dir(data)
     sources = tuple(value(s) for s in source) if source else ("cohen", "kaggle")
     require_sources(data_dir, sources)
-    counts: dict[str, int | None] = dict(PAPER_CLASS_COUNTS)
-    for item in count or []:
-        label, _, number = item.partition("=")
-        if label not in LABELS or not number.isdigit():
-            fail(f"--count {item!r}: expected LABEL=N with LABEL one of {', '.join(LABELS)}")
-        counts[label] = int(number)
+    counts = parse_counts(count, LABELS)
     config = PrepareConfig(
         sources=sources,
         class_counts=counts,

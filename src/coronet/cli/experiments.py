@@ -12,6 +12,7 @@ from ..config import resolve_data_dir
 from ..layout import PREDICTIONS
 from ._app import (
     AdultPerClassOption,
+    CountOption,
     DataOption,
     FinetuneProfile,
     Profile,
@@ -21,6 +22,7 @@ from ._app import (
     TaskName,
     app,
     fail,
+    parse_counts,
     parse_folds,
     quiet_lightning,
     require_sources,
@@ -213,10 +215,7 @@ def reproduce(
         ),
     ] = Profile.fast,
     data: DataOption = None,
-    count: Annotated[
-        Optional[list[str]],
-        typer.Option(help="Per-class images as LABEL=N (repeatable); default: the paper's Table I."),
-    ] = None,
+    count: CountOption = None,
     folds: Annotated[int, typer.Option(help="Number of cross-validation folds.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed for selection, folds and training.")] = 0,
     dataset2: Annotated[bool, typer.Option(help="Include dataset-2 (Table VI) when the data holds it.")] = True,
@@ -266,12 +265,7 @@ def reproduce(
 
     data_dir = resolve_data_dir(data)
     require_sources(data_dir, ("cohen", "kaggle"))
-    counts: dict[str, int | None] = dict(TABLE1)
-    for item in count or []:
-        label, _, number = item.partition("=")
-        if label not in counts or not number.isdigit():
-            fail(f"--count {item!r}: expected LABEL=N with LABEL one of {', '.join(counts)}")
-        counts[label] = int(number)
+    counts = parse_counts(count, TABLE1)
     quiet_lightning()
     summary = run_reproduce(
         data_dir,
