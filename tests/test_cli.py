@@ -214,3 +214,10 @@ def test_the_cli_offers_every_runtime_the_predictor_has():
     from coronet.deploy.predict import RUNTIMES
 
     assert [r.value for r in Runtime] == ["auto", *RUNTIMES]
+
+
+def test_version():
+    from coronet import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"coronet {__version__}"

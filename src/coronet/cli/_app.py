@@ -44,6 +44,23 @@ data_app = GuardedTyper(help="Get and prepare the public chest X-ray data.", no_
 app.add_typer(data_app, name="data")
 
 
+def _print_version(given: bool) -> None:
+    if given:
+        from .. import __version__
+
+        typer.echo(f"coronet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """CoroNet: COVID-19 chest X-ray classification, reproduced and made usable."""
+
+
 def choices(name: str, values) -> type[Enum]:
     """A str Enum of ``values`` for a typed option (typer shows and checks the choices)."""
     return Enum(name, {str(v): str(v) for v in values}, type=str)  # type: ignore[return-value]
