@@ -22,8 +22,6 @@ from coronet.evaluation.audit import (
     parse_box,
 )
 
-pytestmark = pytest.mark.slow  # trains on the real data
-
 
 def test_occlusion_zeroes_exactly_the_box_and_nothing_else():
     rng = np.random.default_rng(0)
@@ -89,6 +87,7 @@ def audited(tiny_cv_run, tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_audit_writes_every_test_in_the_report_conventions(audited, tiny_cv_run):
     from coronet.evaluation.report import write_report
 
@@ -121,6 +120,7 @@ def test_audit_writes_every_test_in_the_report_conventions(audited, tiny_cv_run)
     assert (removed[:, box_mask(32, AuditConfig().lung_box)] == 0).all()
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_audit_cli_errors(tiny_cv_run, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["audit", str(tiny_cv_run), "--lung-box", "0.5,0.5,0.2,0.9"])

@@ -15,8 +15,6 @@ from coronet.models.coronet import build_model, count_parameters
 from coronet.models.darkcovidnet import DarkCovidNet
 from coronet.tasks import get_task
 
-pytestmark = pytest.mark.slow  # trains on the real data
-
 
 def test_darkcovidnet_size_and_shapes():
     original = DarkCovidNet(num_classes=3, input_size=256)
@@ -33,6 +31,7 @@ def test_darkcovidnet_size_and_shapes():
         timm.create_model("darkcovidnet", pretrained=True)
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_compare_table(prepared_dataset, tmp_path):
     lines = []
     table = compare(

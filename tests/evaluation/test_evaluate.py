@@ -27,6 +27,7 @@ def ozturk_like(tmp_path):
     return root
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_4class_model_on_3class_data_merges_pneumonia(tiny_cv_run, ozturk_like, tmp_path):
     model_dir = tiny_cv_run / "fold-1" / "model"
     lines = []
@@ -48,6 +49,7 @@ def test_4class_model_on_3class_data_merges_pneumonia(tiny_cv_run, ozturk_like, 
     assert config["class_map"]["viral"] == "pneumonia" and config["skipped"] == 1
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_explicit_map_and_left_out_labels(tiny_cv_run, ozturk_like, tmp_path):
     mapping = {"covid": "covid", "normal": "normal", "bacterial": "normal", "viral": "normal"}
     lines = []
@@ -58,6 +60,7 @@ def test_explicit_map_and_left_out_labels(tiny_cv_run, ozturk_like, tmp_path):
     assert any("left out 4 images" in line and "pneumonia 4" in line for line in lines)  # 3 films + the bad file
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_evaluate_cli_writes_report(tiny_cv_run, ozturk_like, tmp_path):
     result = CliRunner().invoke(
         app,
@@ -95,6 +98,7 @@ def test_evaluate_cli_writes_report(tiny_cv_run, ozturk_like, tmp_path):
     assert bad.exit_code == 2 and "MODEL_CLASS=DATA_LABEL" in bad.output
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_external_report_is_not_laid_out_as_a_cross_validation(tiny_cv_run, ozturk_like, tmp_path):
     result = CliRunner().invoke(
         app,
@@ -117,6 +121,7 @@ def test_external_report_is_not_laid_out_as_a_cross_validation(tiny_cv_run, oztu
     assert "for reference only" in page and "not comparable" in page
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path):
     """Kaggle films the model trained on (and films of its training patients) are left out and listed."""
     import shutil

@@ -121,6 +121,7 @@ def test_set_trainable_parts():
         set_trainable(model, "backbone")
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_fold_model_keeps_the_4class_weights(tiny_cv_run):
     source, _ = load_model_dir(tiny_cv_run / "fold-2" / "model")
     derived = fold_model(tiny_cv_run, 2, 3, seed=0)
@@ -132,6 +133,7 @@ def test_fold_model_keeps_the_4class_weights(tiny_cv_run):
 
 
 # --------------------------------------------------------------------------- fine-tuning runs
+@pytest.mark.slow  # trains or reads the real data
 @pytest.mark.parametrize("task", ["3class", "binary"])
 def test_finetune_run(tiny_cv_run, tmp_path, task):
     out = tmp_path / task
@@ -157,6 +159,7 @@ def test_finetune_run(tiny_cv_run, tmp_path, task):
     assert not torch.equal(model.state_dict()[name], source_model.state_dict()[name])
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_finetune_head_only_keeps_backbone(tiny_cv_run, tmp_path):
     finetune(
         tiny_cv_run,
@@ -175,6 +178,7 @@ def test_finetune_head_only_keeps_backbone(tiny_cv_run, tmp_path):
             assert torch.equal(value, model.state_dict()[name]), name  # BatchNorm statistics included
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_finetune_errors(tiny_cv_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         finetune(tmp_path / "nothing", tmp_path / "out")
@@ -184,6 +188,7 @@ def test_finetune_errors(tiny_cv_run, tmp_path):
         finetune(tiny_cv_run, tmp_path / "out", task="binary", data=tmp_path)
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_dataset2_overlap_and_clean_evaluation(tiny_cv_run, data_dir, tmp_path):
     from pathlib import Path
 
@@ -223,6 +228,7 @@ def test_dataset2_overlap_and_clean_evaluation(tiny_cv_run, data_dir, tmp_path):
     assert table6.loc["accuracy", "accuracy_paper"] == 90.21
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_finetune_head_on_precomputed_features(tiny_cv_run, tmp_path):
     """The fast profile's fine-tune: the frozen backbone's features once, then only the head trains on them."""
     from coronet.training.fit import backbone_features
@@ -268,6 +274,7 @@ def test_finetune_head_on_precomputed_features(tiny_cv_run, tmp_path):
     assert features.shape == (len(rows), int(np.prod(model.feature_shape)))
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_a_new_task_is_one_task_definition(tiny_cv_run, tmp_path, monkeypatch):
     """Normal vs pneumonia, defined by one Task in this test, fine-tunes on the tiny profile and reports."""
     from coronet.evaluation.report import write_report

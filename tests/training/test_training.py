@@ -14,14 +14,13 @@ from safetensors.torch import load_file
 from coronet.training.fit import fit_fold, run_cv
 from coronet.training.profiles import get_profile
 
-pytestmark = pytest.mark.slow  # trains on the real data
-
 
 @pytest.fixture(scope="module")
 def tiny():
     return get_profile("tiny")
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_fold_directory_and_predictions(prepared_dataset, tiny, tmp_path):
     result = fit_fold(prepared_dataset, 2, tmp_path, tiny, progress=False)
     manifest = pd.read_csv(prepared_dataset / "manifest.csv")
@@ -59,6 +58,7 @@ RECIPE = dict(
 )
 
 
+@pytest.mark.slow  # trains or reads the real data
 @pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["paper-like", "fast-recipe"])
 def test_resume_matches_uninterrupted_run(prepared_dataset, tiny, tmp_path, recipe):
     tiny = tiny.with_overrides(**recipe)
@@ -92,6 +92,7 @@ class _Crash(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_a_crashed_run_resumes_from_the_last_finished_epoch(prepared_dataset, tiny, tmp_path):
     config = tiny.with_overrides(**RECIPE)
     fit_fold(prepared_dataset, 1, tmp_path / "straight", config, progress=False)
@@ -107,6 +108,7 @@ def test_a_crashed_run_resumes_from_the_last_finished_epoch(prepared_dataset, ti
         assert torch.equal(straight[key], resumed[key]), key
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_a_run_that_checkpoints_every_second_epoch_resumes_from_the_last_one_written(prepared_dataset, tiny, tmp_path):
     config = tiny.with_overrides(**{**RECIPE, "epochs": 4}, checkpoint_every=2)
     fit_fold(prepared_dataset, 1, tmp_path / "straight", config, progress=False)
@@ -124,6 +126,7 @@ def test_a_run_that_checkpoints_every_second_epoch_resumes_from_the_last_one_wri
     pd.testing.assert_frame_equal(a, b)  # epoch 3 trained again, with the same result
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_same_seed_same_result(prepared_dataset, tiny, tmp_path):
     fit_fold(prepared_dataset, 3, tmp_path / "a", tiny.with_overrides(epochs=1), progress=False)
     fit_fold(prepared_dataset, 3, tmp_path / "b", tiny.with_overrides(epochs=1), progress=False)
@@ -131,6 +134,7 @@ def test_same_seed_same_result(prepared_dataset, tiny, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_ddp_two_processes_predict_every_image_once(prepared_dataset, tiny, tmp_path):
     config = tiny.with_overrides(epochs=1, accelerator="cpu", devices="2", strategy="ddp_spawn")
     fit_fold(prepared_dataset, 4, tmp_path, config, progress=False)
@@ -141,6 +145,7 @@ def test_ddp_two_processes_predict_every_image_once(prepared_dataset, tiny, tmp_
     assert set(predictions["rank"]) == {0, 1}  # both processes predicted a share
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_ddp_launched_as_users_launch_it(prepared_dataset, tmp_path):
     """`coronet cv ... --devices 2 --strategy ddp`: every rank re-runs the command; only rank 0 writes, the
     ranks agree on validation and resume, and the result is the single process's (each rank takes half the
@@ -209,6 +214,7 @@ def test_ddp_launched_as_users_launch_it(prepared_dataset, tmp_path):
     assert again.returncode == 0 and "already finished, kept" in again.stdout + again.stderr
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_cv_run_directory(prepared_dataset, tiny, tmp_path):
     config = tiny.with_overrides(epochs=1)
     run_cv(prepared_dataset, tmp_path, config, profile="tiny", folds=[1, 2], progress=False, log=lambda *_: None)
@@ -227,6 +233,7 @@ def test_cv_run_directory(prepared_dataset, tiny, tmp_path):
         run_cv(prepared_dataset, tmp_path, config.with_overrides(lr=1.0), folds=[1], progress=False)
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_a_run_resumes_with_other_devices_precision_and_workers(prepared_dataset, tiny, tmp_path):
     """How a run is carried out may change between sittings (a CPU start, a GPU finish); what it learns may not."""
     config = tiny.with_overrides(epochs=2, precision="32")
@@ -238,6 +245,7 @@ def test_a_run_resumes_with_other_devices_precision_and_workers(prepared_dataset
     assert record["runtime_history"][0]["precision"] == "32"  # the earlier sitting is kept on record
 
 
+@pytest.mark.slow  # trains or reads the real data
 def test_the_saved_model_is_the_weight_average(prepared_dataset, tiny, tmp_path):
     from coronet.models.modeldir import load_model_dir
     from coronet.training.fit import CoroNetModule
