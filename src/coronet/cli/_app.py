@@ -144,6 +144,7 @@ TaskName = choices("TaskName", TASKS)
 Runtime = choices("Runtime", ("auto", "torch", "torch-bf16", "onnx", "onnx-int8"))
 Split = choices("Split", ("patient", "image"))
 TrainLayers = choices("TrainLayers", ("all", "head", "classifier"))
+Logger = choices("Logger", ("none", "csv", "tensorboard"))
 SourceName = choices("SourceName", [*SOURCES, "folder"])
 
 AdultPerClassOption = Annotated[
@@ -164,6 +165,10 @@ TRAINING_OPTIONS = {
     "batch_size": (Optional[int], "Override the batch size."),
     "seed": (Optional[int], "Override the training seed."),
     "train_layers": (Optional[TrainLayers], "What trains: all, head or classifier."),
+    "logger": (
+        Optional[Logger],
+        "Also log to Lightning's csv or tensorboard logger (FOLD/logs/): none, csv, tensorboard.",
+    ),
 }
 
 

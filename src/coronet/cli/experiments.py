@@ -34,7 +34,7 @@ from ._app import (
 
 @app.command("cv")
 @training_options(
-    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed"
+    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed", "logger"
 )
 def cv(
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
@@ -57,7 +57,7 @@ def cv(
 
 @app.command("train")
 @training_options(
-    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed"
+    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed", "logger"
 )
 def train(
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
@@ -203,7 +203,7 @@ def evaluate(
 
 
 @app.command("reproduce")
-@training_options("epochs", "weights", "precision", "devices", "accelerator")
+@training_options("epochs", "weights", "precision", "devices", "accelerator", "logger")
 def reproduce(
     out: Annotated[Path, typer.Option(help="Directory for every stage and the overview report.")],
     profile: Annotated[

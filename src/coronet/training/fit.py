@@ -265,6 +265,22 @@ def load_manifest(dataset_dir: Path, classes, manifest: pd.DataFrame | None = No
     return manifest
 
 
+def _logger(config: TrainConfig, out: Path):
+    """Lightning's logger for ``config.logger`` (runs can then be compared in standard tools), or False."""
+    if config.logger == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(out / "logs", name="", version="")
+    if config.logger == "tensorboard":
+        try:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            return TensorBoardLogger(out / "logs", name="", version="")
+        except ModuleNotFoundError as error:
+            raise ValueError("logger=tensorboard needs TensorBoard: pip install tensorboard") from error
+    return False
+
+
 def _devices(value: str):
     value = str(value)
     if value == "auto" or value.startswith("[") or "," in value:
@@ -343,7 +359,7 @@ def fit_fold(
         use_distributed_sampler=False,  # our samplers shard by rank themselves
         check_val_every_n_epoch=validate_every,
         num_sanity_val_steps=0,
-        logger=False,
+        logger=_logger(config, out),
         enable_progress_bar=progress,
         enable_model_summary=False,
         default_root_dir=str(out),

@@ -18,7 +18,9 @@ RUNTIME_FIELDS = (
     "compile",
     "keep_checkpoint",
     "checkpoint_every",
+    "logger",
 )
+LOGGERS = ("none", "csv", "tensorboard")
 
 
 class _NotGiven:
@@ -99,10 +101,18 @@ class TrainConfig:
     head_on_features: bool = False  # with a frozen backbone: compute its features once, train the head on them
     keep_checkpoint: bool = True  # keep last.ckpt (~400 MB for CoroNet) once the fold has finished
     checkpoint_every: int = 1  # write last.ckpt every N epochs (a resumed run continues from the last one written)
+    logger: str = (
+        "none"  # none | csv | tensorboard: Lightning's logger too, in FOLD/logs/ (metrics.csv is always written)
+    )
     classes: tuple[str, ...] = ("covid", "normal", "bacterial", "viral")
 
     def __post_init__(self):
-        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "train_layers": ("all", "head", "classifier")}
+        choices = {
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+            "train_layers": ("all", "head", "classifier"),
+            "logger": LOGGERS,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
