@@ -53,6 +53,7 @@ import torch
 from ..data.augment import resize_batch
 from ..data.cohorts import table1_rows
 from ..data.prepare import CACHE_TEMPLATE, load_cache
+from ..deploy.predict import Predictor
 from ..layout import (
     CONFIG,
     MANIFEST,
@@ -67,7 +68,7 @@ from ..layout import (
     predictions_table,
     prob_column,
 )
-from ..models.modeldir import inference_model, load_model_dir
+from ..models.modeldir import load_model_dir
 from ..training.profiles import TrainConfig
 from .bootstrap import bootstrap_cis
 from .metrics import accuracy, recall_of
@@ -152,18 +153,15 @@ def occlude(images: np.ndarray, lungs: np.ndarray, keep: str) -> np.ndarray:
 
 
 def predict_images(model_dir: Path, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, list[str]]:
-    """Probabilities (N, C) of uint8 films (N, S, S) with a model directory's network as its card says (TTA)."""
-    model, card = load_model_dir(model_dir)
-    network = inference_model(model.to(memory_format=torch.channels_last), card)
+    """Probabilities (N, C) of uint8 films (N, S, S) with a model directory's network as its card says (preprocessing,
+    TTA): :meth:`coronet.deploy.predict.Predictor.run` in float32 PyTorch, the reference every test is read against."""
+    predictor = Predictor(model_dir, runtime="torch")
     parts = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None]
-            batch = resize_batch(batch.float().div_(255), card["input_size"]).contiguous(
-                memory_format=torch.channels_last
-            )
-            parts.append(torch.softmax(network(batch), dim=1))
-    return torch.cat(parts).numpy(), list(card["classes"])
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None]
+        parts.append(predictor.run(resize_batch(batch.float().div_(255), predictor.input_size).numpy()))
+    empty = np.zeros((0, len(predictor.classes)), dtype=np.float32)
+    return (np.concatenate(parts) if parts else empty), list(predictor.classes)
 
 
 # --------------------------------------------------------------------------- acquisition features
