@@ -355,6 +355,16 @@ def write_cache(path: Path, images: list[np.ndarray]) -> None:
         del array
 
 
+def cache_size(dataset_dir: str | os.PathLike, input_size: int) -> int:
+    """The image cache to read for a model of ``input_size``: that size if the dataset has it, else its own."""
+    if (Path(dataset_dir) / CACHE_TEMPLATE.format(size=input_size)).is_file():
+        return input_size
+    try:
+        return int(json.loads((Path(dataset_dir) / PREPARE_RECORD).read_text())["config"]["image_size"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{dataset_dir}: not a prepared dataset (no readable {PREPARE_RECORD})") from error
+
+
 def load_cache(dataset_dir: str | os.PathLike, size: int = 150) -> np.ndarray:
     """The dataset's decoded image cache, memory-mapped read-only (row = manifest ``cache_index``)."""
     path = Path(dataset_dir) / CACHE_TEMPLATE.format(size=size)

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD
+from ..layout import MANIFEST
 from ..models.modeldir import ModelLoadError, file_sha256, read_card
 from .export import FORMAT as ONNX_FORMAT
 from .export import ONNX_NAME, export_onnx, onnx_parity, open_session, record_path
@@ -166,16 +166,6 @@ class CheckFilms:
     fold: int
 
 
-def _cache_size(dataset: Path, input_size: int) -> int:
-    """The dataset's cache of the model's input size if it has one, else its own size (as training reads it)."""
-    if (dataset / CACHE_TEMPLATE.format(size=input_size)).is_file():
-        return input_size
-    try:
-        return int(json.loads((dataset / PREPARE_RECORD).read_text())["config"]["image_size"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{dataset}: not a prepared dataset (no readable {PREPARE_RECORD})") from error
-
-
 def fold_films(
     dataset: str | os.PathLike,
     fold: int,
@@ -191,7 +181,7 @@ def fold_films(
     cache and resized as ``predict`` resizes a film."""
     import pandas as pd
 
-    from ..data.prepare import load_cache
+    from ..data.prepare import cache_size, load_cache
 
     dataset = Path(dataset)
     try:
@@ -208,7 +198,7 @@ def fold_films(
     training = manifest[manifest["fold"] != fold]
     if validation.empty:
         raise ValueError(f"{dataset}: fold {fold} has no validation film labelled {', '.join(classes)}")
-    size = _cache_size(dataset, input_size)
+    size = cache_size(dataset, input_size)
     cache = load_cache(dataset, size)
 
     def films(rows) -> np.ndarray:

@@ -52,7 +52,7 @@ import torch
 
 from ..data.augment import resize_batch
 from ..data.cohorts import table1_rows
-from ..data.prepare import CACHE_TEMPLATE, load_cache
+from ..data.prepare import CACHE_TEMPLATE, cache_size, load_cache
 from ..deploy.predict import Predictor
 from ..layout import (
     CONFIG,
@@ -336,7 +336,7 @@ def audit(
     if missing:
         raise FileNotFoundError(f"{run_dir}: folds {missing} have no trained model (run `coronet cv` first)")
     out.mkdir(parents=True, exist_ok=True)
-    size = _cache_size(dataset, train.input_size)
+    size = cache_size(dataset, train.input_size)
     cache = load_cache(dataset, size)
     classes = list(train.classes)
 
@@ -477,14 +477,6 @@ def _remap_like(table: pd.DataFrame, intact: pd.DataFrame) -> pd.DataFrame:
     mapping = default_class_map(classes, intact["label"])
     merged, labels = merge_probabilities(table[[prob_column(c) for c in classes]].to_numpy(), classes, mapping)
     return predictions_table(table, merged, labels)
-
-
-def _cache_size(dataset: Path, input_size: int) -> int:
-    return (
-        input_size
-        if (dataset / CACHE_TEMPLATE.format(size=input_size)).is_file()
-        else json.loads((dataset / PREPARE_RECORD).read_text())["config"]["image_size"]
-    )
 
 
 def _write_occluded_dataset(dataset: Path, out: Path, manifest: pd.DataFrame, images: np.ndarray, size: int) -> None:

@@ -40,9 +40,8 @@ from torch.utils.data import DataLoader
 from ..data.augment import resize_batch
 from ..data.cohorts import ADULT, extra_rows, table1_rows
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
-from ..data.prepare import load_cache
+from ..data.prepare import cache_size, load_cache
 from ..layout import (
-    CACHE_TEMPLATE,
     CHECKPOINTS,
     CONFIG,
     CURVES,
@@ -417,7 +416,7 @@ def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manife
     manifest = load_manifest(dataset_dir, config.classes, manifest)
     names, masks = label_targets(config.classes, manifest.label)
     class_index = {name: k for k, name in enumerate(names)}
-    cache = load_cache(dataset_dir, _cache_size(dataset_dir, config.input_size))
+    cache = load_cache(dataset_dir, cache_size(dataset_dir, config.input_size))
     train_rows = stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed)
     val_rows = manifest[manifest.fold == fold]
     if train_rows.empty or (val_rows.empty and fold is not None):
@@ -615,13 +614,6 @@ def fit_head_on_features(
         {**(card or {}), "head_trained_on_features": True},
     )
     return FoldResult(fold, accuracy, predictions, out, rows[-1]["train_images_per_s"])
-
-
-def _cache_size(dataset_dir: Path, input_size: int) -> int:
-    """Use the cache of the model's input size if the dataset has one, else the dataset's own size."""
-    if (Path(dataset_dir) / CACHE_TEMPLATE.format(size=input_size)).is_file():
-        return input_size
-    return json.loads((Path(dataset_dir) / PREPARE_RECORD).read_text())["config"]["image_size"]
 
 
 class _Loaders(pl.LightningDataModule):
