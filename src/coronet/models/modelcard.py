@@ -34,11 +34,12 @@ def _start(weights) -> str:
 
 def render(card: dict) -> str:
     """The model card as Markdown, from ``model.json``'s content."""
-    training = card.get("training") or {}
-    metrics = card.get("metrics") or {}
-    extra = training.get("extra_cohorts") or {}
-    preprocess = card.get("preprocess") or {}
-    lines = [
+    sections = (_header, _model, _intended_use, _training_data, _evaluation, _per_source, _audit, _closing)
+    return "\n".join(line for section in sections for line in section(card))
+
+
+def _header(card: dict) -> list[str]:
+    return [
         "---",
         "license: mit",
         "library_name: coronet",
@@ -50,6 +51,12 @@ def render(card: dict) -> str:
         "",
         "> **Research software. Not a medical device; must not be used for diagnosis or to guide treatment.**",
         "",
+    ]
+
+
+def _model(card: dict) -> list[str]:
+    preprocess = card.get("preprocess") or {}
+    return [
         "## Model",
         "",
         f"CoroNet (Khan et al. 2020): {card.get('backbone')} backbone, Flatten, Dropout({card.get('dropout')}), "
@@ -61,79 +68,98 @@ def render(card: dict) -> str:
         f"test-time augmentation: {(card.get('inference') or {}).get('tta') or 'none'}. Weights SHA-256 "
         f"`{card.get('weights_sha256')}`; coronet {card.get('version')}.",
         "",
+    ]
+
+
+def _intended_use(card: dict) -> list[str]:
+    return [
         "## Intended use",
         "",
         "Research on reproducing CoroNet and on the shortcuts such models learn. Not for clinical use: the public "
         "collections it learnt from differ in source, age and processing between labels, and no clinical "
         "validation has been done.",
         "",
+    ]
+
+
+def _training_data(card: dict) -> list[str]:
+    training = card.get("training") or {}
+    extra = training.get("extra_cohorts") or {}
+    fold = training.get("fold")
+    cohorts = ", ".join(f"{name} {n} films" for name, n in extra.items())
+    return [
         "## Training data",
         "",
         f"Prepared dataset `{training.get('dataset_path')}` (manifest SHA-256 `{training.get('dataset_sha256')}`), "
-        f"fold {training.get('fold') if training.get('fold') is not None else 'none (every image)'}: "
+        f"fold {fold if fold is not None else 'none (every image)'}: "
         f"{training.get('train_images', 'n/a')} training films, {training.get('epochs', 'n/a')} epochs from "
         f"{_start(training.get('initial_weights'))}, precision {training.get('precision', 'n/a')}. The "
         "paper's Table I selection (Cohen et al.'s ieee8023 COVID-19 films; Kermany et al.'s normal, bacterial "
         "and viral children's films)"
-        + (
-            " plus extra cohorts against shortcuts: " + ", ".join(f"{name} {n} films" for name, n in extra.items())
-            if any(extra.values())
-            else ""
-        )
+        + (f" plus extra cohorts against shortcuts: {cohorts}" if any(extra.values()) else "")
         + ".",
         "",
-        "## Evaluation",
-        "",
     ]
+
+
+def _evaluation(card: dict) -> list[str]:
+    metrics, validated = card.get("metrics") or {}, card.get("validated_by") or {}
+    lines = ["## Evaluation", ""]
     if metrics.get("val_accuracy") is not None:
         lines.append(
             f"- Accuracy on the Table I films of its held-out fold: {metrics['val_accuracy']:.3f} "
             f"({metrics.get('val_images')} held-out films in all, extra cohorts included)."
         )
-    validated = card.get("validated_by") or {}
     if validated.get("accuracy") is not None:
         ci = validated.get("accuracy_ci") or [None, None]
+        recall = validated.get("covid_recall")
         lines.append(
             f"- The recipe's cross-validation ({validated.get('run')}): accuracy {validated['accuracy']:.3f}"
             + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if None not in ci else "")
-            + (
-                f", COVID-19 recall {validated['covid_recall']:.3f}"
-                if validated.get("covid_recall") is not None
-                else ""
-            )
+            + (f", COVID-19 recall {recall:.3f}" if recall is not None else "")
             + "."
         )
-    if not metrics.get("val_accuracy") and not validated:
+    if metrics.get("val_accuracy") is None and not validated:
         lines.append("- No held-out evaluation recorded.")
-    lines += ["", "### False COVID-19 rates per source", ""]
+    return lines
+
+
+def _per_source(card: dict) -> list[str]:
     by_source = card.get("false_covid_by_source") or {}
-    worst = by_source.get("worst")
-    if by_source:
-        lines.append(
-            f"Films without COVID-19 called COVID-19, per source ({by_source.get('measured_on', 'held-out films')}):"
-        )
-        lines.append("")
-        lines += ["| source | films | patients | called COVID-19 |", "|---|---|---|---|"]
+    lines = ["", "### False COVID-19 rates per source", ""]
+    if not by_source:
+        lines.append("Not measured for this model: it may call films COVID-19 for the collection they come from.")
+    else:
+        lines += [
+            f"Films without COVID-19 called COVID-19, per source ({by_source.get('measured_on', 'held-out films')}):",
+            "",
+            "| source | films | patients | called COVID-19 |",
+            "|---|---|---|---|",
+        ]
         for row in by_source.get("negative_sources") or []:
             ci = [row.get("false covid low"), row.get("false covid high")]
             lines.append(
                 f"| {row.get('source')} | {row.get('images')} | {row.get('patients')} | "
                 f"{_pct(row.get('false covid'), ci)} |"
             )
-        lines += [
-            "",
-            f"Worst negative source: **{worst['source']}, {_pct(worst['rate'], worst.get('ci'))}**." if worst else "",
-        ]
-    else:
-        lines.append("Not measured for this model: it may call films COVID-19 for the collection they come from.")
+        worst = by_source.get("worst")
+        if worst:
+            lines += ["", f"Worst negative source: **{worst['source']}, {_pct(worst['rate'], worst.get('ci'))}**."]
     for name, test in (card.get("cohort_tests") or {}).items():
         lines.append(
             f"- Cohort `{name}` ({test.get('data')}): {_pct(test.get('false_covid_rate'))} of "
             f"{test.get('films')} films called COVID-19 (never trained on)."
         )
+    return lines
+
+
+def _audit(card: dict) -> list[str]:
     audit = card.get("audit")
-    lines += ["", "### Shortcut audit", "", audit if isinstance(audit, str) else "See the run's `audit/audit.md`."]
-    lines += [
+    return ["", "### Shortcut audit", "", audit if isinstance(audit, str) else "See the run's `audit/audit.md`."]
+
+
+def _closing(card: dict) -> list[str]:
+    return [
         "",
         "## Limitations",
         "",
@@ -154,7 +180,6 @@ def render(card: dict) -> str:
         f"The model reproduces {PAPER}.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write(card: dict, directory: str | os.PathLike) -> Path:
