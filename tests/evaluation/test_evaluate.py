@@ -77,7 +77,9 @@ def test_evaluate_cli_writes_report(tiny_cv_run, ozturk_like, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1].startswith("covid recall ")
+    last = result.output.strip().splitlines()[-2:]
+    assert last[0].startswith("covid recall ")
+    assert last[1].startswith("worst false-COVID rate over negative sources ") and "(ozturk," in last[1]
     assert (tmp_path / "r" / "report" / "report.html").is_file()
     bad = CliRunner().invoke(
         app,
