@@ -40,7 +40,7 @@ import pandas as pd
 
 from .. import paper
 from ..data.cohorts import ADULT, COHORTS, extra_rows, table1_rows
-from ..layout import CONFIG, CURVES, METRICS, PREDICTIONS, classes_of, prob_column, read_predictions
+from ..layout import ReportDir, RunDir, classes_of, prob_column
 from ..tasks import task_of
 from .bootstrap import bootstrap_ci, bootstrap_cis
 from .figures import (
@@ -120,12 +120,12 @@ def false_covid_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -
 
 def cohort_predictions(run_dir: str | os.PathLike, predictions: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Each extra cohort's predictions for a run: its own rows of that cohort, else its cohort test's file."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     if predictions is None:
-        predictions = pd.read_csv(run_dir / PREDICTIONS)
+        predictions = pd.read_csv(run.predictions)
     found = extra_rows(predictions)
     for cohort in COHORTS.values():
-        path = run_dir / cohort.test_dir / PREDICTIONS
+        path = run.cohort_test(cohort.test_dir)
         if cohort.name not in found and path.is_file():
             found[cohort.name] = pd.read_csv(path)
     return found
@@ -263,14 +263,13 @@ def summary_lines(summary: dict) -> list[str]:
 def _training_tables(run_dir: Path) -> tuple[pd.DataFrame | None, dict]:
     """Last row of each ``fold-K/metrics.csv`` and the paths of existing ``fold-K/curves.png``."""
     last, curves = {}, {}
-    for fold_dir in sorted(run_dir.glob("fold-*")):
-        metrics = fold_dir / METRICS
-        if metrics.is_file():
-            df = pd.read_csv(metrics)
+    for fold in RunDir(run_dir).folds():
+        if fold.metrics.is_file():
+            df = pd.read_csv(fold.metrics)
             if len(df):
-                last[fold_dir.name] = df.iloc[-1]
-        if (fold_dir / CURVES).is_file():
-            curves[fold_dir.name] = fold_dir / CURVES
+                last[fold.path.name] = df.iloc[-1]
+        if fold.curves.is_file():
+            curves[fold.path.name] = fold.curves
     table = pd.DataFrame(last).T if last else None
     if table is not None:
         table.index.name = "fold"
@@ -301,9 +300,9 @@ def render_html(title: str, sections: list[tuple[str, str]]) -> str:
 def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """Write the report for ``run_dir`` into ``out`` (default ``run_dir/report``); return the summary."""
     run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    every = read_predictions(run_dir / PREDICTIONS)
+    out = ReportDir(out) if out is not None else RunDir(run_dir).report
+    out.path.mkdir(parents=True, exist_ok=True)
+    every = RunDir(run_dir).read_predictions()
     # the paper's tables are about its Table I data only; extra cohorts (coronet.data.cohorts) get sections of
     # their own and, with every other film, the per-source table
     predictions = table1_rows(every)
@@ -327,20 +326,19 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     elif row == "4-class":
         table3 = with_paper(table3, PAPER["table3"])
         table4 = with_paper(table4, PAPER["table4"])
-    if external:
-        pass  # no Table V/VI beside the paper's: see the reference table
-    elif paper_table == "table6" and row == "3-class":
+    # an external evaluation has no Table V/VI beside the paper's: see the reference table
+    if not external and paper_table == "table6" and row == "3-class":
         table6 = table4.copy()
         table6.loc["accuracy", "accuracy"] = table3.loc["mean", "accuracy"]
         table6 = with_paper(
             table6, {**{c: PAPER["table6"][c] for c in classes}, "accuracy": {"accuracy": PAPER["table6"]["accuracy"]}}
         )
-        table6.to_csv(out / "table6.csv")
-    elif row in PAPER["table5"]:
+        table6.to_csv(out.table("table6"))
+    elif not external and row in PAPER["table5"]:
         table5 = with_paper(table5, PAPER["table5"])
-    table3.to_csv(out / "table3.csv")
-    table4.to_csv(out / "table4.csv")
-    table5.to_csv(out / "table5.csv")
+    table3.to_csv(out.table("table3"))
+    table4.to_csv(out.table("table4"))
+    table5.to_csv(out.table("table5"))
 
     stats: dict[str, Callable[[pd.DataFrame], float]] = {"accuracy": accuracy}
     for c in classes:
@@ -352,17 +350,17 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     ci.index.name = "statistic"
     ci["n_patients"] = n_patients
     ci["n_bootstrap"] = n_bootstrap
-    ci.to_csv(out / "ci.csv")
+    ci.to_csv(out.table("ci"))
 
     aucs = roc_aucs(predictions, classes)
     auc = pd.DataFrame({"auc": pd.Series(aucs, dtype=float)}).reindex(classes)
     auc.index.name = "class"
-    auc.to_csv(out / "auc.csv")
+    auc.to_csv(out.table("auc"))
     ece = expected_calibration_error(predictions, classes)
     op = covid_operating_point(predictions) if COVID in classes else None
     false_covid = false_covid_table(predictions, n=n_bootstrap, seed=seed)
     if false_covid is not None:
-        false_covid.to_csv(out / "false-covid.csv")
+        false_covid.to_csv(out.table("false-covid"))
     cohort_summaries, cohort_tables = {}, {}
     for name, rows in cohorts.items() if COVID in classes else ():
         cohort_summaries[name] = {
@@ -372,30 +370,30 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
         }
         table = false_covid_table(rows, n=n_bootstrap, seed=seed)
         cohort_tables[name] = table if table is not None else pd.DataFrame()
-        cohort_tables[name].to_csv(out / f"{name}-false-covid.csv")
+        cohort_tables[name].to_csv(out.table(f"{name}-false-covid"))
     # every evaluated film, each by a model that never trained on it: the Table I rows and each cohort's
     evaluated = pd.concat([predictions, *cohorts.values()], ignore_index=True)
     by_source = source_table(evaluated, n=n_bootstrap, seed=seed)
-    by_source.to_csv(out / "sources.csv", index=False)
+    by_source.to_csv(out.table("sources"), index=False)
     negatives = negative_sources(evaluated, n=n_bootstrap, seed=seed)
-    negatives.to_csv(out / "negative-sources.csv", index=False)
+    negatives.to_csv(out.table("negative-sources"), index=False)
 
     figures = {}
     for fold in folds_of(predictions):
         figures[f"confusion, fold {fold}"] = plot_confusion(
-            fold_confusion(predictions, classes, fold), classes, f"fold {fold}", out / f"confusion-fold-{fold}.png"
+            fold_confusion(predictions, classes, fold), classes, f"fold {fold}", out.figure(f"confusion-fold-{fold}")
         )
     pooled_cm = confusion(predictions["label"], predictions["pred"], classes)
-    figures["confusion, pooled"] = plot_confusion(pooled_cm, classes, "all folds", out / "confusion-pooled.png")
-    figures["ROC"] = plot_roc(predictions, classes, aucs, out / "roc.png")
-    figures["calibration"] = plot_calibration(predictions, classes, ece, out / "calibration.png")
+    figures["confusion, pooled"] = plot_confusion(pooled_cm, classes, "all folds", out.figure("confusion-pooled"))
+    figures["ROC"] = plot_roc(predictions, classes, aucs, out.figure("roc"))
+    figures["calibration"] = plot_calibration(predictions, classes, ece, out.figure("calibration"))
     images, shown = load_sample_images(sample_predictions(predictions, classes, seed=seed))
     if images:
         figures["sample predictions (Fig. 8)"] = plot_prediction_grid(
             images,
             classes,
             shown[[prob_column(c) for c in classes]].to_numpy(),
-            out / "samples.png",
+            out.figure("samples"),
             true_labels=list(shown["label"]),
             names=list(shown["path"]),
         )
@@ -429,7 +427,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
         "adult": cohort_summaries.get(ADULT.name),
         "sources": source_summary(by_source, negatives),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    out.summary.write_text(json.dumps(summary, indent=2) + "\n")
 
     training, curves = _training_tables(run_dir)
     if external:
@@ -440,7 +438,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
             "Per class (percent)": table4,
         }
         if reference is not None:
-            reference.to_csv(out / "paper-reference.csv")
+            reference.to_csv(out.table("paper-reference"))
             tables[
                 "The paper's figures, for reference only: its 4-fold cross-validation on its own images, "
                 "not this data (not comparable)"
@@ -518,7 +516,7 @@ def _paper_reference(row: str | None) -> pd.DataFrame | None:
 
 
 def _run_config(run_dir: Path) -> dict:
-    path = run_dir / CONFIG
+    path = RunDir(run_dir).config
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -554,7 +552,7 @@ def _write_markdown(out, summary, tables, ci, auc, training) -> None:
     ]
     if training is not None:
         parts += ["## Training (last epoch per fold)", "", markdown_table(training), ""]
-    (out / "report.md").write_text("\n".join(parts))
+    out.markdown.write_text("\n".join(parts))
 
 
 def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> None:
@@ -587,4 +585,4 @@ def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> Non
             for k, p in curves.items()
         )
         sections.append(("Training", content))
-    (out / "report.html").write_text(render_html(summary["title"], sections), encoding="utf-8")
+    out.html.write_text(render_html(summary["title"], sections), encoding="utf-8")

@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import math
 import os
-import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,31 +35,24 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from ..data.augment import resize_batch
-from ..data.cohorts import ADULT, extra_rows, table1_rows
+from ..data.cohorts import ADULT, extra_rows
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
 from ..data.prepare import cache_size, load_cache
 from ..layout import (
-    CHECKPOINTS,
-    CONFIG,
     CURVES,
-    LAST_CHECKPOINT,
-    MANIFEST,
     METRICS,
-    MODEL_CARD,
-    MODEL_DIR,
     PREDICTIONS,
-    PREPARE_RECORD,
     PROB_PREFIX,
-    RESULTS,
+    DatasetDir,
+    FoldDir,
+    RunDir,
     atomic_path,
-    fold_dir,
     predictions_table,
     prob_column,
 )
 from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
-from ..models.modeldir import file_sha256, save_model_dir
+from ..models.modeldir import save_model_dir
 from ..tasks import label_targets
-from ..versions import package_versions
 from .adversary import source_pairs
 from .module import (
     CoroNetModule,
@@ -74,7 +64,8 @@ from .module import (
     partial_label_loss,
     resolve_precision,
 )
-from .profiles import RUNTIME_FIELDS, TrainConfig
+from .profiles import TrainConfig
+from .runs import finish_run, finished_folds, fold_summary, start_run, table1_accuracy
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -224,12 +215,12 @@ def fit_final(
     The cross-validation measured the recipe; this model has no validation images of its own,
     so its card records ``validated_by``: the run and its figures.
     """
-    run_dir = Path(run_dir)
-    record = json.loads((run_dir / CONFIG).read_text())
+    run = RunDir(run_dir)
+    record = run.read_config()
     config = TrainConfig.from_dict(record["train"])
     card = {
         "validated_by": {
-            "run": str(run_dir.resolve()),
+            "run": str(run.path.resolve()),
             "profile": record.get("profile"),
             "folds": record.get("folds"),
             **(validated_by or {}),
@@ -242,21 +233,17 @@ def fit_final(
         config,
         resume=True,
         progress=progress,
-        manifest=pd.read_csv(run_dir / MANIFEST),
+        manifest=run.read_manifest(),
         card=card,
         log=log,
     )
-
-
-def dataset_hash(dataset_dir: Path) -> str:
-    return file_sha256(Path(dataset_dir) / MANIFEST)
 
 
 def load_manifest(dataset_dir: Path, classes, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
     """The dataset's manifest (or the given one), checked to hold only labels among ``classes`` (or partial
     labels made of them, :data:`coronet.tasks.PARTIAL_LABELS`)."""
     if manifest is None:
-        manifest = pd.read_csv(Path(dataset_dir) / MANIFEST)
+        manifest = DatasetDir(dataset_dir).read_manifest()
     try:
         label_targets(classes, manifest.label)
     except ValueError as error:
@@ -343,7 +330,7 @@ def fit_fold(
     )
     if progress:
         log(describe_precision(config))
-    checkpoints = out / CHECKPOINTS
+    fold_files = FoldDir(out)
     epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
     validate_every = max(1, min(config.val_every, epochs))
     validating = len(val_set) > 0
@@ -367,7 +354,7 @@ def fit_fold(
             # last.ckpt every checkpoint_every epochs, overwritten (Lightning 2.6 writes save_last only beside a
             # top-k save); ~400 MB each for CoroNet, so a fast GPU run may write it less often
             ModelCheckpoint(
-                dirpath=checkpoints,
+                dirpath=fold_files.checkpoints,
                 filename="last",
                 save_top_k=1,
                 save_last=False,
@@ -380,7 +367,7 @@ def fit_fold(
             *callbacks,
         ],
     )
-    ckpt = checkpoints / LAST_CHECKPOINT
+    ckpt = fold_files.last_checkpoint
     loaders = _Loaders(train_set, val_set, config)
     trainer.fit(task, datamodule=loaders, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
     finished_epochs = trainer.current_epoch
@@ -398,10 +385,10 @@ def fit_fold(
         return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
 
     predictions = prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
-    predictions.to_csv(out / PREDICTIONS, index=False)
+    predictions.to_csv(fold_files.predictions, index=False)
     raw_predictions.unlink()
     accuracy = table1_accuracy(predictions)
-    epoch_rows = _read_rows(out / METRICS)
+    epoch_rows = _read_rows(fold_files.metrics)
     speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
     if finished_epochs >= config.epochs:  # finished: write the model directory
         _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, accuracy, train_rows, len(val_set), card)
@@ -462,7 +449,7 @@ def _save_fold_model(
     extra = {name: len(rows) for name, rows in extra_rows(train_rows).items()}
     save_model_dir(
         model.to(memory_format=torch.contiguous_format),
-        out / MODEL_DIR,
+        FoldDir(out).model,
         classes=config.classes,
         backbone=config.backbone,
         input_size=config.input_size,
@@ -471,7 +458,7 @@ def _save_fold_model(
         extra={
             "name": f"coronet-{config.backbone}-" + (f"fold{fold}" if fold is not None else "all-images"),
             "training": {
-                "dataset_sha256": dataset_hash(dataset_dir),
+                "dataset_sha256": DatasetDir(dataset_dir).manifest_sha256(),
                 "dataset_path": str(Path(dataset_dir).resolve()),
                 "fold": fold,
                 "train_images": len(train_rows),
@@ -689,35 +676,23 @@ def run_cv(
         raise ValueError(f"folds {missing} not in the dataset (it has {all_folds})")
     # Under --strategy ddp every process runs this command; only rank 0 writes the run directory, and the
     # other ranks take its decision about finished folds from the environment the launcher gives them.
+    run = RunDir(out)
     rank = global_rank()
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_run_config(out, dataset_dir, config, profile, folds, record)
-        manifest.to_csv(out / MANIFEST, index=False)
-        for name in (PREPARE_RECORD, "summary.md", "duplicates.csv"):
-            if (dataset_dir / name).is_file():
-                shutil.copy2(dataset_dir / name, out / f"dataset-{name}")
+        start_run(run, DatasetDir(dataset_dir), manifest, config, profile, folds, record)
         log(describe_precision(config))
-        finished = {
-            f
-            for f in folds
-            if resume
-            and (fold_dir(out, f) / MODEL_DIR / MODEL_CARD).is_file()
-            and (fold_dir(out, f) / PREDICTIONS).is_file()
-        }
-        os.environ[FINISHED_FOLDS_ENV] = ",".join(map(str, sorted(finished)))
     else:
-        finished = {int(f) for f in os.environ.get(FINISHED_FOLDS_ENV, "").split(",") if f}
         log = lambda *_: None  # noqa: E731  (rank 0 speaks for the run)
         progress = False
-    bar = _overall_bar(out, manifest, config, folds, finished) if progress else None
+    finished = finished_folds(run, folds, resume, rank)
+    bar = _overall_bar(run, manifest, config, folds, finished) if progress else None
     results = []
     for fold in folds:
-        fold_path = fold_dir(out, fold)
+        fold_path = run.fold(fold).path
         if fold in finished:
             if rank != 0:
                 continue
-            predictions = pd.read_csv(fold_path / PREDICTIONS)
+            predictions = pd.read_csv(run.fold(fold).predictions)
             log(f"fold {fold}: already finished, kept")
         else:
             started = time.perf_counter()
@@ -749,15 +724,9 @@ def run_cv(
         bar.close()
     if rank != 0:
         return pd.DataFrame()
-    combined = pd.concat(results, ignore_index=True)
-    combined.to_csv(out / PREDICTIONS, index=False)
-    summary = fold_summary(combined)
-    (out / RESULTS).write_text(summary)
+    combined, summary = finish_run(run, results)
     log(summary)
     return combined
-
-
-FINISHED_FOLDS_ENV = "CORONET_FINISHED_FOLDS"
 
 
 def global_rank() -> int:
@@ -779,7 +748,7 @@ class OverallProgress(Callback):
             self.bar.update(len(batch[1]) * trainer.world_size)
 
 
-def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: list[int], finished: set[int]):
+def _overall_bar(run: RunDir, manifest: pd.DataFrame, config: TrainConfig, folds: list[int], finished: set[int]):
     """A tqdm bar over the training images of all epochs of all folds; work already done counts as done."""
     from tqdm.auto import tqdm
 
@@ -787,7 +756,7 @@ def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: 
     for fold in folds:
         images = len(stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed))
         total += images * config.epochs
-        epochs_done = config.epochs if fold in finished else len(_read_rows(fold_dir(out, fold) / METRICS))
+        epochs_done = config.epochs if fold in finished else len(_read_rows(run.fold(fold).metrics))
         done += images * min(epochs_done, config.epochs)
     return tqdm(
         total=total,
@@ -799,73 +768,6 @@ def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: 
         desc="training",
         smoothing=0.05,
     )
-
-
-def table1_accuracy(predictions: pd.DataFrame) -> float:
-    """Accuracy on the Table I rows (extra cohorts, which may carry partial labels, left out)."""
-    rows = table1_rows(predictions)
-    return float((rows.pred == rows.label).mean())
-
-
-def fold_summary(predictions: pd.DataFrame) -> str:
-    """Markdown: accuracy per fold and the mean, from per-image predictions (Table I rows only)."""
-    predictions = table1_rows(predictions)
-    lines = ["| fold | images | accuracy (%) |", "|---|---|---|"]
-    accuracies = []
-    for fold, rows in predictions.groupby("fold"):
-        accuracy = float((rows.pred == rows.label).mean())
-        accuracies.append(accuracy)
-        lines.append(f"| {fold} | {len(rows)} | {100 * accuracy:.2f} |")
-    overall = float((predictions.pred == predictions.label).mean())
-    lines.append(f"| mean of folds | {len(predictions)} | {100 * float(np.mean(accuracies)):.2f} |")
-    lines.append(f"| pooled | {len(predictions)} | {100 * overall:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def _runtime(record: dict) -> dict:
-    """How a recorded run was carried out: its runtime settings, precision and machine."""
-    train = record.get("train") or {}
-    return {
-        **{k: train.get(k) for k in RUNTIME_FIELDS},
-        "precision_resolved": record.get("precision_resolved"),
-        "machine": record.get("machine"),
-    }
-
-
-def _write_run_config(
-    out: Path, dataset_dir: Path, config: TrainConfig, profile: str, folds: list[int], extra: dict | None = None
-) -> None:
-    record = {
-        "profile": profile,
-        "train": config.to_dict(),
-        "precision_resolved": resolve_precision(config),
-        "folds": folds,
-        "dataset": {"path": str(dataset_dir.resolve()), "manifest_sha256": dataset_hash(dataset_dir)},
-        "versions": {
-            **package_versions(),
-            "torch_build": torch.__version__,  # with its CUDA tag (importlib.metadata gives the release only)
-            "cuda": torch.version.cuda,
-            "python": platform.python_version(),
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
-        **(extra or {}),
-    }
-    record = json.loads(json.dumps(record))  # tuples -> lists, as they will be read back
-    path = out / CONFIG
-    if path.is_file():  # resuming: the same recipe and data; how it runs (devices, precision ...) may change
-        previous = json.loads(path.read_text())
-        recipe = json.loads(json.dumps(config.recipe()))
-        old = {k: v for k, v in (previous.get("train") or {}).items() if k not in RUNTIME_FIELDS}
-        changed = sorted(k for k in set(recipe) | set(old) if recipe.get(k) != old.get(k))
-        if changed or previous["dataset"] != record["dataset"]:
-            what = f"other settings ({', '.join(changed)})" if changed else "other data"
-            raise ValueError(f"{out}: holds a run with {what}; use a new --out")
-        record["runtime_history"] = [*previous.get("runtime_history", []), _runtime(previous)]
-    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 __all__ = [
