@@ -33,6 +33,7 @@ import html
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -307,15 +308,87 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     # their own and, with every other film, the per-source table
     predictions = table1_rows(every)
     cohorts = cohort_predictions(run_dir, every)
-    trained_with = set(extra_rows(every))
     classes = classes_of(predictions)
     task = task_of(classes)
-    row = task.paper_row if task else None  # its row in the paper's Table V (e.g. "4-class")
     config = _run_config(run_dir)
-    paper_table = config.get("paper_table")
     # an external evaluation is not a cross-validation: the paper's figures appear only as a labelled reference
     external = config.get("kind") == "evaluate"
+    paper_tables = _paper_tables(predictions, classes, task, config.get("paper_table"), external, out)
 
+    cis, ci = _intervals(predictions, classes, n_bootstrap, seed, out)
+    aucs = roc_aucs(predictions, classes)
+    auc = pd.DataFrame({"auc": pd.Series(aucs, dtype=float)}).reindex(classes)
+    auc.index.name = "class"
+    auc.to_csv(out.table("auc"))
+    ece = expected_calibration_error(predictions, classes)
+    false_covid = false_covid_table(predictions, n=n_bootstrap, seed=seed)
+    if false_covid is not None:
+        false_covid.to_csv(out.table("false-covid"))
+    cohort_summaries, cohort_tables = _cohort_results(
+        cohorts if COVID in classes else {}, classes, set(extra_rows(every)), n_bootstrap, seed, out
+    )
+    # every evaluated film, each by a model that never trained on it: the Table I rows and each cohort's
+    evaluated = pd.concat([predictions, *cohorts.values()], ignore_index=True)
+    by_source = source_table(evaluated, n=n_bootstrap, seed=seed)
+    by_source.to_csv(out.table("sources"), index=False)
+    negatives = negative_sources(evaluated, n=n_bootstrap, seed=seed)
+    negatives.to_csv(out.table("negative-sources"), index=False)
+    figures = _figures(predictions, classes, aucs, ece, seed, out)
+
+    summary = {
+        "run": run_dir.resolve().name,
+        "task": task.name if task else None,
+        "classes": classes,
+        "n_images": int(len(predictions)),
+        "n_patients": int(predictions["patient_id"].nunique()),
+        "n_bootstrap": n_bootstrap,
+        "accuracy": cis["accuracy"][0],
+        "accuracy_ci": [cis["accuracy"][1], cis["accuracy"][2]],
+        "covid_recall": cis[f"recall_{COVID}"][0] if COVID in classes else None,
+        "covid_recall_ci": [cis[f"recall_{COVID}"][1], cis[f"recall_{COVID}"][2]] if COVID in classes else None,
+        "auc": aucs,
+        "ece": ece,
+        "covid_operating_point": covid_operating_point(predictions) if COVID in classes else None,
+        "false_covid": _false_covid_record(false_covid),
+        "folds": [int(f) for f in folds_of(predictions)],
+        "cohorts": cohort_summaries,
+        "adult": cohort_summaries.get(ADULT.name),
+        "sources": source_summary(by_source, negatives),
+    }
+    out.summary.write_text(json.dumps(summary, indent=2) + "\n")
+
+    training, curves = _training_tables(run_dir)
+    tables = _report_sections(paper_tables, external, out)
+    if false_covid is not None:
+        tables["False COVID-19 rate: films of each other label called COVID-19 (95% CI over patients)"] = false_covid
+    tables[
+        "By source: each (source, label) of the evaluated films (Table I and every extra cohort), the share "
+        "called COVID-19 and the recall of its own label, 95% CIs over patients; "
+        + worst_phrase(summary["sources"]["worst_false_covid"])
+    ] = source_display(by_source)
+    tables.update(_cohort_sections(cohort_summaries, cohort_tables))
+    summary["title"] = report_title(run_dir, config)
+    _write_markdown(out, summary, tables, ci, auc, training)
+    _write_html(out, summary, tables, ci, auc, training, figures, curves)
+    return summary
+
+
+@dataclass
+class _PaperTables:
+    """Tables III-VI of a run (with the paper's values beside ours where they compare) and the paper's row."""
+
+    table3: pd.DataFrame
+    table4: pd.DataFrame
+    table5: pd.DataFrame
+    table6: pd.DataFrame | None
+    reference: pd.DataFrame | None
+    row: str | None
+
+
+def _paper_tables(predictions, classes, task, paper_table, external: bool, out: ReportDir) -> _PaperTables:
+    """Tables III-V (and VI for dataset-2), written as CSV; an external evaluation has the paper's row only as a
+    reference, never beside its own figures."""
+    row = task.paper_row if task else None  # its row in the paper's Table V (e.g. "4-class")
     table3 = fold_table(predictions, classes)
     table4 = class_table(predictions, classes)
     table5 = task_row(table3, task)
@@ -326,7 +399,6 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     elif row == "4-class":
         table3 = with_paper(table3, PAPER["table3"])
         table4 = with_paper(table4, PAPER["table4"])
-    # an external evaluation has no Table V/VI beside the paper's: see the reference table
     if not external and paper_table == "table6" and row == "3-class":
         table6 = table4.copy()
         table6.loc["accuracy", "accuracy"] = table3.loc["mean", "accuracy"]
@@ -339,45 +411,41 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     table3.to_csv(out.table("table3"))
     table4.to_csv(out.table("table4"))
     table5.to_csv(out.table("table5"))
+    return _PaperTables(table3, table4, table5, table6, reference, row)
 
+
+def _intervals(predictions, classes, n_bootstrap: int, seed: int, out: ReportDir) -> tuple[dict, pd.DataFrame]:
+    """Accuracy, and each class's recall and precision, with 95% intervals over patients (``ci.csv``)."""
     stats: dict[str, Callable[[pd.DataFrame], float]] = {"accuracy": accuracy}
     for c in classes:
         stats[f"recall_{c}"] = recall_of(c)
         stats[f"precision_{c}"] = precision_of(c)
     cis = bootstrap_cis(predictions, stats, n=n_bootstrap, seed=seed)
-    n_patients = int(predictions["patient_id"].nunique())
     ci = pd.DataFrame(cis, index=["point", "low", "high"]).T
     ci.index.name = "statistic"
-    ci["n_patients"] = n_patients
+    ci["n_patients"] = int(predictions["patient_id"].nunique())
     ci["n_bootstrap"] = n_bootstrap
     ci.to_csv(out.table("ci"))
+    return cis, ci
 
-    aucs = roc_aucs(predictions, classes)
-    auc = pd.DataFrame({"auc": pd.Series(aucs, dtype=float)}).reindex(classes)
-    auc.index.name = "class"
-    auc.to_csv(out.table("auc"))
-    ece = expected_calibration_error(predictions, classes)
-    op = covid_operating_point(predictions) if COVID in classes else None
-    false_covid = false_covid_table(predictions, n=n_bootstrap, seed=seed)
-    if false_covid is not None:
-        false_covid.to_csv(out.table("false-covid"))
-    cohort_summaries, cohort_tables = {}, {}
-    for name, rows in cohorts.items() if COVID in classes else ():
-        cohort_summaries[name] = {
+
+def _cohort_results(cohorts, classes, trained_with, n_bootstrap: int, seed: int, out: ReportDir):
+    """Each extra cohort's figures and its false-COVID table (``<cohort>-false-covid.csv``)."""
+    summaries, tables = {}, {}
+    for name, rows in cohorts.items():
+        summaries[name] = {
             **cohort_summary(rows, classes, n=n_bootstrap, seed=seed),
             "trained_with": name in trained_with,
             "title": COHORTS[name].title if name in COHORTS else name,
         }
         table = false_covid_table(rows, n=n_bootstrap, seed=seed)
-        cohort_tables[name] = table if table is not None else pd.DataFrame()
-        cohort_tables[name].to_csv(out.table(f"{name}-false-covid"))
-    # every evaluated film, each by a model that never trained on it: the Table I rows and each cohort's
-    evaluated = pd.concat([predictions, *cohorts.values()], ignore_index=True)
-    by_source = source_table(evaluated, n=n_bootstrap, seed=seed)
-    by_source.to_csv(out.table("sources"), index=False)
-    negatives = negative_sources(evaluated, n=n_bootstrap, seed=seed)
-    negatives.to_csv(out.table("negative-sources"), index=False)
+        tables[name] = table if table is not None else pd.DataFrame()
+        tables[name].to_csv(out.table(f"{name}-false-covid"))
+    return summaries, tables
 
+
+def _figures(predictions, classes, aucs, ece, seed: int, out: ReportDir) -> dict[str, Path]:
+    """Confusion matrices (per fold and pooled), ROC, calibration and the Fig. 8 sample grid."""
     figures = {}
     for fold in folds_of(predictions):
         figures[f"confusion, fold {fold}"] = plot_confusion(
@@ -397,82 +465,63 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
             true_labels=list(shown["label"]),
             names=list(shown["path"]),
         )
+    return figures
 
-    summary = {
-        "run": run_dir.resolve().name,
-        "task": task.name if task else None,
-        "classes": classes,
-        "n_images": int(len(predictions)),
-        "n_patients": n_patients,
-        "n_bootstrap": n_bootstrap,
-        "accuracy": cis["accuracy"][0],
-        "accuracy_ci": [cis["accuracy"][1], cis["accuracy"][2]],
-        "covid_recall": cis[f"recall_{COVID}"][0] if COVID in classes else None,
-        "covid_recall_ci": [cis[f"recall_{COVID}"][1], cis[f"recall_{COVID}"][2]] if COVID in classes else None,
-        "auc": aucs,
-        "ece": ece,
-        "covid_operating_point": op,
-        "false_covid": None
-        if false_covid is None
-        else {
-            label: {
-                "rate": row["false covid rate"],
-                "ci": [row["95% CI low"], row["95% CI high"]],
-                "images": int(row["images"]),
-            }
-            for label, row in false_covid.iterrows()
-        },
-        "folds": [int(f) for f in folds_of(predictions)],
-        "cohorts": cohort_summaries,
-        "adult": cohort_summaries.get(ADULT.name),
-        "sources": source_summary(by_source, negatives),
+
+def _false_covid_record(false_covid: pd.DataFrame | None) -> dict | None:
+    if false_covid is None:
+        return None
+    return {
+        label: {
+            "rate": row["false covid rate"],
+            "ci": [row["95% CI low"], row["95% CI high"]],
+            "images": int(row["images"]),
+        }
+        for label, row in false_covid.iterrows()
     }
-    out.summary.write_text(json.dumps(summary, indent=2) + "\n")
 
-    training, curves = _training_tables(run_dir)
+
+def _report_sections(paper_tables: _PaperTables, external: bool, out: ReportDir) -> dict[str, pd.DataFrame]:
+    """The report's first tables: the paper's (a cross-validation) or overall and per class (an evaluation)."""
+    t = paper_tables
     if external:
         tables = {
-            "Overall (percent): class-averaged precision, recall, specificity, F1; accuracy": table3.loc[
+            "Overall (percent): class-averaged precision, recall, specificity, F1; accuracy": t.table3.loc[
                 ["mean"]
             ].rename(index={"mean": "all"}),
-            "Per class (percent)": table4,
+            "Per class (percent)": t.table4,
         }
-        if reference is not None:
-            reference.to_csv(out.table("paper-reference"))
+        if t.reference is not None:
+            t.reference.to_csv(out.table("paper-reference"))
             tables[
                 "The paper's figures, for reference only: its 4-fold cross-validation on its own images, "
                 "not this data (not comparable)"
-            ] = reference
+            ] = t.reference
     else:
         tables = {
-            "Table III: per fold (percent)": table3,
-            "Table IV: per class, mean over folds (percent)": table4,
-            f"Table V: the {row or 'task'} row (fold means, percent)": table5,
+            "Table III: per fold (percent)": t.table3,
+            "Table IV: per class, mean over folds (percent)": t.table4,
+            f"Table V: the {t.row or 'task'} row (fold means, percent)": t.table5,
         }
-    if table6 is not None:
-        tables["Table VI: dataset-2, per class and accuracy (percent)"] = table6
-    if false_covid is not None:
-        tables["False COVID-19 rate: films of each other label called COVID-19 (95% CI over patients)"] = false_covid
-    tables[
-        "By source: each (source, label) of the evaluated films (Table I and every extra cohort), the share "
-        "called COVID-19 and the recall of its own label, 95% CIs over patients; "
-        + worst_phrase(summary["sources"]["worst_false_covid"])
-    ] = source_display(by_source)
-    for name, cohort in cohort_summaries.items():
+    if t.table6 is not None:
+        tables["Table VI: dataset-2, per class and accuracy (percent)"] = t.table6
+    return tables
+
+
+def _cohort_sections(summaries: dict[str, dict], tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    sections = {}
+    for name, cohort in summaries.items():
         how = (
             "held-out films of each fold (the models trained on the other folds' films of this cohort)"
             if cohort["trained_with"]
             else "films none of the models saw in training"
         )
         low, high = cohort["label_accuracy_ci"]
-        tables[
+        sections[
             f"Cohort {name}: {cohort['title']}; {how}; false COVID-19 rate "
             f"(own-label accuracy {cohort['label_accuracy']:.3f}, 95% CI {low:.3f}-{high:.3f})"
-        ] = cohort_tables[name]
-    summary["title"] = report_title(run_dir, config)
-    _write_markdown(out, summary, tables, ci, auc, training)
-    _write_html(out, summary, tables, ci, auc, training, figures, curves)
-    return summary
+        ] = tables[name]
+    return sections
 
 
 def source_display(by_source: pd.DataFrame) -> pd.DataFrame:

@@ -148,26 +148,8 @@ def finetune(
     else:
         if task != "3class":
             raise ValueError("dataset-2 has 3 classes: use --task 3class with --data")
-        dataset_dir = prepare_dataset2(
-            data,
-            run.own_dataset.path,
-            source,
-            folds=source_manifest.fold.nunique(),
-            seed=source.seed,
-            per_class=data_per_class,
-            log=log,
-        )
-        overlap = find_overlap(dataset_dir, source_dataset)
-        overlap.to_csv(run.overlap, index=False)
-        manifest = relabel(DatasetDir(dataset_dir).read_manifest(), task)
-        kind = overlap.drop_duplicates("path").set_index("path")["kind"]
-        manifest["overlap"] = manifest["path"].isin(kind.index)
-        manifest["overlap_kind"] = manifest["path"].map(kind).astype(object).fillna("")
-        counts = manifest.overlap_kind[manifest.overlap].value_counts()
-        log(
-            f"dataset-2: {int(manifest.overlap.sum())} of {len(manifest)} images overlap the 4-class dataset "
-            f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} another film of a training "
-            f"patient) -> {run.overlap}"
+        dataset_dir, manifest = _dataset2_rows(
+            run, data, source, source_dataset, source_manifest.fold.nunique(), task, data_per_class, log
         )
         # any fold's 4-class model will do (dataset-2 is new data); cycle through the trained ones
         fold_of_model = {int(f): trained[(int(f) - 1) % len(trained)] for f in sorted(manifest.fold.unique())}
@@ -190,6 +172,36 @@ def finetune(
     if data is not None:
         write_no_overlap_run(out, predictions)
     return predictions
+
+
+def _dataset2_rows(
+    run: RunDir,
+    data: str | os.PathLike,
+    source: TrainConfig,
+    source_dataset: Path,
+    folds: int,
+    task: str,
+    per_class: int | None,
+    log=print,
+) -> tuple[Path, pd.DataFrame]:
+    """Dataset-2 prepared in the run (:func:`prepare_dataset2`) and its rows for ``task``, each marked with whether
+    (and how) it overlaps the 4-class dataset; the overlap is written to the run's ``overlap.csv``."""
+    dataset_dir = prepare_dataset2(
+        data, run.own_dataset.path, source, folds=folds, seed=source.seed, per_class=per_class, log=log
+    )
+    overlap = find_overlap(dataset_dir, source_dataset)
+    overlap.to_csv(run.overlap, index=False)
+    manifest = relabel(DatasetDir(dataset_dir).read_manifest(), task)
+    kind = overlap.drop_duplicates("path").set_index("path")["kind"]
+    manifest["overlap"] = manifest["path"].isin(kind.index)
+    manifest["overlap_kind"] = manifest["path"].map(kind).astype(object).fillna("")
+    counts = manifest.overlap_kind[manifest.overlap].value_counts()
+    log(
+        f"dataset-2: {int(manifest.overlap.sum())} of {len(manifest)} images overlap the 4-class dataset "
+        f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} another film of a training "
+        f"patient) -> {run.overlap}"
+    )
+    return dataset_dir, manifest
 
 
 def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:

@@ -688,38 +688,32 @@ def run_cv(
     bar = _overall_bar(run, manifest, config, folds, finished) if progress else None
     results = []
     for fold in folds:
-        fold_path = run.fold(fold).path
         if fold in finished:
-            if rank != 0:
-                continue
-            predictions = pd.read_csv(run.fold(fold).predictions)
-            log(f"fold {fold}: already finished, kept")
-        else:
-            started = time.perf_counter()
-            model = initial_model(fold) if initial_model is not None else None
-            card = (record or {}).get("card")
-            result = fit_fold(
-                dataset_dir,
-                fold,
-                fold_path,
-                config,
-                resume=resume,
-                progress=False,
-                model=model,
-                manifest=manifest,
-                card=card,
-                log=log,
-                callbacks=[OverallProgress(bar, fold)] if bar is not None else (),
-            )
-            predictions = result.predictions
-            if rank != 0:
-                continue
+            if rank == 0:
+                results.append(pd.read_csv(run.fold(fold).predictions))
+                log(f"fold {fold}: already finished, kept")
+            continue
+        started = time.perf_counter()
+        result = fit_fold(
+            dataset_dir,
+            fold,
+            run.fold(fold).path,
+            config,
+            resume=resume,
+            progress=False,
+            model=initial_model(fold) if initial_model is not None else None,
+            manifest=manifest,
+            card=(record or {}).get("card"),
+            log=log,
+            callbacks=[OverallProgress(bar, fold)] if bar is not None else (),
+        )
+        if rank == 0:
             log(
-                f"fold {fold}: accuracy {result.accuracy:.4f} on {len(predictions)} images "
+                f"fold {fold}: accuracy {result.accuracy:.4f} on {len(result.predictions)} images "
                 f"({time.perf_counter() - started:.0f} s, "
                 f"{result.train_images_per_s or float('nan'):.1f} train images/s)"
             )
-        results.append(predictions)
+            results.append(result.predictions)
     if bar is not None:
         bar.close()
     if rank != 0:
