@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import math
 import os
 import time
@@ -39,7 +40,11 @@ from ..data.cohorts import ADULT, extra_rows
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
 from ..data.prepare import cache_size, load_cache
 from ..layout import (
+    CHECKPOINTS,
+    CONFIG,
     CURVES,
+    LAST_CHECKPOINT,
+    MANIFEST,
     METRICS,
     PREDICTIONS,
     PROB_PREFIX,
@@ -215,12 +220,12 @@ def fit_final(
     The cross-validation measured the recipe; this model has no validation images of its own,
     so its card records ``validated_by``: the run and its figures.
     """
-    run = RunDir(run_dir)
-    record = run.read_config()
+    run_dir = Path(run_dir)
+    record = json.loads((run_dir / CONFIG).read_text())
     config = TrainConfig.from_dict(record["train"])
     card = {
         "validated_by": {
-            "run": str(run.path.resolve()),
+            "run": str(run_dir.resolve()),
             "profile": record.get("profile"),
             "folds": record.get("folds"),
             **(validated_by or {}),
@@ -233,7 +238,7 @@ def fit_final(
         config,
         resume=True,
         progress=progress,
-        manifest=run.read_manifest(),
+        manifest=pd.read_csv(run_dir / MANIFEST),
         card=card,
         log=log,
     )
@@ -330,7 +335,7 @@ def fit_fold(
     )
     if progress:
         log(describe_precision(config))
-    fold_files = FoldDir(out)
+    checkpoints = out / CHECKPOINTS
     epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
     validate_every = max(1, min(config.val_every, epochs))
     validating = len(val_set) > 0
@@ -354,7 +359,7 @@ def fit_fold(
             # last.ckpt every checkpoint_every epochs, overwritten (Lightning 2.6 writes save_last only beside a
             # top-k save); ~400 MB each for CoroNet, so a fast GPU run may write it less often
             ModelCheckpoint(
-                dirpath=fold_files.checkpoints,
+                dirpath=checkpoints,
                 filename="last",
                 save_top_k=1,
                 save_last=False,
@@ -367,7 +372,7 @@ def fit_fold(
             *callbacks,
         ],
     )
-    ckpt = fold_files.last_checkpoint
+    ckpt = checkpoints / LAST_CHECKPOINT
     loaders = _Loaders(train_set, val_set, config)
     trainer.fit(task, datamodule=loaders, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
     finished_epochs = trainer.current_epoch
@@ -385,10 +390,10 @@ def fit_fold(
         return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
 
     predictions = prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
-    predictions.to_csv(fold_files.predictions, index=False)
+    predictions.to_csv(out / PREDICTIONS, index=False)
     raw_predictions.unlink()
     accuracy = table1_accuracy(predictions)
-    epoch_rows = _read_rows(fold_files.metrics)
+    epoch_rows = _read_rows(out / METRICS)
     speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
     if finished_epochs >= config.epochs:  # finished: write the model directory
         _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, accuracy, train_rows, len(val_set), card)
