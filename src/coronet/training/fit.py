@@ -64,6 +64,7 @@ from ..models.modeldir import file_sha256, save_model_dir
 from ..tasks import label_targets
 from ..versions import package_versions
 from .adversary import source_pairs
+from .curves import plot_curves
 from .module import (
     CoroNetModule,
     cpu_has_native_bf16,
@@ -158,30 +159,6 @@ def _read_rows(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def plot_curves(metrics_csv: Path, out: Path) -> None:
-    """Training/validation accuracy and loss per epoch (the paper's Fig. 4)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    table = pd.read_csv(metrics_csv)
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for axis, name in zip(axes, ("acc", "loss")):
-        axis.plot(table.epoch, table[f"train_{name}"], "o-", label="training")
-        validated = table.dropna(subset=[f"val_{name}"])
-        axis.plot(validated.epoch, validated[f"val_{name}"], "s-", label="validation")
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("accuracy" if name == "acc" else "cross-entropy loss")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle(metrics_csv.parent.name)
-    figure.tight_layout()
-    with atomic_path(out) as tmp:
-        figure.savefig(tmp, dpi=110)
-    plt.close(figure)
 
 
 # --------------------------------------------------------------------------- one fold
