@@ -461,7 +461,7 @@ def backbone_features(
     return torch.cat(parts)
 
 
-def feature_datasets(
+def _feature_datasets(
     model: CoroNet,
     cache: np.ndarray,
     train_rows: pd.DataFrame,
@@ -508,7 +508,7 @@ def fit_head_on_features(
     """
     started = time.perf_counter()
     set_trainable(model, config.train_layers)
-    train_set, val_set = feature_datasets(model, cache, train_rows, val_rows, class_index, config)
+    train_set, val_set = _feature_datasets(model, cache, train_rows, val_rows, class_index, config)
     log(
         f"fold {fold}: backbone features of {len(train_set) + len(val_set)} films in "
         f"{time.perf_counter() - started:.0f} s; training the {config.train_layers} on them"

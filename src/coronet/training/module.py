@@ -42,6 +42,10 @@ class FoldModule(pl.LightningModule):
     ``(..., target, row index)``.
     """
 
+    target_masks: torch.Tensor
+    #: a validation batch's inputs (all but its last two entries) -> per-class probabilities
+    predict_probabilities: Callable[..., torch.Tensor]
+
     def __init__(self, config: TrainConfig, predictions_path: Path | None, target_masks: np.ndarray | None):
         super().__init__()
         self.config, self.predictions_path = config, predictions_path
@@ -50,10 +54,6 @@ class FoldModule(pl.LightningModule):
         self.register_buffer("target_masks", torch.as_tensor(masks), persistent=False)
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
         self.validated_epoch: int | None = None
-
-    target_masks: torch.Tensor
-    #: a validation batch's inputs (all but its last two entries) -> per-class probabilities
-    predict_probabilities: Callable[..., torch.Tensor]
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         raise NotImplementedError
