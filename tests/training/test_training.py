@@ -297,7 +297,7 @@ def test_auto_precision_on_a_gpu(monkeypatch, tiny):
 
 @pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine"])
 def test_schedules_warm_up_and_peak_at_lr(schedule):
-    from coronet.training.fit import lr_schedule
+    from coronet.training.module import lr_schedule
     from coronet.training.profiles import TrainConfig
 
     config = TrainConfig(lr=1e-3, schedule=schedule, warmup=0.2)

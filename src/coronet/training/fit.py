@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ import timm
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from ..data.augment import resize_batch
 from ..data.cohorts import ADULT, extra_rows
@@ -53,20 +52,19 @@ from ..layout import (
     RunDir,
     atomic_path,
     predictions_table,
-    prob_column,
 )
 from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
 from ..models.modeldir import save_model_dir
 from ..tasks import label_targets
 from .adversary import source_pairs
+from .curves import plot_curves
 from .module import (
     CoroNetModule,
+    FeatureHeadModule,
+    FoldModule,
     cpu_has_native_bf16,
     describe_precision,
     group_weights,
-    lr_schedule,
-    make_optimizer,
-    partial_label_loss,
     resolve_precision,
 )
 from .profiles import TrainConfig
@@ -154,30 +152,6 @@ def _read_rows(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def plot_curves(metrics_csv: Path, out: Path) -> None:
-    """Training/validation accuracy and loss per epoch (the paper's Fig. 4)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    table = pd.read_csv(metrics_csv)
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for axis, name in zip(axes, ("acc", "loss")):
-        axis.plot(table.epoch, table[f"train_{name}"], "o-", label="training")
-        validated = table.dropna(subset=[f"val_{name}"])
-        axis.plot(validated.epoch, validated[f"val_{name}"], "s-", label="validation")
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("accuracy" if name == "acc" else "cross-entropy loss")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle(metrics_csv.parent.name)
-    figure.tight_layout()
-    with atomic_path(out) as tmp:
-        figure.savefig(tmp, dpi=110)
-    plt.close(figure)
 
 
 # --------------------------------------------------------------------------- one fold
@@ -312,10 +286,11 @@ def fit_fold(
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
-    cache, train_rows, val_rows, class_index, masks = _fold_parts(dataset_dir, fold, config, manifest)
+    parts = _fold_parts(dataset_dir, fold, config, manifest)
+    cache, train_rows, val_rows, class_index, masks = parts
     if config.head_on_features and config.train_layers != "all" and model is not None:
         return fit_head_on_features(
-            dataset_dir, fold, out, config, model, cache, train_rows, val_rows, class_index, masks, card, log, callbacks
+            dataset_dir, fold, out, config, model, *parts, card, log, callbacks, resume=resume, max_epochs=max_epochs
         )
 
     train_set = CachedXrays(cache, train_rows.cache_index, train_rows.label.map(class_index), seed=config.seed)
@@ -323,63 +298,16 @@ def fit_fold(
 
     raw_predictions = out / "val-outputs.csv"
     raw_predictions.unlink(missing_ok=True)
-    sources = adversary_sources(train_rows, class_index, log) if config.source_adversary else None
-    weights = group_weights(_source_label(train_rows), config.source_balance) if config.source_balance else None
-    task = CoroNetModule(
-        config,
-        model=model,
-        predictions_path=raw_predictions,
-        target_masks=masks,
-        sources=sources,
-        sample_weights=weights,
-    )
+    task = _network_module(config, model, raw_predictions, masks, train_rows, class_index, log)
     if progress:
         log(describe_precision(config))
     checkpoints = out / CHECKPOINTS
     epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
-    validate_every = max(1, min(config.val_every, epochs))
     validating = len(val_set) > 0
-    trainer = pl.Trainer(
-        limit_val_batches=1.0 if validating else 0,
-        max_epochs=epochs,
-        accelerator=config.accelerator,
-        devices=_devices(config.devices),
-        strategy=config.strategy,
-        precision=resolve_precision(config),  # type: ignore[arg-type]
-        deterministic=True,
-        use_distributed_sampler=False,  # our samplers shard by rank themselves
-        check_val_every_n_epoch=validate_every,
-        num_sanity_val_steps=0,
-        logger=_logger(config, out),
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        default_root_dir=str(out),
-        plugins=[AtomicCheckpointIO()],
-        callbacks=[
-            # last.ckpt every checkpoint_every epochs, overwritten (Lightning 2.6 writes save_last only beside a
-            # top-k save); ~400 MB each for CoroNet, so a fast GPU run may write it less often
-            ModelCheckpoint(
-                dirpath=checkpoints,
-                filename="last",
-                save_top_k=1,
-                save_last=False,
-                enable_version_counter=False,
-                every_n_epochs=config.checkpoint_every,
-                save_on_train_epoch_end=True,
-            ),
-            EpochLog(out, len(train_set)),
-            *([TQDMProgressBar(refresh_rate=5)] if progress else []),
-            *callbacks,
-        ],
-    )
+    trainer = _fold_trainer(config, out, checkpoints, epochs, len(train_set), validating, progress, callbacks)
     ckpt = checkpoints / LAST_CHECKPOINT
     loaders = _Loaders(train_set, val_set, config)
-    trainer.fit(task, datamodule=loaders, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
-    finished_epochs = trainer.current_epoch
-    # Decided from the module's own state, which every DDP rank shares, never from a file rank 0 wrote:
-    # a rank that validated alone would wait for the others forever.
-    if validating and task.validated_epoch != finished_epochs - 1:  # the last epoch was not validated
-        trainer.validate(task, datamodule=loaders, verbose=False)
+    finished_epochs = _fit(trainer, task, loaders, ckpt if resume else None, validating)
     if not trainer.is_global_zero:
         return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
     if not validating:
@@ -402,7 +330,9 @@ def fit_fold(
     return FoldResult(fold, accuracy, predictions, out, speed)
 
 
-def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manifest: pd.DataFrame | None):
+def _fold_parts(
+    dataset_dir: Path, fold: int | None, config: TrainConfig, manifest: pd.DataFrame | None
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, dict[str, int], np.ndarray]:
     """(image cache, training rows, validation rows, label -> target index, target masks) of one fold
     (``None``: all rows train). Targets are the classes, then any partial labels (:func:`label_targets`)."""
     manifest = load_manifest(dataset_dir, config.classes, manifest)
@@ -414,6 +344,28 @@ def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manife
     if train_rows.empty or (val_rows.empty and fold is not None):
         raise ValueError(f"fold {fold}: empty training or validation part (folds: {sorted(manifest.fold.unique())})")
     return cache, train_rows, val_rows, class_index, masks
+
+
+def _network_module(
+    config: TrainConfig,
+    model: CoroNet | None,
+    predictions_path: Path,
+    masks: np.ndarray,
+    train_rows: pd.DataFrame,
+    class_index: dict[str, int],
+    log=print,
+) -> CoroNetModule:
+    """The module that trains the whole network, with the source adversary and balancing the config asks for."""
+    sources = adversary_sources(train_rows, class_index, log) if config.source_adversary else None
+    weights = group_weights(_source_label(train_rows), config.source_balance) if config.source_balance else None
+    return CoroNetModule(
+        config,
+        model=model,
+        predictions_path=predictions_path,
+        target_masks=masks,
+        sources=sources,
+        sample_weights=weights,
+    )
 
 
 def _source_label(rows: pd.DataFrame) -> list[tuple[str, str]]:
@@ -489,7 +441,7 @@ def backbone_features(
     """The frozen backbone's flattened feature maps (N, C*H*W) of cache ``rows`` (mirror images if asked)."""
     model.eval()
     rows = np.asarray(rows)
-    parts = []
+    parts = [torch.zeros(0, int(np.prod(model.feature_shape)))]  # no rows: (0, C*H*W)
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             images = torch.from_numpy(np.asarray(cache[rows[start : start + batch_size]]))[:, None]
@@ -499,6 +451,25 @@ def backbone_features(
             images = images.contiguous(memory_format=torch.channels_last)
             parts.append(model.forward_features(images).flatten(1).float())
     return torch.cat(parts)
+
+
+def _feature_datasets(
+    model: CoroNet,
+    cache: np.ndarray,
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    class_index: dict[str, int],
+    config: TrainConfig,
+) -> tuple[TensorDataset, TensorDataset]:
+    """The frozen backbone's features of the training and validation rows, as ``(features, target, row index)``
+    datasets; with ``config.tta`` the validation set also holds the mirror images' features, before the target."""
+
+    def dataset(rows: pd.DataFrame, *mirrored: bool) -> TensorDataset:
+        features = [backbone_features(model, cache, rows.cache_index, config.input_size, m) for m in mirrored]
+        targets = torch.from_numpy(rows.label.map(class_index).to_numpy(dtype=np.int64, copy=True))
+        return TensorDataset(*features, targets, torch.arange(len(rows)))
+
+    return dataset(train_rows, False), dataset(val_rows, False, *([True] if config.tta else []))
 
 
 def fit_head_on_features(
@@ -515,108 +486,147 @@ def fit_head_on_features(
     card: dict | None = None,
     log=print,
     callbacks=(),
+    resume: bool = False,
+    max_epochs: int | None = None,
+    progress: bool = False,
 ) -> FoldResult:
     """Fine-tune only the dense head (or the last layer) on features the frozen backbone computes once.
 
     With the backbone frozen and in eval mode its output for a film never changes, so it is
-    computed once (no augmentation) and the head trains on it for ``config.epochs`` in seconds,
-    with the profile's optimiser, schedule and label smoothing (EMA and mixup do not apply).
-    The fold directory has the usual layout; there is no checkpoint (a rerun takes seconds).
+    computed once (no augmentation) and the head trains on it for ``config.epochs`` in seconds
+    (:class:`FeatureHeadModule`, in 32-bit), with the profile's optimiser, schedule and label smoothing
+    (EMA and mixup do not apply). The Trainer is :func:`fit_fold`'s: the same fold directory, metrics,
+    curves, progress and checkpoints (of the head alone), and ``resume``/``max_epochs`` work as there.
     """
-    target_masks = torch.as_tensor(masks)
     started = time.perf_counter()
     set_trainable(model, config.train_layers)
-    train_x = backbone_features(model, cache, train_rows.cache_index, config.input_size)
-    train_y = torch.as_tensor(train_rows.label.map(class_index).to_numpy())
-    val_x = backbone_features(model, cache, val_rows.cache_index, config.input_size)
-    val_mirror = (
-        backbone_features(model, cache, val_rows.cache_index, config.input_size, mirrored=True) if config.tta else None
-    )
+    train_set, val_set = _feature_datasets(model, cache, train_rows, val_rows, class_index, config)
     log(
-        f"fold {fold}: backbone features of {len(train_x) + len(val_x)} films in "
+        f"fold {fold}: backbone features of {len(train_set) + len(val_set)} films in "
         f"{time.perf_counter() - started:.0f} s; training the {config.train_layers} on them"
     )
-
-    head = model.head
-    optimizer = make_optimizer(model.head.named_parameters(), config)
-    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
-    schedule = (
-        lr_schedule(optimizer, config, steps_per_epoch * config.epochs)
-        if config.schedule != "constant" or config.warmup
-        else None
+    raw_predictions = out / "val-outputs.csv"
+    raw_predictions.unlink(missing_ok=True)
+    task = FeatureHeadModule(config, model.head, predictions_path=raw_predictions, target_masks=masks)
+    checkpoints = out / CHECKPOINTS
+    epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
+    validating = len(val_set) > 0
+    # a small dense head: 32-bit costs nothing and rounds nothing
+    trainer = _fold_trainer(
+        config, out, checkpoints, epochs, len(train_set), validating, progress, callbacks, "32-true"
     )
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # dropout
-    rows = []
-    for epoch in range(config.epochs):
-        epoch_started = time.perf_counter()
-        head.train()
-        total_loss, correct = 0.0, 0
-        for batch in torch.randperm(len(train_x), generator=generator).split(config.batch_size):
-            logits = head(train_x[batch])
-            loss = partial_label_loss(logits, train_y[batch], target_masks, config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            total_loss += float(loss) * len(batch)
-            correct += int(target_masks[train_y[batch], logits.argmax(1)].sum())
-        seconds = time.perf_counter() - epoch_started
-        for callback in callbacks:
-            if isinstance(callback, OverallProgress):
-                callback.bar.update(len(train_x))
-        head.eval()
-        with torch.no_grad():
-            probabilities = torch.softmax(head(val_x), 1)
-            if val_mirror is not None:
-                probabilities = (probabilities + torch.softmax(head(val_mirror), 1)) / 2
-        val_y = torch.as_tensor(val_rows.label.map(class_index).to_numpy())
-        rows.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": round(total_loss / len(train_x), 6),
-                "train_acc": round(correct / len(train_x), 6),
-                "val_loss": round(
-                    float(-(probabilities * target_masks[val_y]).sum(1).clamp_min(1e-12).log().mean()), 6
-                ),
-                "val_acc": round(float(target_masks[val_y, probabilities.argmax(1)].float().mean()), 6),
-                "seconds": round(seconds, 2),
-                "train_images_per_s": round(len(train_x) / max(seconds, 1e-9), 2),
-            }
-        )
-    write_metrics(rows, out / METRICS)
-    plot_curves(out / METRICS, out / CURVES)
+    ckpt = checkpoints / LAST_CHECKPOINT
+    loaders = _Loaders(train_set, val_set, config)
+    finished_epochs = _fit(trainer, task, loaders, ckpt if resume else None, validating)
+    if not trainer.is_global_zero:
+        return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
+    accuracy, predictions = None, pd.DataFrame()
+    if validating:
+        predictions = prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
+        predictions.to_csv(out / PREDICTIONS, index=False)
+        raw_predictions.unlink()
+        accuracy = table1_accuracy(predictions)
+    if finished_epochs >= config.epochs:
+        card = {**(card or {}), "head_trained_on_features": True}
+        _save_fold_model(model, out, config, dataset_dir, fold, accuracy, train_rows, len(val_set), card)
+        if not config.keep_checkpoint:
+            ckpt.unlink(missing_ok=True)
+    epoch_rows = _read_rows(out / METRICS)
+    speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
+    return FoldResult(fold, float("nan") if accuracy is None else accuracy, predictions, out, speed)
 
-    frame = pd.DataFrame(probabilities.numpy(), columns=[prob_column(c) for c in config.classes])
-    frame.insert(0, "index", np.arange(len(frame)))
-    frame["rank"] = 0
-    predictions = prediction_table(val_rows, frame, fold)
-    predictions.to_csv(out / PREDICTIONS, index=False)
-    accuracy = table1_accuracy(predictions)
-    _save_fold_model(
-        model,
-        out,
-        config,
-        dataset_dir,
-        fold,
-        accuracy,
-        train_rows,
-        len(val_x),
-        {**(card or {}), "head_trained_on_features": True},
+
+def _fold_trainer(
+    config: TrainConfig,
+    out: Path,
+    checkpoints: Path,
+    epochs: int,
+    train_images: int,
+    validating: bool,
+    progress: bool,
+    callbacks=(),
+    precision: str | None = None,
+) -> pl.Trainer:
+    """The Lightning Trainer of one fold, whatever trains (the network, or its head on features): deterministic,
+    validating every ``config.val_every`` epochs, ``metrics.csv`` and ``curves.png`` in ``out`` after every
+    epoch (:class:`EpochLog`), ``checkpoints/last.ckpt`` (written atomically) every ``config.checkpoint_every``.
+
+    precision: Lightning's precision instead of the config's (:func:`resolve_precision`).
+    """
+    return pl.Trainer(
+        limit_val_batches=1.0 if validating else 0,
+        max_epochs=epochs,
+        accelerator=config.accelerator,
+        devices=_devices(config.devices),
+        strategy=config.strategy,
+        precision=precision or resolve_precision(config),  # type: ignore[arg-type]
+        deterministic=True,
+        use_distributed_sampler=False,  # our samplers shard by rank themselves
+        check_val_every_n_epoch=max(1, min(config.val_every, epochs)),
+        num_sanity_val_steps=0,
+        logger=_logger(config, out),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        default_root_dir=str(out),
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            # last.ckpt every checkpoint_every epochs, overwritten (Lightning 2.6 writes save_last only beside a
+            # top-k save); ~400 MB each for CoroNet, so a fast GPU run may write it less often
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                filename="last",
+                save_top_k=1,
+                save_last=False,
+                enable_version_counter=False,
+                every_n_epochs=config.checkpoint_every,
+                save_on_train_epoch_end=True,
+            ),
+            EpochLog(out, train_images),
+            *([TQDMProgressBar(refresh_rate=5)] if progress else []),
+            *callbacks,
+        ],
     )
-    return FoldResult(fold, accuracy, predictions, out, rows[-1]["train_images_per_s"])
+
+
+def _fit(trainer: pl.Trainer, task: FoldModule, loaders: _Loaders, ckpt: Path | None, validating: bool) -> int:
+    """Train (continuing from ``ckpt`` if it exists), then validate unless the last epoch was; the epochs finished."""
+    trainer.fit(task, datamodule=loaders, ckpt_path=str(ckpt) if ckpt is not None and ckpt.is_file() else None)
+    finished_epochs = trainer.current_epoch
+    # Decided from the module's own state, which every DDP rank shares, never from a file rank 0 wrote:
+    # a rank that validated alone would wait for the others forever.
+    if validating and task.validated_epoch != finished_epochs - 1:  # the last epoch was not validated
+        trainer.validate(task, datamodule=loaders, verbose=False)
+    return finished_epochs
+
+
+class _Indices(Sampler[int]):
+    """A sampler's ``(epoch, index)`` pairs as plain indices, for a dataset that needs no epoch (a TensorDataset)."""
+
+    def __init__(self, sampler: EpochShuffleSampler):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls it on the loader's sampler
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return (index for _, index in self.sampler)
 
 
 class _Loaders(pl.LightningDataModule):
-    """Builds the loaders inside each process, so samplers know their rank (DDP)."""
+    """Builds the loaders inside each process, so samplers know their rank (DDP). Films (:class:`CachedXrays`)
+    are read by ``config.num_workers`` workers; a ``TensorDataset`` (features in memory) by this process."""
 
-    def __init__(self, train_set: CachedXrays, val_set: CachedXrays, config: TrainConfig):
+    def __init__(
+        self, train_set: CachedXrays | TensorDataset, val_set: CachedXrays | TensorDataset, config: TrainConfig
+    ):
         super().__init__()
         self.train_set, self.val_set, self.config = train_set, val_set, config
 
     def _loader(self, dataset, sampler, batch_size):
-        workers = self.config.num_workers
+        workers = 0 if isinstance(dataset, TensorDataset) else self.config.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -629,6 +639,8 @@ class _Loaders(pl.LightningDataModule):
     def train_dataloader(self):
         world, rank = self.trainer.world_size, self.trainer.global_rank
         sampler = EpochShuffleSampler(len(self.train_set), self.config.seed, world, rank)
+        if isinstance(self.train_set, TensorDataset):
+            return self._loader(self.train_set, _Indices(sampler), self.config.batch_size)
         return self._loader(self.train_set, sampler, self.config.batch_size)
 
     def val_dataloader(self):
