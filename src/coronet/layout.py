@@ -49,6 +49,8 @@ METRICS = "metrics.csv"
 CURVES = "curves.png"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+RAW_PREDICTIONS = "val-outputs.csv"  # the last validation's probabilities, before they join the rows
+LOGS = "logs"
 MODEL_DIR = "model"
 MODEL_CARD = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
@@ -205,6 +207,15 @@ class FoldDir(_Directory):
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / LAST_CHECKPOINT
+
+    @property
+    def raw_predictions(self) -> Path:
+        return self.path / RAW_PREDICTIONS
+
+    @property
+    def logs(self) -> Path:
+        """Where an optional Lightning logger (CSV, TensorBoard) writes."""
+        return self.path / LOGS
 
     def has_model(self) -> bool:
         """The fold's model directory is written (its card is written last)."""

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from coronet.layout import FoldDir
 from coronet.models.coronet import build_model
 from coronet.training.fit import _fit, _fold_trainer, _Loaders, fit_head_on_features
 from coronet.training.module import FeatureHeadModule
@@ -34,7 +35,7 @@ def train_head(out, config: TrainConfig, train_set, val_set, max_epochs=None, re
     head = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
     task = FeatureHeadModule(config, head, predictions_path=out / "val-outputs.csv")
     epochs = min(max_epochs or config.epochs, config.epochs)
-    trainer = _fold_trainer(config, out, out / "checkpoints", epochs, len(train_set), True, False, (), "32-true")
+    trainer = _fold_trainer(config, FoldDir(out), epochs, len(train_set), True, False, (), "32-true")
     ckpt = out / "checkpoints" / "last.ckpt"
     _fit(trainer, task, _Loaders(train_set, val_set, config), ckpt if resume else None, True)
     return head

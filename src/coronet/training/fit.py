@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import os
 import time
 from collections.abc import Callable
@@ -39,13 +38,6 @@ from ..data.cohorts import ADULT, extra_rows
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
 from ..data.prepare import cache_size, load_cache
 from ..layout import (
-    CHECKPOINTS,
-    CONFIG,
-    CURVES,
-    LAST_CHECKPOINT,
-    MANIFEST,
-    METRICS,
-    PREDICTIONS,
     PROB_PREFIX,
     DatasetDir,
     FoldDir,
@@ -88,7 +80,7 @@ class EpochLog(Callback):
     """Appends one row per epoch to ``metrics.csv`` (kept across resumes) and redraws ``curves.png``."""
 
     def __init__(self, fold_dir: Path, train_images: int):
-        self.path, self.fold_dir, self.train_images = fold_dir / METRICS, fold_dir, train_images
+        self.folder, self.train_images = FoldDir(fold_dir), train_images
         self._started, self._train_end, self._validated_epoch = 0.0, None, None
 
     def on_train_epoch_start(self, trainer, module):
@@ -117,9 +109,9 @@ class EpochLog(Callback):
             "train_images_per_s": round(self.train_images / max(seconds, 1e-9), 2),
             "train_source_acc": _number(metrics.get("train_source_acc")),
         }
-        rows = [r for r in _read_rows(self.path) if int(r["epoch"]) < row["epoch"]] + [row]
-        write_metrics(rows, self.path)
-        plot_curves(self.path, self.fold_dir / CURVES)
+        rows = [r for r in _read_rows(self.folder.metrics) if int(r["epoch"]) < row["epoch"]] + [row]
+        write_metrics(rows, self.folder.metrics)
+        plot_curves(self.folder.metrics, self.folder.curves)
 
 
 #: train_source_acc: how often the source adversary named a film's source (empty without one; chance is 1/sources)
@@ -195,7 +187,8 @@ def fit_final(
     so its card records ``validated_by``: the run and its figures.
     """
     run_dir = Path(run_dir)
-    record = json.loads((run_dir / CONFIG).read_text())
+    run = RunDir(run_dir)
+    record = run.read_config()
     config = TrainConfig.from_dict(record["train"])
     card = {
         "validated_by": {
@@ -212,7 +205,7 @@ def fit_final(
         config,
         resume=True,
         progress=progress,
-        manifest=pd.read_csv(run_dir / MANIFEST),
+        manifest=run.read_manifest(),
         card=card,
         log=log,
     )
@@ -230,17 +223,17 @@ def load_manifest(dataset_dir: Path, classes, manifest: pd.DataFrame | None = No
     return manifest
 
 
-def _logger(config: TrainConfig, out: Path):
+def _logger(config: TrainConfig, logs: Path):
     """Lightning's logger for ``config.logger`` (runs can then be compared in standard tools), or False."""
     if config.logger == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
-        return CSVLogger(out / "logs", name="", version="")
+        return CSVLogger(logs, name="", version="")
     if config.logger == "tensorboard":
         try:
             from lightning.pytorch.loggers import TensorBoardLogger
 
-            return TensorBoardLogger(out / "logs", name="", version="")
+            return TensorBoardLogger(logs, name="", version="")
         except ModuleNotFoundError as error:
             raise ValueError("logger=tensorboard needs TensorBoard: pip install tensorboard") from error
     return False
@@ -295,39 +288,86 @@ def fit_fold(
 
     train_set = CachedXrays(cache, train_rows.cache_index, train_rows.label.map(class_index), seed=config.seed)
     val_set = CachedXrays(cache, val_rows.cache_index, val_rows.label.map(class_index))
-
-    raw_predictions = out / "val-outputs.csv"
-    raw_predictions.unlink(missing_ok=True)
-    task = _network_module(config, model, raw_predictions, masks, train_rows, class_index, log)
     if progress:
         log(describe_precision(config))
-    checkpoints = out / CHECKPOINTS
+    return _train_fold(
+        FoldDir(out),
+        FoldParts(dataset_dir, fold, train_rows, val_rows, train_set, val_set),
+        config,
+        lambda raw: _network_module(config, model, raw, masks, train_rows, class_index, log),
+        card,
+        callbacks,
+        resume,
+        max_epochs,
+        progress,
+    )
+
+
+@dataclass
+class FoldParts:
+    """What one fold trains and validates on: rows of the manifest and the datasets made of them."""
+
+    dataset_dir: Path
+    fold: int | None
+    train_rows: pd.DataFrame
+    val_rows: pd.DataFrame
+    train_set: CachedXrays | TensorDataset
+    val_set: CachedXrays | TensorDataset
+
+
+def _train_fold(
+    folder: FoldDir,
+    parts: FoldParts,
+    config: TrainConfig,
+    make_module,
+    card: dict | None,
+    callbacks,
+    resume: bool,
+    max_epochs: int | None,
+    progress: bool,
+    precision: str | None = None,
+    network: CoroNet | None = None,
+) -> FoldResult:
+    """Train ``make_module(raw predictions path)`` with the fold's Trainer, then write the fold's predictions and,
+    once every epoch is done, its model directory (``network``, else the module's evaluated model).
+
+    Both kinds of training end here: the whole network (:func:`fit_fold`) and its head on features
+    (:func:`fit_head_on_features`)."""
+    fold, train_set, val_set = parts.fold, parts.train_set, parts.val_set
+    folder.raw_predictions.unlink(missing_ok=True)
+    task = make_module(folder.raw_predictions)
     epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
     validating = len(val_set) > 0
-    trainer = _fold_trainer(config, out, checkpoints, epochs, len(train_set), validating, progress, callbacks)
-    ckpt = checkpoints / LAST_CHECKPOINT
+    trainer = _fold_trainer(
+        config,
+        folder,
+        epochs,
+        len(train_set),
+        validating,
+        progress,
+        callbacks,
+        precision,  # type: ignore[arg-type]
+    )
     loaders = _Loaders(train_set, val_set, config)
-    finished_epochs = _fit(trainer, task, loaders, ckpt if resume else None, validating)
+    finished_epochs = _fit(trainer, task, loaders, folder.last_checkpoint if resume else None, validating)
     if not trainer.is_global_zero:
-        return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
-    if not validating:
-        if finished_epochs >= config.epochs:
-            _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, None, train_rows, 0, card)
-            if not config.keep_checkpoint:
-                ckpt.unlink(missing_ok=True)
-        return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
-
-    predictions = prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
-    predictions.to_csv(out / PREDICTIONS, index=False)
-    raw_predictions.unlink()
-    accuracy = table1_accuracy(predictions)
-    epoch_rows = _read_rows(out / METRICS)
-    speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
+        return FoldResult(fold, float("nan"), pd.DataFrame(), folder.path, None)
+    accuracy, predictions = None, pd.DataFrame()
+    if validating:
+        predictions = prediction_table(parts.val_rows, pd.read_csv(folder.raw_predictions), fold)
+        predictions.to_csv(folder.predictions, index=False)
+        folder.raw_predictions.unlink()
+        accuracy = table1_accuracy(predictions)
     if finished_epochs >= config.epochs:  # finished: write the model directory
-        _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, accuracy, train_rows, len(val_set), card)
+        model = network if network is not None else task.evaluated_model
+        _save_fold_model(
+            model, folder.path, config, parts.dataset_dir, fold, accuracy, parts.train_rows, len(val_set), card
+        )
         if not config.keep_checkpoint:
-            ckpt.unlink(missing_ok=True)
-    return FoldResult(fold, accuracy, predictions, out, speed)
+            folder.last_checkpoint.unlink(missing_ok=True)
+    epoch_rows = _read_rows(folder.metrics)
+    speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows and validating else None
+    return FoldResult(fold, float("nan") if accuracy is None else accuracy, predictions, folder.path, speed)
 
 
 def _fold_parts(
@@ -438,18 +478,25 @@ def _save_fold_model(
 def backbone_features(
     model: CoroNet, cache: np.ndarray, rows, input_size: int, mirrored: bool = False, batch_size: int = 32
 ) -> torch.Tensor:
-    """The frozen backbone's flattened feature maps (N, C*H*W) of cache ``rows`` (mirror images if asked)."""
+    """The frozen backbone's flattened feature maps (N, C*H*W) of cache ``rows`` (mirror images if asked).
+
+    The weights are channels_last while it runs, as the Predictor's (2x faster on a CPU than channels_last input
+    alone), and contiguous again afterwards (safetensors saves contiguous tensors only)."""
     model.eval()
     rows = np.asarray(rows)
     parts = [torch.zeros(0, int(np.prod(model.feature_shape)))]  # no rows: (0, C*H*W)
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            images = torch.from_numpy(np.asarray(cache[rows[start : start + batch_size]]))[:, None]
-            images = resize_batch(images.float().div_(255), input_size)
-            if mirrored:
-                images = images.flip(-1)
-            images = images.contiguous(memory_format=torch.channels_last)
-            parts.append(model.forward_features(images).flatten(1).float())
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(rows), batch_size):
+                images = torch.from_numpy(np.asarray(cache[rows[start : start + batch_size]]))[:, None]
+                images = resize_batch(images.float().div_(255), input_size)
+                if mirrored:
+                    images = images.flip(-1)
+                images = images.contiguous(memory_format=torch.channels_last)
+                parts.append(model.forward_features(images).flatten(1).float())
+    finally:
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return torch.cat(parts)
 
 
@@ -505,41 +552,25 @@ def fit_head_on_features(
         f"fold {fold}: backbone features of {len(train_set) + len(val_set)} films in "
         f"{time.perf_counter() - started:.0f} s; training the {config.train_layers} on them"
     )
-    raw_predictions = out / "val-outputs.csv"
-    raw_predictions.unlink(missing_ok=True)
-    task = FeatureHeadModule(config, model.head, predictions_path=raw_predictions, target_masks=masks)
-    checkpoints = out / CHECKPOINTS
-    epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
-    validating = len(val_set) > 0
     # a small dense head: 32-bit costs nothing and rounds nothing
-    trainer = _fold_trainer(
-        config, out, checkpoints, epochs, len(train_set), validating, progress, callbacks, "32-true"
+    return _train_fold(
+        FoldDir(out),
+        FoldParts(dataset_dir, fold, train_rows, val_rows, train_set, val_set),
+        config,
+        lambda raw: FeatureHeadModule(config, model.head, predictions_path=raw, target_masks=masks),
+        {**(card or {}), "head_trained_on_features": True},
+        callbacks,
+        resume,
+        max_epochs,
+        progress,
+        precision="32-true",
+        network=model,
     )
-    ckpt = checkpoints / LAST_CHECKPOINT
-    loaders = _Loaders(train_set, val_set, config)
-    finished_epochs = _fit(trainer, task, loaders, ckpt if resume else None, validating)
-    if not trainer.is_global_zero:
-        return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
-    accuracy, predictions = None, pd.DataFrame()
-    if validating:
-        predictions = prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
-        predictions.to_csv(out / PREDICTIONS, index=False)
-        raw_predictions.unlink()
-        accuracy = table1_accuracy(predictions)
-    if finished_epochs >= config.epochs:
-        card = {**(card or {}), "head_trained_on_features": True}
-        _save_fold_model(model, out, config, dataset_dir, fold, accuracy, train_rows, len(val_set), card)
-        if not config.keep_checkpoint:
-            ckpt.unlink(missing_ok=True)
-    epoch_rows = _read_rows(out / METRICS)
-    speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
-    return FoldResult(fold, float("nan") if accuracy is None else accuracy, predictions, out, speed)
 
 
 def _fold_trainer(
     config: TrainConfig,
-    out: Path,
-    checkpoints: Path,
+    folder: FoldDir,
     epochs: int,
     train_images: int,
     validating: bool,
@@ -564,16 +595,16 @@ def _fold_trainer(
         use_distributed_sampler=False,  # our samplers shard by rank themselves
         check_val_every_n_epoch=max(1, min(config.val_every, epochs)),
         num_sanity_val_steps=0,
-        logger=_logger(config, out),
+        logger=_logger(config, folder.logs),
         enable_progress_bar=progress,
         enable_model_summary=False,
-        default_root_dir=str(out),
+        default_root_dir=str(folder.path),
         plugins=[AtomicCheckpointIO()],
         callbacks=[
             # last.ckpt every checkpoint_every epochs, overwritten (Lightning 2.6 writes save_last only beside a
             # top-k save); ~400 MB each for CoroNet, so a fast GPU run may write it less often
             ModelCheckpoint(
-                dirpath=checkpoints,
+                dirpath=folder.checkpoints,
                 filename="last",
                 save_top_k=1,
                 save_last=False,
@@ -581,7 +612,7 @@ def _fold_trainer(
                 every_n_epochs=config.checkpoint_every,
                 save_on_train_epoch_end=True,
             ),
-            EpochLog(out, train_images),
+            EpochLog(folder.path, train_images),
             *([TQDMProgressBar(refresh_rate=5)] if progress else []),
             *callbacks,
         ],
