@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -45,13 +46,15 @@ from .evaluation.report import (
     write_report,
 )
 from .evaluation.sources import worst_phrase
-from .layout import MANIFEST, MODEL_DIR
+from .layout import ReportDir, ReproduceDir, RunDir
 from .models.modeldir import annotate_card
-from .training.finetune import NO_OVERLAP, finetune, ozturk_root
+from .tasks import FOUR_CLASS, get_task
+from .training.finetune import finetune, ozturk_root
 from .training.fit import check_training_config, fit_final, run_cv
 from .training.profiles import DECONFOUND, FINETUNE_PROFILES, RUNTIME_FIELDS, get_profile
 
 FINETUNED_TASKS = ("3class", "binary")
+DATASET2 = "dataset2"
 
 
 #: Profiles whose results only show that the pipeline runs (too little training to mean anything).
@@ -97,7 +100,7 @@ def reproduce(
         its test 6 (a model retrained on lungs-removed films, one fold).
     overrides: training settings replacing the profile's in every stage (``epochs=1`` ...).
     """
-    data, out = Path(data), Path(out)
+    data, root = Path(data), ReproduceDir(out)
     if deconfound:
         adult_negatives = source_negatives = True
         overrides = {**DECONFOUND, **overrides}
@@ -109,19 +112,9 @@ def reproduce(
     for cohort in trained_cohorts:
         if not _has_cohort(data, cohort.name):
             raise FileNotFoundError(f"--{cohort.name}-negatives needs {_folder(cohort.name)}/ under {data}")
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-
-    def stage(name: str, work):
-        log(f"== {name}")
-        started = time.perf_counter()
-        result = work()
-        timings[name] = round(time.perf_counter() - started, 1)
-        (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-        return result
-
-    dataset = out / "dataset"
-    if not (dataset / MANIFEST).is_file():
+    root.path.mkdir(parents=True, exist_ok=True)
+    steps = _Steps(data, root, profile, progress, log)
+    if not root.dataset.exists():
         prepare = PrepareConfig(
             class_counts=dict(counts or PAPER_CLASS_COUNTS),
             folds=folds,
@@ -130,106 +123,139 @@ def reproduce(
             cohorts={cohort.name: str(data) for cohort in trained_cohorts},
             cohort_per_class={ADULT.name: adult_per_class},
         )
-        stage("prepare", lambda: prepare_dataset(data, dataset, prepare, log=log))
-    stage(
-        "4class",
-        lambda: run_cv(
-            dataset,
-            out / "4class",
-            config,
-            profile=profile,
-            resume=True,
-            progress=progress,
-            log=log,
-            record={
-                "adult_negatives": adult_negatives,
-                "source_negatives": source_negatives,
-                "deconfound": deconfound,
-            },
-        ),
-    )
-    for name in COHORTS:  # each cohort the run did not train with tests its fold models (held out otherwise)
-        if _has_cohort(data, name):
-            per_class = dataset2_per_class if name == ADULT.name else None
-            stage(
-                f"{name}-test",
-                lambda name=name, per_class=per_class: cohort_test(
-                    out / "4class", COHORTS[name], data, log=log, per_class=per_class
-                ),
-            )
-    audited = None
-    if audit:
-        audit_json = out / "4class" / "audit" / "audit.json"
-        audited = (
-            json.loads(audit_json.read_text())
-            if audit_json.is_file()
-            else stage(
-                "audit",
-                lambda: run_audit(
-                    out / "4class",
-                    config=AuditConfig(retrain=audit_retrain, n_bootstrap=n_bootstrap, seed=seed),
-                    progress=progress,
-                    log=log,
-                ),
-            )
-        )
-    if audited is not None:  # the audit's headline, where a model's users read it
-        verdicts = audited.get("verdicts") or {}
-        headline = verdicts.get("retrained-lungs-removed") or verdicts.get("lungs-removed")
-        for fold_path in sorted((out / "4class").glob("fold-*")):
-            if headline and (fold_path / MODEL_DIR / "model.json").is_file():
-                annotate_card(fold_path / MODEL_DIR, audit=f"{headline} (the run's audit: 4class/audit/audit.md)")
+        steps.stage("prepare", lambda: prepare_dataset(data, root.dataset.path, prepare, log=log))
+    cohorts = {"adult_negatives": adult_negatives, "source_negatives": source_negatives, "deconfound": deconfound}
+    steps.cross_validate(config, cohorts)
+    steps.cohort_tests(dataset2_per_class)
+    audited = steps.audit(AuditConfig(retrain=audit_retrain, n_bootstrap=n_bootstrap, seed=seed)) if audit else None
     # the fine-tunes have settings of their own (FINETUNE_PROFILES): only where and how to run carries over
     tuned = {k: v for k, v in overrides.items() if k in RUNTIME_SETTINGS}
-    for task in FINETUNED_TASKS:
-        stage(
-            task,
-            lambda task=task: finetune(
-                out / "4class", out / task, task=task, profile=profile, resume=True, progress=progress, log=log, **tuned
-            ),
-        )
-    runs = {"4-class": out / "4class", "3-class": out / "3class", "binary": out / "binary"}
-    if dataset2 and _has_dataset2(data):
-        stage(
-            "dataset2",
-            lambda: finetune(
-                out / "4class",
-                out / "dataset2",
-                task="3class",
-                profile=profile,
-                data=data,
-                data_per_class=dataset2_per_class,
-                resume=True,
-                progress=progress,
-                log=log,
-                **tuned,
-            ),
-        )
-        runs["dataset-2"] = out / "dataset2"
-        runs["dataset-2, no overlap"] = out / "dataset2" / NO_OVERLAP
-    elif dataset2:
-        log(f"dataset-2 not found under {data}: Table VI skipped")
-
-    summaries = stage(
+    runs = steps.finetunes(tuned, dataset2, dataset2_per_class)
+    summaries = steps.stage(
         "reports", lambda: {name: write_report(run, n_bootstrap=n_bootstrap, seed=seed) for name, run in runs.items()}
     )
-    annotate_cards(out / "4class", summaries["4-class"])  # the per-source figures, where predict and serve see them
-    serve = out / "4class" / "fold-1" / MODEL_DIR
-    if final:
-        stage(
-            "final",
-            lambda: fit_final(
-                out / "4class",
-                out / "final",
-                validated_by=_validation(summaries["4-class"]),
-                progress=progress,
-                log=log,
+    four = root.run(FOUR_CLASS.name)
+    annotate_cards(four.path, summaries["4-class"])  # the per-source figures, where predict and serve see them
+    serve = steps.final_model(summaries["4-class"]) if final else four.fold(1).model
+    return write_overview(
+        root.path, runs, summaries, profile, steps.timings, weights=config.weights, serve=serve, audit=audited
+    )
+
+
+class _Steps:
+    """The stages of one reproduction, each timed into ``timings.json``."""
+
+    def __init__(self, data: Path, root: ReproduceDir, profile: str, progress: bool, log):
+        self.data, self.root, self.profile, self.progress, self.log = data, root, profile, progress, log
+        self.four = root.run(FOUR_CLASS.name)
+        self.timings: dict[str, float] = {}
+
+    def stage(self, name: str, work):
+        self.log(f"== {name}")
+        started = time.perf_counter()
+        result = work()
+        self.timings[name] = round(time.perf_counter() - started, 1)
+        self.root.timings.write_text(json.dumps(self.timings, indent=2) + "\n")
+        return result
+
+    def cross_validate(self, config, record: dict) -> None:
+        """The 4-class cross-validation (Tables III and IV)."""
+        self.stage(
+            "4class",
+            lambda: run_cv(
+                self.root.dataset.path,
+                self.four.path,
+                config,
+                profile=self.profile,
+                resume=True,
+                progress=self.progress,
+                log=self.log,
+                record=record,
             ),
         )
-        serve = out / "final" / MODEL_DIR
-        adult = summaries["4-class"].get("adult")
+
+    def cohort_tests(self, adult_per_class: int | None) -> None:
+        """Each cohort the run did not train with tests its fold models (held out otherwise)."""
+        for name in COHORTS:
+            if _has_cohort(self.data, name):
+                per_class = adult_per_class if name == ADULT.name else None
+                self.stage(
+                    f"{name}-test",
+                    lambda name=name, per_class=per_class: cohort_test(
+                        self.four.path, COHORTS[name], self.data, log=self.log, per_class=per_class
+                    ),
+                )
+
+    def audit(self, config: AuditConfig) -> dict:
+        """The shortcut audit of the 4-class run (kept when done), its headline written into the fold cards."""
+        audited = self.four.audit.read_summary()
+        if audited is None:
+            audited = self.stage(
+                "audit", lambda: run_audit(self.four.path, config=config, progress=self.progress, log=self.log)
+            )
+        verdicts = audited.get("verdicts") or {}
+        headline = verdicts.get("retrained-lungs-removed") or verdicts.get("lungs-removed")
+        where = os.path.relpath(self.four.audit.markdown, self.root.path)
+        for fold in self.four.folds():
+            if headline and fold.has_model():
+                annotate_card(fold.model, audit=f"{headline} (the run's audit: {where})")
+        return audited
+
+    def finetunes(self, tuned: dict, dataset2: bool, dataset2_per_class: int | None) -> dict[str, Path]:
+        """The 3-class and binary fine-tunes (Table V), and dataset-2's (Table VI) where the data has it."""
+        for task in FINETUNED_TASKS:
+            self.stage(
+                task,
+                lambda task=task: finetune(
+                    self.four.path,
+                    self.root.run(task).path,
+                    task=task,
+                    profile=self.profile,
+                    resume=True,
+                    progress=self.progress,
+                    log=self.log,
+                    **tuned,
+                ),
+            )
+        runs = {get_task(task).title: self.root.run(task).path for task in (FOUR_CLASS.name, *FINETUNED_TASKS)}
+        if dataset2 and _has_dataset2(self.data):
+            dataset2_run = self.root.run(DATASET2)
+            self.stage(
+                DATASET2,
+                lambda: finetune(
+                    self.four.path,
+                    dataset2_run.path,
+                    task="3class",
+                    profile=self.profile,
+                    data=self.data,
+                    data_per_class=dataset2_per_class,
+                    resume=True,
+                    progress=self.progress,
+                    log=self.log,
+                    **tuned,
+                ),
+            )
+            runs["dataset-2"] = dataset2_run.path
+            runs["dataset-2, no overlap"] = dataset2_run.no_overlap.path
+        elif dataset2:
+            self.log(f"dataset-2 not found under {self.data}: Table VI skipped")
+        return runs
+
+    def final_model(self, four_summary: dict) -> Path:
+        """One 4-class model on every image, its card carrying the recipe's cross-validated figures."""
+        self.stage(
+            "final",
+            lambda: fit_final(
+                self.four.path,
+                self.root.final.path,
+                validated_by=_validation(four_summary),
+                progress=self.progress,
+                log=self.log,
+            ),
+        )
+        serve = self.root.final.model
         recipe = "the cross-validation models of this recipe"
-        sources = summaries["4-class"].get("sources") or {}
+        sources = four_summary.get("sources") or {}
         annotate_card(  # the recipe's figures, measured over every fold (this model has no held-out films)
             serve,
             false_covid_by_source={
@@ -238,6 +264,7 @@ def reproduce(
                 "measured_on": recipe,
             },
         )
+        adult = four_summary.get("adult")
         if adult:
             annotate_card(
                 serve,
@@ -251,7 +278,7 @@ def reproduce(
                     "measured_on": recipe,
                 },
             )
-    return write_overview(out, runs, summaries, profile, timings, weights=config.weights, serve=serve, audit=audited)
+        return serve
 
 
 def _validation(summary: dict) -> dict:
@@ -297,16 +324,52 @@ def write_overview(
     audit: dict | None = None,
 ) -> dict:
     """``out/report.md`` and ``out/report.html``: Tables III-VI beside the paper's, intervals, links."""
-    four = runs["4-class"] / "report"
-    table3 = pd.read_csv(four / "table3.csv", index_col=0)
-    table4 = pd.read_csv(four / "table4.csv", index_col=0)
-    table5 = pd.concat(
-        [pd.read_csv(runs[name] / "report" / "table5.csv", index_col=0) for name in ("4-class", "3-class", "binary")]
+    overview = ReproduceDir(out).report
+    tables = _overview_tables(overview, runs, summaries.get("4-class") or {})
+    intervals = _intervals(summaries)
+    intervals.to_csv(overview.table("intervals"))
+    paper_accuracy = {
+        "4-class": PAPER["table5"]["4-class"]["accuracy"] / 100,
+        "3-class": PAPER["table5"]["3-class"]["accuracy"] / 100,
+        "binary": PAPER["table5"]["binary"]["accuracy"] / 100,
+        "dataset-2": PAPER["table6"]["accuracy"] / 100,
+    }
+    figure = plot_overview(summaries, paper_accuracy, overview.figure("overview"))
+    summary = _overview_summary(overview, runs, summaries, profile, timings, weights, serve, audit)
+    overview.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    page = _OverviewPage(
+        title=(
+            f"Pipeline check, not a result ({profile} profile)"
+            if summary["pipeline_check"]
+            else f"CoroNet reproduction ({profile} profile)"
+        ),
+        start=_start_phrase(weights),
+        intervals=intervals,
+        tables=tables,
+        links={name: os.path.relpath(RunDir(run).report.html, out) for name, run in runs.items()},
+        audit=audit,
+        audit_page=os.path.relpath(RunDir(runs["4-class"]).audit.html, out),
+        timings=timings,
     )
-    table5.to_csv(out / "table5.csv")
-    four_summary = summaries.get("4-class") or {}
-    by_source = pd.read_csv(four / "sources.csv")
-    by_source.to_csv(out / "sources.csv", index=False)
+    overview.markdown.write_text(page.markdown())
+    overview.html.write_text(page.html(figure), encoding="utf-8")
+    return summary
+
+
+def _overview_tables(overview: ReportDir, runs: dict[str, Path], four_summary: dict) -> dict[str, pd.DataFrame]:
+    """The per-source table and Tables III-VI, from the runs' reports; the combined ones written as CSV."""
+    four = RunDir(runs["4-class"]).report
+    table3 = pd.read_csv(four.table("table3"), index_col=0)
+    table4 = pd.read_csv(four.table("table4"), index_col=0)
+    table5 = pd.concat(
+        [
+            pd.read_csv(RunDir(runs[name]).report.table("table5"), index_col=0)
+            for name in ("4-class", "3-class", "binary")
+        ]
+    )
+    table5.to_csv(overview.table("table5"))
+    by_source = pd.read_csv(four.table("sources"))
+    by_source.to_csv(overview.table("sources"), index=False)
     tables = {
         "4-class by source: each (source, label)'s share called COVID-19 and recall of its own label (95% CI "
         "over patients); " + worst_phrase((four_summary.get("sources") or {}).get("worst_false_covid")): (
@@ -318,16 +381,20 @@ def write_overview(
     }
     if "dataset-2" in runs:
         parts = {
-            name: pd.read_csv(runs[name] / "report" / "table6.csv", index_col=0)
+            name: pd.read_csv(RunDir(runs[name]).report.table("table6"), index_col=0)
             for name in ("dataset-2", "dataset-2, no overlap")
         }
         table6 = pd.concat(parts, names=["images", "class"])
         table6.index = [f"{images}: {cls}" for images, cls in table6.index]
         table6.index.name = "images: class"
-        table6.to_csv(out / "table6.csv")
+        table6.to_csv(overview.table("table6"))
         tables["Table VI: dataset-2, all images and without the 4-class films/patients (percent)"] = table6
+    return tables
 
-    intervals = pd.DataFrame(
+
+def _intervals(summaries: dict[str, dict]) -> pd.DataFrame:
+    """Each run's accuracy, COVID-19 recall and false-COVID rates with their 95% intervals."""
+    return pd.DataFrame(
         [
             {
                 "run": name,
@@ -346,18 +413,22 @@ def write_overview(
             for name, s in summaries.items()
         ]
     ).set_index("run")
-    intervals.to_csv(out / "intervals.csv")
-    paper_accuracy = {
-        "4-class": PAPER["table5"]["4-class"]["accuracy"] / 100,
-        "3-class": PAPER["table5"]["3-class"]["accuracy"] / 100,
-        "binary": PAPER["table5"]["binary"]["accuracy"] / 100,
-        "dataset-2": PAPER["table6"]["accuracy"] / 100,
-    }
-    figure = plot_overview(summaries, paper_accuracy, out / "overview.png")
-    pipeline_check = profile in PIPELINE_CHECKS
-    summary = {
+
+
+def _overview_summary(
+    overview: ReportDir,
+    runs: dict[str, Path],
+    summaries: dict[str, dict],
+    profile: str,
+    timings: dict[str, float],
+    weights: str,
+    serve: Path | None,
+    audit: dict | None,
+) -> dict:
+    """``summary.json``: the headline figures of every run, the audit's verdicts, the model to serve."""
+    return {
         "profile": profile,
-        "pipeline_check": pipeline_check,
+        "pipeline_check": profile in PIPELINE_CHECKS,
         "initial_weights": weights,
         "audit": None
         if audit is None
@@ -367,7 +438,7 @@ def write_overview(
             "chance": audit["chance"],
         },
         "model": str(serve.resolve()) if serve is not None else None,
-        "report": str((out / "report.html").resolve()),
+        "report": str(overview.html.resolve()),
         "timings_s": timings,
         "runs": {
             name: {
@@ -382,83 +453,83 @@ def write_overview(
             for name, s in summaries.items()
         },
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    title = (
-        f"Pipeline check, not a result ({profile} profile)"
-        if pipeline_check
-        else f"CoroNet reproduction ({profile} profile)"
-    )
-    links = {name: os.path.relpath(run / "report" / "report.html", out) for name, run in runs.items()}
-    start = (
-        "scratch (random initialisation)"
-        if weights in ("none", None, "")
-        else "ImageNet-pretrained weights"
-        if weights == "imagenet"
-        else f"the weights in {weights}"
-    )
-    md = [
-        f"# {title}",
-        "",
-        f"*{DISCLAIMER}*",
-        "",
-        "![accuracy per task, ours with 95% CI and the paper's](overview.png)",
-        "",
-        f"Every 4-class model started from {start}; the fine-tuned models from the 4-class models of their fold.",
-        "",
-        "## Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)",
-        "",
-        markdown_table(intervals),
-        "",
-    ]
-    if audit is not None:
-        audit_md, audit_html = overview_section(audit)
-        md += [
-            "## Is it looking at the lungs?",
+
+def _start_phrase(weights: str | None) -> str:
+    if weights in ("none", None, ""):
+        return "scratch (random initialisation)"
+    return "ImageNet-pretrained weights" if weights == "imagenet" else f"the weights in {weights}"
+
+
+@dataclass
+class _OverviewPage:
+    """The overview report's content, rendered as Markdown and as HTML."""
+
+    title: str
+    start: str
+    intervals: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    links: dict[str, str]
+    audit: dict | None
+    audit_page: str
+    timings: dict[str, float]
+
+    @property
+    def weights_sentence(self) -> str:
+        return (
+            f"Every 4-class model started from {self.start}; the fine-tuned models from the 4-class models of their "
+            "fold."
+        )
+
+    def markdown(self) -> str:
+        md = [
+            f"# {self.title}",
             "",
-            audit_md,
+            f"*{DISCLAIMER}*",
             "",
-            f"Details: [4class/audit/audit.html]({os.path.relpath(runs['4-class'] / 'audit' / 'audit.html', out)})",
+            "![accuracy per task, ours with 95% CI and the paper's](overview.png)",
+            "",
+            self.weights_sentence,
+            "",
+            "## Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)",
+            "",
+            markdown_table(self.intervals),
             "",
         ]
-    for name, table in tables.items():
-        md += [f"## {name}", "", markdown_table(table), ""]
-    md += (
-        ["## Runs", ""]
-        + [f"- {name}: [{links[name]}]({links[name]})" for name in runs]
-        + ["", "## Time per stage (s)", "", *[f"- {k}: {v}" for k, v in timings.items()], ""]
-    )
-    (out / "report.md").write_text("\n".join(md))
-    sections = [
-        (
-            "Ours and the paper's, task by task",
-            f"<img src='{data_uri(figure)}' alt='accuracy per task, ours with 95% CI and the paper's'>",
-        ),
-        (
-            "Initial weights",
-            f"<p>Every 4-class model started from {start}; the fine-tuned models from the "
-            "4-class models of their fold.</p>",
-        ),
-        ("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(intervals)),
-        *(
-            [
-                (
-                    "Is it looking at the lungs?",
-                    audit_html
-                    + "<p><a href='"
-                    + os.path.relpath(runs["4-class"] / "audit" / "audit.html", out)
-                    + "'>the full audit</a></p>",
-                )
-            ]
-            if audit is not None
-            else []
-        ),
-        *[(name, html_table(table)) for name, table in tables.items()],
-        ("Runs", "<ul>" + "".join(f"<li><a href='{links[n]}'>{n}</a></li>" for n in runs) + "</ul>"),
-        ("Time per stage (s)", "<ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in timings.items()) + "</ul>"),
-    ]
-    (out / "report.html").write_text(render_html(title, sections), encoding="utf-8")
-    return summary
+        if self.audit is not None:
+            audit_md, _ = overview_section(self.audit)
+            details = f"Details: [4class/audit/audit.html]({self.audit_page})"
+            md += ["## Is it looking at the lungs?", "", audit_md, "", details, ""]
+        for name, table in self.tables.items():
+            md += [f"## {name}", "", markdown_table(table), ""]
+        md += (
+            ["## Runs", ""]
+            + [f"- {name}: [{link}]({link})" for name, link in self.links.items()]
+            + ["", "## Time per stage (s)", "", *[f"- {k}: {v}" for k, v in self.timings.items()], ""]
+        )
+        return "\n".join(md)
+
+    def html(self, figure: Path) -> str:
+        sections = [
+            (
+                "Ours and the paper's, task by task",
+                f"<img src='{data_uri(figure)}' alt='accuracy per task, ours with 95% CI and the paper's'>",
+            ),
+            ("Initial weights", f"<p>{self.weights_sentence}</p>"),
+            ("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(self.intervals)),
+        ]
+        if self.audit is not None:
+            _, audit_html = overview_section(self.audit)
+            sections.append(
+                ("Is it looking at the lungs?", audit_html + f"<p><a href='{self.audit_page}'>the full audit</a></p>")
+            )
+        sections += [(name, html_table(table)) for name, table in self.tables.items()]
+        runs = "".join(f"<li><a href='{link}'>{name}</a></li>" for name, link in self.links.items())
+        sections += [
+            ("Runs", f"<ul>{runs}</ul>"),
+            ("Time per stage (s)", "<ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in self.timings.items()) + "</ul>"),
+        ]
+        return render_html(self.title, sections)
 
 
 def _worst(summary: dict) -> dict | None:

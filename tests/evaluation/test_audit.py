@@ -127,3 +127,34 @@ def test_audit_cli_errors(tiny_cv_run, tmp_path):
     assert result.exit_code == 2 and "lung box" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["audit", str(tmp_path)])
     assert result.exit_code == 2 and "config.json" in result.output
+
+
+@pytest.mark.slow  # trains or reads the real data
+def test_the_external_audit_runs_tests_1_2_and_5_on_one_model(tiny_cv_run, xray_paths, tmp_path):
+    """``coronet evaluate --audit``: the same occlusion and summary code as the audit, one model, no retraining."""
+    import shutil
+
+    from coronet.evaluation.audit import audit_external
+    from coronet.evaluation.evaluate import evaluate
+
+    films = tmp_path / "films"
+    for path in xray_paths:
+        label = "covid" if "cohen" in str(path) else "normal" if "NORMAL" in str(path) else None
+        if label:  # labels among the model's classes (no merged probabilities)
+            (films / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, films / label / path.name)
+    model = tiny_cv_run / "fold-1" / "model"
+    out = tmp_path / "evaluation"
+    evaluate(model, films, "folder", out, log=lambda *_: None)
+    summary = audit_external(out, model, config=AuditConfig(retrain=False, n_bootstrap=20), log=lambda *_: None)
+    assert summary["external"] and summary["retrain_folds"] == [] and "single_source" not in summary
+    assert set(summary["tests"]) == {"intact", "lungs-removed", "lungs-only"}
+    assert set(summary["verdicts"]) == {"lungs-removed", "lungs-only", "gradcam"}
+    assert summary["chance"] == pytest.approx(0.5) and summary["run"] == str(out.resolve())
+    for name in ("lungs-removed", "lungs-only"):
+        table = pd.read_csv(out / "audit" / f"predictions-{name}.csv")
+        assert sorted(table.path) == sorted(pd.read_csv(out / "predictions.csv").path) and set(table.fold) == {1}
+    assert json.loads((out / "audit" / "audit.json").read_text())["verdicts"] == summary["verdicts"]
+    assert (out / "audit" / "audit.html").is_file() and (out / "audit" / "gradcam-mass.csv").is_file()
+    page = (out / "audit" / "audit.md").read_text()
+    assert "recall normal" in page and "recall bacterial" not in page  # the classes the films have, in task order

@@ -128,7 +128,7 @@ def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path):
     """Kaggle films the model trained on (and films of its training patients) are left out and listed."""
     import shutil
 
-    from coronet.training.fit import dataset_hash
+    from coronet.layout import DatasetDir
 
     config = json.loads((tiny_cv_run / "config.json").read_text())
     training = config["dataset"]["path"]
@@ -161,7 +161,7 @@ def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path):
     record = json.loads((tmp_path / "out" / "config.json").read_text())
     assert record["left_out_overlap"] == 4 and record["training_dataset"]
     assert (
-        dataset_hash(training)
+        DatasetDir(training).manifest_sha256()
         == json.loads((tiny_cv_run / "fold-2" / "model" / "model.json").read_text())["training"]["dataset_sha256"]
     )
 

@@ -297,7 +297,7 @@ def test_auto_precision_on_a_gpu(monkeypatch, tiny):
 
 @pytest.mark.parametrize("schedule", ["constant", "onecycle", "cosine"])
 def test_schedules_warm_up_and_peak_at_lr(schedule):
-    from coronet.training.fit import lr_schedule
+    from coronet.training.module import lr_schedule
     from coronet.training.profiles import TrainConfig
 
     config = TrainConfig(lr=1e-3, schedule=schedule, warmup=0.2)
@@ -349,13 +349,14 @@ def test_settings_parse_by_field_type():
 
 
 def test_an_unknown_logger_is_refused_and_csv_writes_lightnings_log(tmp_path):
+    from coronet.layout import FoldDir
     from coronet.training.fit import _logger
     from coronet.training.profiles import TrainConfig
 
     with pytest.raises(ValueError, match="logger must be one of none, csv, tensorboard"):
         TrainConfig(logger="wandb")
-    assert _logger(TrainConfig(), tmp_path) is False
-    logger = _logger(TrainConfig(logger="csv"), tmp_path)
+    assert _logger(TrainConfig(), FoldDir(tmp_path).logs) is False
+    logger = _logger(TrainConfig(logger="csv"), FoldDir(tmp_path).logs)
     logger.log_metrics({"val_acc": 0.5}, step=0)
     logger.save()
     assert "val_acc" in (tmp_path / "logs" / "metrics.csv").read_text()

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import resolve_data_dir
-from ..layout import PREDICTIONS
+from ..layout import PREDICTIONS, AuditDir, RunDir
 from ._app import (
     AdultPerClassOption,
     CountOption,
@@ -87,10 +87,10 @@ def report(
     """The paper's Tables III-VI (as the run allows), figures incl. Fig. 8, 95% intervals and an HTML page."""
     from ..evaluation.report import summary_lines, write_report
 
-    if not (run_dir / PREDICTIONS).is_file():
-        fail(f"{run_dir}: no predictions.csv (run `coronet cv` first)")
+    if not RunDir(run_dir).predictions.is_file():
+        fail(f"{run_dir}: no {PREDICTIONS} (run `coronet cv` first)")
     summary = write_report(run_dir, n_bootstrap=bootstrap, seed=seed)
-    typer.echo(f"report: {(run_dir / 'report' / 'report.html').resolve()}")
+    typer.echo(f"report: {RunDir(run_dir).report.html.resolve()}")
     for line in summary_lines(summary):
         typer.echo(line)
 
@@ -190,14 +190,14 @@ def evaluate(
     )
     if report:
         summary = write_report(out)
-        typer.echo(f"report: {(out / 'report' / 'report.html').resolve()}")
+        typer.echo(f"report: {RunDir(out).report.html.resolve()}")
         for line in summary_lines(summary):
             typer.echo(line)
     if audit_:
         from ..evaluation.audit import audit_external
 
         audited = audit_external(out, model if model.is_dir() else model.parent, log=typer.echo)
-        typer.echo(f"audit: {(out / 'audit' / 'audit.html').resolve()}")
+        typer.echo(f"audit: {RunDir(out).audit.html.resolve()}")
         for text in audited["verdicts"].values():
             typer.echo(f"- {text}")
 
@@ -327,7 +327,8 @@ def audit(
         raise FileNotFoundError(f"--masks {masks}: no such directory")
     quiet_lightning()
     summary = run_audit(run_dir, out=out, data=data, config=config, progress=progress, log=typer.echo)
-    typer.echo(f"audit: {((out or run_dir / 'audit') / 'audit.html').resolve()}")
+    files = AuditDir(out) if out is not None else RunDir(run_dir).audit
+    typer.echo(f"audit: {files.html.resolve()}")
     for text in summary["verdicts"].values():
         typer.echo(f"- {text}")
 

@@ -37,7 +37,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import __version__, paper
-from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES, atomic_path
+from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES, DatasetDir, atomic_path
 from .cohorts import TABLE1, Cohort, cohort_column, get_cohort
 from .dedup import (
     connected_groups,
@@ -301,7 +301,7 @@ def prepare_dataset(
         "near_duplicate_pairs": len(pairs),
         "skipped": len(skipped),
         "seconds": round(elapsed, 2),
-        "manifest_sha256": hashlib.sha256((out / MANIFEST).read_bytes()).hexdigest(),
+        "manifest_sha256": DatasetDir(out).manifest_sha256(),
         "coronet": __version__,
         "python": platform.python_version(),
     }

@@ -39,6 +39,7 @@ and ``predictions-<test>.csv`` in the usual predictions layout.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -52,32 +53,18 @@ import torch
 
 from ..data.augment import resize_batch
 from ..data.cohorts import table1_rows
-from ..data.prepare import CACHE_TEMPLATE, cache_size, load_cache
+from ..data.prepare import cache_size, load_cache
 from ..deploy.predict import Predictor
-from ..layout import (
-    CONFIG,
-    MANIFEST,
-    MODEL_CARD,
-    MODEL_DIR,
-    PREDICTIONS,
-    PREPARE_RECORD,
-    PROB_PREFIX,
-    RunDir,
-    fold_dir,
-    fold_model,
-    predictions_table,
-    prob_column,
-)
+from ..layout import PROB_PREFIX, AuditDir, DatasetDir, RunDir, classes_of, predictions_table, prob_column
 from ..models.modeldir import load_model_dir
+from ..tasks import task_of
 from ..training.profiles import TrainConfig
 from .bootstrap import bootstrap_cis
-from .metrics import accuracy, recall_of
+from .metrics import COVID, accuracy, recall_of
 from .report import DISCLAIMER, data_uri, html_table, markdown_table, render_html
 
 #: x0, y0, x1, y1 as fractions of the square film (see the module docstring for why these).
 DEFAULT_LUNG_BOX = (0.12, 0.08, 0.88, 0.85)
-COVID = "covid"
-KAGGLE_CLASSES = ("normal", "bacterial", "viral")
 TESTS = {
     "retrained-lungs-removed": "6. Retrained with the lungs removed",
     "lungs-removed": "1. Lungs removed (intact models)",
@@ -297,7 +284,7 @@ def cam_mass(
     table = pd.DataFrame(rows)
     figure = None
     if shown:
-        figure = out / "gradcam-examples.png"
+        figure = AuditDir(out).gradcam_examples
         plot_prediction_grid(
             [s[0] for s in shown],
             [c[len(PROB_PREFIX) :] for c in prob_columns],
@@ -310,6 +297,10 @@ def cam_mass(
 
 
 # --------------------------------------------------------------------------- the audit
+#: Tests 1 and 2: what each occlusion keeps of the film.
+OCCLUSIONS = (("lungs-removed", "outside"), ("lungs-only", "lungs"))
+
+
 def audit(
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -319,81 +310,47 @@ def audit(
     log=print,
 ) -> dict:
     """Run the six tests on the finished 4-class cross-validation ``run_dir``; write ``out``; return the summary."""
-    from ..training.fit import fit_fold
-
     config = config or AuditConfig()
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "audit"
-    record = json.loads((run_dir / CONFIG).read_text())
+    run = RunDir(run_dir)
+    files = AuditDir(Path(out)) if out is not None else run.audit
+    record = run.read_config()
     train = TrainConfig.from_dict(record["train"])
-    dataset = Path(record["dataset"]["path"])
+    dataset = run.dataset
     folds = [int(f) for f in record["folds"]]
-    everything = pd.read_csv(run_dir / MANIFEST)  # the run's training data, adult negatives included
+    everything = run.read_manifest()  # the run's training data, adult negatives included
     manifest = table1_rows(everything)  # the films every test predicts: Table I rows only
     manifest = manifest[manifest["fold"].isin(folds)].reset_index(drop=True)
-    intact = table1_rows(pd.read_csv(run_dir / PREDICTIONS))
-    missing = [f for f in folds if not (fold_dir(run_dir, f) / MODEL_DIR / MODEL_CARD).is_file()]
+    intact = table1_rows(pd.read_csv(run.predictions))
+    missing = run.folds_without_model(folds)
     if missing:
-        raise FileNotFoundError(f"{run_dir}: folds {missing} have no trained model (run `coronet cv` first)")
-    out.mkdir(parents=True, exist_ok=True)
-    size = cache_size(dataset, train.input_size)
-    cache = load_cache(dataset, size)
+        raise FileNotFoundError(f"{run.path}: folds {missing} have no trained model (run `coronet cv` first)")
+    files.path.mkdir(parents=True, exist_ok=True)
+    size = cache_size(dataset.path, train.input_size)
+    cache = load_cache(dataset.path, size)
     classes = list(train.classes)
-
-    def lungs_of(rows: pd.DataFrame, side: int) -> np.ndarray:
-        return lung_masks(list(rows["path"]), side, config, log=lambda *_: None)
 
     lungs = lung_masks(list(manifest["path"]), size, config, log=log)
     images = np.asarray(cache[manifest["cache_index"].to_numpy()])
-    tests: dict[str, pd.DataFrame] = {"intact": intact}
-
-    for name, keep in (("lungs-removed", "outside"), ("lungs-only", "lungs")):
-        occluded = occlude(images, lungs, keep)
-        parts = []
-        for fold in folds:
-            chosen = (manifest["fold"] == fold).to_numpy()
-            probabilities, model_classes = predict_images(fold_model(run_dir, fold), occluded[chosen])
-            parts.append(predictions_table(manifest[chosen], probabilities, model_classes))
-        tests[name] = pd.concat(parts, ignore_index=True)
-        log(f"audit: {name}: accuracy {accuracy(tests[name]):.3f}")
+    models = {fold: run.fold(fold).model for fold in folds}
+    tests: dict[str, pd.DataFrame] = {"intact": intact, **occlusion_tests(manifest, images, lungs, models, log=log)}
 
     features = acquisition_features(manifest, cache, Path(data) if data else None)
-    features.assign(path=manifest["path"].to_numpy()).to_csv(out / "acquisition-features.csv", index=False)
+    features.assign(path=manifest["path"].to_numpy()).to_csv(files.acquisition_features, index=False)
     tests["acquisition"] = acquisition_predictions(manifest, features, classes, seed=config.seed)
     log(f"audit: acquisition features alone: accuracy {accuracy(tests['acquisition']):.3f}")
 
-    retrain_folds = list(config.retrain_folds or folds[:1])
-    if config.retrain:
-        # the run's own training data with the lungs removed -- adult negatives too, where the run had them --
-        # and its own settings; tested on the fold's Table I films only
-        removed_dir = out / "lungs-removed-dataset"
+    retrain_folds = list(config.retrain_folds or folds[:1]) if config.retrain else []
+    if retrain_folds:
         training = everything[everything["fold"].isin(folds)].reset_index(drop=True)
-        training_images = np.asarray(cache[training["cache_index"].to_numpy()])
-        training_lungs = lung_masks(list(training["path"]), size, config, log=lambda *_: None)
-        _write_occluded_dataset(
-            dataset, removed_dir, training, occlude(training_images, training_lungs, "outside"), size
+        tests["retrained-lungs-removed"] = _retrained_test(
+            dataset, files, training, cache, size, train, retrain_folds, config, progress, log
         )
-        parts = []
-        for fold in retrain_folds:
-            log(f"audit: retraining fold {fold} on lungs-removed films ({train.epochs} epochs)")
-            result = fit_fold(
-                removed_dir, fold, fold_dir(out / "retrained", fold), train, resume=True, progress=progress, log=log
-            )
-            parts.append(table1_rows(result.predictions))
-        tests["retrained-lungs-removed"] = pd.concat(parts, ignore_index=True)[
-            ["path", "patient_id", "fold", "label", *[prob_column(c) for c in classes], "pred"]
-        ]
 
-    for name, table in tests.items():
-        if name != "intact":
-            table.to_csv(out / f"predictions-{name}.csv", index=False)
-    cam_table, cam_figure = cam_mass(run_dir, manifest, intact, cache, lungs_of, config, out)
-    cam_table.to_csv(out / "gradcam-mass.csv", index=False)
-
-    summary = _summarise(tests, manifest, retrain_folds if config.retrain else [], cam_table, config, lungs)
-    summary.update(run=str(run_dir.resolve()), config={**asdict(config), "lung_box": list(config.lung_box)})
-    (out / "audit.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    _write_pages(out, summary, cam_figure)
+    lungs_of = functools.partial(_quiet_lung_masks, config=config)
+    cam_table, cam_figure = cam_mass(run.path, manifest, intact, cache, lungs_of, config, files.path)
+    summary = _summarise(tests, manifest["label"], cam_table, config, lungs, classes, retrain_folds)
+    summary.update(run=str(run.path.resolve()), config=_config_record(config))
+    _write_audit(files, tests, cam_table, summary, cam_figure)
     return summary
 
 
@@ -411,86 +368,134 @@ def audit_external(
     from ..data.imageio import read_image, resize_square
 
     config = config or AuditConfig(retrain=False)
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "audit"
-    out.mkdir(parents=True, exist_ok=True)
-    intact = pd.read_csv(run_dir / PREDICTIONS)
+    run = RunDir(run_dir)
+    files = AuditDir(Path(out)) if out is not None else run.audit
+    files.path.mkdir(parents=True, exist_ok=True)
+    intact = pd.read_csv(run.predictions)
     model_dir = Path(model_dir)
     card = load_model_dir(model_dir)[1]
     size = int(card["input_size"])
     images = np.stack([resize_square(read_image(p), size) for p in intact["path"]])
     manifest = intact[["path", "patient_id", "fold", "label"]].copy()
     manifest["cache_index"] = np.arange(len(manifest))
+    manifest["fold"] = 1  # one model predicts every film
     lungs = lung_masks(list(manifest["path"]), size, config, log=log)
-    tests: dict[str, pd.DataFrame] = {"intact": intact}
-    labels = sorted(set(intact["label"]))
-    for name, keep in (("lungs-removed", "outside"), ("lungs-only", "lungs")):
-        probabilities, classes = predict_images(model_dir, occlude(images, lungs, keep))
-        table = predictions_table(manifest, probabilities, classes)
-        if not set(labels) <= set(classes):  # a mapped evaluation (e.g. 4-class model, 3-class data)
-            table = _remap_like(table, intact)
-        tests[name] = table
-        table.to_csv(out / f"predictions-{name}.csv", index=False)
-        log(f"audit: {name}: accuracy {accuracy(table):.3f}")
-    manifest["fold"] = 1
-    cam_table, cam_figure = cam_mass(
-        None,
-        manifest,
-        intact,
-        images,
-        lambda rows, side: lung_masks(list(rows["path"]), side, config, log=lambda *_: None),
-        config,
-        out,
-        model_dirs={1: model_dir},
+    occluded = occlusion_tests(manifest, images, lungs, {1: model_dir}, labels=sorted(set(intact["label"])), log=log)
+    tests: dict[str, pd.DataFrame] = {"intact": intact, **occluded}
+    lungs_of = functools.partial(_quiet_lung_masks, config=config)
+    cam_table, cam_figure = cam_mass(None, manifest, intact, images, lungs_of, config, files.path, {1: model_dir})
+    summary = _summarise(
+        tests, intact["label"], cam_table, config, lungs, list(card["classes"]), external=True, run=run.path
     )
-    cam_table.to_csv(out / "gradcam-mass.csv", index=False)
-    chance = float(intact["label"].value_counts(normalize=True).max())
-    results = {
-        name: {**_stats(table, config.n_bootstrap, config.seed), "images": len(table)} for name, table in tests.items()
-    }
-    summary = {
-        "chance": chance,
-        "tests": results,
-        "retrain_folds": [],
-        "external": True,
-        "lung_fraction_of_film": float(lungs.mean()),
-        "run": str(run_dir.resolve()),
-        "config": {**asdict(config), "lung_box": list(config.lung_box)},
-    }
-    if len(cam_table):
-        summary["gradcam"] = {"mean_inside": float(cam_table["inside"].mean())}
-    summary["verdicts"] = {
-        k: v
-        for k, v in _verdicts({**summary, "single_source": None}).items()
-        if k in ("lungs-removed", "lungs-only", "gradcam")
-    }
-    (out / "audit.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    _write_pages(out, summary, cam_figure)
+    _write_audit(files, tests, cam_table, summary, cam_figure)
     return summary
 
 
-def _remap_like(table: pd.DataFrame, intact: pd.DataFrame) -> pd.DataFrame:
-    """A model's 4-class predictions merged into the evaluation's label set (bacterial + viral = pneumonia)."""
+def occlusion_tests(
+    manifest: pd.DataFrame,
+    images: np.ndarray,
+    lungs: np.ndarray,
+    models: dict[int, Path],
+    labels: list[str] | None = None,
+    log=print,
+) -> dict[str, pd.DataFrame]:
+    """Tests 1 and 2: each fold's films (``manifest`` rows, ``images``) occluded and predicted by its model.
+
+    models: fold -> model directory. labels: the data's labels; a model whose classes do not cover them (a
+    4-class model on 3-class data) has its predictions merged into them (:func:`coronet.tasks.default_class_map`).
+    """
+    tests = {}
+    for name, keep in OCCLUSIONS:
+        occluded = occlude(images, lungs, keep)
+        parts = []
+        for fold, model_dir in models.items():
+            chosen = (manifest["fold"] == fold).to_numpy()
+            probabilities, model_classes = predict_images(model_dir, occluded[chosen])
+            table = predictions_table(manifest[chosen], probabilities, model_classes)
+            if labels is not None and not set(labels) <= set(model_classes):
+                table = _remap_like(table, labels)
+            parts.append(table)
+        tests[name] = pd.concat(parts, ignore_index=True)
+        log(f"audit: {name}: accuracy {accuracy(tests[name]):.3f}")
+    return tests
+
+
+def _quiet_lung_masks(rows: pd.DataFrame, side: int, config: AuditConfig) -> np.ndarray:
+    return lung_masks(list(rows["path"]), side, config, log=lambda *_: None)
+
+
+def _retrained_test(
+    dataset: DatasetDir,
+    files: AuditDir,
+    training: pd.DataFrame,
+    cache: np.ndarray,
+    size: int,
+    train: TrainConfig,
+    retrain_folds: list[int],
+    config: AuditConfig,
+    progress: bool,
+    log,
+) -> pd.DataFrame:
+    """Test 6: the run's own training data with the lungs removed -- adult negatives too, where the run had
+    them -- and its own settings; each retrained fold tested on its Table I films only."""
+    from ..training.fit import fit_fold
+
+    training_images = np.asarray(cache[training["cache_index"].to_numpy()])
+    training_lungs = lung_masks(list(training["path"]), size, config, log=lambda *_: None)
+    removed = files.occluded_dataset
+    _write_occluded_dataset(dataset, removed, training, occlude(training_images, training_lungs, "outside"), size)
+    parts = []
+    for fold in retrain_folds:
+        log(f"audit: retraining fold {fold} on lungs-removed films ({train.epochs} epochs)")
+        result = fit_fold(
+            removed.path, fold, files.retrained(fold).path, train, resume=True, progress=progress, log=log
+        )
+        parts.append(table1_rows(result.predictions))
+    return pd.concat(parts, ignore_index=True)[
+        ["path", "patient_id", "fold", "label", *[prob_column(c) for c in train.classes], "pred"]
+    ]
+
+
+def _config_record(config: AuditConfig) -> dict:
+    return {**asdict(config), "lung_box": list(config.lung_box)}
+
+
+def _write_audit(
+    files: AuditDir, tests: dict[str, pd.DataFrame], cam_table: pd.DataFrame, summary: dict, cam_figure: Path | None
+) -> None:
+    """Every test's predictions, the Grad-CAM mass, ``audit.json`` and the pages."""
+    for name, table in tests.items():
+        if name != "intact":
+            table.to_csv(files.predictions(name), index=False)
+    cam_table.to_csv(files.gradcam_mass, index=False)
+    files.summary.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    _write_pages(files, summary, cam_figure)
+
+
+def _remap_like(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """A model's predictions merged into the data's label set (a 4-class model: bacterial + viral = pneumonia)."""
     from ..tasks import default_class_map, merge_probabilities
 
-    classes = [c[len(PROB_PREFIX) :] for c in table.columns if c.startswith(PROB_PREFIX)]
-    mapping = default_class_map(classes, intact["label"])
-    merged, labels = merge_probabilities(table[[prob_column(c) for c in classes]].to_numpy(), classes, mapping)
-    return predictions_table(table, merged, labels)
+    classes = classes_of(table)
+    mapping = default_class_map(classes, labels)
+    merged, merged_labels = merge_probabilities(table[[prob_column(c) for c in classes]].to_numpy(), classes, mapping)
+    return predictions_table(table, merged, merged_labels)
 
 
-def _write_occluded_dataset(dataset: Path, out: Path, manifest: pd.DataFrame, images: np.ndarray, size: int) -> None:
+def _write_occluded_dataset(
+    dataset: DatasetDir, out: DatasetDir, manifest: pd.DataFrame, images: np.ndarray, size: int
+) -> None:
     """A prepared dataset whose films are ``images`` (lungs removed): same rows, folds and patients."""
     from ..data.prepare import write_cache
 
-    out.mkdir(parents=True, exist_ok=True)
+    out.path.mkdir(parents=True, exist_ok=True)
     table = manifest.copy()
     table["cache_index"] = np.arange(len(table))
-    if (out / MANIFEST).is_file() and (out / MANIFEST).read_text() == table.to_csv(index=False):
+    if out.exists() and out.manifest.read_text() == table.to_csv(index=False):
         return  # the same occlusion already written (a resumed audit)
-    write_cache(out / CACHE_TEMPLATE.format(size=size), list(images))
-    table.to_csv(out / MANIFEST, index=False)
-    shutil.copy2(dataset / PREPARE_RECORD, out / PREPARE_RECORD)
+    write_cache(out.cache(size), list(images))
+    table.to_csv(out.manifest, index=False)
+    shutil.copy2(dataset.record, out.record)
 
 
 def _stats(table: pd.DataFrame, n: int, seed: int) -> dict:
@@ -500,42 +505,65 @@ def _stats(table: pd.DataFrame, n: int, seed: int) -> dict:
     return {name: {"value": point, "ci": [low, high]} for name, (point, low, high) in cis.items()}
 
 
-def _summarise(tests, manifest, retrain_folds, cam_table, config, lungs) -> dict:
+def _summarise(
+    tests: dict[str, pd.DataFrame],
+    labels: pd.Series,
+    cam_table: pd.DataFrame,
+    config: AuditConfig,
+    lungs: np.ndarray,
+    classes: list[str],
+    retrain_folds: list[int] = (),  # type: ignore[assignment]
+    external: bool = False,
+    run: Path | None = None,
+) -> dict:
+    """``audit.json``: each test's figures with intervals, the controls, the Grad-CAM mass and the verdicts.
+
+    labels: the tested films' labels (chance is the largest class's share). classes: the model's classes
+    (the single-source control compares those other than COVID-19). external: an external evaluation's audit
+    (tests 1, 2 and 5 only; ``run``: its directory).
+    """
     intact = tests["intact"]
-    chance = float(manifest["label"].value_counts(normalize=True).max())
     results = {
         name: {**_stats(table, config.n_bootstrap, config.seed), "images": len(table)} for name, table in tests.items()
     }
     if retrain_folds:  # the intact models on the same folds, for a like-for-like comparison
         same = intact[intact["fold"].isin(retrain_folds)]
         results["intact-retrained-folds"] = {**_stats(same, config.n_bootstrap, config.seed), "images": len(same)}
-    summary = {
-        "chance": chance,
+    summary: dict = {
+        "chance": float(labels.value_counts(normalize=True).max()),
         "tests": results,
-        "retrain_folds": retrain_folds,
-        "lung_fraction_of_film": float(lungs.mean()),
+        "retrain_folds": list(retrain_folds),
     }
-
-    # 4. single-source control, from the intact predictions
-    kaggle = intact[intact["label"].isin(KAGGLE_CLASSES)]
-    probs = kaggle[[prob_column(c) for c in KAGGLE_CLASSES]].to_numpy()
-    kaggle_pred = np.array(KAGGLE_CLASSES)[probs.argmax(axis=1)]
-    covid_vs_rest = ((intact["pred"] == COVID) == (intact["label"] == COVID)).mean()
-    summary["single_source"] = {
-        "kaggle_3class_accuracy": float((kaggle_pred == kaggle["label"].to_numpy()).mean()),
-        "kaggle_images": len(kaggle),
-        "covid_vs_rest_accuracy": float(covid_vs_rest),
-        "kaggle_3class_chance": float(kaggle["label"].value_counts(normalize=True).max()),
-    }
-    # 5. Grad-CAM
+    if external:
+        summary["external"] = True
+    summary["lung_fraction_of_film"] = float(lungs.mean())
+    if external:
+        summary.update(run=str(Path(run or ".").resolve()), config=_config_record(config))
+    else:
+        summary["single_source"] = _single_source(intact, classes)
     if len(cam_table):
-        grouped = cam_table.groupby(["label", "correct"])["inside"].agg(["mean", "count"]).reset_index()
-        summary["gradcam"] = {
-            "mean_inside": float(cam_table["inside"].mean()),
-            "by_class": grouped.to_dict(orient="records"),
-        }
+        summary["gradcam"] = {"mean_inside": float(cam_table["inside"].mean())}
+        if not external:
+            grouped = cam_table.groupby(["label", "correct"])["inside"].agg(["mean", "count"]).reset_index()
+            summary["gradcam"]["by_class"] = grouped.to_dict(orient="records")
     summary["verdicts"] = _verdicts(summary)
     return summary
+
+
+def _single_source(intact: pd.DataFrame, classes: list[str]) -> dict:
+    """Test 4, from the intact predictions: accuracy among the classes other than COVID-19 (in the paper's data
+    one source, one age group: Kermany's children), and COVID-19 vs the rest (two sources)."""
+    others = [c for c in classes if c != COVID]
+    rows = intact[intact["label"].isin(others)]
+    probs = rows[[prob_column(c) for c in others]].to_numpy()
+    predicted = np.array(others)[probs.argmax(axis=1)]
+    covid_vs_rest = ((intact["pred"] == COVID) == (intact["label"] == COVID)).mean()
+    return {
+        "kaggle_3class_accuracy": float((predicted == rows["label"].to_numpy()).mean()),
+        "kaggle_images": len(rows),
+        "covid_vs_rest_accuracy": float(covid_vs_rest),
+        "kaggle_3class_chance": float(rows["label"].value_counts(normalize=True).max()),
+    }
 
 
 def _verdicts(summary: dict) -> dict:
@@ -626,7 +654,7 @@ def _result_table(summary: dict) -> pd.DataFrame:
             continue
         r = summary["tests"][key]
         row = {"test": names[key], "images": r["images"]}
-        for stat in ("accuracy", "covid_recall", "recall_normal", "recall_bacterial", "recall_viral"):
+        for stat in ("accuracy", "covid_recall", *[f"recall_{c}" for c in _recall_classes(r)]):
             if stat in r:
                 v = r[stat]
                 row[stat.replace("_", " ")] = f"{v['value']:.3f} ({v['ci'][0]:.2f}-{v['ci'][1]:.2f})"
@@ -635,7 +663,15 @@ def _result_table(summary: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("test").astype(object).fillna("")
 
 
-def _write_pages(out: Path, summary: dict, cam_figure: Path | None) -> None:
+def _recall_classes(result: dict) -> list[str]:
+    """The classes whose recall a test's row shows: every class but COVID-19 (shown first, as COVID-19 recall),
+    in its task's order (:mod:`coronet.tasks`), else alphabetical."""
+    labels = [key.removeprefix("recall_") for key in result if key.startswith("recall_")]
+    task = task_of(labels)
+    return [c for c in (task.classes if task else sorted(labels)) if c != COVID and c in labels]
+
+
+def _write_pages(files: AuditDir, summary: dict, cam_figure: Path | None) -> None:
     table = _result_table(summary)
     verdicts = summary["verdicts"]
     lead = (
@@ -658,7 +694,7 @@ def _write_pages(out: Path, summary: dict, cam_figure: Path | None) -> None:
         "",
     ]
     md += [f"- {text}" for text in verdicts.values()] + [""]
-    (out / "audit.md").write_text("\n".join(md))
+    files.markdown.write_text("\n".join(md))
     sections = [
         ("Is it looking at the lungs?", f"<p>{html.escape(lead)}</p>" + html_table(table)),
         ("Verdicts", "<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts.values()) + "</ul>"),
@@ -670,7 +706,7 @@ def _write_pages(out: Path, summary: dict, cam_figure: Path | None) -> None:
                 f"<img src='{data_uri(cam_figure)}' alt='Grad-CAM examples'>",
             )
         )
-    (out / "audit.html").write_text(render_html("Shortcut audit", sections), encoding="utf-8")
+    files.html.write_text(render_html("Shortcut audit", sections), encoding="utf-8")
 
 
 def overview_section(summary: dict) -> tuple[str, str]:

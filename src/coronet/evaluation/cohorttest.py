@@ -15,7 +15,6 @@ into every fold model's card, where ``predict`` and ``serve`` find them.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pandas as pd
 
 from ..data.cohorts import ADULT, Cohort, extra_rows
 from ..data.prepare import PrepareConfig, cohort_rows
-from ..layout import CONFIG, MANIFEST, PREDICTIONS, atomic_path, fold_model, predictions_table
+from ..layout import RunDir, atomic_path, predictions_table
 from ..models.modeldir import annotate_card, load_model_dir, read_card
 from .audit import predict_images
 
@@ -45,18 +44,19 @@ def cohort_test(
     a seeded sample of that many films of each label (smoke runs).
     """
     run_dir = Path(run_dir)
-    own = extra_rows(pd.read_csv(run_dir / PREDICTIONS)).get(cohort.name)
+    run = RunDir(run_dir)
+    own = extra_rows(pd.read_csv(run.predictions)).get(cohort.name)
     if own is not None:  # trained with the cohort: each fold's held-out films are predicted already
         for fold, rows in own.groupby("fold"):
             _annotate_cohort(run_dir, int(fold), cohort, rows, trained_with=True)
         return None
-    out = run_dir / cohort.test_dir
-    if (out / PREDICTIONS).is_file():
-        return out / PREDICTIONS
-    record = json.loads((run_dir / CONFIG).read_text())
-    manifest = pd.read_csv(run_dir / MANIFEST)
+    written = run.cohort_test(cohort.test_dir)
+    if written.is_file():
+        return written
+    record = run.read_config()
+    manifest = run.read_manifest()
     folds = sorted(int(f) for f in manifest.fold.unique())
-    first_card = load_model_dir(fold_model(run_dir, folds[0]))[1]
+    first_card = load_model_dir(run.fold(folds[0]).model)[1]
     config = PrepareConfig(
         folds=len(folds),
         seed=record["train"]["seed"],
@@ -68,7 +68,7 @@ def cohort_test(
     for fold in folds:
         chosen = np.flatnonzero(rows["fold"].to_numpy() == fold)
         films = np.stack([scans[k]["cached"] for k in chosen])
-        probabilities, classes = predict_images(fold_model(run_dir, fold), films, batch_size)
+        probabilities, classes = predict_images(run.fold(fold).model, films, batch_size)
         table = predictions_table(rows.iloc[chosen], probabilities, classes)
         parts.append(table)
         log(
@@ -76,11 +76,11 @@ def cohort_test(
             f"{(table.pred == 'covid').mean():.1%} called COVID-19"
         )
         _annotate_cohort(run_dir, fold, cohort, table, trained_with=False)
-    out.mkdir(parents=True, exist_ok=True)
+    written.parent.mkdir(parents=True, exist_ok=True)
     predictions = pd.concat(parts, ignore_index=True)
-    with atomic_path(out / PREDICTIONS) as tmp:
+    with atomic_path(written) as tmp:
         predictions.to_csv(tmp, index=False)
-    return out / PREDICTIONS
+    return written
 
 
 def card_entry(rows: pd.DataFrame, cohort: Cohort, trained_with: bool) -> dict:
@@ -97,11 +97,12 @@ def card_entry(rows: pd.DataFrame, cohort: Cohort, trained_with: bool) -> dict:
 
 def _annotate_cohort(run_dir: Path, fold: int, cohort: Cohort, rows: pd.DataFrame, trained_with: bool) -> None:
     entry = card_entry(rows, cohort, trained_with)
-    card, _ = read_card(fold_model(run_dir, fold))
+    model = RunDir(run_dir).fold(fold).model
+    card, _ = read_card(model)
     fields: dict = {"cohort_tests": {**(card.get("cohort_tests") or {}), cohort.name: entry}}
     if cohort is ADULT:  # the name predict, serve and older cards know it by
         fields["adult_test"] = entry
-    annotate_card(fold_model(run_dir, fold), **fields)
+    annotate_card(model, **fields)
 
 
 def annotate_cards(run_dir: str | os.PathLike, summary: dict) -> None:
@@ -116,8 +117,9 @@ def annotate_cards(run_dir: str | os.PathLike, summary: dict) -> None:
         "films it never trained on",
     }
     for fold in summary.get("folds") or []:
-        if (fold_model(run_dir, fold)).is_dir():
-            annotate_card(fold_model(run_dir, fold), false_covid_by_source=entry)
+        model = RunDir(run_dir).fold(fold).model
+        if model.is_dir():
+            annotate_card(model, false_covid_by_source=entry)
 
 
 __all__ = ["annotate_cards", "card_entry", "cohort_test"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..layout import RunDir
 from ..tasks import get_task
 from ..training.finetune import finetune
 from ..training.fit import run_cv
@@ -81,14 +82,15 @@ def compare(
 
 def backbone_row(base: Path, backbone: str, tasks, n_bootstrap: int) -> dict:
     """One comparison row from a backbone's run directories (reports are written as needed)."""
-    card = json.loads(next((base / "4class").glob("fold-*/model/model.json")).read_text())
+    four = RunDir(base / "4class")
+    card = json.loads(next(fold.model_card for fold in four.folds() if fold.has_model()).read_text())
     row = {"backbone": backbone, "parameters": card["parameters"]["trainable"]}
     for task in tasks:
         summary = write_report(base / task, n_bootstrap=n_bootstrap)
         name = get_task(task).title
         row[f"{name} accuracy"] = round(100 * summary["accuracy"], 2)
         row[f"{name} 95% CI"] = f"{100 * summary['accuracy_ci'][0]:.1f}-{100 * summary['accuracy_ci'][1]:.1f}"
-    speeds = [_train_speed(path) for path in sorted((base / "4class").glob("fold-*/metrics.csv"))]
+    speeds = [_train_speed(fold.metrics) for fold in four.folds() if fold.metrics.is_file()]
     row["train images/s"] = round(float(pd.Series(speeds).mean()), 2)
     return row
 

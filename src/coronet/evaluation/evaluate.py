@@ -29,7 +29,7 @@ from .. import __version__
 from ..data.cohorts import TABLE1, table1_rows
 from ..data.sources import SOURCES, read_source, source_dir
 from ..deploy.predict import Failure, Prediction, Predictor
-from ..layout import CONFIG, MANIFEST, MODEL_CARD, PREDICTIONS, predictions_table
+from ..layout import MODEL_CARD, DatasetDir, RunDir, predictions_table
 from ..tasks import PARTIAL_LABELS, default_class_map, mapped_labels, merge_probabilities
 
 #: The ``cohort`` of an external evaluation's films whose label is partial (kept out of the accuracy tables).
@@ -74,6 +74,7 @@ def evaluate(
     Returns the per-image predictions (columns as in a cross-validation run's ``predictions.csv``).
     """
     out = Path(out)
+    run = RunDir(out)
     root = source_root(data, source)
     table = read_source(source, root)
     predictor = Predictor(model_dir, runtime=runtime)
@@ -122,13 +123,13 @@ def evaluate(
 
     out.mkdir(parents=True, exist_ok=True)
     if overlap is not None:
-        overlap.to_csv(out / "overlap.csv", index=False)
+        overlap.to_csv(run.overlap, index=False)
     results = list(predictor.predict_files(table["path"], batch_size=batch_size))
     failures = [r for r in results if isinstance(r, Failure)]
     for failure in failures:
         log(f"skipped {failure}")
     pd.DataFrame([{"path": f.path, "problem": f.problem} for f in failures], columns=["path", "problem"]).to_csv(
-        out / "skipped.csv", index=False
+        run.skipped, index=False
     )
     ok = [k for k, r in enumerate(results) if not isinstance(r, Failure)]
     if not ok:
@@ -140,9 +141,9 @@ def evaluate(
     if partial:  # reported apart from the accuracy tables, in the per-source table and a section of their own
         predictions["cohort"] = np.where(rows["label"].isin(partial), PARTIAL_COHORT, TABLE1)
     predictions["relpath"] = [os.path.relpath(p, root) for p in rows["path"]]
-    predictions.to_csv(out / PREDICTIONS, index=False)
+    predictions.to_csv(run.predictions, index=False)
 
-    shutil.copy2(predictor.model_dir / MODEL_CARD, out / MODEL_CARD)
+    shutil.copy2(predictor.model_dir / MODEL_CARD, run.model_card)
     record = {
         "kind": "evaluate",
         "model": str(predictor.model_dir.resolve()),
@@ -160,7 +161,7 @@ def evaluate(
         "left_out": {k: int(v) for k, v in outside["label"].value_counts().items()},
         "coronet": __version__,
     }
-    (out / CONFIG).write_text(json.dumps(record, indent=2) + "\n")
+    run.config.write_text(json.dumps(record, indent=2) + "\n")
     main = table1_rows(predictions)  # films with a partial label have no single right class
     accuracy = float((main["pred"] == main["label"]).mean())
     log(f"{len(predictions)} images, accuracy {accuracy:.4f}; {len(failures)} unreadable -> {out}")
@@ -168,9 +169,8 @@ def evaluate(
 
 
 def _dataset_hash(dataset: Path) -> str | None:
-    from ..models.modeldir import file_sha256
-
-    return file_sha256(dataset / MANIFEST) if (dataset / MANIFEST).is_file() else None
+    prepared = DatasetDir(dataset)
+    return prepared.manifest_sha256() if prepared.exists() else None
 
 
 def training_overlap(table: pd.DataFrame, training_dataset: Path, workers: int = 2) -> pd.DataFrame:
@@ -180,7 +180,7 @@ def training_overlap(table: pd.DataFrame, training_dataset: Path, workers: int =
     """
     from ..data.overlap import OVERLAP_COLUMNS, dataset_fingerprints, file_fingerprints, overlap_table
 
-    if not (training_dataset / MANIFEST).is_file():
+    if not DatasetDir(training_dataset).exists():
         raise FileNotFoundError(f"{training_dataset}: not a prepared dataset (no manifest.csv)")
     reference = dataset_fingerprints(training_dataset)
     films = overlap_table(file_fingerprints(table, workers), reference).assign(kind="film")

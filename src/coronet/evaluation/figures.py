@@ -1,5 +1,9 @@
 """The report's figures (matplotlib, no display needed): confusion matrices, ROC, calibration, the paper's
-Fig. 8 sample grid, and the overview's ours-vs-paper bars. Each is written to a PNG file and its path returned."""
+Fig. 8 sample grid, and the overview's ours-vs-paper bars. Each is written to a PNG file and its path returned.
+
+The training curves (the paper's Fig. 4, :func:`plot_curves`) are drawn after every epoch while a fold trains, so
+they live in :mod:`coronet.training.curves` (training may not import evaluation); they are re-exported here so
+every figure of the package is found in one place."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from ..layout import prob_column
+from ..training.curves import plot_curves
 from .metrics import ECE_BINS, confidence
 
 
@@ -170,6 +175,7 @@ __all__ = [
     "load_sample_images",
     "plot_calibration",
     "plot_confusion",
+    "plot_curves",
     "plot_overview",
     "plot_prediction_grid",
     "plot_roc",

@@ -33,6 +33,7 @@ import html
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ import pandas as pd
 
 from .. import paper
 from ..data.cohorts import ADULT, COHORTS, extra_rows, table1_rows
-from ..layout import CONFIG, CURVES, METRICS, PREDICTIONS, classes_of, prob_column, read_predictions
+from ..layout import ReportDir, RunDir, classes_of, prob_column
 from ..tasks import task_of
 from .bootstrap import bootstrap_ci, bootstrap_cis
 from .figures import (
@@ -120,12 +121,12 @@ def false_covid_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -
 
 def cohort_predictions(run_dir: str | os.PathLike, predictions: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Each extra cohort's predictions for a run: its own rows of that cohort, else its cohort test's file."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     if predictions is None:
-        predictions = pd.read_csv(run_dir / PREDICTIONS)
+        predictions = pd.read_csv(run.predictions)
     found = extra_rows(predictions)
     for cohort in COHORTS.values():
-        path = run_dir / cohort.test_dir / PREDICTIONS
+        path = run.cohort_test(cohort.test_dir)
         if cohort.name not in found and path.is_file():
             found[cohort.name] = pd.read_csv(path)
     return found
@@ -263,14 +264,13 @@ def summary_lines(summary: dict) -> list[str]:
 def _training_tables(run_dir: Path) -> tuple[pd.DataFrame | None, dict]:
     """Last row of each ``fold-K/metrics.csv`` and the paths of existing ``fold-K/curves.png``."""
     last, curves = {}, {}
-    for fold_dir in sorted(run_dir.glob("fold-*")):
-        metrics = fold_dir / METRICS
-        if metrics.is_file():
-            df = pd.read_csv(metrics)
+    for fold in RunDir(run_dir).folds():
+        if fold.metrics.is_file():
+            df = pd.read_csv(fold.metrics)
             if len(df):
-                last[fold_dir.name] = df.iloc[-1]
-        if (fold_dir / CURVES).is_file():
-            curves[fold_dir.name] = fold_dir / CURVES
+                last[fold.path.name] = df.iloc[-1]
+        if fold.curves.is_file():
+            curves[fold.path.name] = fold.curves
     table = pd.DataFrame(last).T if last else None
     if table is not None:
         table.index.name = "fold"
@@ -301,22 +301,94 @@ def render_html(title: str, sections: list[tuple[str, str]]) -> str:
 def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """Write the report for ``run_dir`` into ``out`` (default ``run_dir/report``); return the summary."""
     run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    every = read_predictions(run_dir / PREDICTIONS)
+    out = ReportDir(out) if out is not None else RunDir(run_dir).report
+    out.path.mkdir(parents=True, exist_ok=True)
+    every = RunDir(run_dir).read_predictions()
     # the paper's tables are about its Table I data only; extra cohorts (coronet.data.cohorts) get sections of
     # their own and, with every other film, the per-source table
     predictions = table1_rows(every)
     cohorts = cohort_predictions(run_dir, every)
-    trained_with = set(extra_rows(every))
     classes = classes_of(predictions)
     task = task_of(classes)
-    row = task.paper_row if task else None  # its row in the paper's Table V (e.g. "4-class")
     config = _run_config(run_dir)
-    paper_table = config.get("paper_table")
     # an external evaluation is not a cross-validation: the paper's figures appear only as a labelled reference
     external = config.get("kind") == "evaluate"
+    paper_tables = _paper_tables(predictions, classes, task, config.get("paper_table"), external, out)
 
+    cis, ci = _intervals(predictions, classes, n_bootstrap, seed, out)
+    aucs = roc_aucs(predictions, classes)
+    auc = pd.DataFrame({"auc": pd.Series(aucs, dtype=float)}).reindex(classes)
+    auc.index.name = "class"
+    auc.to_csv(out.table("auc"))
+    ece = expected_calibration_error(predictions, classes)
+    false_covid = false_covid_table(predictions, n=n_bootstrap, seed=seed)
+    if false_covid is not None:
+        false_covid.to_csv(out.table("false-covid"))
+    cohort_summaries, cohort_tables = _cohort_results(
+        cohorts if COVID in classes else {}, classes, set(extra_rows(every)), n_bootstrap, seed, out
+    )
+    # every evaluated film, each by a model that never trained on it: the Table I rows and each cohort's
+    evaluated = pd.concat([predictions, *cohorts.values()], ignore_index=True)
+    by_source = source_table(evaluated, n=n_bootstrap, seed=seed)
+    by_source.to_csv(out.table("sources"), index=False)
+    negatives = negative_sources(evaluated, n=n_bootstrap, seed=seed)
+    negatives.to_csv(out.table("negative-sources"), index=False)
+    figures = _figures(predictions, classes, aucs, ece, seed, out)
+
+    summary = {
+        "run": run_dir.resolve().name,
+        "task": task.name if task else None,
+        "classes": classes,
+        "n_images": int(len(predictions)),
+        "n_patients": int(predictions["patient_id"].nunique()),
+        "n_bootstrap": n_bootstrap,
+        "accuracy": cis["accuracy"][0],
+        "accuracy_ci": [cis["accuracy"][1], cis["accuracy"][2]],
+        "covid_recall": cis[f"recall_{COVID}"][0] if COVID in classes else None,
+        "covid_recall_ci": [cis[f"recall_{COVID}"][1], cis[f"recall_{COVID}"][2]] if COVID in classes else None,
+        "auc": aucs,
+        "ece": ece,
+        "covid_operating_point": covid_operating_point(predictions) if COVID in classes else None,
+        "false_covid": _false_covid_record(false_covid),
+        "folds": [int(f) for f in folds_of(predictions)],
+        "cohorts": cohort_summaries,
+        "adult": cohort_summaries.get(ADULT.name),
+        "sources": source_summary(by_source, negatives),
+    }
+    out.summary.write_text(json.dumps(summary, indent=2) + "\n")
+
+    training, curves = _training_tables(run_dir)
+    tables = _report_sections(paper_tables, external, out)
+    if false_covid is not None:
+        tables["False COVID-19 rate: films of each other label called COVID-19 (95% CI over patients)"] = false_covid
+    tables[
+        "By source: each (source, label) of the evaluated films (Table I and every extra cohort), the share "
+        "called COVID-19 and the recall of its own label, 95% CIs over patients; "
+        + worst_phrase(summary["sources"]["worst_false_covid"])
+    ] = source_display(by_source)
+    tables.update(_cohort_sections(cohort_summaries, cohort_tables))
+    summary["title"] = report_title(run_dir, config)
+    _write_markdown(out, summary, tables, ci, auc, training)
+    _write_html(out, summary, tables, ci, auc, training, figures, curves)
+    return summary
+
+
+@dataclass
+class _PaperTables:
+    """Tables III-VI of a run (with the paper's values beside ours where they compare) and the paper's row."""
+
+    table3: pd.DataFrame
+    table4: pd.DataFrame
+    table5: pd.DataFrame
+    table6: pd.DataFrame | None
+    reference: pd.DataFrame | None
+    row: str | None
+
+
+def _paper_tables(predictions, classes, task, paper_table, external: bool, out: ReportDir) -> _PaperTables:
+    """Tables III-V (and VI for dataset-2), written as CSV; an external evaluation has the paper's row only as a
+    reference, never beside its own figures."""
+    row = task.paper_row if task else None  # its row in the paper's Table V (e.g. "4-class")
     table3 = fold_table(predictions, classes)
     table4 = class_table(predictions, classes)
     table5 = task_row(table3, task)
@@ -327,154 +399,129 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     elif row == "4-class":
         table3 = with_paper(table3, PAPER["table3"])
         table4 = with_paper(table4, PAPER["table4"])
-    if external:
-        pass  # no Table V/VI beside the paper's: see the reference table
-    elif paper_table == "table6" and row == "3-class":
+    if not external and paper_table == "table6" and row == "3-class":
         table6 = table4.copy()
         table6.loc["accuracy", "accuracy"] = table3.loc["mean", "accuracy"]
         table6 = with_paper(
             table6, {**{c: PAPER["table6"][c] for c in classes}, "accuracy": {"accuracy": PAPER["table6"]["accuracy"]}}
         )
-        table6.to_csv(out / "table6.csv")
-    elif row in PAPER["table5"]:
+        table6.to_csv(out.table("table6"))
+    elif not external and row in PAPER["table5"]:
         table5 = with_paper(table5, PAPER["table5"])
-    table3.to_csv(out / "table3.csv")
-    table4.to_csv(out / "table4.csv")
-    table5.to_csv(out / "table5.csv")
+    table3.to_csv(out.table("table3"))
+    table4.to_csv(out.table("table4"))
+    table5.to_csv(out.table("table5"))
+    return _PaperTables(table3, table4, table5, table6, reference, row)
 
+
+def _intervals(predictions, classes, n_bootstrap: int, seed: int, out: ReportDir) -> tuple[dict, pd.DataFrame]:
+    """Accuracy, and each class's recall and precision, with 95% intervals over patients (``ci.csv``)."""
     stats: dict[str, Callable[[pd.DataFrame], float]] = {"accuracy": accuracy}
     for c in classes:
         stats[f"recall_{c}"] = recall_of(c)
         stats[f"precision_{c}"] = precision_of(c)
     cis = bootstrap_cis(predictions, stats, n=n_bootstrap, seed=seed)
-    n_patients = int(predictions["patient_id"].nunique())
     ci = pd.DataFrame(cis, index=["point", "low", "high"]).T
     ci.index.name = "statistic"
-    ci["n_patients"] = n_patients
+    ci["n_patients"] = int(predictions["patient_id"].nunique())
     ci["n_bootstrap"] = n_bootstrap
-    ci.to_csv(out / "ci.csv")
+    ci.to_csv(out.table("ci"))
+    return cis, ci
 
-    aucs = roc_aucs(predictions, classes)
-    auc = pd.DataFrame({"auc": pd.Series(aucs, dtype=float)}).reindex(classes)
-    auc.index.name = "class"
-    auc.to_csv(out / "auc.csv")
-    ece = expected_calibration_error(predictions, classes)
-    op = covid_operating_point(predictions) if COVID in classes else None
-    false_covid = false_covid_table(predictions, n=n_bootstrap, seed=seed)
-    if false_covid is not None:
-        false_covid.to_csv(out / "false-covid.csv")
-    cohort_summaries, cohort_tables = {}, {}
-    for name, rows in cohorts.items() if COVID in classes else ():
-        cohort_summaries[name] = {
+
+def _cohort_results(cohorts, classes, trained_with, n_bootstrap: int, seed: int, out: ReportDir):
+    """Each extra cohort's figures and its false-COVID table (``<cohort>-false-covid.csv``)."""
+    summaries, tables = {}, {}
+    for name, rows in cohorts.items():
+        summaries[name] = {
             **cohort_summary(rows, classes, n=n_bootstrap, seed=seed),
             "trained_with": name in trained_with,
             "title": COHORTS[name].title if name in COHORTS else name,
         }
         table = false_covid_table(rows, n=n_bootstrap, seed=seed)
-        cohort_tables[name] = table if table is not None else pd.DataFrame()
-        cohort_tables[name].to_csv(out / f"{name}-false-covid.csv")
-    # every evaluated film, each by a model that never trained on it: the Table I rows and each cohort's
-    evaluated = pd.concat([predictions, *cohorts.values()], ignore_index=True)
-    by_source = source_table(evaluated, n=n_bootstrap, seed=seed)
-    by_source.to_csv(out / "sources.csv", index=False)
-    negatives = negative_sources(evaluated, n=n_bootstrap, seed=seed)
-    negatives.to_csv(out / "negative-sources.csv", index=False)
+        tables[name] = table if table is not None else pd.DataFrame()
+        tables[name].to_csv(out.table(f"{name}-false-covid"))
+    return summaries, tables
 
+
+def _figures(predictions, classes, aucs, ece, seed: int, out: ReportDir) -> dict[str, Path]:
+    """Confusion matrices (per fold and pooled), ROC, calibration and the Fig. 8 sample grid."""
     figures = {}
     for fold in folds_of(predictions):
         figures[f"confusion, fold {fold}"] = plot_confusion(
-            fold_confusion(predictions, classes, fold), classes, f"fold {fold}", out / f"confusion-fold-{fold}.png"
+            fold_confusion(predictions, classes, fold), classes, f"fold {fold}", out.figure(f"confusion-fold-{fold}")
         )
     pooled_cm = confusion(predictions["label"], predictions["pred"], classes)
-    figures["confusion, pooled"] = plot_confusion(pooled_cm, classes, "all folds", out / "confusion-pooled.png")
-    figures["ROC"] = plot_roc(predictions, classes, aucs, out / "roc.png")
-    figures["calibration"] = plot_calibration(predictions, classes, ece, out / "calibration.png")
+    figures["confusion, pooled"] = plot_confusion(pooled_cm, classes, "all folds", out.figure("confusion-pooled"))
+    figures["ROC"] = plot_roc(predictions, classes, aucs, out.figure("roc"))
+    figures["calibration"] = plot_calibration(predictions, classes, ece, out.figure("calibration"))
     images, shown = load_sample_images(sample_predictions(predictions, classes, seed=seed))
     if images:
         figures["sample predictions (Fig. 8)"] = plot_prediction_grid(
             images,
             classes,
             shown[[prob_column(c) for c in classes]].to_numpy(),
-            out / "samples.png",
+            out.figure("samples"),
             true_labels=list(shown["label"]),
             names=list(shown["path"]),
         )
+    return figures
 
-    summary = {
-        "run": run_dir.resolve().name,
-        "task": task.name if task else None,
-        "classes": classes,
-        "n_images": int(len(predictions)),
-        "n_patients": n_patients,
-        "n_bootstrap": n_bootstrap,
-        "accuracy": cis["accuracy"][0],
-        "accuracy_ci": [cis["accuracy"][1], cis["accuracy"][2]],
-        "covid_recall": cis[f"recall_{COVID}"][0] if COVID in classes else None,
-        "covid_recall_ci": [cis[f"recall_{COVID}"][1], cis[f"recall_{COVID}"][2]] if COVID in classes else None,
-        "auc": aucs,
-        "ece": ece,
-        "covid_operating_point": op,
-        "false_covid": None
-        if false_covid is None
-        else {
-            label: {
-                "rate": row["false covid rate"],
-                "ci": [row["95% CI low"], row["95% CI high"]],
-                "images": int(row["images"]),
-            }
-            for label, row in false_covid.iterrows()
-        },
-        "folds": [int(f) for f in folds_of(predictions)],
-        "cohorts": cohort_summaries,
-        "adult": cohort_summaries.get(ADULT.name),
-        "sources": source_summary(by_source, negatives),
+
+def _false_covid_record(false_covid: pd.DataFrame | None) -> dict | None:
+    if false_covid is None:
+        return None
+    return {
+        label: {
+            "rate": row["false covid rate"],
+            "ci": [row["95% CI low"], row["95% CI high"]],
+            "images": int(row["images"]),
+        }
+        for label, row in false_covid.iterrows()
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    training, curves = _training_tables(run_dir)
+
+def _report_sections(paper_tables: _PaperTables, external: bool, out: ReportDir) -> dict[str, pd.DataFrame]:
+    """The report's first tables: the paper's (a cross-validation) or overall and per class (an evaluation)."""
+    t = paper_tables
     if external:
         tables = {
-            "Overall (percent): class-averaged precision, recall, specificity, F1; accuracy": table3.loc[
+            "Overall (percent): class-averaged precision, recall, specificity, F1; accuracy": t.table3.loc[
                 ["mean"]
             ].rename(index={"mean": "all"}),
-            "Per class (percent)": table4,
+            "Per class (percent)": t.table4,
         }
-        if reference is not None:
-            reference.to_csv(out / "paper-reference.csv")
+        if t.reference is not None:
+            t.reference.to_csv(out.table("paper-reference"))
             tables[
                 "The paper's figures, for reference only: its 4-fold cross-validation on its own images, "
                 "not this data (not comparable)"
-            ] = reference
+            ] = t.reference
     else:
         tables = {
-            "Table III: per fold (percent)": table3,
-            "Table IV: per class, mean over folds (percent)": table4,
-            f"Table V: the {row or 'task'} row (fold means, percent)": table5,
+            "Table III: per fold (percent)": t.table3,
+            "Table IV: per class, mean over folds (percent)": t.table4,
+            f"Table V: the {t.row or 'task'} row (fold means, percent)": t.table5,
         }
-    if table6 is not None:
-        tables["Table VI: dataset-2, per class and accuracy (percent)"] = table6
-    if false_covid is not None:
-        tables["False COVID-19 rate: films of each other label called COVID-19 (95% CI over patients)"] = false_covid
-    tables[
-        "By source: each (source, label) of the evaluated films (Table I and every extra cohort), the share "
-        "called COVID-19 and the recall of its own label, 95% CIs over patients; "
-        + worst_phrase(summary["sources"]["worst_false_covid"])
-    ] = source_display(by_source)
-    for name, cohort in cohort_summaries.items():
+    if t.table6 is not None:
+        tables["Table VI: dataset-2, per class and accuracy (percent)"] = t.table6
+    return tables
+
+
+def _cohort_sections(summaries: dict[str, dict], tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    sections = {}
+    for name, cohort in summaries.items():
         how = (
             "held-out films of each fold (the models trained on the other folds' films of this cohort)"
             if cohort["trained_with"]
             else "films none of the models saw in training"
         )
         low, high = cohort["label_accuracy_ci"]
-        tables[
+        sections[
             f"Cohort {name}: {cohort['title']}; {how}; false COVID-19 rate "
             f"(own-label accuracy {cohort['label_accuracy']:.3f}, 95% CI {low:.3f}-{high:.3f})"
-        ] = cohort_tables[name]
-    summary["title"] = report_title(run_dir, config)
-    _write_markdown(out, summary, tables, ci, auc, training)
-    _write_html(out, summary, tables, ci, auc, training, figures, curves)
-    return summary
+        ] = tables[name]
+    return sections
 
 
 def source_display(by_source: pd.DataFrame) -> pd.DataFrame:
@@ -518,7 +565,7 @@ def _paper_reference(row: str | None) -> pd.DataFrame | None:
 
 
 def _run_config(run_dir: Path) -> dict:
-    path = run_dir / CONFIG
+    path = RunDir(run_dir).config
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -554,7 +601,7 @@ def _write_markdown(out, summary, tables, ci, auc, training) -> None:
     ]
     if training is not None:
         parts += ["## Training (last epoch per fold)", "", markdown_table(training), ""]
-    (out / "report.md").write_text("\n".join(parts))
+    out.markdown.write_text("\n".join(parts))
 
 
 def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> None:
@@ -587,4 +634,4 @@ def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> Non
             for k, p in curves.items()
         )
         sections.append(("Training", content))
-    (out / "report.html").write_text(render_html(summary["title"], sections), encoding="utf-8")
+    out.html.write_text(render_html(summary["title"], sections), encoding="utf-8")

@@ -8,7 +8,6 @@ swapped or damaged weights file is refused instead of silently used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import CoronetError
-from ..layout import MODEL_CARD, MODEL_WEIGHTS, atomic_path
+from ..layout import MODEL_CARD, MODEL_WEIGHTS, atomic_path, file_sha256
 from ..versions import package_versions
 from . import modelcard
 from .coronet import CoroNet, build_model, with_tta
@@ -36,14 +35,6 @@ REQUIRED = ("classes", "backbone", "input_size", "hidden", "dropout", "weights_s
 
 class ModelLoadError(CoronetError, RuntimeError):
     """A model directory that is missing, malformed, tampered with, or does not match its card."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model_dir(

@@ -31,7 +31,7 @@ from ..data.overlap import dataset_fingerprints, file_fingerprints, overlap_tabl
 from ..data.prepare import PrepareConfig, prepare_dataset
 from ..data.sources import find_source_root, read_source, source_dir
 from ..data.sources.ozturk import FOLDERS as OZTURK_CLASS_FOLDERS
-from ..layout import CONFIG, MANIFEST, MODEL_CARD, MODEL_DIR, PREDICTIONS, PREPARE_RECORD, fold_dir
+from ..layout import NO_OVERLAP, DatasetDir, RunDir
 from ..models.coronet import CoroNet, replace_classifier
 from ..models.modeldir import load_model_dir
 from ..tasks import relabel, task_classes
@@ -39,22 +39,17 @@ from .fit import run_cv
 from .profiles import TrainConfig, finetune_config
 
 OZTURK_FOLDERS = tuple(OZTURK_CLASS_FOLDERS)
-NO_OVERLAP = "no-overlap"
 
 
 def read_source_run(run_dir: str | os.PathLike) -> tuple[dict, TrainConfig]:
     """The ``config.json`` record of a finished cross-validation run and its training settings."""
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json; run `coronet cv` first)")
-    record = json.loads(path.read_text())
+    record = RunDir(run_dir).read_config()
     return record, TrainConfig.from_dict(record["train"])
 
 
 def fold_model(run_dir: str | os.PathLike, fold: int, num_classes: int, seed: int) -> CoroNet:
     """Fold ``fold``'s trained model from ``run_dir`` with a new ``num_classes``-way last layer."""
-    model_dir = fold_dir(Path(run_dir), fold) / MODEL_DIR
-    model, _ = load_model_dir(model_dir)
+    model, _ = load_model_dir(RunDir(run_dir).fold(fold).model)
     torch.manual_seed(seed * 1_000_003 + fold)  # the new layer's initialisation is part of the run's seed
     return replace_classifier(model, num_classes).train()
 
@@ -87,8 +82,9 @@ def prepare_dataset2(
         image_size=source.input_size,
         source_roots={"ozturk": str(root)},
     )
-    if (out / MANIFEST).is_file():
-        previous = json.loads((out / PREPARE_RECORD).read_text())["config"] if (out / PREPARE_RECORD).is_file() else {}
+    prepared = DatasetDir(out)
+    if prepared.exists():
+        previous = prepared.read_record()["config"] if prepared.record.is_file() else {}
         wanted = {"class_counts": config.class_counts, "seed": seed, "folds": folds, "image_size": source.input_size}
         differing = {k: (previous.get(k), v) for k, v in wanted.items() if previous.get(k) != v}
         if differing:
@@ -124,6 +120,7 @@ def finetune(
     Returns the per-image predictions (all images, also for dataset-2).
     """
     source_run, out = Path(source_run), Path(out)
+    source_files, run = RunDir(source_run), RunDir(out)
     record, source = read_source_run(source_run)
     classes = task_classes(task)
     config = finetune_config(source, profile, classes, **overrides)
@@ -135,8 +132,8 @@ def finetune(
         "card": {"finetuned_from": {"run": str(source_run.resolve()), "task": "4class"}},
     }
     out.mkdir(parents=True, exist_ok=True)
-    source_manifest = pd.read_csv(source_run / MANIFEST)
-    trained = [int(f) for f in record["folds"] if (fold_dir(source_run, f) / MODEL_DIR / MODEL_CARD).is_file()]
+    source_manifest = source_files.read_manifest()
+    trained = [int(f) for f in record["folds"] if source_files.fold(int(f)).has_model()]
     if not trained:
         raise FileNotFoundError(f"{source_run}: no finished fold (fold-K/model/) to fine-tune")
 
@@ -151,32 +148,14 @@ def finetune(
     else:
         if task != "3class":
             raise ValueError("dataset-2 has 3 classes: use --task 3class with --data")
-        dataset_dir = prepare_dataset2(
-            data,
-            out / "dataset",
-            source,
-            folds=source_manifest.fold.nunique(),
-            seed=source.seed,
-            per_class=data_per_class,
-            log=log,
-        )
-        overlap = find_overlap(dataset_dir, source_dataset)
-        overlap.to_csv(out / "overlap.csv", index=False)
-        manifest = relabel(pd.read_csv(dataset_dir / MANIFEST), task)
-        kind = overlap.drop_duplicates("path").set_index("path")["kind"]
-        manifest["overlap"] = manifest["path"].isin(kind.index)
-        manifest["overlap_kind"] = manifest["path"].map(kind).astype(object).fillna("")
-        counts = manifest.overlap_kind[manifest.overlap].value_counts()
-        log(
-            f"dataset-2: {int(manifest.overlap.sum())} of {len(manifest)} images overlap the 4-class dataset "
-            f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} another film of a training "
-            f"patient) -> {out / 'overlap.csv'}"
+        dataset_dir, manifest = _dataset2_rows(
+            run, data, source, source_dataset, source_manifest.fold.nunique(), task, data_per_class, log
         )
         # any fold's 4-class model will do (dataset-2 is new data); cycle through the trained ones
         fold_of_model = {int(f): trained[(int(f) - 1) % len(trained)] for f in sorted(manifest.fold.unique())}
         info.update(paper_table="table6", dataset2=str(ozturk_root(data)))
 
-    (out / "source-run.json").write_text(json.dumps({**info, "fold_models": fold_of_model}, indent=2) + "\n")
+    run.source_run.write_text(json.dumps({**info, "fold_models": fold_of_model}, indent=2) + "\n")
     predictions = run_cv(
         dataset_dir,
         out,
@@ -195,6 +174,36 @@ def finetune(
     return predictions
 
 
+def _dataset2_rows(
+    run: RunDir,
+    data: str | os.PathLike,
+    source: TrainConfig,
+    source_dataset: Path,
+    folds: int,
+    task: str,
+    per_class: int | None,
+    log=print,
+) -> tuple[Path, pd.DataFrame]:
+    """Dataset-2 prepared in the run (:func:`prepare_dataset2`) and its rows for ``task``, each marked with whether
+    (and how) it overlaps the 4-class dataset; the overlap is written to the run's ``overlap.csv``."""
+    dataset_dir = prepare_dataset2(
+        data, run.own_dataset.path, source, folds=folds, seed=source.seed, per_class=per_class, log=log
+    )
+    overlap = find_overlap(dataset_dir, source_dataset)
+    overlap.to_csv(run.overlap, index=False)
+    manifest = relabel(DatasetDir(dataset_dir).read_manifest(), task)
+    kind = overlap.drop_duplicates("path").set_index("path")["kind"]
+    manifest["overlap"] = manifest["path"].isin(kind.index)
+    manifest["overlap_kind"] = manifest["path"].map(kind).astype(object).fillna("")
+    counts = manifest.overlap_kind[manifest.overlap].value_counts()
+    log(
+        f"dataset-2: {int(manifest.overlap.sum())} of {len(manifest)} images overlap the 4-class dataset "
+        f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} another film of a training "
+        f"patient) -> {run.overlap}"
+    )
+    return dataset_dir, manifest
+
+
 def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:
     """Dataset-2 images the 4-class models may have learnt: the same film, or a film of the same patient.
 
@@ -206,7 +215,7 @@ def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:
     ours = dataset_fingerprints(dataset_dir)
     source = dataset_fingerprints(source_dataset)
     films = overlap_table(ours, source).assign(kind="film")
-    prepared = json.loads((source_dataset / PREPARE_RECORD).read_text())
+    prepared = DatasetDir(source_dataset).read_record()
     cohen_root = Path(
         prepared["config"].get("source_roots", {}).get("cohen") or source_dir("cohen", prepared["data_dir"])
     )
@@ -223,11 +232,20 @@ def find_overlap(dataset_dir: Path, source_dataset: Path) -> pd.DataFrame:
 
 def write_no_overlap_run(out: Path, predictions: pd.DataFrame) -> Path:
     """``out/no-overlap/``: the run's config and the predictions of images that are not 4-class training films."""
-    clean = out / NO_OVERLAP
-    clean.mkdir(exist_ok=True)
-    shutil.copy2(out / CONFIG, clean / CONFIG)
-    predictions[~predictions["overlap"].astype(bool)].to_csv(clean / PREDICTIONS, index=False)
-    return clean
+    run = RunDir(out)
+    clean = run.no_overlap
+    clean.path.mkdir(exist_ok=True)
+    shutil.copy2(run.config, clean.config)
+    predictions[~predictions["overlap"].astype(bool)].to_csv(clean.predictions, index=False)
+    return clean.path
 
 
-__all__ = ["finetune", "fold_model", "ozturk_root", "prepare_dataset2", "read_source_run", "write_no_overlap_run"]
+__all__ = [
+    "NO_OVERLAP",
+    "finetune",
+    "fold_model",
+    "ozturk_root",
+    "prepare_dataset2",
+    "read_source_run",
+    "write_no_overlap_run",
+]

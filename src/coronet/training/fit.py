@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
-import math
 import os
-import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,46 +31,36 @@ import timm
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from ..data.augment import resize_batch
-from ..data.cohorts import ADULT, extra_rows, table1_rows
+from ..data.cohorts import ADULT, extra_rows
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
 from ..data.prepare import cache_size, load_cache
 from ..layout import (
-    CHECKPOINTS,
-    CONFIG,
-    CURVES,
-    LAST_CHECKPOINT,
-    MANIFEST,
-    METRICS,
-    MODEL_CARD,
-    MODEL_DIR,
-    PREDICTIONS,
-    PREPARE_RECORD,
     PROB_PREFIX,
-    RESULTS,
+    DatasetDir,
+    FoldDir,
+    RunDir,
     atomic_path,
-    fold_dir,
     predictions_table,
-    prob_column,
 )
 from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
-from ..models.modeldir import file_sha256, save_model_dir
+from ..models.modeldir import save_model_dir
 from ..tasks import label_targets
-from ..versions import package_versions
 from .adversary import source_pairs
+from .curves import plot_curves
 from .module import (
     CoroNetModule,
+    FeatureHeadModule,
+    FoldModule,
     cpu_has_native_bf16,
     describe_precision,
     group_weights,
-    lr_schedule,
-    make_optimizer,
-    partial_label_loss,
     resolve_precision,
 )
-from .profiles import RUNTIME_FIELDS, TrainConfig
+from .profiles import TrainConfig
+from .runs import finish_run, finished_folds, fold_summary, start_run, table1_accuracy
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -94,7 +80,7 @@ class EpochLog(Callback):
     """Appends one row per epoch to ``metrics.csv`` (kept across resumes) and redraws ``curves.png``."""
 
     def __init__(self, fold_dir: Path, train_images: int):
-        self.path, self.fold_dir, self.train_images = fold_dir / METRICS, fold_dir, train_images
+        self.folder, self.train_images = FoldDir(fold_dir), train_images
         self._started, self._train_end, self._validated_epoch = 0.0, None, None
 
     def on_train_epoch_start(self, trainer, module):
@@ -123,9 +109,9 @@ class EpochLog(Callback):
             "train_images_per_s": round(self.train_images / max(seconds, 1e-9), 2),
             "train_source_acc": _number(metrics.get("train_source_acc")),
         }
-        rows = [r for r in _read_rows(self.path) if int(r["epoch"]) < row["epoch"]] + [row]
-        write_metrics(rows, self.path)
-        plot_curves(self.path, self.fold_dir / CURVES)
+        rows = [r for r in _read_rows(self.folder.metrics) if int(r["epoch"]) < row["epoch"]] + [row]
+        write_metrics(rows, self.folder.metrics)
+        plot_curves(self.folder.metrics, self.folder.curves)
 
 
 #: train_source_acc: how often the source adversary named a film's source (empty without one; chance is 1/sources)
@@ -158,30 +144,6 @@ def _read_rows(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def plot_curves(metrics_csv: Path, out: Path) -> None:
-    """Training/validation accuracy and loss per epoch (the paper's Fig. 4)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    table = pd.read_csv(metrics_csv)
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for axis, name in zip(axes, ("acc", "loss")):
-        axis.plot(table.epoch, table[f"train_{name}"], "o-", label="training")
-        validated = table.dropna(subset=[f"val_{name}"])
-        axis.plot(validated.epoch, validated[f"val_{name}"], "s-", label="validation")
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("accuracy" if name == "acc" else "cross-entropy loss")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle(metrics_csv.parent.name)
-    figure.tight_layout()
-    with atomic_path(out) as tmp:
-        figure.savefig(tmp, dpi=110)
-    plt.close(figure)
 
 
 # --------------------------------------------------------------------------- one fold
@@ -225,7 +187,8 @@ def fit_final(
     so its card records ``validated_by``: the run and its figures.
     """
     run_dir = Path(run_dir)
-    record = json.loads((run_dir / CONFIG).read_text())
+    run = RunDir(run_dir)
+    record = run.read_config()
     config = TrainConfig.from_dict(record["train"])
     card = {
         "validated_by": {
@@ -242,21 +205,17 @@ def fit_final(
         config,
         resume=True,
         progress=progress,
-        manifest=pd.read_csv(run_dir / MANIFEST),
+        manifest=run.read_manifest(),
         card=card,
         log=log,
     )
-
-
-def dataset_hash(dataset_dir: Path) -> str:
-    return file_sha256(Path(dataset_dir) / MANIFEST)
 
 
 def load_manifest(dataset_dir: Path, classes, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
     """The dataset's manifest (or the given one), checked to hold only labels among ``classes`` (or partial
     labels made of them, :data:`coronet.tasks.PARTIAL_LABELS`)."""
     if manifest is None:
-        manifest = pd.read_csv(Path(dataset_dir) / MANIFEST)
+        manifest = DatasetDir(dataset_dir).read_manifest()
     try:
         label_targets(classes, manifest.label)
     except ValueError as error:
@@ -264,17 +223,17 @@ def load_manifest(dataset_dir: Path, classes, manifest: pd.DataFrame | None = No
     return manifest
 
 
-def _logger(config: TrainConfig, out: Path):
+def _logger(config: TrainConfig, logs: Path):
     """Lightning's logger for ``config.logger`` (runs can then be compared in standard tools), or False."""
     if config.logger == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
-        return CSVLogger(out / "logs", name="", version="")
+        return CSVLogger(logs, name="", version="")
     if config.logger == "tensorboard":
         try:
             from lightning.pytorch.loggers import TensorBoardLogger
 
-            return TensorBoardLogger(out / "logs", name="", version="")
+            return TensorBoardLogger(logs, name="", version="")
         except ModuleNotFoundError as error:
             raise ValueError("logger=tensorboard needs TensorBoard: pip install tensorboard") from error
     return False
@@ -320,97 +279,100 @@ def fit_fold(
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
-    cache, train_rows, val_rows, class_index, masks = _fold_parts(dataset_dir, fold, config, manifest)
+    parts = _fold_parts(dataset_dir, fold, config, manifest)
+    cache, train_rows, val_rows, class_index, masks = parts
     if config.head_on_features and config.train_layers != "all" and model is not None:
         return fit_head_on_features(
-            dataset_dir, fold, out, config, model, cache, train_rows, val_rows, class_index, masks, card, log, callbacks
+            dataset_dir, fold, out, config, model, *parts, card, log, callbacks, resume=resume, max_epochs=max_epochs
         )
 
     train_set = CachedXrays(cache, train_rows.cache_index, train_rows.label.map(class_index), seed=config.seed)
     val_set = CachedXrays(cache, val_rows.cache_index, val_rows.label.map(class_index))
-
-    raw_predictions = out / "val-outputs.csv"
-    raw_predictions.unlink(missing_ok=True)
-    sources = adversary_sources(train_rows, class_index, log) if config.source_adversary else None
-    weights = group_weights(_source_label(train_rows), config.source_balance) if config.source_balance else None
-    task = CoroNetModule(
-        config,
-        model=model,
-        predictions_path=raw_predictions,
-        target_masks=masks,
-        sources=sources,
-        sample_weights=weights,
-    )
     if progress:
         log(describe_precision(config))
-    checkpoints = out / CHECKPOINTS
-    epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
-    validate_every = max(1, min(config.val_every, epochs))
-    validating = len(val_set) > 0
-    trainer = pl.Trainer(
-        limit_val_batches=1.0 if validating else 0,
-        max_epochs=epochs,
-        accelerator=config.accelerator,
-        devices=_devices(config.devices),
-        strategy=config.strategy,
-        precision=resolve_precision(config),  # type: ignore[arg-type]
-        deterministic=True,
-        use_distributed_sampler=False,  # our samplers shard by rank themselves
-        check_val_every_n_epoch=validate_every,
-        num_sanity_val_steps=0,
-        logger=_logger(config, out),
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        default_root_dir=str(out),
-        plugins=[AtomicCheckpointIO()],
-        callbacks=[
-            # last.ckpt every checkpoint_every epochs, overwritten (Lightning 2.6 writes save_last only beside a
-            # top-k save); ~400 MB each for CoroNet, so a fast GPU run may write it less often
-            ModelCheckpoint(
-                dirpath=checkpoints,
-                filename="last",
-                save_top_k=1,
-                save_last=False,
-                enable_version_counter=False,
-                every_n_epochs=config.checkpoint_every,
-                save_on_train_epoch_end=True,
-            ),
-            EpochLog(out, len(train_set)),
-            *([TQDMProgressBar(refresh_rate=5)] if progress else []),
-            *callbacks,
-        ],
+    return _train_fold(
+        FoldDir(out),
+        FoldParts(dataset_dir, fold, train_rows, val_rows, train_set, val_set),
+        config,
+        lambda raw: _network_module(config, model, raw, masks, train_rows, class_index, log),
+        card,
+        callbacks,
+        resume,
+        max_epochs,
+        progress,
     )
-    ckpt = checkpoints / LAST_CHECKPOINT
+
+
+@dataclass
+class FoldParts:
+    """What one fold trains and validates on: rows of the manifest and the datasets made of them."""
+
+    dataset_dir: Path
+    fold: int | None
+    train_rows: pd.DataFrame
+    val_rows: pd.DataFrame
+    train_set: CachedXrays | TensorDataset
+    val_set: CachedXrays | TensorDataset
+
+
+def _train_fold(
+    folder: FoldDir,
+    parts: FoldParts,
+    config: TrainConfig,
+    make_module,
+    card: dict | None,
+    callbacks,
+    resume: bool,
+    max_epochs: int | None,
+    progress: bool,
+    precision: str | None = None,
+    network: CoroNet | None = None,
+) -> FoldResult:
+    """Train ``make_module(raw predictions path)`` with the fold's Trainer, then write the fold's predictions and,
+    once every epoch is done, its model directory (``network``, else the module's evaluated model).
+
+    Both kinds of training end here: the whole network (:func:`fit_fold`) and its head on features
+    (:func:`fit_head_on_features`)."""
+    fold, train_set, val_set = parts.fold, parts.train_set, parts.val_set
+    folder.raw_predictions.unlink(missing_ok=True)
+    task = make_module(folder.raw_predictions)
+    epochs = config.epochs if max_epochs is None else min(max_epochs, config.epochs)
+    validating = len(val_set) > 0
+    trainer = _fold_trainer(
+        config,
+        folder,
+        epochs,
+        len(train_set),
+        validating,
+        progress,
+        callbacks,
+        precision,  # type: ignore[arg-type]
+    )
     loaders = _Loaders(train_set, val_set, config)
-    trainer.fit(task, datamodule=loaders, ckpt_path=str(ckpt) if resume and ckpt.is_file() else None)
-    finished_epochs = trainer.current_epoch
-    # Decided from the module's own state, which every DDP rank shares, never from a file rank 0 wrote:
-    # a rank that validated alone would wait for the others forever.
-    if validating and task.validated_epoch != finished_epochs - 1:  # the last epoch was not validated
-        trainer.validate(task, datamodule=loaders, verbose=False)
+    finished_epochs = _fit(trainer, task, loaders, folder.last_checkpoint if resume else None, validating)
     if not trainer.is_global_zero:
-        return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
-    if not validating:
-        if finished_epochs >= config.epochs:
-            _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, None, train_rows, 0, card)
-            if not config.keep_checkpoint:
-                ckpt.unlink(missing_ok=True)
-        return FoldResult(fold, float("nan"), pd.DataFrame(), out, None)
-
-    predictions = prediction_table(val_rows, pd.read_csv(raw_predictions), fold)
-    predictions.to_csv(out / PREDICTIONS, index=False)
-    raw_predictions.unlink()
-    accuracy = table1_accuracy(predictions)
-    epoch_rows = _read_rows(out / METRICS)
-    speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows else None
+        return FoldResult(fold, float("nan"), pd.DataFrame(), folder.path, None)
+    accuracy, predictions = None, pd.DataFrame()
+    if validating:
+        predictions = prediction_table(parts.val_rows, pd.read_csv(folder.raw_predictions), fold)
+        predictions.to_csv(folder.predictions, index=False)
+        folder.raw_predictions.unlink()
+        accuracy = table1_accuracy(predictions)
     if finished_epochs >= config.epochs:  # finished: write the model directory
-        _save_fold_model(task.evaluated_model, out, config, dataset_dir, fold, accuracy, train_rows, len(val_set), card)
+        model = network if network is not None else task.evaluated_model
+        _save_fold_model(
+            model, folder.path, config, parts.dataset_dir, fold, accuracy, parts.train_rows, len(val_set), card
+        )
         if not config.keep_checkpoint:
-            ckpt.unlink(missing_ok=True)
-    return FoldResult(fold, accuracy, predictions, out, speed)
+            folder.last_checkpoint.unlink(missing_ok=True)
+    epoch_rows = _read_rows(folder.metrics)
+    speed = float(epoch_rows[-1]["train_images_per_s"]) if epoch_rows and validating else None
+    return FoldResult(fold, float("nan") if accuracy is None else accuracy, predictions, folder.path, speed)
 
 
-def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manifest: pd.DataFrame | None):
+def _fold_parts(
+    dataset_dir: Path, fold: int | None, config: TrainConfig, manifest: pd.DataFrame | None
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, dict[str, int], np.ndarray]:
     """(image cache, training rows, validation rows, label -> target index, target masks) of one fold
     (``None``: all rows train). Targets are the classes, then any partial labels (:func:`label_targets`)."""
     manifest = load_manifest(dataset_dir, config.classes, manifest)
@@ -422,6 +384,28 @@ def _fold_parts(dataset_dir: Path, fold: int | None, config: TrainConfig, manife
     if train_rows.empty or (val_rows.empty and fold is not None):
         raise ValueError(f"fold {fold}: empty training or validation part (folds: {sorted(manifest.fold.unique())})")
     return cache, train_rows, val_rows, class_index, masks
+
+
+def _network_module(
+    config: TrainConfig,
+    model: CoroNet | None,
+    predictions_path: Path,
+    masks: np.ndarray,
+    train_rows: pd.DataFrame,
+    class_index: dict[str, int],
+    log=print,
+) -> CoroNetModule:
+    """The module that trains the whole network, with the source adversary and balancing the config asks for."""
+    sources = adversary_sources(train_rows, class_index, log) if config.source_adversary else None
+    weights = group_weights(_source_label(train_rows), config.source_balance) if config.source_balance else None
+    return CoroNetModule(
+        config,
+        model=model,
+        predictions_path=predictions_path,
+        target_masks=masks,
+        sources=sources,
+        sample_weights=weights,
+    )
 
 
 def _source_label(rows: pd.DataFrame) -> list[tuple[str, str]]:
@@ -462,7 +446,7 @@ def _save_fold_model(
     extra = {name: len(rows) for name, rows in extra_rows(train_rows).items()}
     save_model_dir(
         model.to(memory_format=torch.contiguous_format),
-        out / MODEL_DIR,
+        FoldDir(out).model,
         classes=config.classes,
         backbone=config.backbone,
         input_size=config.input_size,
@@ -471,7 +455,7 @@ def _save_fold_model(
         extra={
             "name": f"coronet-{config.backbone}-" + (f"fold{fold}" if fold is not None else "all-images"),
             "training": {
-                "dataset_sha256": dataset_hash(dataset_dir),
+                "dataset_sha256": DatasetDir(dataset_dir).manifest_sha256(),
                 "dataset_path": str(Path(dataset_dir).resolve()),
                 "fold": fold,
                 "train_images": len(train_rows),
@@ -494,19 +478,45 @@ def _save_fold_model(
 def backbone_features(
     model: CoroNet, cache: np.ndarray, rows, input_size: int, mirrored: bool = False, batch_size: int = 32
 ) -> torch.Tensor:
-    """The frozen backbone's flattened feature maps (N, C*H*W) of cache ``rows`` (mirror images if asked)."""
+    """The frozen backbone's flattened feature maps (N, C*H*W) of cache ``rows`` (mirror images if asked).
+
+    The weights are channels_last while it runs, as the Predictor's (2x faster on a CPU than channels_last input
+    alone), and contiguous again afterwards (safetensors saves contiguous tensors only)."""
     model.eval()
     rows = np.asarray(rows)
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            images = torch.from_numpy(np.asarray(cache[rows[start : start + batch_size]]))[:, None]
-            images = resize_batch(images.float().div_(255), input_size)
-            if mirrored:
-                images = images.flip(-1)
-            images = images.contiguous(memory_format=torch.channels_last)
-            parts.append(model.forward_features(images).flatten(1).float())
+    parts = [torch.zeros(0, int(np.prod(model.feature_shape)))]  # no rows: (0, C*H*W)
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(rows), batch_size):
+                images = torch.from_numpy(np.asarray(cache[rows[start : start + batch_size]]))[:, None]
+                images = resize_batch(images.float().div_(255), input_size)
+                if mirrored:
+                    images = images.flip(-1)
+                images = images.contiguous(memory_format=torch.channels_last)
+                parts.append(model.forward_features(images).flatten(1).float())
+    finally:
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return torch.cat(parts)
+
+
+def _feature_datasets(
+    model: CoroNet,
+    cache: np.ndarray,
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    class_index: dict[str, int],
+    config: TrainConfig,
+) -> tuple[TensorDataset, TensorDataset]:
+    """The frozen backbone's features of the training and validation rows, as ``(features, target, row index)``
+    datasets; with ``config.tta`` the validation set also holds the mirror images' features, before the target."""
+
+    def dataset(rows: pd.DataFrame, *mirrored: bool) -> TensorDataset:
+        features = [backbone_features(model, cache, rows.cache_index, config.input_size, m) for m in mirrored]
+        targets = torch.from_numpy(rows.label.map(class_index).to_numpy(dtype=np.int64, copy=True))
+        return TensorDataset(*features, targets, torch.arange(len(rows)))
+
+    return dataset(train_rows, False), dataset(val_rows, False, *([True] if config.tta else []))
 
 
 def fit_head_on_features(
@@ -523,108 +533,131 @@ def fit_head_on_features(
     card: dict | None = None,
     log=print,
     callbacks=(),
+    resume: bool = False,
+    max_epochs: int | None = None,
+    progress: bool = False,
 ) -> FoldResult:
     """Fine-tune only the dense head (or the last layer) on features the frozen backbone computes once.
 
     With the backbone frozen and in eval mode its output for a film never changes, so it is
-    computed once (no augmentation) and the head trains on it for ``config.epochs`` in seconds,
-    with the profile's optimiser, schedule and label smoothing (EMA and mixup do not apply).
-    The fold directory has the usual layout; there is no checkpoint (a rerun takes seconds).
+    computed once (no augmentation) and the head trains on it for ``config.epochs`` in seconds
+    (:class:`FeatureHeadModule`, in 32-bit), with the profile's optimiser, schedule and label smoothing
+    (EMA and mixup do not apply). The Trainer is :func:`fit_fold`'s: the same fold directory, metrics,
+    curves, progress and checkpoints (of the head alone), and ``resume``/``max_epochs`` work as there.
     """
-    target_masks = torch.as_tensor(masks)
     started = time.perf_counter()
     set_trainable(model, config.train_layers)
-    train_x = backbone_features(model, cache, train_rows.cache_index, config.input_size)
-    train_y = torch.as_tensor(train_rows.label.map(class_index).to_numpy())
-    val_x = backbone_features(model, cache, val_rows.cache_index, config.input_size)
-    val_mirror = (
-        backbone_features(model, cache, val_rows.cache_index, config.input_size, mirrored=True) if config.tta else None
-    )
+    train_set, val_set = _feature_datasets(model, cache, train_rows, val_rows, class_index, config)
     log(
-        f"fold {fold}: backbone features of {len(train_x) + len(val_x)} films in "
+        f"fold {fold}: backbone features of {len(train_set) + len(val_set)} films in "
         f"{time.perf_counter() - started:.0f} s; training the {config.train_layers} on them"
     )
-
-    head = model.head
-    optimizer = make_optimizer(model.head.named_parameters(), config)
-    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
-    schedule = (
-        lr_schedule(optimizer, config, steps_per_epoch * config.epochs)
-        if config.schedule != "constant" or config.warmup
-        else None
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # dropout
-    rows = []
-    for epoch in range(config.epochs):
-        epoch_started = time.perf_counter()
-        head.train()
-        total_loss, correct = 0.0, 0
-        for batch in torch.randperm(len(train_x), generator=generator).split(config.batch_size):
-            logits = head(train_x[batch])
-            loss = partial_label_loss(logits, train_y[batch], target_masks, config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            total_loss += float(loss) * len(batch)
-            correct += int(target_masks[train_y[batch], logits.argmax(1)].sum())
-        seconds = time.perf_counter() - epoch_started
-        for callback in callbacks:
-            if isinstance(callback, OverallProgress):
-                callback.bar.update(len(train_x))
-        head.eval()
-        with torch.no_grad():
-            probabilities = torch.softmax(head(val_x), 1)
-            if val_mirror is not None:
-                probabilities = (probabilities + torch.softmax(head(val_mirror), 1)) / 2
-        val_y = torch.as_tensor(val_rows.label.map(class_index).to_numpy())
-        rows.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": round(total_loss / len(train_x), 6),
-                "train_acc": round(correct / len(train_x), 6),
-                "val_loss": round(
-                    float(-(probabilities * target_masks[val_y]).sum(1).clamp_min(1e-12).log().mean()), 6
-                ),
-                "val_acc": round(float(target_masks[val_y, probabilities.argmax(1)].float().mean()), 6),
-                "seconds": round(seconds, 2),
-                "train_images_per_s": round(len(train_x) / max(seconds, 1e-9), 2),
-            }
-        )
-    write_metrics(rows, out / METRICS)
-    plot_curves(out / METRICS, out / CURVES)
-
-    frame = pd.DataFrame(probabilities.numpy(), columns=[prob_column(c) for c in config.classes])
-    frame.insert(0, "index", np.arange(len(frame)))
-    frame["rank"] = 0
-    predictions = prediction_table(val_rows, frame, fold)
-    predictions.to_csv(out / PREDICTIONS, index=False)
-    accuracy = table1_accuracy(predictions)
-    _save_fold_model(
-        model,
-        out,
+    # a small dense head: 32-bit costs nothing and rounds nothing
+    return _train_fold(
+        FoldDir(out),
+        FoldParts(dataset_dir, fold, train_rows, val_rows, train_set, val_set),
         config,
-        dataset_dir,
-        fold,
-        accuracy,
-        train_rows,
-        len(val_x),
+        lambda raw: FeatureHeadModule(config, model.head, predictions_path=raw, target_masks=masks),
         {**(card or {}), "head_trained_on_features": True},
+        callbacks,
+        resume,
+        max_epochs,
+        progress,
+        precision="32-true",
+        network=model,
     )
-    return FoldResult(fold, accuracy, predictions, out, rows[-1]["train_images_per_s"])
+
+
+def _fold_trainer(
+    config: TrainConfig,
+    folder: FoldDir,
+    epochs: int,
+    train_images: int,
+    validating: bool,
+    progress: bool,
+    callbacks=(),
+    precision: str | None = None,
+) -> pl.Trainer:
+    """The Lightning Trainer of one fold, whatever trains (the network, or its head on features): deterministic,
+    validating every ``config.val_every`` epochs, ``metrics.csv`` and ``curves.png`` in ``out`` after every
+    epoch (:class:`EpochLog`), ``checkpoints/last.ckpt`` (written atomically) every ``config.checkpoint_every``.
+
+    precision: Lightning's precision instead of the config's (:func:`resolve_precision`).
+    """
+    return pl.Trainer(
+        limit_val_batches=1.0 if validating else 0,
+        max_epochs=epochs,
+        accelerator=config.accelerator,
+        devices=_devices(config.devices),
+        strategy=config.strategy,
+        precision=precision or resolve_precision(config),  # type: ignore[arg-type]
+        deterministic=True,
+        use_distributed_sampler=False,  # our samplers shard by rank themselves
+        check_val_every_n_epoch=max(1, min(config.val_every, epochs)),
+        num_sanity_val_steps=0,
+        logger=_logger(config, folder.logs),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        default_root_dir=str(folder.path),
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            # last.ckpt every checkpoint_every epochs, overwritten (Lightning 2.6 writes save_last only beside a
+            # top-k save); ~400 MB each for CoroNet, so a fast GPU run may write it less often
+            ModelCheckpoint(
+                dirpath=folder.checkpoints,
+                filename="last",
+                save_top_k=1,
+                save_last=False,
+                enable_version_counter=False,
+                every_n_epochs=config.checkpoint_every,
+                save_on_train_epoch_end=True,
+            ),
+            EpochLog(folder.path, train_images),
+            *([TQDMProgressBar(refresh_rate=5)] if progress else []),
+            *callbacks,
+        ],
+    )
+
+
+def _fit(trainer: pl.Trainer, task: FoldModule, loaders: _Loaders, ckpt: Path | None, validating: bool) -> int:
+    """Train (continuing from ``ckpt`` if it exists), then validate unless the last epoch was; the epochs finished."""
+    trainer.fit(task, datamodule=loaders, ckpt_path=str(ckpt) if ckpt is not None and ckpt.is_file() else None)
+    finished_epochs = trainer.current_epoch
+    # Decided from the module's own state, which every DDP rank shares, never from a file rank 0 wrote:
+    # a rank that validated alone would wait for the others forever.
+    if validating and task.validated_epoch != finished_epochs - 1:  # the last epoch was not validated
+        trainer.validate(task, datamodule=loaders, verbose=False)
+    return finished_epochs
+
+
+class _Indices(Sampler[int]):
+    """A sampler's ``(epoch, index)`` pairs as plain indices, for a dataset that needs no epoch (a TensorDataset)."""
+
+    def __init__(self, sampler: EpochShuffleSampler):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls it on the loader's sampler
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        return (index for _, index in self.sampler)
 
 
 class _Loaders(pl.LightningDataModule):
-    """Builds the loaders inside each process, so samplers know their rank (DDP)."""
+    """Builds the loaders inside each process, so samplers know their rank (DDP). Films (:class:`CachedXrays`)
+    are read by ``config.num_workers`` workers; a ``TensorDataset`` (features in memory) by this process."""
 
-    def __init__(self, train_set: CachedXrays, val_set: CachedXrays, config: TrainConfig):
+    def __init__(
+        self, train_set: CachedXrays | TensorDataset, val_set: CachedXrays | TensorDataset, config: TrainConfig
+    ):
         super().__init__()
         self.train_set, self.val_set, self.config = train_set, val_set, config
 
     def _loader(self, dataset, sampler, batch_size):
-        workers = self.config.num_workers
+        workers = 0 if isinstance(dataset, TensorDataset) else self.config.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -637,6 +670,8 @@ class _Loaders(pl.LightningDataModule):
     def train_dataloader(self):
         world, rank = self.trainer.world_size, self.trainer.global_rank
         sampler = EpochShuffleSampler(len(self.train_set), self.config.seed, world, rank)
+        if isinstance(self.train_set, TensorDataset):
+            return self._loader(self.train_set, _Indices(sampler), self.config.batch_size)
         return self._loader(self.train_set, sampler, self.config.batch_size)
 
     def val_dataloader(self):
@@ -689,75 +724,51 @@ def run_cv(
         raise ValueError(f"folds {missing} not in the dataset (it has {all_folds})")
     # Under --strategy ddp every process runs this command; only rank 0 writes the run directory, and the
     # other ranks take its decision about finished folds from the environment the launcher gives them.
+    run = RunDir(out)
     rank = global_rank()
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_run_config(out, dataset_dir, config, profile, folds, record)
-        manifest.to_csv(out / MANIFEST, index=False)
-        for name in (PREPARE_RECORD, "summary.md", "duplicates.csv"):
-            if (dataset_dir / name).is_file():
-                shutil.copy2(dataset_dir / name, out / f"dataset-{name}")
+        start_run(run, DatasetDir(dataset_dir), manifest, config, profile, folds, record)
         log(describe_precision(config))
-        finished = {
-            f
-            for f in folds
-            if resume
-            and (fold_dir(out, f) / MODEL_DIR / MODEL_CARD).is_file()
-            and (fold_dir(out, f) / PREDICTIONS).is_file()
-        }
-        os.environ[FINISHED_FOLDS_ENV] = ",".join(map(str, sorted(finished)))
     else:
-        finished = {int(f) for f in os.environ.get(FINISHED_FOLDS_ENV, "").split(",") if f}
         log = lambda *_: None  # noqa: E731  (rank 0 speaks for the run)
         progress = False
-    bar = _overall_bar(out, manifest, config, folds, finished) if progress else None
+    finished = finished_folds(run, folds, resume, rank)
+    bar = _overall_bar(run, manifest, config, folds, finished) if progress else None
     results = []
     for fold in folds:
-        fold_path = fold_dir(out, fold)
         if fold in finished:
-            if rank != 0:
-                continue
-            predictions = pd.read_csv(fold_path / PREDICTIONS)
-            log(f"fold {fold}: already finished, kept")
-        else:
-            started = time.perf_counter()
-            model = initial_model(fold) if initial_model is not None else None
-            card = (record or {}).get("card")
-            result = fit_fold(
-                dataset_dir,
-                fold,
-                fold_path,
-                config,
-                resume=resume,
-                progress=False,
-                model=model,
-                manifest=manifest,
-                card=card,
-                log=log,
-                callbacks=[OverallProgress(bar, fold)] if bar is not None else (),
-            )
-            predictions = result.predictions
-            if rank != 0:
-                continue
+            if rank == 0:
+                results.append(pd.read_csv(run.fold(fold).predictions))
+                log(f"fold {fold}: already finished, kept")
+            continue
+        started = time.perf_counter()
+        result = fit_fold(
+            dataset_dir,
+            fold,
+            run.fold(fold).path,
+            config,
+            resume=resume,
+            progress=False,
+            model=initial_model(fold) if initial_model is not None else None,
+            manifest=manifest,
+            card=(record or {}).get("card"),
+            log=log,
+            callbacks=[OverallProgress(bar, fold)] if bar is not None else (),
+        )
+        if rank == 0:
             log(
-                f"fold {fold}: accuracy {result.accuracy:.4f} on {len(predictions)} images "
+                f"fold {fold}: accuracy {result.accuracy:.4f} on {len(result.predictions)} images "
                 f"({time.perf_counter() - started:.0f} s, "
                 f"{result.train_images_per_s or float('nan'):.1f} train images/s)"
             )
-        results.append(predictions)
+            results.append(result.predictions)
     if bar is not None:
         bar.close()
     if rank != 0:
         return pd.DataFrame()
-    combined = pd.concat(results, ignore_index=True)
-    combined.to_csv(out / PREDICTIONS, index=False)
-    summary = fold_summary(combined)
-    (out / RESULTS).write_text(summary)
+    combined, summary = finish_run(run, results)
     log(summary)
     return combined
-
-
-FINISHED_FOLDS_ENV = "CORONET_FINISHED_FOLDS"
 
 
 def global_rank() -> int:
@@ -779,7 +790,7 @@ class OverallProgress(Callback):
             self.bar.update(len(batch[1]) * trainer.world_size)
 
 
-def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: list[int], finished: set[int]):
+def _overall_bar(run: RunDir, manifest: pd.DataFrame, config: TrainConfig, folds: list[int], finished: set[int]):
     """A tqdm bar over the training images of all epochs of all folds; work already done counts as done."""
     from tqdm.auto import tqdm
 
@@ -787,7 +798,7 @@ def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: 
     for fold in folds:
         images = len(stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed))
         total += images * config.epochs
-        epochs_done = config.epochs if fold in finished else len(_read_rows(fold_dir(out, fold) / METRICS))
+        epochs_done = config.epochs if fold in finished else len(_read_rows(run.fold(fold).metrics))
         done += images * min(epochs_done, config.epochs)
     return tqdm(
         total=total,
@@ -799,73 +810,6 @@ def _overall_bar(out: Path, manifest: pd.DataFrame, config: TrainConfig, folds: 
         desc="training",
         smoothing=0.05,
     )
-
-
-def table1_accuracy(predictions: pd.DataFrame) -> float:
-    """Accuracy on the Table I rows (extra cohorts, which may carry partial labels, left out)."""
-    rows = table1_rows(predictions)
-    return float((rows.pred == rows.label).mean())
-
-
-def fold_summary(predictions: pd.DataFrame) -> str:
-    """Markdown: accuracy per fold and the mean, from per-image predictions (Table I rows only)."""
-    predictions = table1_rows(predictions)
-    lines = ["| fold | images | accuracy (%) |", "|---|---|---|"]
-    accuracies = []
-    for fold, rows in predictions.groupby("fold"):
-        accuracy = float((rows.pred == rows.label).mean())
-        accuracies.append(accuracy)
-        lines.append(f"| {fold} | {len(rows)} | {100 * accuracy:.2f} |")
-    overall = float((predictions.pred == predictions.label).mean())
-    lines.append(f"| mean of folds | {len(predictions)} | {100 * float(np.mean(accuracies)):.2f} |")
-    lines.append(f"| pooled | {len(predictions)} | {100 * overall:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
-def _runtime(record: dict) -> dict:
-    """How a recorded run was carried out: its runtime settings, precision and machine."""
-    train = record.get("train") or {}
-    return {
-        **{k: train.get(k) for k in RUNTIME_FIELDS},
-        "precision_resolved": record.get("precision_resolved"),
-        "machine": record.get("machine"),
-    }
-
-
-def _write_run_config(
-    out: Path, dataset_dir: Path, config: TrainConfig, profile: str, folds: list[int], extra: dict | None = None
-) -> None:
-    record = {
-        "profile": profile,
-        "train": config.to_dict(),
-        "precision_resolved": resolve_precision(config),
-        "folds": folds,
-        "dataset": {"path": str(dataset_dir.resolve()), "manifest_sha256": dataset_hash(dataset_dir)},
-        "versions": {
-            **package_versions(),
-            "torch_build": torch.__version__,  # with its CUDA tag (importlib.metadata gives the release only)
-            "cuda": torch.version.cuda,
-            "python": platform.python_version(),
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
-        **(extra or {}),
-    }
-    record = json.loads(json.dumps(record))  # tuples -> lists, as they will be read back
-    path = out / CONFIG
-    if path.is_file():  # resuming: the same recipe and data; how it runs (devices, precision ...) may change
-        previous = json.loads(path.read_text())
-        recipe = json.loads(json.dumps(config.recipe()))
-        old = {k: v for k, v in (previous.get("train") or {}).items() if k not in RUNTIME_FIELDS}
-        changed = sorted(k for k in set(recipe) | set(old) if recipe.get(k) != old.get(k))
-        if changed or previous["dataset"] != record["dataset"]:
-            what = f"other settings ({', '.join(changed)})" if changed else "other data"
-            raise ValueError(f"{out}: holds a run with {what}; use a new --out")
-        record["runtime_history"] = [*previous.get("runtime_history", []), _runtime(previous)]
-    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 __all__ = [

@@ -7,11 +7,15 @@ batches of uint8 films are augmented, resized and scaled on the device
 average (EMA) is kept beside the weights and is what validation predicts and what is saved;
 test-time augmentation averages a film and its mirror. Everything stateful -- schedule, EMA,
 optimiser -- lives in the Lightning checkpoint, so a resumed run ends bit-identical.
+
+:class:`FeatureHeadModule` trains the head alone on a frozen backbone's precomputed features (the fast
+fine-tune); both share :class:`FoldModule`'s optimiser, schedule, seeding, logging and validation.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -28,7 +32,96 @@ from .adversary import SourceAdversary, ramp
 from .profiles import TrainConfig
 
 
-class CoroNetModule(pl.LightningModule):
+class FoldModule(pl.LightningModule):
+    """What every fold's training shares, whatever it trains: the recipe's optimiser and per-step schedule over
+    the trainable parameters, dropout seeded per step, the epoch's training loss and accuracy, and validation
+    gathered over the ranks into per-image probabilities (written by rank 0 to ``predictions_path``).
+
+    A subclass says what trains (:meth:`trainable_parameters`), how a validation batch becomes probabilities
+    (:meth:`predict_probabilities`) and how a training step goes; validation batches end in
+    ``(..., target, row index)``.
+    """
+
+    target_masks: torch.Tensor
+    #: a validation batch's inputs (all but its last two entries) -> per-class probabilities
+    predict_probabilities: Callable[..., torch.Tensor]
+
+    def __init__(self, config: TrainConfig, predictions_path: Path | None, target_masks: np.ndarray | None):
+        super().__init__()
+        self.config, self.predictions_path = config, predictions_path
+        # target k allows the classes marked in row k: one each for the classes, then partial labels
+        masks = np.eye(len(config.classes), dtype=bool) if target_masks is None else target_masks
+        self.register_buffer("target_masks", torch.as_tensor(masks), persistent=False)
+        self._val_outputs: list[tuple[torch.Tensor, ...]] = []
+        self.validated_epoch: int | None = None
+
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        raise NotImplementedError
+
+    def configure_optimizers(self):
+        config = self.config
+        optimizer = make_optimizer(self.trainable_parameters(), config)
+        if config.schedule == "constant" and not config.warmup:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": lr_schedule(optimizer, config, self.planned_steps), "interval": "step"},
+        }
+
+    @property
+    def planned_steps(self) -> int:
+        """Optimiser steps over the configured epochs, not this call's max_epochs (a run stopped early and
+        resumed keeps its schedule)."""
+        steps_per_epoch = int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs or 1)
+        return max(1, steps_per_epoch * self.config.epochs)
+
+    def seed_step(self) -> None:
+        """Dropout draws from the global generator: seed it from (seed, step, rank), which a resumed run restores
+        exactly (Lightning skips epoch-start hooks when it resumes at an epoch's end)."""
+        torch.manual_seed(self.config.seed * 1_000_003 + self.global_step * 16 + self.global_rank)
+
+    def log_training(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """The epoch's ``train_loss`` and ``train_acc`` (a prediction is right when its target allows it)."""
+        correct = self.target_masks[targets, logits.argmax(1)].float().mean()
+        # logged as tensors and reduced at epoch end: no per-step host synchronisation
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(targets))
+        self.log("train_acc", correct, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(targets))
+
+    def validation_step(self, batch, _):
+        *inputs, labels, index = batch
+        probabilities = self.predict_probabilities(*inputs)
+        rank = torch.full_like(index, self.global_rank)
+        self._val_outputs.append((index.cpu(), labels.cpu(), probabilities.cpu(), rank.cpu()))
+
+    def on_validation_epoch_end(self):
+        # every rank records this itself, so all agree on whether the last epoch still needs validating
+        self.validated_epoch = self.current_epoch
+        local = [torch.cat(parts) for parts in zip(*self._val_outputs)] if self._val_outputs else None
+        self._val_outputs = []
+        gathered = [local]
+        if self.trainer.world_size > 1:
+            gathered = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, local)
+        gathered = [g for g in gathered if g is not None]
+        index, labels, probabilities, rank = (torch.cat(parts) for parts in zip(*gathered))
+        order = torch.argsort(index)
+        index, labels, probabilities, rank = index[order], labels[order], probabilities[order], rank[order]
+        masks = self.target_masks.cpu()
+        loss = -torch.log((probabilities * masks[labels]).sum(1).clamp_min(1e-12)).mean().item()
+        accuracy = masks[labels, probabilities.argmax(1)].float().mean().item()
+        self.log_dict({"val_loss": loss, "val_acc": accuracy}, rank_zero_only=True)
+        if self.global_rank == 0 and self.predictions_path is not None:
+            # Written to disk by rank 0, so the launching process finds it whatever the strategy
+            # (ddp_spawn runs validation in child processes).
+            frame = pd.DataFrame(probabilities.numpy(), columns=[prob_column(c) for c in self.config.classes])
+            frame.insert(0, "index", index.numpy())
+            frame["rank"] = rank.numpy()
+            frame["epoch"] = self.current_epoch + 1
+            with atomic_path(self.predictions_path) as tmp:
+                frame.to_csv(tmp, index=False)
+
+
+class CoroNetModule(FoldModule):
     """Trains a CoroNet as its ``TrainConfig`` says; gathers per-image validation probabilities.
 
     Batches arrive as uint8 films and are augmented, resized and scaled on the device
@@ -49,11 +142,7 @@ class CoroNetModule(pl.LightningModule):
         """sources: with ``config.source_adversary``, ``(source index of each training row, the
         :func:`coronet.training.adversary.source_pairs` of the training data)``. sample_weights: a loss
         weight per training row (``config.source_balance``, :func:`group_weights`)."""
-        super().__init__()
-        self.config, self.predictions_path = config, predictions_path
-        # target k allows the classes marked in row k: one each for the classes, then partial labels
-        masks = np.eye(len(config.classes), dtype=bool) if target_masks is None else target_masks
-        self.register_buffer("target_masks", torch.as_tensor(masks), persistent=False)
+        super().__init__(config, predictions_path, target_masks)
         if model is None:
             model = build_model(
                 num_classes=len(config.classes),
@@ -84,8 +173,6 @@ class CoroNetModule(pl.LightningModule):
             self.register_buffer("train_sources", torch.as_tensor(row_sources, dtype=torch.long), persistent=False)
         weights = None if sample_weights is None else torch.as_tensor(sample_weights)
         self.register_buffer("sample_weights", weights, persistent=False)
-        self._val_outputs: list[tuple[torch.Tensor, ...]] = []
-        self.validated_epoch: int | None = None
 
     @property
     def evaluated_model(self) -> CoroNet:
@@ -107,25 +194,11 @@ class CoroNetModule(pl.LightningModule):
             probabilities = (probabilities + torch.softmax(net(images.flip(-1)).float(), dim=1)) / 2
         return probabilities
 
-    def configure_optimizers(self):
-        config = self.config
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         parameters = list(self.model.named_parameters())
         if self.adversary is not None:
             parameters += list(self.adversary.named_parameters())
-        optimizer = make_optimizer(parameters, config)
-        if config.schedule == "constant" and not config.warmup:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": lr_schedule(optimizer, config, self.planned_steps), "interval": "step"},
-        }
-
-    @property
-    def planned_steps(self) -> int:
-        """Optimiser steps over the configured epochs, not this call's max_epochs (a run stopped early and
-        resumed keeps its schedule)."""
-        steps_per_epoch = int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs or 1)
-        return max(1, steps_per_epoch * self.config.epochs)
+        return parameters
 
     def on_train_start(self):
         self._steps = self.planned_steps  # read once: Lightning recomputes it on every access
@@ -164,9 +237,7 @@ class CoroNetModule(pl.LightningModule):
         return images, labels, index
 
     def training_step(self, batch, _):
-        # Dropout draws from the global generator: seed it from (seed, step, rank), which a resumed
-        # run restores exactly (Lightning skips epoch-start hooks when it resumes at an epoch's end).
-        torch.manual_seed(self.config.seed * 1_000_003 + self.global_step * 16 + self.global_rank)
+        self.seed_step()
         images, labels, index = batch
         images, labels_a, labels_b, lam = mix_batch(
             images,
@@ -193,48 +264,54 @@ class CoroNetModule(pl.LightningModule):
             loss = loss + adversary_loss
             if source_acc is not None:
                 self.log("train_source_acc", source_acc, on_step=False, on_epoch=True, batch_size=len(labels))
-        correct = masks[labels_a, logits.argmax(1)].float().mean()
-        # logged as tensors and reduced at epoch end: no per-step host synchronisation
-        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(labels))
-        self.log("train_acc", correct, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(labels))
+        self.log_training(loss, logits, labels_a)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)
 
-    def validation_step(self, batch, _):
-        images, labels, index = batch
-        probabilities = self.predict_probabilities(images)
-        rank = torch.full_like(index, self.global_rank)
-        self._val_outputs.append((index.cpu(), labels.cpu(), probabilities.cpu(), rank.cpu()))
 
-    def on_validation_epoch_end(self):
-        # every rank records this itself, so all agree on whether the last epoch still needs validating
-        self.validated_epoch = self.current_epoch
-        local = [torch.cat(parts) for parts in zip(*self._val_outputs)] if self._val_outputs else None
-        self._val_outputs = []
-        gathered = [local]
-        if self.trainer.world_size > 1:
-            gathered = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, local)
-        gathered = [g for g in gathered if g is not None]
-        index, labels, probabilities, rank = (torch.cat(parts) for parts in zip(*gathered))
-        order = torch.argsort(index)
-        index, labels, probabilities, rank = index[order], labels[order], probabilities[order], rank[order]
-        masks = self.target_masks.cpu()
-        loss = -torch.log((probabilities * masks[labels]).sum(1).clamp_min(1e-12)).mean().item()
-        accuracy = masks[labels, probabilities.argmax(1)].float().mean().item()
-        self.log_dict({"val_loss": loss, "val_acc": accuracy}, rank_zero_only=True)
-        if self.global_rank == 0 and self.predictions_path is not None:
-            # Written to disk by rank 0, so the launching process finds it whatever the strategy
-            # (ddp_spawn runs validation in child processes).
-            frame = pd.DataFrame(probabilities.numpy(), columns=[prob_column(c) for c in self.config.classes])
-            frame.insert(0, "index", index.numpy())
-            frame["rank"] = rank.numpy()
-            frame["epoch"] = self.current_epoch + 1
-            with atomic_path(self.predictions_path) as tmp:
-                frame.to_csv(tmp, index=False)
+class FeatureHeadModule(FoldModule):
+    """Trains a CoroNet's head alone on features its frozen backbone computed once (``fit_head_on_features``).
+
+    Batches come from a ``TensorDataset``: ``(flattened features, target, row index)`` for training and, with
+    ``config.tta``, ``(features, mirror features, target, row index)`` for validation, which then averages the
+    softmax of the two as :class:`CoroNetModule` does. Only ``head`` (``model.head``, with the parameters
+    ``config.train_layers`` leaves trainable) is part of the module and its checkpoint; EMA and mixing do not
+    apply. Training, schedule, logging and validation are :class:`FoldModule`'s.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        head: torch.nn.Module,
+        predictions_path: Path | None = None,
+        target_masks: np.ndarray | None = None,
+    ):
+        super().__init__(config, predictions_path, target_masks)
+        self.head = head.train()  # computing the features put the whole network in eval mode (dropout off)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(self.head.named_parameters())
+
+    def predict_probabilities(self, features: torch.Tensor, mirrored: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax of the head (and of the mirror images' features, averaged, with TTA)."""
+        probabilities = torch.softmax(self.head(features).float(), dim=1)
+        if mirrored is not None:
+            probabilities = (probabilities + torch.softmax(self.head(mirrored).float(), dim=1)) / 2
+        return probabilities
+
+    def training_step(self, batch, _):
+        self.seed_step()
+        features, targets, _index = batch
+        logits = self.head(features)
+        loss = partial_label_loss(logits, targets, self.target_masks, self.config.label_smoothing)
+        self.log_training(loss, logits, targets)
+        return loss
 
 
 def partial_label_loss(
@@ -343,6 +420,8 @@ def describe_precision(config: TrainConfig) -> str:
 
 __all__ = [
     "CoroNetModule",
+    "FeatureHeadModule",
+    "FoldModule",
     "cpu_has_native_bf16",
     "describe_precision",
     "group_weights",
