@@ -130,6 +130,28 @@ def test_audit_cli_errors(tiny_cv_run, tmp_path):
 
 
 @pytest.mark.slow  # trains or reads the real data
+def test_the_external_audit_explains_merged_labels_with_the_models_own_class(tiny_cv_run, xray_paths, tmp_path):
+    """3-class films on a 4-class model: a "pneumonia" prediction is explained by the model's own top class."""
+    import shutil
+
+    from coronet.evaluation.audit import audit_external
+    from coronet.evaluation.evaluate import evaluate
+
+    films = tmp_path / "films"
+    for path in xray_paths:
+        label = "covid" if "cohen" in str(path) else "normal" if "NORMAL" in str(path) else "pneumonia"
+        (films / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, films / label / path.name)
+    model = tiny_cv_run / "fold-1" / "model"
+    out = tmp_path / "evaluation"
+    evaluate(model, films, "folder", out, log=lambda *_: None)
+    assert "pneumonia" in set(pd.read_csv(out / "predictions.csv").label)
+    audit_external(out, model, config=AuditConfig(retrain=False, n_bootstrap=20), log=lambda *_: None)
+    mass = pd.read_csv(out / "audit" / "gradcam-mass.csv")
+    assert len(mass) and mass.pred.isin(["covid", "normal", "pneumonia"]).all()
+
+
+@pytest.mark.slow  # trains or reads the real data
 def test_the_external_audit_runs_tests_1_2_and_5_on_one_model(tiny_cv_run, xray_paths, tmp_path):
     """``coronet evaluate --audit``: the same occlusion and summary code as the audit, one model, no retraining."""
     import shutil

@@ -234,6 +234,16 @@ def acquisition_predictions(manifest: pd.DataFrame, features: pd.DataFrame, clas
 
 
 # --------------------------------------------------------------------------- Grad-CAM mass
+def _explained_classes(model, batch: np.ndarray, predictions: pd.Series, model_classes) -> list[int]:
+    """The class index each film's Grad-CAM explains: its prediction, or, where the task merged the model's
+    classes (a 4-class model on 3-class films predicts "pneumonia"), the model's own most probable class."""
+    if set(predictions) <= set(model_classes):
+        return [list(model_classes).index(p) for p in predictions]
+    with torch.inference_mode():
+        own = model(torch.from_numpy(np.ascontiguousarray(batch))).argmax(1).tolist()
+    return [list(model_classes).index(p) if p in model_classes else k for p, k in zip(predictions, own)]
+
+
 def cam_mass(
     run_dir: Path | None,
     manifest: pd.DataFrame,
@@ -264,8 +274,7 @@ def cam_mass(
         cam = GradCam(model, card["input_size"])
         images = np.asarray(cache[part["cache_index"].to_numpy()])
         batch = resize_batch(torch.from_numpy(images)[:, None].float() / 255, card["input_size"]).numpy()
-        classes = [card["classes"].index(p) for p in part["pred"]]
-        maps = cam(batch, classes)
+        maps = cam(batch, _explained_classes(model, batch, part["pred"], card["classes"]))
         lungs = lungs_of(part, card["input_size"])
         for k, (row, heat) in enumerate(zip(part.itertuples(index=False), maps)):
             total = float(heat.sum())
