@@ -76,11 +76,49 @@ def evaluate(
     out = Path(out)
     run = RunDir(out)
     root = source_root(data, source)
-    table = read_source(source, root)
     predictor = Predictor(model_dir, runtime=runtime)
+    table = read_source(source, root)
     mapping = class_map or _default_map(predictor.classes, table["label"])
+    table, labels, partial, outside = _expressible_rows(table, predictor, mapping, root, log)
+    overlap = None
+    if training_dataset is not None:
+        table, overlap = _without_training_overlap(table, Path(training_dataset), predictor.card, root, log)
+    else:
+        _warn_of_possible_overlap(predictor.card, log)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if overlap is not None:
+        overlap.to_csv(run.overlap, index=False)
+    predictions, failures = _predict_rows(predictor, table, mapping, labels, partial, root, run, batch_size, log)
+    shutil.copy2(predictor.model_dir / MODEL_CARD, run.model_card)
+    record = {
+        "kind": "evaluate",
+        "model": str(predictor.model_dir.resolve()),
+        "model_name": predictor.card.get("name"),
+        "weights_sha256": predictor.card.get("weights_sha256"),
+        "source": source,
+        "data": str(root.resolve()),
+        "class_map": mapping,
+        "labels": labels,
+        "runtime": runtime,
+        "images": len(predictions),
+        "training_dataset": str(Path(training_dataset).resolve()) if training_dataset else None,
+        "left_out_overlap": 0 if overlap is None else int(overlap["path"].nunique()),
+        "skipped": failures,
+        "left_out": {k: int(v) for k, v in outside["label"].value_counts().items()},
+        "coronet": __version__,
+    }
+    run.config.write_text(json.dumps(record, indent=2) + "\n")
+    main = table1_rows(predictions)  # films with a partial label have no single right class
+    accuracy = float((main["pred"] == main["label"]).mean())
+    log(f"{len(predictions)} images, accuracy {accuracy:.4f}; {failures} unreadable -> {out}")
+    return predictions
+
+
+def _expressible_rows(table: pd.DataFrame, predictor: Predictor, mapping: dict, root: Path, log):
+    """(rows whose labels the mapped classes can express, the mapped labels, the partial labels kept, the rows
+    left out). Partial labels the mapped classes can express (ieee8023's "other": not COVID-19) are kept, apart."""
     labels = mapped_labels(predictor.classes, mapping)
-    # partial labels the mapped classes can express (ieee8023's "other": not COVID-19) are kept, apart
     partial = {
         label
         for label in set(table["label"]) - set(labels)
@@ -95,25 +133,33 @@ def evaluate(
     table = table[table["label"].isin([*labels, *partial])].reset_index(drop=True)
     if table.empty:
         raise ValueError(f"{root}: no images with labels among {labels}")
-    training = predictor.card.get("training") or {}
-    overlap = None
-    if training_dataset is not None:
-        overlap = training_overlap(table, Path(training_dataset))
-        if training.get("dataset_sha256") and _dataset_hash(Path(training_dataset)) != training["dataset_sha256"]:
-            log(
-                f"warning: {training_dataset} is not the dataset this model's card names "
-                f"(manifest SHA-256 {training['dataset_sha256'][:12]}...); the overlap is with it all the same"
-            )
-        left = table["path"].isin(set(overlap["path"]))
-        counts = overlap.drop_duplicates("path")["kind"].value_counts()
+    return table, labels, partial, outside
+
+
+def _without_training_overlap(table: pd.DataFrame, training_dataset: Path, card: dict, root: Path, log):
+    """(the rows that are neither a training film nor a training patient's, the overlap found)."""
+    training = card.get("training") or {}
+    overlap = training_overlap(table, training_dataset)
+    if training.get("dataset_sha256") and _dataset_hash(training_dataset) != training["dataset_sha256"]:
         log(
-            f"left out {int(left.sum())} of {len(table)} images that overlap the training data "
-            f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} a training patient's film)"
+            f"warning: {training_dataset} is not the dataset this model's card names "
+            f"(manifest SHA-256 {training['dataset_sha256'][:12]}...); the overlap is with it all the same"
         )
-        table = table[~left].reset_index(drop=True)
-        if table.empty:
-            raise ValueError(f"{root}: every image overlaps the training data")
-    elif training.get("dataset_path") or training.get("dataset_sha256"):
+    left = table["path"].isin(set(overlap["path"]))
+    counts = overlap.drop_duplicates("path")["kind"].value_counts()
+    log(
+        f"left out {int(left.sum())} of {len(table)} images that overlap the training data "
+        f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} a training patient's film)"
+    )
+    table = table[~left].reset_index(drop=True)
+    if table.empty:
+        raise ValueError(f"{root}: every image overlaps the training data")
+    return table, overlap
+
+
+def _warn_of_possible_overlap(card: dict, log) -> None:
+    training = card.get("training") or {}
+    if training.get("dataset_path") or training.get("dataset_sha256"):
         where = training.get("dataset_path") or "its training dataset"
         log(
             f"warning: this model was trained on {where} (manifest SHA-256 "
@@ -121,9 +167,10 @@ def evaluate(
             "--training-dataset DIR to leave out the same films and patients"
         )
 
-    out.mkdir(parents=True, exist_ok=True)
-    if overlap is not None:
-        overlap.to_csv(run.overlap, index=False)
+
+def _predict_rows(predictor, table, mapping, labels, partial, root: Path, run: RunDir, batch_size: int, log):
+    """Predict the rows' films; write ``predictions.csv`` (probabilities merged to the task's classes) and
+    ``skipped.csv``. Returns (the predictions, how many films could not be read)."""
     results = list(predictor.predict_files(table["path"], batch_size=batch_size))
     failures = [r for r in results if isinstance(r, Failure)]
     for failure in failures:
@@ -142,30 +189,7 @@ def evaluate(
         predictions["cohort"] = np.where(rows["label"].isin(partial), PARTIAL_COHORT, TABLE1)
     predictions["relpath"] = [os.path.relpath(p, root) for p in rows["path"]]
     predictions.to_csv(run.predictions, index=False)
-
-    shutil.copy2(predictor.model_dir / MODEL_CARD, run.model_card)
-    record = {
-        "kind": "evaluate",
-        "model": str(predictor.model_dir.resolve()),
-        "model_name": predictor.card.get("name"),
-        "weights_sha256": predictor.card.get("weights_sha256"),
-        "source": source,
-        "data": str(root.resolve()),
-        "class_map": mapping,
-        "labels": labels,
-        "runtime": runtime,
-        "images": len(predictions),
-        "training_dataset": str(Path(training_dataset).resolve()) if training_dataset else None,
-        "left_out_overlap": 0 if overlap is None else int(overlap["path"].nunique()),
-        "skipped": len(failures),
-        "left_out": {k: int(v) for k, v in outside["label"].value_counts().items()},
-        "coronet": __version__,
-    }
-    run.config.write_text(json.dumps(record, indent=2) + "\n")
-    main = table1_rows(predictions)  # films with a partial label have no single right class
-    accuracy = float((main["pred"] == main["label"]).mean())
-    log(f"{len(predictions)} images, accuracy {accuracy:.4f}; {len(failures)} unreadable -> {out}")
-    return predictions
+    return predictions, len(failures)
 
 
 def _dataset_hash(dataset: Path) -> str | None:
