@@ -567,37 +567,12 @@ def measure_runtimes(
         except ImportError as error:
             export = {"error": f"ONNX Runtime is not installed ({error}): pip install 'coronet[onnx]'"}
 
-    candidates: dict[str, dict] = {}
-    for runtime in runtimes:
-        entry: dict = {"low_precision": runtime in LOW_PRECISION}
-        candidates[runtime] = entry
-        why_not = _unavailable(runtime, export, calibration)
-        if why_not:
-            entry.update(available=False, eligible=False, reason=why_not)
-            log(f"{runtime}: not measured: {why_not}")
-            continue
-        try:
-            if runtime == "onnx-int8":
-                assert calibration is not None
-                where = {"dataset": films.dataset, "fold": films.fold} if films is not None else {}
-                quantize_int8(directory, calibration, calibrated_on=where)
-            predictor = reference if runtime == REFERENCE else Predictor(directory, runtime=runtime)
-        except Exception as error:  # noqa: BLE001  (a candidate that cannot be built is reported, not fatal)
-            entry.update(
-                available=False, eligible=False, reason=f"{type(error).__name__}: {' '.join(str(error).split())}"
-            )
-            log(f"{runtime}: could not be built: {entry['reason']}")
-            continue
-        entry["available"] = True
-        if _onnx_file(runtime):
-            entry.update(file=_onnx_file(runtime), sha256=_recorded_sha256(directory, runtime))
-        if films is not None and expected is not None:
-            got = expected if runtime == REFERENCE else _probabilities(predictor.run, films.images)
-            entry["check"] = accuracy_check(expected, got, films.labels, tolerance)
-        entry.update(measure_speed(predictor.run, speed_input, repeats))
-        entry["eligible"], entry["reason"] = _eligibility(runtime, entry, export)
-        log(_line(runtime, entry))
-
+    candidates = {
+        runtime: _measure_candidate(
+            runtime, directory, reference, films, expected, calibration, export, speed_input, repeats, tolerance, log
+        )
+        for runtime in runtimes
+    }
     ranking = sorted(
         (r for r, e in candidates.items() if e.get("eligible")),
         key=lambda r: (candidates[r]["latency_ms"], -candidates[r]["images_per_s"]),
@@ -609,17 +584,7 @@ def measure_runtimes(
         "model": card.get("name"),
         "weights_sha256": card["weights_sha256"],
         "machine": machine(),
-        "check": None
-        if films is None or expected is None
-        else {
-            "dataset": films.dataset,
-            "fold": films.fold,
-            "films": int(len(films.labels)),
-            "calibration_films": int(len(films.calibration)),
-            "reference": REFERENCE,
-            "reference_accuracy": 100 * float(np.mean(expected.argmax(1) == films.labels)),
-            "tolerance_points": tolerance,
-        },
+        "check": None if films is None or expected is None else _check_record(films, expected, tolerance),
         "onnx_export": export,
         "candidates": candidates,
         "rule": RULE.format(tolerance=tolerance),
@@ -630,6 +595,61 @@ def measure_runtimes(
     if write:
         write_record(directory, record)
     return record
+
+
+def _measure_candidate(
+    runtime: str,
+    directory: Path,
+    reference: Predictor,
+    films,
+    expected: np.ndarray | None,
+    calibration: np.ndarray | None,
+    export: dict | None,
+    speed_input: np.ndarray,
+    repeats: int,
+    tolerance: float,
+    log: Callable[[str], None],
+) -> dict:
+    """One runtime's entry of the record: built (the int8 model calibrated first), checked against the
+    reference's probabilities when there are check films, timed, and judged eligible or not, with the reason."""
+    entry: dict = {"low_precision": runtime in LOW_PRECISION}
+    why_not = _unavailable(runtime, export, calibration)
+    if why_not:
+        entry.update(available=False, eligible=False, reason=why_not)
+        log(f"{runtime}: not measured: {why_not}")
+        return entry
+    try:
+        if runtime == "onnx-int8" and calibration is not None:  # _unavailable refused it without calibration
+            where = {"dataset": films.dataset, "fold": films.fold} if films is not None else {}
+            quantize_int8(directory, calibration, calibrated_on=where)
+        predictor = reference if runtime == REFERENCE else Predictor(directory, runtime=runtime)
+    except Exception as error:  # noqa: BLE001  (a candidate that cannot be built is reported, not fatal)
+        entry.update(available=False, eligible=False, reason=f"{type(error).__name__}: {' '.join(str(error).split())}")
+        log(f"{runtime}: could not be built: {entry['reason']}")
+        return entry
+    entry["available"] = True
+    if _onnx_file(runtime):
+        entry.update(file=_onnx_file(runtime), sha256=_recorded_sha256(directory, runtime))
+    if films is not None and expected is not None:
+        got = expected if runtime == REFERENCE else _probabilities(predictor.run, films.images)
+        entry["check"] = accuracy_check(expected, got, films.labels, tolerance)
+    entry.update(measure_speed(predictor.run, speed_input, repeats))
+    entry["eligible"], entry["reason"] = _eligibility(runtime, entry, export)
+    log(_line(runtime, entry))
+    return entry
+
+
+def _check_record(films, expected: np.ndarray, tolerance: float) -> dict:
+    """The record's ``check``: which films, the reference's accuracy on them, the tolerance."""
+    return {
+        "dataset": films.dataset,
+        "fold": films.fold,
+        "films": int(len(films.labels)),
+        "calibration_films": int(len(films.calibration)),
+        "reference": REFERENCE,
+        "reference_accuracy": 100 * float(np.mean(expected.argmax(1) == films.labels)),
+        "tolerance_points": tolerance,
+    }
 
 
 def _unavailable(runtime: str, export: dict | None, calibration: np.ndarray | None) -> str | None:
