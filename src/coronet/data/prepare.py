@@ -259,20 +259,14 @@ def prepare_dataset(
         selected["group"] = connected_groups(len(selected), pairs)
     selected["fold"] = assign_folds(selected["label"], selected["group"], config.folds, config.seed)
 
-    images = [scans[k]["cached"] for k in scan_rows]
-    signatures = [scans[k]["signature"] for k in scan_rows]
+    selected_scans = [scans[k] for k in scan_rows]
     if config.cohorts:
-        selected = selected.assign(cohort=TABLE1)
-    for name, folder in config.cohorts.items():
-        rows, cohort_scans, cohort_duplicates, cohort_skipped = cohort_rows(
-            get_cohort(name), Path(folder), data_dir, config, log
-        )
-        rows["group"] += int(selected["group"].max()) + 1
-        selected = pd.concat([selected, rows], ignore_index=True)
-        images += [scan["cached"] for scan in cohort_scans]
-        signatures += [scan["signature"] for scan in cohort_scans]
-        duplicate_rows += cohort_duplicates
-        skipped = pd.concat([skipped, cohort_skipped], ignore_index=True)
+        selected, extra_scans, extra_duplicates, extra_skipped = _with_cohorts(selected, data_dir, config, log)
+        selected_scans += extra_scans
+        duplicate_rows += extra_duplicates
+        skipped = pd.concat([skipped, extra_skipped], ignore_index=True)
+    images = [scan["cached"] for scan in selected_scans]
+    signatures = [scan["signature"] for scan in selected_scans]
 
     selected["cache_index"] = np.arange(len(selected))
     out.mkdir(parents=True, exist_ok=True)
@@ -309,6 +303,25 @@ def prepare_dataset(
     log(summary)
     log(f"prepared {len(manifest)} images in {elapsed:.1f} s -> {out}")
     return PreparedDataset(manifest, duplicates, skipped, summary, out)
+
+
+def _with_cohorts(selected: pd.DataFrame, data_dir: Path, config: PrepareConfig, log=print):
+    """Table I's rows (cohort ``table1``) followed by each extra cohort's of ``config.cohorts``, with fold groups
+    of their own: ``(rows, the added rows' scans, duplicate rows, skipped)``."""
+    selected = selected.assign(cohort=TABLE1)
+    scans: list[dict] = []
+    duplicate_rows: list = []
+    skipped = []
+    for name, folder in config.cohorts.items():
+        rows, cohort_scans, cohort_duplicates, cohort_skipped = cohort_rows(
+            get_cohort(name), Path(folder), data_dir, config, log
+        )
+        rows["group"] += int(selected["group"].max()) + 1
+        selected = pd.concat([selected, rows], ignore_index=True)
+        scans += cohort_scans
+        duplicate_rows += cohort_duplicates
+        skipped.append(cohort_skipped)
+    return selected, scans, duplicate_rows, pd.concat(skipped, ignore_index=True)
 
 
 def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareConfig, log=print):

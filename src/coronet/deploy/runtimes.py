@@ -366,33 +366,36 @@ def quantize_int8(
                 # one batch's intermediate tensors are ever held
                 extra_options={"CalibStridedMinMax": 1, "CalibPercentile": PERCENTILE},
             )
-        record = {
-            **{k: source_record.get(k) for k in ("name", "classes", "input_size", "tta", "input", "outputs", "opset")},
-            "format": ONNX_FORMAT,
-            "onnx_sha256": file_sha256(quantized),
-            "weights_sha256": card["weights_sha256"],
-            "quantization": {
-                "kind": "static int8 (onnxruntime.quantization.quantize_static)",
-                "from_onnx_sha256": source_record.get("onnx_sha256"),
-                "format": "QDQ",
-                "activations": "uint8",
-                "weights": "int8, per channel",
-                "reduce_range": reduce_range,
-                "operators": list(QUANTIZED_OPS),
-                "float32": ["the preprocessing", "the first convolution", "the dense head", "pooling", "softmax"],
-                "calibration": {
-                    "method": f"percentile {PERCENTILE}",
-                    "films": int(len(calibration)),
-                    **(calibrated_on or {}),
-                },
-            },
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+        record = _int8_record(source_record, quantized, card, reduce_range, len(calibration), calibrated_on)
         tmp_record = Path(tmp) / "int8.onnx.json"
         tmp_record.write_text(json.dumps(record, indent=2) + "\n")
         os.replace(quantized, out)
         os.replace(tmp_record, record_path(out))
     return out
+
+
+def _int8_record(
+    source_record: dict, quantized: Path, card: dict, reduce_range: bool, films: int, calibrated_on: dict | None
+) -> dict:
+    """The int8 model's record: the export's fields, its own SHA-256, and how it was quantised and calibrated."""
+    return {
+        **{k: source_record.get(k) for k in ("name", "classes", "input_size", "tta", "input", "outputs", "opset")},
+        "format": ONNX_FORMAT,
+        "onnx_sha256": file_sha256(quantized),
+        "weights_sha256": card["weights_sha256"],
+        "quantization": {
+            "kind": "static int8 (onnxruntime.quantization.quantize_static)",
+            "from_onnx_sha256": source_record.get("onnx_sha256"),
+            "format": "QDQ",
+            "activations": "uint8",
+            "weights": "int8, per channel",
+            "reduce_range": reduce_range,
+            "operators": list(QUANTIZED_OPS),
+            "float32": ["the preprocessing", "the first convolution", "the dense head", "pooling", "softmax"],
+            "calibration": {"method": f"percentile {PERCENTILE}", "films": int(films), **(calibrated_on or {})},
+        },
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- record
