@@ -56,9 +56,7 @@ def predict(
     Unreadable files are reported one line each (file: problem, with any decoder warning at its end), the others
     still predicted; exit status 1.
     """
-    from tqdm import tqdm
-
-    from ..deploy.predict import Failure, Predictor, find_images, table_header, table_line
+    from ..deploy.predict import Failure, Predictor, find_images
     from ..models.modeldir import ModelLoadError
 
     if out is not None:
@@ -79,30 +77,8 @@ def predict(
         except OSError as error:
             fail(f"{cam}: cannot create the --cam folder ({error.strerror or error})")
 
-    width = max(len(str(f)) for f in files)
-    typer.echo(table_header(predictor.classes, width=width))
-    predictions, failures, overlays = [], list(empty), _CamWriter(cam) if cam is not None else None
-    for failure in empty:
-        typer.echo(str(failure), err=True)
-    show_bar = progress and len(files) >= PROGRESS_FROM and sys.stderr.isatty()  # no bar redraws in logs
-    bar = tqdm(total=len(files), unit="image", disable=not show_bar, file=sys.stderr)
-    for result in predictor.predict_files(files, batch_size=batch_size, cam=cam is not None):
-        if isinstance(result, Failure):
-            failures.append(result)
-            bar.write(str(result), file=sys.stderr)
-        else:
-            bar.write(table_line(result, width=width), file=sys.stdout)
-            if verbose and result.warnings:
-                warned = "a decoder warning" if len(result.warnings) == 1 else "decoder warnings"
-                note = Failure(result.path, f"predicted despite {warned}: {'; '.join(result.warnings)}")
-                bar.write(str(note), file=sys.stderr)  # one line, as a failure's
-            if overlays is not None:
-                overlays.add(result)
-            # The film and heat map are full-size arrays: a long list must not keep them all in memory.
-            predictions.append(replace(result, image=None, heatmap=None))
-        bar.update()
-    bar.close()
-
+    overlays = _CamWriter(cam) if cam is not None else None
+    predictions, failures = _print_predictions(predictor, files, empty, batch_size, overlays, progress, verbose)
     if out is not None:
         from ..deploy.predict import write_results
 
@@ -123,6 +99,39 @@ def predict(
     )
     if failures:
         raise typer.Exit(1)
+
+
+def _print_predictions(predictor, files, empty, batch_size: int, overlays, progress: bool, verbose: bool):
+    """Predict ``files``; print a table line per film (stdout) and a line per failure (stderr) as they come,
+    under a progress bar on a terminal. Returns (predictions without their arrays, failures)."""
+    from tqdm import tqdm
+
+    from ..deploy.predict import Failure, table_header, table_line
+
+    width = max(len(str(f)) for f in files)
+    typer.echo(table_header(predictor.classes, width=width))
+    predictions, failures = [], list(empty)
+    for failure in empty:
+        typer.echo(str(failure), err=True)
+    show_bar = progress and len(files) >= PROGRESS_FROM and sys.stderr.isatty()  # no bar redraws in logs
+    bar = tqdm(total=len(files), unit="image", disable=not show_bar, file=sys.stderr)
+    for result in predictor.predict_files(files, batch_size=batch_size, cam=overlays is not None):
+        if isinstance(result, Failure):
+            failures.append(result)
+            bar.write(str(result), file=sys.stderr)
+        else:
+            bar.write(table_line(result, width=width), file=sys.stdout)
+            if verbose and result.warnings:
+                warned = "a decoder warning" if len(result.warnings) == 1 else "decoder warnings"
+                note = Failure(result.path, f"predicted despite {warned}: {'; '.join(result.warnings)}")
+                bar.write(str(note), file=sys.stderr)  # one line, as a failure's
+            if overlays is not None:
+                overlays.add(result)
+            # The film and heat map are full-size arrays: a long list must not keep them all in memory.
+            predictions.append(replace(result, image=None, heatmap=None))
+        bar.update()
+    bar.close()
+    return predictions, failures
 
 
 def _say_runtime(predictor) -> None:
