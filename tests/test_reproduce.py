@@ -74,6 +74,10 @@ def test_reproduce_quick_on_a_tiny_subset(data_dir, tmp_path):
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "already finished, kept" in again.output
+    # timings.json adds the second sitting's seconds to the first's: a resumed run still says where its time went
+    both = json.loads((out / "timings.json").read_text())
+    assert set(both) == set(timings) and all(both[stage] >= timings[stage] for stage in timings)
+    assert both["reports"] > timings["reports"]  # the overview and reports are rebuilt, so they took time again
 
 
 def test_reproduce_deconfound_trains_with_both_cohorts_and_reports_by_source(data_dir, tmp_path):

@@ -46,7 +46,7 @@ from .evaluation.report import (
     write_report,
 )
 from .evaluation.sources import worst_phrase
-from .layout import ReportDir, ReproduceDir, RunDir
+from .layout import ReportDir, ReproduceDir, RunDir, atomic_path
 from .models.modeldir import annotate_card
 from .tasks import FOUR_CLASS, get_task
 from .training.finetune import finetune, ozturk_root
@@ -142,20 +142,34 @@ def reproduce(
     )
 
 
+def _read_timings(path: Path) -> dict[str, float]:
+    """The seconds per stage of the earlier sittings (none when the file is missing or unreadable)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in record.items() if isinstance(v, int | float)} if isinstance(record, dict) else {}
+
+
 class _Steps:
-    """The stages of one reproduction, each timed into ``timings.json``."""
+    """The stages of one reproduction, each timed into ``timings.json``.
+
+    A resumed reproduction adds each stage's seconds to those of the earlier sittings, so ``timings.json`` says
+    where the whole run's time went, not only the last sitting's (which finds most stages done)."""
 
     def __init__(self, data: Path, root: ReproduceDir, profile: str, progress: bool, log):
         self.data, self.root, self.profile, self.progress, self.log = data, root, profile, progress, log
         self.four = root.run(FOUR_CLASS.name)
-        self.timings: dict[str, float] = {}
+        self.earlier = _read_timings(root.timings)
+        self.timings: dict[str, float] = dict(self.earlier)
 
     def stage(self, name: str, work):
         self.log(f"== {name}")
         started = time.perf_counter()
         result = work()
-        self.timings[name] = round(time.perf_counter() - started, 1)
-        self.root.timings.write_text(json.dumps(self.timings, indent=2) + "\n")
+        self.timings[name] = round(self.earlier.get(name, 0.0) + time.perf_counter() - started, 1)
+        with atomic_path(self.root.timings) as tmp:
+            tmp.write_text(json.dumps(self.timings, indent=2) + "\n")
         return result
 
     def cross_validate(self, config, record: dict) -> None:
