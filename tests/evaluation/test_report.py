@@ -325,3 +325,13 @@ def test_every_report_says_it_is_not_a_medical_device(tmp_path):
     markdown = (tmp_path / "report" / "report.md").read_text().splitlines()
     assert markdown[2] == f"*{DISCLAIMER}*"  # under the title
     assert DISCLAIMER in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_the_roc_figure_of_films_of_one_label_says_so_instead_of_warning(tmp_path):
+    """dataset-2 without the training films can hold COVID-19 films only: no ROC, no empty-legend warning."""
+    from coronet.evaluation.figures import plot_roc
+
+    films = pd.DataFrame({"label": ["covid"] * 3, "prob_covid": [0.9, 0.8, 0.2], "prob_normal": [0.1, 0.2, 0.8]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plot_roc(films, ["covid", "normal"], {}, tmp_path / "roc.png").is_file()

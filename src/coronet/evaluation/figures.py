@@ -54,7 +54,10 @@ def plot_roc(predictions: pd.DataFrame, classes, aucs: dict, path: Path) -> Path
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title("one-vs-rest ROC")
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
+    else:  # e.g. films of one class only: no class has both positives and negatives
+        ax.text(0.5, 0.5, "no ROC: every film has the same label", ha="center", va="center", fontsize=8)
     return _save(fig, path)
 
 
