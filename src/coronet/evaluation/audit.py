@@ -324,7 +324,7 @@ def audit(
     files = AuditDir(Path(out)) if out is not None else run.audit
     record = run.read_config()
     train = TrainConfig.from_dict(record["train"])
-    dataset = run.dataset
+    dataset = DatasetDir(Path(record["dataset"]["path"]))  # what run.dataset gives, without reading the config again
     folds = [int(f) for f in record["folds"]]
     everything = run.read_manifest()  # the run's training data, adult negatives included
     manifest = table1_rows(everything)  # the films every test predicts: Table I rows only
