@@ -85,7 +85,7 @@ def run(dataset: Path, out: Path, names: list[str], profile: str, fold: int, epo
         started = time.perf_counter()
         fit_fold(dataset, fold, run_dir, config, resume=True, progress=False, log=log)
         minutes = (time.perf_counter() - started) / 60
-        summary = write_report(run_dir)
+        summary = write_report(run_dir).to_json()
         metrics = pd.read_csv(run_dir / "metrics.csv")
         result = {
             "name": name,

@@ -30,21 +30,13 @@ import pandas as pd
 from .data.cohorts import ADULT, COHORTS, SOURCE
 from .data.prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
 from .data.sources import find_source_root
-from .evaluation.audit import AuditConfig, overview_section
+from .evaluation.audit import AuditConfig, overview_blocks
 from .evaluation.audit import audit as run_audit
-from .evaluation.cohorttest import annotate_cards, cohort_test
+from .evaluation.cohorttest import annotate_cards, cohort_test, source_card_entry
 from .evaluation.figures import plot_overview
-from .evaluation.report import (
-    DISCLAIMER,
-    PAPER,
-    data_uri,
-    html_table,
-    markdown_table,
-    render_html,
-    source_display,
-    summary_lines,
-    write_report,
-)
+from .evaluation.pages import Bullets, Figure, Link, Page, Section, Table, Text, write_page
+from .evaluation.report import PAPER, source_display, summary_lines, write_report
+from .evaluation.results import AuditResults, Estimate, RunResults, WorstSource
 from .evaluation.sources import worst_phrase
 from .layout import ReportDir, ReproduceDir, RunDir, atomic_path
 from .models.modeldir import annotate_card
@@ -82,8 +74,8 @@ def reproduce(
     audit_retrain: bool = True,
     log=print,
     **overrides,
-) -> dict:
-    """Run every stage (see the module docstring) for ``profile``; return the overview's summary.
+) -> Overview:
+    """Run every stage (see the module docstring) for ``profile``; return what the overview reports.
 
     counts: images per class for the 4-class dataset (default: the paper's Table I).
     dataset2: include the dataset-2 stage when the data directory holds dataset-2.
@@ -131,14 +123,14 @@ def reproduce(
     # the fine-tunes have settings of their own (FINETUNE_PROFILES): only where and how to run carries over
     tuned = {k: v for k, v in overrides.items() if k in RUNTIME_SETTINGS}
     runs = steps.finetunes(tuned, dataset2, dataset2_per_class)
-    summaries = steps.stage(
+    results = steps.stage(
         "reports", lambda: {name: write_report(run, n_bootstrap=n_bootstrap, seed=seed) for name, run in runs.items()}
     )
     four = root.run(FOUR_CLASS.name)
-    annotate_cards(four.path, summaries["4-class"])  # the per-source figures, where predict and serve see them
-    serve = steps.final_model(summaries["4-class"]) if final else four.fold(1).model
+    annotate_cards(four.path, results["4-class"])  # the per-source figures, where predict and serve see them
+    serve = steps.final_model(results["4-class"]) if final else four.fold(1).model
     return write_overview(
-        root.path, runs, summaries, profile, steps.timings, weights=config.weights, serve=serve, audit=audited
+        root.path, runs, results, profile, steps.timings, weights=config.weights, serve=serve, audit=audited
     )
 
 
@@ -200,15 +192,16 @@ class _Steps:
                     ),
                 )
 
-    def audit(self, config: AuditConfig) -> dict:
+    def audit(self, config: AuditConfig) -> AuditResults:
         """The shortcut audit of the 4-class run (kept when done), its headline written into the fold cards."""
-        audited = self.four.audit.read_summary()
-        if audited is None:
+        done = self.four.audit.read_summary()
+        if done is not None:
+            audited = AuditResults.from_json(done)
+        else:
             audited = self.stage(
                 "audit", lambda: run_audit(self.four.path, config=config, progress=self.progress, log=self.log)
             )
-        verdicts = audited.get("verdicts") or {}
-        headline = verdicts.get("retrained-lungs-removed") or verdicts.get("lungs-removed")
+        headline = audited.headline
         where = os.path.relpath(self.four.audit.markdown, self.root.path)
         for fold in self.four.folds():
             if headline and fold.has_model():
@@ -255,38 +248,32 @@ class _Steps:
             self.log(f"dataset-2 not found under {self.data}: Table VI skipped")
         return runs
 
-    def final_model(self, four_summary: dict) -> Path:
+    def final_model(self, four: RunResults) -> Path:
         """One 4-class model on every image, its card carrying the recipe's cross-validated figures."""
         self.stage(
             "final",
             lambda: fit_final(
                 self.four.path,
                 self.root.final.path,
-                validated_by=_validation(four_summary),
+                validated_by=_validation(four),
                 progress=self.progress,
                 log=self.log,
             ),
         )
         serve = self.root.final.model
         recipe = "the cross-validation models of this recipe"
-        sources = four_summary.get("sources") or {}
         annotate_card(  # the recipe's figures, measured over every fold (this model has no held-out films)
-            serve,
-            false_covid_by_source={
-                "worst": sources.get("worst_false_covid"),
-                "negative_sources": sources.get("negative_sources"),
-                "measured_on": recipe,
-            },
+            serve, false_covid_by_source=source_card_entry(four, measured_on=recipe)
         )
-        adult = four_summary.get("adult")
-        if adult:
+        if four.adult:
+            rate = four.adult.false_covid_all
             annotate_card(
                 serve,
                 adult_test={
-                    "false_covid_rate": adult["false_covid_all"],
-                    "ci": adult["false_covid_all_ci"],
-                    "films": adult["n_images"],
-                    "patients": adult["n_patients"],
+                    "false_covid_rate": rate.value,
+                    "ci": rate.ci,
+                    "films": four.adult.n_images,
+                    "patients": four.adult.n_patients,
                     "data": "dataset-2 adult ChestX-ray8 films, each predicted by the "
                     "cross-validation model that never trained on it",
                     "measured_on": recipe,
@@ -295,10 +282,11 @@ class _Steps:
         return serve
 
 
-def _validation(summary: dict) -> dict:
-    """What the 4-class cross-validation measured, for the final model's card."""
+def _validation(four: RunResults) -> dict:
+    """What the 4-class cross-validation measured, for the final model's card (its JSON form)."""
+    record = four.to_json()
     return {
-        key: summary.get(key)
+        key: record[key]
         for key in ("accuracy", "accuracy_ci", "covid_recall", "covid_recall_ci", "n_images", "n_patients", "adult")
     }
 
@@ -327,50 +315,85 @@ def _folder(name: str) -> str:
     return get_source(COHORTS[name].source).folder
 
 
+@dataclass
+class Overview:
+    """What a reproduction measured (``summary.json`` beside the overview report): every run's headline
+    figures, the audit, the model to serve, the time per stage."""
+
+    profile: str
+    initial_weights: str
+    runs: dict[str, RunResults]
+    dirs: dict[str, Path]  #: run name -> its directory
+    report: Path  #: the overview's HTML page
+    timings: dict[str, float]
+    audit: AuditResults | None = None
+    model: Path | None = None  #: the model to serve
+
+    @property
+    def pipeline_check(self) -> bool:
+        return self.profile in PIPELINE_CHECKS
+
+    def to_json(self) -> dict:
+        return {
+            "profile": self.profile,
+            "pipeline_check": self.pipeline_check,
+            "initial_weights": self.initial_weights,
+            "audit": None
+            if self.audit is None
+            else {
+                "verdicts": self.audit.verdicts,
+                "tests": {name: test.accuracy.to_json() for name, test in self.audit.tests.items()},
+                "chance": self.audit.chance,
+            },
+            "model": str(self.model.resolve()) if self.model is not None else None,
+            "report": str(self.report.resolve()),
+            "timings_s": self.timings,
+            "runs": {name: _run_record(self.dirs[name], results) for name, results in self.runs.items()},
+        }
+
+
+def _run_record(directory: Path, results: RunResults) -> dict:
+    record = results.to_json()
+    return {
+        "dir": str(directory.resolve()),
+        **{key: record[key] for key in ("accuracy", "accuracy_ci", "covid_recall", "covid_recall_ci")},
+        "adult": record["adult"],
+        "sources": record["sources"],
+    }
+
+
 def write_overview(
     out: Path,
     runs: dict[str, Path],
-    summaries: dict[str, dict],
+    results: dict[str, RunResults],
     profile: str,
     timings: dict[str, float],
     weights: str = "none",
     serve: Path | None = None,
-    audit: dict | None = None,
-) -> dict:
+    audit: AuditResults | None = None,
+) -> Overview:
     """``out/report.md`` and ``out/report.html``: Tables III-VI beside the paper's, intervals, links."""
-    overview = ReproduceDir(out).report
-    tables = _overview_tables(overview, runs, summaries.get("4-class") or {})
-    intervals = _intervals(summaries)
-    intervals.to_csv(overview.table("intervals"))
+    files = ReproduceDir(out).report
+    overview = Overview(profile, weights, results, runs, files.html, timings, audit, serve)
+    tables = _overview_tables(files, runs, results["4-class"].worst if "4-class" in results else None)
+    intervals = _intervals(results)
+    intervals.to_csv(files.table("intervals"))
     paper_accuracy = {
         "4-class": PAPER["table5"]["4-class"]["accuracy"] / 100,
         "3-class": PAPER["table5"]["3-class"]["accuracy"] / 100,
         "binary": PAPER["table5"]["binary"]["accuracy"] / 100,
         "dataset-2": PAPER["table6"]["accuracy"] / 100,
     }
-    figure = plot_overview(summaries, paper_accuracy, overview.figure("overview"))
-    summary = _overview_summary(overview, runs, summaries, profile, timings, weights, serve, audit)
-    overview.summary.write_text(json.dumps(summary, indent=2) + "\n")
-    page = _OverviewPage(
-        title=(
-            f"Pipeline check, not a result ({profile} profile)"
-            if summary["pipeline_check"]
-            else f"CoroNet reproduction ({profile} profile)"
-        ),
-        start=_start_phrase(weights),
-        intervals=intervals,
-        tables=tables,
-        links={name: os.path.relpath(RunDir(run).report.html, out) for name, run in runs.items()},
-        audit=audit,
-        audit_page=os.path.relpath(RunDir(runs["4-class"]).audit.html, out),
-        timings=timings,
-    )
-    overview.markdown.write_text(page.markdown())
-    overview.html.write_text(page.html(figure), encoding="utf-8")
-    return summary
+    accuracies = {name: run.accuracy for name, run in results.items()}
+    figure = plot_overview(accuracies, paper_accuracy, files.figure("overview"))
+    files.summary.write_text(json.dumps(overview.to_json(), indent=2) + "\n")
+    audit_page = os.path.relpath(RunDir(runs["4-class"]).audit.html, out)
+    links = {name: os.path.relpath(RunDir(run).report.html, out) for name, run in runs.items()}
+    write_page(_overview_page(overview, figure, intervals, tables, links, audit_page), files.markdown, files.html)
+    return overview
 
 
-def _overview_tables(overview: ReportDir, runs: dict[str, Path], four_summary: dict) -> dict[str, pd.DataFrame]:
+def _overview_tables(overview: ReportDir, runs: dict[str, Path], worst: WorstSource | None) -> dict[str, pd.DataFrame]:
     """The per-source table and Tables III-VI, from the runs' reports; the combined ones written as CSV."""
     four = RunDir(runs["4-class"]).report
     table3 = pd.read_csv(four.table("table3"), index_col=0)
@@ -386,9 +409,7 @@ def _overview_tables(overview: ReportDir, runs: dict[str, Path], four_summary: d
     by_source.to_csv(overview.table("sources"), index=False)
     tables = {
         "4-class by source: each (source, label)'s share called COVID-19 and recall of its own label (95% CI "
-        "over patients); " + worst_phrase((four_summary.get("sources") or {}).get("worst_false_covid")): (
-            source_display(by_source)
-        ),
+        "over patients); " + worst_phrase(worst): source_display(by_source),
         "Table III: 4-class, per fold (percent)": table3,
         "Table IV: 4-class, per class (percent)": table4,
         "Table V: per task, fold means (percent)": table5,
@@ -406,67 +427,31 @@ def _overview_tables(overview: ReportDir, runs: dict[str, Path], four_summary: d
     return tables
 
 
-def _intervals(summaries: dict[str, dict]) -> pd.DataFrame:
+def _intervals(results: dict[str, RunResults]) -> pd.DataFrame:
     """Each run's accuracy, COVID-19 recall and false-COVID rates with their 95% intervals."""
     return pd.DataFrame(
         [
             {
                 "run": name,
-                "images": s["n_images"],
-                "patients": s["n_patients"],
-                "accuracy": s["accuracy"],
-                "accuracy 95% CI": _ci(s["accuracy_ci"]),
-                "covid recall": s["covid_recall"],
-                "covid recall 95% CI": _ci(s["covid_recall_ci"]),
-                "adult films called covid": (s.get("adult") or {}).get("false_covid_all"),
-                "adult 95% CI": _ci((s.get("adult") or {}).get("false_covid_all_ci")),
-                "worst negative source": (_worst(s) or {}).get("source"),
-                "its films called covid": (_worst(s) or {}).get("rate"),
-                "worst 95% CI": _ci((_worst(s) or {}).get("ci")),
+                "images": r.n_images,
+                "patients": r.n_patients,
+                "accuracy": r.accuracy.value,
+                "accuracy 95% CI": _ci(r.accuracy),
+                "covid recall": r.covid_recall.value if r.covid_recall else None,
+                "covid recall 95% CI": _ci(r.covid_recall),
+                "adult films called covid": r.adult.false_covid_all.value if r.adult else None,
+                "adult 95% CI": _ci(r.adult.false_covid_all if r.adult else None),
+                "worst negative source": r.worst.source if r.worst else None,
+                "its films called covid": r.worst.rate.value if r.worst else None,
+                "worst 95% CI": _ci(r.worst.rate if r.worst else None),
             }
-            for name, s in summaries.items()
+            for name, r in results.items()
         ]
     ).set_index("run")
 
 
-def _overview_summary(
-    overview: ReportDir,
-    runs: dict[str, Path],
-    summaries: dict[str, dict],
-    profile: str,
-    timings: dict[str, float],
-    weights: str,
-    serve: Path | None,
-    audit: dict | None,
-) -> dict:
-    """``summary.json``: the headline figures of every run, the audit's verdicts, the model to serve."""
-    return {
-        "profile": profile,
-        "pipeline_check": profile in PIPELINE_CHECKS,
-        "initial_weights": weights,
-        "audit": None
-        if audit is None
-        else {
-            "verdicts": audit["verdicts"],
-            "tests": {name: test["accuracy"] for name, test in audit["tests"].items()},
-            "chance": audit["chance"],
-        },
-        "model": str(serve.resolve()) if serve is not None else None,
-        "report": str(overview.html.resolve()),
-        "timings_s": timings,
-        "runs": {
-            name: {
-                "dir": str(runs[name].resolve()),
-                "accuracy": s["accuracy"],
-                "accuracy_ci": s["accuracy_ci"],
-                "covid_recall": s["covid_recall"],
-                "covid_recall_ci": s["covid_recall_ci"],
-                "adult": s.get("adult"),
-                "sources": s.get("sources"),
-            }
-            for name, s in summaries.items()
-        },
-    }
+def _ci(estimate: Estimate | None) -> str:
+    return "" if estimate is None else f"{estimate.low:.3f}-{estimate.high:.3f}"
 
 
 def _start_phrase(weights: str | None) -> str:
@@ -475,106 +460,61 @@ def _start_phrase(weights: str | None) -> str:
     return "ImageNet-pretrained weights" if weights == "imagenet" else f"the weights in {weights}"
 
 
-@dataclass
-class _OverviewPage:
-    """The overview report's content, rendered as Markdown and as HTML."""
-
-    title: str
-    start: str
-    intervals: pd.DataFrame
-    tables: dict[str, pd.DataFrame]
-    links: dict[str, str]
-    audit: dict | None
-    audit_page: str
-    timings: dict[str, float]
-
-    @property
-    def weights_sentence(self) -> str:
-        return (
-            f"Every 4-class model started from {self.start}; the fine-tuned models from the 4-class models of their "
-            "fold."
-        )
-
-    def markdown(self) -> str:
-        md = [
-            f"# {self.title}",
-            "",
-            f"*{DISCLAIMER}*",
-            "",
-            "![accuracy per task, ours with 95% CI and the paper's](overview.png)",
-            "",
-            self.weights_sentence,
-            "",
-            "## Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)",
-            "",
-            markdown_table(self.intervals),
-            "",
-        ]
-        if self.audit is not None:
-            audit_md, _ = overview_section(self.audit)
-            details = f"Details: [4class/audit/audit.html]({self.audit_page})"
-            md += ["## Is it looking at the lungs?", "", audit_md, "", details, ""]
-        for name, table in self.tables.items():
-            md += [f"## {name}", "", markdown_table(table), ""]
-        md += (
-            ["## Runs", ""]
-            + [f"- {name}: [{link}]({link})" for name, link in self.links.items()]
-            + ["", "## Time per stage (s)", "", *[f"- {k}: {v}" for k, v in self.timings.items()], ""]
-        )
-        return "\n".join(md)
-
-    def html(self, figure: Path) -> str:
-        sections = [
-            (
-                "Ours and the paper's, task by task",
-                f"<img src='{data_uri(figure)}' alt='accuracy per task, ours with 95% CI and the paper's'>",
-            ),
-            ("Initial weights", f"<p>{self.weights_sentence}</p>"),
-            ("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", html_table(self.intervals)),
-        ]
-        if self.audit is not None:
-            _, audit_html = overview_section(self.audit)
-            sections.append(
-                ("Is it looking at the lungs?", audit_html + f"<p><a href='{self.audit_page}'>the full audit</a></p>")
-            )
-        sections += [(name, html_table(table)) for name, table in self.tables.items()]
-        runs = "".join(f"<li><a href='{link}'>{name}</a></li>" for name, link in self.links.items())
-        sections += [
-            ("Runs", f"<ul>{runs}</ul>"),
-            ("Time per stage (s)", "<ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in self.timings.items()) + "</ul>"),
-        ]
-        return render_html(self.title, sections)
+def _overview_page(
+    overview: Overview,
+    figure: Path,
+    intervals: pd.DataFrame,
+    tables: dict[str, pd.DataFrame],
+    links: dict[str, str],
+    audit_page: str,
+) -> Page:
+    title = (
+        f"Pipeline check, not a result ({overview.profile} profile)"
+        if overview.pipeline_check
+        else f"CoroNet reproduction ({overview.profile} profile)"
+    )
+    weights = (
+        f"Every 4-class model started from {_start_phrase(overview.initial_weights)}; the fine-tuned models from "
+        "the 4-class models of their fold."
+    )
+    sections = [
+        Section(
+            "Ours and the paper's, task by task",
+            [Figure(figure, "accuracy per task, ours with 95% CI and the paper's", wide=True), Text(weights)],
+        ),
+        Section("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", [Table(intervals)]),
+    ]
+    if overview.audit is not None:
+        sections.append(Section("Is it looking at the lungs?", overview_blocks(overview.audit, audit_page)))
+    sections += [Section(name, [Table(table)]) for name, table in tables.items()]
+    sections += [
+        Section("Runs", [Bullets(tuple(Link(name, link) for name, link in links.items()))]),
+        Section("Time per stage (s)", [Bullets(tuple(f"{k}: {v}" for k, v in overview.timings.items()))]),
+    ]
+    return Page(title, sections)
 
 
-def _worst(summary: dict) -> dict | None:
-    return (summary.get("sources") or {}).get("worst_false_covid")
-
-
-def _ci(ci) -> str:
-    return "" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
-
-
-def overview_lines(summary: dict) -> list[str]:
+def overview_lines(overview: Overview) -> list[str]:
     """What ``coronet reproduce`` prints last: the report, each run's headline figures, the model to serve."""
     lines = []
-    if summary.get("pipeline_check"):
+    if overview.pipeline_check:
         lines.append(
-            f"PIPELINE CHECK, NOT A RESULT: the {summary['profile']} profile trains too little for its "
+            f"PIPELINE CHECK, NOT A RESULT: the {overview.profile} profile trains too little for its "
             "figures to mean anything (use --profile fast)"
         )
-    lines.append(f"report: {summary['report']}")
-    for name, run in summary["runs"].items():
-        lines += [f"{name}: {line}" for line in summary_lines({**run, "n_patients": None})]
-        if name == "4-class" and not run.get("adult"):
+    lines.append(f"report: {overview.report.resolve()}")
+    for name, run in overview.runs.items():
+        lines += [f"{name}: {line}" for line in summary_lines(run, patients=False)]
+        if name == "4-class" and not run.adult:
             lines.append(f"{name}: adult films called covid n/a (no dataset-2 for the adult-negative test)")
-    verdicts = (summary.get("audit") or {}).get("verdicts") or {}
-    headline = verdicts.get("retrained-lungs-removed") or verdicts.get("lungs-removed")
+    headline = overview.audit.headline if overview.audit else None
     if headline:
         lines.append(f"shortcut audit: {headline}")
-    if summary.get("model"):
-        worst = _worst(summary["runs"].get("4-class") or {})
-        lines.append(f"model to use: coronet serve --model {summary['model']} ({worst_phrase(worst)})")
+    if overview.model is not None:
+        four = overview.runs.get("4-class")
+        worst = four.worst if four else None
+        lines.append(f"model to use: coronet serve --model {overview.model.resolve()} ({worst_phrase(worst)})")
     return lines
 
 
-__all__ = ["overview_lines", "reproduce", "write_overview"]
+__all__ = ["Overview", "overview_lines", "reproduce", "write_overview"]

@@ -124,23 +124,23 @@ def test_table3_is_the_same_with_and_without_adult_rows(tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_csv(with_adults / "report" / "table3.csv"), pd.read_csv(without / "report" / "table3.csv")
     )
-    assert a["accuracy"] == b["accuracy"] == 6 / 8 and a["n_images"] == 8
-    assert b["adult"] is None
+    assert a.accuracy.value == b.accuracy.value == 6 / 8 and a.n_images == 8
+    assert b.adult is None
 
 
 def test_false_covid_rates_are_counted_on_the_right_rows(tmp_path):
     summary = write_report(synthetic_run(tmp_path, True), n_bootstrap=50)
-    adult = summary["adult"]
-    assert adult["false_covid_normal"] == pytest.approx(1 / 5)
-    assert adult["false_covid_pneumonia"] == pytest.approx(2 / 5)
-    assert adult["false_covid_all"] == pytest.approx(3 / 10) and adult["n_images"] == 10
+    adult = summary.adult
+    assert adult.figures["false_covid_normal"].value == pytest.approx(1 / 5)
+    assert adult.figures["false_covid_pneumonia"].value == pytest.approx(2 / 5)
+    assert adult.false_covid_all.value == pytest.approx(3 / 10) and adult.n_images == 10
     # normal vs pneumonia: normal films called normal (4) and pneumonia films called bacterial/viral (2), of 10
-    assert adult["label_accuracy"] == pytest.approx(6 / 10)
-    assert adult["trained_with"]
+    assert adult.label_accuracy.value == pytest.approx(6 / 10)
+    assert adult.trained_with
     # Table I's own false-COVID rate: 1 of 2 normal films, none of the pneumonia films
-    assert summary["false_covid"]["normal"]["rate"] == pytest.approx(0.5)
-    assert summary["false_covid"]["bacterial"]["rate"] == 0.0
-    low, high = adult["false_covid_all_ci"]
+    assert summary.false_covid["normal"]["rate"] == pytest.approx(0.5)
+    assert summary.false_covid["bacterial"]["rate"] == 0.0
+    low, high = adult.false_covid_all.ci
     assert 0 <= low <= 0.3 <= high <= 1
     page = (tmp_path / "with" / "report" / "report.html").read_text()
     assert "Cohort adult: adult films without COVID-19" in page and "False COVID-19 rate" in page

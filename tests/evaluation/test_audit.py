@@ -21,6 +21,7 @@ from coronet.evaluation.audit import (
     occlude,
     parse_box,
 )
+from coronet.evaluation.results import AuditResults
 
 
 def test_occlusion_zeroes_exactly_the_box_and_nothing_else():
@@ -103,18 +104,22 @@ def test_audit_writes_every_test_in_the_report_conventions(audited, tiny_cv_run)
         run.mkdir()
         table.to_csv(run / "predictions.csv", index=False)
         report = write_report(run, n_bootstrap=30)  # the same conventions: coronet report reads it
-        assert report["accuracy"] == pytest.approx(summary["tests"][name]["accuracy"]["value"])
-        assert report["accuracy_ci"] == pytest.approx(summary["tests"][name]["accuracy"]["ci"])
+        assert report.accuracy.value == pytest.approx(summary.tests[name].accuracy.value)
+        assert report.accuracy.ci == pytest.approx(summary.tests[name].accuracy.ci)
     retrained = pd.read_csv(out / "predictions-retrained-lungs-removed.csv")
     assert set(retrained.fold) == {1} and len(retrained) == (manifest.fold == 1).sum()
-    assert summary["retrain_folds"] == [1]
+    assert summary.retrain_folds == [1]
     for key in ("retrained-lungs-removed", "lungs-removed", "lungs-only", "acquisition", "single-source", "gradcam"):
-        assert key in summary["verdicts"], key
-    assert "threshold" in summary["verdicts"]["lungs-removed"]
-    assert "Viviano" in summary["verdicts"]["gradcam"]
+        assert key in summary.verdicts, key
+    assert "threshold" in summary.verdicts["lungs-removed"]
+    assert "Viviano" in summary.verdicts["gradcam"]
     page = (out / "audit.html").read_text()
     assert "Is it looking at the lungs?" in page and "Retrained with the lungs removed" in page
-    assert json.loads((out / "audit.json").read_text())["chance"] == pytest.approx(summary["chance"])
+    saved = json.loads((out / "audit.json").read_text())
+    assert saved["chance"] == pytest.approx(summary.chance)
+    # the record is what audit.json says, and reads back from it unchanged
+    written = json.dumps(summary.to_json(), default=float)
+    assert written == json.dumps(saved) == json.dumps(AuditResults.from_json(saved).to_json())
     # the retraining used the lungs-removed films, with the run's own settings
     removed = np.load(out / "lungs-removed-dataset" / "images-32.npy")
     assert (removed[:, box_mask(32, AuditConfig().lung_box)] == 0).all()
@@ -169,14 +174,15 @@ def test_the_external_audit_runs_tests_1_2_and_5_on_one_model(tiny_cv_run, xray_
     out = tmp_path / "evaluation"
     evaluate(model, films, "folder", out, log=lambda *_: None)
     summary = audit_external(out, model, config=AuditConfig(retrain=False, n_bootstrap=20), log=lambda *_: None)
-    assert summary["external"] and summary["retrain_folds"] == [] and "single_source" not in summary
-    assert set(summary["tests"]) == {"intact", "lungs-removed", "lungs-only"}
-    assert set(summary["verdicts"]) == {"lungs-removed", "lungs-only", "gradcam"}
-    assert summary["chance"] == pytest.approx(0.5) and summary["run"] == str(out.resolve())
+    assert summary.external and summary.retrain_folds == [] and summary.single_source is None
+    assert "single_source" not in summary.to_json()
+    assert set(summary.tests) == {"intact", "lungs-removed", "lungs-only"}
+    assert set(summary.verdicts) == {"lungs-removed", "lungs-only", "gradcam"}
+    assert summary.chance == pytest.approx(0.5) and summary.run == str(out.resolve())
     for name in ("lungs-removed", "lungs-only"):
         table = pd.read_csv(out / "audit" / f"predictions-{name}.csv")
         assert sorted(table.path) == sorted(pd.read_csv(out / "predictions.csv").path) and set(table.fold) == {1}
-    assert json.loads((out / "audit" / "audit.json").read_text())["verdicts"] == summary["verdicts"]
+    assert json.loads((out / "audit" / "audit.json").read_text())["verdicts"] == summary.verdicts
     assert (out / "audit" / "audit.html").is_file() and (out / "audit" / "gradcam-mass.csv").is_file()
     page = (out / "audit" / "audit.md").read_text()
     assert "recall normal" in page and "recall bacterial" not in page  # the classes the films have, in task order

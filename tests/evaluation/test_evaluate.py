@@ -185,6 +185,6 @@ def test_partial_label_films_are_kept_apart_from_the_accuracy(tiny_model_dir, tm
     assert len(other) == 2 and set(other.cohort) == {"partial-label"}
     assert set(predictions[predictions.label != "other"].cohort) == {"table1"}
     summary = write_report(tmp_path / "run", n_bootstrap=20)
-    assert summary["n_images"] == 6  # the accuracy tables leave the partial labels out
+    assert summary.n_images == 6  # the accuracy tables leave the partial labels out
     sources = pd.read_csv(tmp_path / "run" / "report" / "sources.csv")
     assert len(sources) == 4 and "other" in set(sources.label)  # ... the per-source table does not

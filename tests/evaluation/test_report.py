@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -22,7 +23,9 @@ from coronet.evaluation.metrics import (
     per_class_metrics,
     roc_aucs,
 )
-from coronet.evaluation.report import DISCLAIMER, PAPER, summary_lines, write_report
+from coronet.evaluation.pages import DISCLAIMER
+from coronet.evaluation.report import PAPER, summary_lines, write_report
+from coronet.evaluation.results import RunResults
 from coronet.tasks import task_of
 from report_helpers import PAPER4, make_predictions, random_predictions
 
@@ -211,10 +214,13 @@ def test_write_report(tmp_path):
         drawn(out / f"confusion-fold-{k}.png")
     for name in ("confusion-pooled.png", "roc.png", "calibration.png"):
         drawn(out / name)
+    saved = json.loads((out / "summary.json").read_text())
     for key in ("accuracy", "accuracy_ci", "covid_recall", "covid_recall_ci"):
-        assert key in summary
-    assert summary["accuracy"] == pytest.approx(accuracy(df))
-    assert set(summary["auc"]) == set(PAPER4)
+        assert saved[key] is not None, key
+    # the record is what summary.json says, and reads back from it unchanged
+    assert json.dumps(summary.to_json()) == json.dumps(saved) == json.dumps(RunResults.from_json(saved).to_json())
+    assert summary.accuracy.value == pytest.approx(accuracy(df))
+    assert set(summary.auc) == set(PAPER4)
     lines = summary_lines(summary)
     assert len(lines) == 3
     assert lines[0].startswith("accuracy ") and "95% CI" in lines[0] and "32 patients" in lines[0]
@@ -228,7 +234,7 @@ def test_write_report_other_classes(tmp_path):
     summary = write_report(tmp_path, out=tmp_path / "elsewhere", n_bootstrap=20)
     t3 = pd.read_csv(tmp_path / "elsewhere" / "table3.csv", index_col=0)
     assert not any(c.endswith("_paper") for c in t3.columns)
-    assert summary["covid_recall"] is None
+    assert summary.covid_recall is None
     assert summary_lines(summary)[1] == "covid recall n/a"
 
 
@@ -245,7 +251,7 @@ def test_task_of_and_table5_row(tmp_path):
     df = make_predictions(labels, preds, ["covid", "normal"], folds=[1] * 4 + [2] * 4)
     df.to_csv(tmp_path / "predictions.csv", index=False)
     summary = write_report(tmp_path, n_bootstrap=10)
-    assert summary["task"] == "binary"
+    assert summary.task == "binary"
     assert list(pd.read_csv(tmp_path / "report" / "table5.csv").task) == ["binary"]
     t5 = pd.read_csv(tmp_path / "report" / "table5.csv", index_col=0)
     assert list(t5.index) == ["binary"]

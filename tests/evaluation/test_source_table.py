@@ -68,7 +68,7 @@ def test_the_worst_negative_source_is_the_collection_most_often_called_covid():
     assert negatives.loc["actualmed", "false covid"] == pytest.approx(0.2)
     assert negatives.loc["kaggle", "false covid"] == 0.0  # normal and viral films of Table I
     worst = worst_false_covid(negatives.reset_index())
-    assert worst["source"] == "cohen" and worst["rate"] == pytest.approx(0.5) and worst["images"] == 8
+    assert worst.source == "cohen" and worst.rate.value == pytest.approx(0.5) and worst.images == 8
 
 
 def test_every_report_carries_the_source_table_and_its_headline(tmp_path):
@@ -76,13 +76,14 @@ def test_every_report_carries_the_source_table_and_its_headline(tmp_path):
     run.mkdir()
     known_predictions().to_csv(run / "predictions.csv", index=False)
     summary = write_report(run, n_bootstrap=30)
-    assert summary["sources"]["worst_false_covid"]["source"] == "cohen"
-    assert summary["accuracy"] == pytest.approx((9 + 10 + 6) / 30)  # Table I rows only
+    assert summary.worst.source == "cohen"
+    assert summary.accuracy.value == pytest.approx((9 + 10 + 6) / 30)  # Table I rows only
     saved = json.loads((run / "report" / "summary.json").read_text())
     assert saved["sources"]["worst_false_covid"]["rate"] == pytest.approx(0.5)
     table = pd.read_csv(run / "report" / "sources.csv")
     assert len(table) == 7 and set(table.source) == {"cohen", "kaggle", "ozturk", "actualmed"}
     page = (run / "report" / "report.html").read_text()
     assert "worst false-COVID rate over negative sources 50.0% (cohen" in page
-    assert set(summary["cohorts"]) == {"adult", "source"}
-    assert summary["cohorts"]["source"]["false_covid_all"] == pytest.approx(5 / 13)
+    assert set(summary.cohorts) == {"adult", "source"}
+    assert summary.cohorts["source"].false_covid_all.value == pytest.approx(5 / 13)
+    assert saved["cohorts"]["source"]["false_covid_all"] == pytest.approx(5 / 13)

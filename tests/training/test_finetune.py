@@ -292,4 +292,4 @@ def test_a_new_task_is_one_task_definition(tiny_cv_run, tmp_path, monkeypatch):
     assert set(predictions.label) == {"normal", "pneumonia"}
     assert [c for c in predictions.columns if c.startswith("prob_")] == ["prob_normal", "prob_pneumonia"]
     summary = write_report(tmp_path, n_bootstrap=10)
-    assert summary["task"] == "normal-vs-pneumonia" and summary["covid_recall"] is None
+    assert summary.task == "normal-vs-pneumonia" and summary.covid_recall is None

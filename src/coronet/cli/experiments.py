@@ -198,7 +198,7 @@ def evaluate(
 
         audited = audit_external(out, model if model.is_dir() else model.parent, log=typer.echo)
         typer.echo(f"audit: {RunDir(out).audit.html.resolve()}")
-        for text in audited["verdicts"].values():
+        for text in audited.verdicts.values():
             typer.echo(f"- {text}")
 
 
@@ -329,7 +329,7 @@ def audit(
     summary = run_audit(run_dir, out=out, data=data, config=config, progress=progress, log=typer.echo)
     files = AuditDir(out) if out is not None else RunDir(run_dir).audit
     typer.echo(f"audit: {files.html.resolve()}")
-    for text in summary["verdicts"].values():
+    for text in summary.verdicts.values():
         typer.echo(f"- {text}")
 
 

@@ -40,7 +40,6 @@ and ``predictions-<test>.csv`` in the usual predictions layout.
 from __future__ import annotations
 
 import functools
-import html
 import json
 import os
 import shutil
@@ -61,7 +60,8 @@ from ..tasks import task_of
 from ..training.profiles import TrainConfig
 from .bootstrap import bootstrap_cis
 from .metrics import COVID, accuracy, recall_of
-from .report import DISCLAIMER, data_uri, html_table, markdown_table, render_html
+from .pages import Block, Bullets, Figure, Link, Page, Section, Table, Text, write_page
+from .results import AuditResults, AuditTestResult, Estimate
 
 #: x0, y0, x1, y1 as fractions of the square film (see the module docstring for why these).
 DEFAULT_LUNG_BOX = (0.12, 0.08, 0.88, 0.85)
@@ -317,8 +317,8 @@ def audit(
     config: AuditConfig | None = None,
     progress: bool = False,
     log=print,
-) -> dict:
-    """Run the six tests on the finished 4-class cross-validation ``run_dir``; write ``out``; return the summary."""
+) -> AuditResults:
+    """Run the six tests on the finished 4-class cross-validation ``run_dir``; write ``out``; return the results."""
     config = config or AuditConfig()
     run = RunDir(run_dir)
     files = AuditDir(Path(out)) if out is not None else run.audit
@@ -357,10 +357,10 @@ def audit(
 
     lungs_of = functools.partial(_quiet_lung_masks, config=config)
     cam_table, cam_figure = cam_mass(run.path, manifest, intact, cache, lungs_of, config, files.path)
-    summary = _summarise(tests, manifest["label"], cam_table, config, lungs, classes, retrain_folds)
-    summary.update(run=str(run.path.resolve()), config=_config_record(config))
-    _write_audit(files, tests, cam_table, summary, cam_figure)
-    return summary
+    results = _summarise(tests, manifest["label"], cam_table, config, lungs, classes, retrain_folds)
+    results.run, results.config = str(run.path.resolve()), _config_record(config)
+    _write_audit(files, tests, cam_table, results, cam_figure)
+    return results
 
 
 def audit_external(
@@ -369,7 +369,7 @@ def audit_external(
     out: str | os.PathLike | None = None,
     config: AuditConfig | None = None,
     log=print,
-) -> dict:
+) -> AuditResults:
     """Tests 1, 2 and 5 on an external evaluation (``coronet evaluate --audit``): one model, its run's films.
 
     The films are read from the evaluation's ``predictions.csv`` paths, resized as prediction does.
@@ -393,11 +393,11 @@ def audit_external(
     tests: dict[str, pd.DataFrame] = {"intact": intact, **occluded}
     lungs_of = functools.partial(_quiet_lung_masks, config=config)
     cam_table, cam_figure = cam_mass(None, manifest, intact, images, lungs_of, config, files.path, {1: model_dir})
-    summary = _summarise(
+    results = _summarise(
         tests, intact["label"], cam_table, config, lungs, list(card["classes"]), external=True, run=run.path
     )
-    _write_audit(files, tests, cam_table, summary, cam_figure)
-    return summary
+    _write_audit(files, tests, cam_table, results, cam_figure)
+    return results
 
 
 def occlusion_tests(
@@ -470,15 +470,19 @@ def _config_record(config: AuditConfig) -> dict:
 
 
 def _write_audit(
-    files: AuditDir, tests: dict[str, pd.DataFrame], cam_table: pd.DataFrame, summary: dict, cam_figure: Path | None
+    files: AuditDir,
+    tests: dict[str, pd.DataFrame],
+    cam_table: pd.DataFrame,
+    results: AuditResults,
+    cam_figure: Path | None,
 ) -> None:
     """Every test's predictions, the Grad-CAM mass, ``audit.json`` and the pages."""
     for name, table in tests.items():
         if name != "intact":
             table.to_csv(files.predictions(name), index=False)
     cam_table.to_csv(files.gradcam_mass, index=False)
-    files.summary.write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    _write_pages(files, summary, cam_figure)
+    files.summary.write_text(json.dumps(results.to_json(), indent=2, default=float) + "\n")
+    write_page(_audit_page(results, cam_figure), files.markdown, files.html)
 
 
 def _remap_like(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -507,11 +511,11 @@ def _write_occluded_dataset(
     shutil.copy2(dataset.record, out.record)
 
 
-def _stats(table: pd.DataFrame, n: int, seed: int) -> dict:
+def _test_result(table: pd.DataFrame, n: int, seed: int) -> AuditTestResult:
     statistics = {"accuracy": accuracy, "covid_recall": recall_of(COVID)}
     statistics.update({f"recall_{c}": recall_of(c) for c in sorted(set(table["label"]))})
     cis = bootstrap_cis(table, statistics, n=n, seed=seed)
-    return {name: {"value": point, "ci": [low, high]} for name, (point, low, high) in cis.items()}
+    return AuditTestResult(len(table), {name: Estimate.of(triple) for name, triple in cis.items()})
 
 
 def _summarise(
@@ -524,39 +528,37 @@ def _summarise(
     retrain_folds: list[int] = (),  # type: ignore[assignment]
     external: bool = False,
     run: Path | None = None,
-) -> dict:
-    """``audit.json``: each test's figures with intervals, the controls, the Grad-CAM mass and the verdicts.
+) -> AuditResults:
+    """Each test's figures with intervals, the controls, the Grad-CAM mass and the verdicts.
 
     labels: the tested films' labels (chance is the largest class's share). classes: the model's classes
     (the single-source control compares those other than COVID-19). external: an external evaluation's audit
     (tests 1, 2 and 5 only; ``run``: its directory).
     """
     intact = tests["intact"]
-    results = {
-        name: {**_stats(table, config.n_bootstrap, config.seed), "images": len(table)} for name, table in tests.items()
-    }
+    results = {name: _test_result(table, config.n_bootstrap, config.seed) for name, table in tests.items()}
     if retrain_folds:  # the intact models on the same folds, for a like-for-like comparison
         same = intact[intact["fold"].isin(retrain_folds)]
-        results["intact-retrained-folds"] = {**_stats(same, config.n_bootstrap, config.seed), "images": len(same)}
-    summary: dict = {
-        "chance": float(labels.value_counts(normalize=True).max()),
-        "tests": results,
-        "retrain_folds": list(retrain_folds),
-    }
-    if external:
-        summary["external"] = True
-    summary["lung_fraction_of_film"] = float(lungs.mean())
-    if external:
-        summary.update(run=str(Path(run or ".").resolve()), config=_config_record(config))
-    else:
-        summary["single_source"] = _single_source(intact, classes)
+        results["intact-retrained-folds"] = _test_result(same, config.n_bootstrap, config.seed)
+    gradcam = None
     if len(cam_table):
-        summary["gradcam"] = {"mean_inside": float(cam_table["inside"].mean())}
+        gradcam = {"mean_inside": float(cam_table["inside"].mean())}
         if not external:
             grouped = cam_table.groupby(["label", "correct"])["inside"].agg(["mean", "count"]).reset_index()
-            summary["gradcam"]["by_class"] = grouped.to_dict(orient="records")
-    summary["verdicts"] = _verdicts(summary)
-    return summary
+            gradcam["by_class"] = grouped.to_dict(orient="records")
+    audited = AuditResults(
+        chance=float(labels.value_counts(normalize=True).max()),
+        tests=results,
+        retrain_folds=list(retrain_folds),
+        lung_fraction_of_film=float(lungs.mean()),
+        external=external,
+        run=str(Path(run or ".").resolve()) if external else None,
+        config=_config_record(config) if external else None,
+        single_source=None if external else _single_source(intact, classes),
+        gradcam=gradcam,
+    )
+    audited.verdicts = _verdicts(audited)
+    return audited
 
 
 def _single_source(intact: pd.DataFrame, classes: list[str]) -> dict:
@@ -575,13 +577,13 @@ def _single_source(intact: pd.DataFrame, classes: list[str]) -> dict:
     }
 
 
-def _verdicts(summary: dict) -> dict:
-    t, chance = summary["tests"], summary["chance"]
-    intact = t["intact"]["accuracy"]["value"]
-    verdicts: dict[str, str | None] = {}
+def _verdicts(results: AuditResults) -> dict[str, str]:
+    t, chance = results.tests, results.chance
+    intact = t["intact"].accuracy.value
+    verdicts: dict[str, str] = {}
     if "retrained-lungs-removed" in t:
-        removed = t["retrained-lungs-removed"]["accuracy"]["value"]
-        reference = t["intact-retrained-folds"]["accuracy"]["value"]
+        removed = t["retrained-lungs-removed"].accuracy.value
+        reference = t["intact-retrained-folds"].accuracy.value
         if removed >= reference - NEAR:
             text = "most of the accuracy does not need the lungs: the labels are readable from outside them"
         elif removed <= chance + ABOVE_CHANCE:
@@ -592,7 +594,7 @@ def _verdicts(summary: dict) -> dict:
             f"Retrained without the lungs: {removed:.3f} vs {reference:.3f} intact on the same folds (chance "
             f"{chance:.3f}); {text} (thresholds: within {NEAR:.2f} of intact, or within {ABOVE_CHANCE:.2f} of chance)."
         )
-    removed = t["lungs-removed"]["accuracy"]["value"]
+    removed = t["lungs-removed"].accuracy.value
     verdicts["lungs-removed"] = (
         f"Lungs removed at test time: {removed:.3f} (chance {chance:.3f}); "
         + (
@@ -603,7 +605,7 @@ def _verdicts(summary: dict) -> dict:
         + f" (threshold: chance + {ABOVE_CHANCE:.2f}). Occluded films are far from anything "
         "the models saw, so this measures robustness to occlusion as much as shortcut use."
     )
-    only = t["lungs-only"]["accuracy"]["value"]
+    only = t["lungs-only"].accuracy.value
     verdicts["lungs-only"] = (
         f"Lungs only: {only:.3f} vs {intact:.3f} intact; "
         + (
@@ -613,118 +615,100 @@ def _verdicts(summary: dict) -> dict:
         )
         + f" (threshold: within {NEAR:.2f} of intact)."
     )
-    acq = t["acquisition"]["accuracy"]["value"] if "acquisition" in t else None
-    verdicts["acquisition"] = (
-        None
-        if acq is None
-        else (
-            f"Acquisition features alone: {acq:.3f}, "
-            f"COVID-19 recall {t['acquisition']['covid_recall']['value']:.3f}, vs "
+    if "acquisition" in t:
+        acq = t["acquisition"]
+        verdicts["acquisition"] = (
+            f"Acquisition features alone: {acq.accuracy.value:.3f}, "
+            f"COVID-19 recall {acq.figures['covid_recall'].value:.3f}, vs "
             f"CoroNet {intact:.3f}; "
             + (
                 "the labels of this data set can be read without the lungs"
-                if acq >= intact - NEAR
+                if acq.accuracy.value >= intact - NEAR
                 else "they do not reach CoroNet's accuracy"
             )
             + f" (threshold: within {NEAR:.2f} of CoroNet)."
         )
-    )
-    s = summary.get("single_source")
-    verdicts["single-source"] = (
-        None
-        if s is None
-        else (
+    s = results.single_source
+    if s is not None:
+        verdicts["single-source"] = (
             "Among the three Kaggle classes only (one source, one age group) accuracy is "
             f"{s['kaggle_3class_accuracy']:.3f} (chance {s['kaggle_3class_chance']:.3f}); "
             f"COVID-19 vs the rest (two sources) {s['covid_vs_rest_accuracy']:.3f}. "
             "The easy part of the task is the part that is also a change of source."
         )
-    )
-    verdicts = {k: v for k, v in verdicts.items() if v is not None}
-    if "gradcam" in summary:
+    if results.gradcam is not None:
         verdicts["gradcam"] = (
-            f"{summary['gradcam']['mean_inside']:.0%} of the Grad-CAM mass lies inside the lung field, which covers "
-            f"{summary['lung_fraction_of_film']:.0%} of the film. Saliency inside the lungs does not prove the absence "
+            f"{results.gradcam['mean_inside']:.0%} of the Grad-CAM mass lies inside the lung field, which covers "
+            f"{results.lung_fraction_of_film:.0%} of the film. Saliency inside the lungs does not prove the absence "
             "of shortcuts (Viviano et al., ICLR 2021)."
         )
     return verdicts
 
 
-def _result_table(summary: dict) -> pd.DataFrame:
+def _result_table(results: AuditResults) -> pd.DataFrame:
     rows = []
-    order = ["intact", *([k for k in ("intact-retrained-folds",) if k in summary["tests"]]), *TESTS]
+    order = ["intact", *([k for k in ("intact-retrained-folds",) if k in results.tests]), *TESTS]
     names = {
         "intact": "CoroNet, intact films",
         "intact-retrained-folds": "CoroNet, intact, retrained folds only",
         **TESTS,
     }
     for key in order:
-        if key not in summary["tests"]:
+        if key not in results.tests:
             continue
-        r = summary["tests"][key]
-        row = {"test": names[key], "images": r["images"]}
-        for stat in ("accuracy", "covid_recall", *[f"recall_{c}" for c in _recall_classes(r)]):
-            if stat in r:
-                v = r[stat]
-                row[stat.replace("_", " ")] = f"{v['value']:.3f} ({v['ci'][0]:.2f}-{v['ci'][1]:.2f})"
+        test = results.tests[key]
+        row: dict = {"test": names[key], "images": test.images}
+        for stat in ("accuracy", "covid_recall", *[f"recall_{c}" for c in _recall_classes(test)]):
+            if stat in test.figures:
+                v = test.figures[stat]
+                row[stat.replace("_", " ")] = f"{v.value:.3f} ({v.low:.2f}-{v.high:.2f})"
         rows.append(row)
-    rows.append({"test": "chance (the largest class)", "accuracy": f"{summary['chance']:.3f}"})
+    rows.append({"test": "chance (the largest class)", "accuracy": f"{results.chance:.3f}"})
     return pd.DataFrame(rows).set_index("test").astype(object).fillna("")
 
 
-def _recall_classes(result: dict) -> list[str]:
+def _recall_classes(test: AuditTestResult) -> list[str]:
     """The classes whose recall a test's row shows: every class but COVID-19 (shown first, as COVID-19 recall),
     in its task's order (:mod:`coronet.tasks`), else alphabetical."""
-    labels = [key.removeprefix("recall_") for key in result if key.startswith("recall_")]
+    labels = [key.removeprefix("recall_") for key in test.figures if key.startswith("recall_")]
     task = task_of(labels)
     return [c for c in (task.classes if task else sorted(labels)) if c != COVID and c in labels]
 
 
-def _write_pages(files: AuditDir, summary: dict, cam_figure: Path | None) -> None:
-    table = _result_table(summary)
-    verdicts = summary["verdicts"]
-    lead = (
-        "Is it looking at the lungs? Each fold's model is tested only on its own validation films. "
-        "Test 6 (retraining without the lungs) is the decisive one; tests 1 and 2 measure robustness to "
-        "occlusion as much as shortcut use."
-    )
-    md = [
-        "# Shortcut audit",
-        "",
-        f"*{DISCLAIMER}*",
-        "",
-        lead,
-        "",
-        markdown_table(table),
-        "",
-        "Accuracy and recalls with 95% intervals (bootstrap over patients).",
-        "",
-        "## Verdicts",
-        "",
-    ]
-    md += [f"- {text}" for text in verdicts.values()] + [""]
-    files.markdown.write_text("\n".join(md))
+LEAD = (
+    "Is it looking at the lungs? Each fold's model is tested only on its own validation films. "
+    "Test 6 (retraining without the lungs) is the decisive one; tests 1 and 2 measure robustness to "
+    "occlusion as much as shortcut use."
+)
+
+
+def _audit_page(results: AuditResults, cam_figure: Path | None) -> Page:
     sections = [
-        ("Is it looking at the lungs?", f"<p>{html.escape(lead)}</p>" + html_table(table)),
-        ("Verdicts", "<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts.values()) + "</ul>"),
+        Section(
+            "Is it looking at the lungs?",
+            [
+                Text(LEAD),
+                Table(_result_table(results)),
+                Text("Accuracy and recalls with 95% intervals (bootstrap over patients)."),
+            ],
+        ),
+        Section("Verdicts", [Bullets(tuple(results.verdicts.values()))]),
     ]
     if cam_figure is not None:
         sections.append(
-            (
-                "Where the networks looked (Grad-CAM, examples)",
-                f"<img src='{data_uri(cam_figure)}' alt='Grad-CAM examples'>",
-            )
+            Section("Where the networks looked (Grad-CAM, examples)", [Figure(cam_figure, "Grad-CAM examples", True)])
         )
-    files.html.write_text(render_html("Shortcut audit", sections), encoding="utf-8")
+    return Page("Shortcut audit", sections)
 
 
-def overview_section(summary: dict) -> tuple[str, str]:
-    """Markdown and HTML of the overview report's "Is it looking at the lungs?" section."""
-    table = _result_table(summary)
-    items = list(summary["verdicts"].values())
-    md = "\n".join([markdown_table(table), "", *[f"- {v}" for v in items]])
-    page = html_table(table) + "<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in items) + "</ul>"
-    return md, page
+def overview_blocks(results: AuditResults, audit_page: str) -> list[Block]:
+    """The overview report's "Is it looking at the lungs?" section: the result table, the verdicts and a link
+    to the full audit page (``audit_page``, relative to the overview)."""
+    return [
+        Table(_result_table(results)),
+        Bullets(tuple(results.verdicts.values())),
+        Link("the full audit", audit_page),
+    ]
 
 
 __all__ = [
@@ -737,6 +721,6 @@ __all__ = [
     "box_mask",
     "lung_masks",
     "occlude",
-    "overview_section",
+    "overview_blocks",
     "parse_box",
 ]

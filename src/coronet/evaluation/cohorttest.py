@@ -26,6 +26,7 @@ from ..data.prepare import PrepareConfig, cohort_rows
 from ..layout import RunDir, atomic_path, predictions_table
 from ..models.modeldir import annotate_card, load_model_dir, read_card
 from .audit import predict_images
+from .results import RunResults
 
 
 def cohort_test(
@@ -105,21 +106,29 @@ def _annotate_cohort(run_dir: Path, fold: int, cohort: Cohort, rows: pd.DataFram
     annotate_card(model, **fields)
 
 
-def annotate_cards(run_dir: str | os.PathLike, summary: dict) -> None:
-    """Write a run's per-source figures (a report summary's ``sources`` part) into each fold model's card,
-    as ``false_covid_by_source``: measured over every fold model, each on films it never trained on."""
-    run_dir = Path(run_dir)
-    figures = summary.get("sources") or {}
-    entry = {
-        "worst": figures.get("worst_false_covid"),
-        "negative_sources": figures.get("negative_sources"),
-        "measured_on": f"the {len(summary.get('folds') or [])} fold models of {run_dir.resolve()}, each on the "
-        "films it never trained on",
+def source_card_entry(results: RunResults, measured_on: str) -> dict:
+    """A model card's ``false_covid_by_source``: the worst negative source and every negative source's rate."""
+    sources = results.sources.to_json() if results.sources else {}
+    return {
+        "worst": sources.get("worst_false_covid"),
+        "negative_sources": sources.get("negative_sources"),
+        "measured_on": measured_on,
     }
-    for fold in summary.get("folds") or []:
+
+
+def annotate_cards(run_dir: str | os.PathLike, results: RunResults) -> None:
+    """Write a run's per-source figures (its report's ``sources``) into each fold model's card, as
+    ``false_covid_by_source``: measured over every fold model, each on films it never trained on."""
+    run_dir = Path(run_dir)
+    entry = source_card_entry(
+        results,
+        measured_on=f"the {len(results.folds)} fold models of {run_dir.resolve()}, each on the films it never "
+        "trained on",
+    )
+    for fold in results.folds:
         model = RunDir(run_dir).fold(fold).model
         if model.is_dir():
             annotate_card(model, false_covid_by_source=entry)
 
 
-__all__ = ["annotate_cards", "card_entry", "cohort_test"]
+__all__ = ["annotate_cards", "card_entry", "cohort_test", "source_card_entry"]

@@ -7,7 +7,7 @@ on other data and splits; here every network sees the same images, folds and set
 so the differences are the networks'.
 
 ``OUT/<backbone>/{4class,3class,binary}/`` are ordinary run directories; ``compare.csv``
-and ``compare.md`` hold one row per backbone: parameters, accuracy with its 95 %
+and ``compare.md`` (``compare.html``) hold one row per backbone: parameters, accuracy with its 95 %
 interval (bootstrap over patients) per task, and training images/s.
 """
 
@@ -24,7 +24,8 @@ from ..tasks import get_task
 from ..training.finetune import finetune
 from ..training.fit import run_cv
 from ..training.profiles import get_profile
-from .report import markdown_table, write_report
+from .pages import Page, Section, Table, markdown_table, write_page
+from .report import write_report
 
 #: CoroNet first, then the peers the paper lists (its Table VII) that have an ImageNet-style backbone in timm.
 DEFAULT_BACKBONES = ("legacy_xception", "resnet50", "densenet121", "vgg19", "darkcovidnet")
@@ -73,9 +74,11 @@ def compare(
         rows.append(backbone_row(base, backbone, tasks, n_bootstrap))
     table = pd.DataFrame(rows).set_index("backbone")
     table.to_csv(out / "compare.csv")
-    (out / "compare.md").write_text(
-        f"# Backbones compared ({profile} profile, same folds)\n\n" + markdown_table(table) + "\n"
+    page = Page(
+        f"Backbones compared ({profile} profile, same folds)",
+        [Section("Accuracy per task (percent, 95% CI over patients) and training speed", [Table(table)])],
     )
+    write_page(page, out / "compare.md", out / "compare.html")
     log(markdown_table(table))
     return table
 
@@ -86,10 +89,10 @@ def backbone_row(base: Path, backbone: str, tasks, n_bootstrap: int) -> dict:
     card = json.loads(next(fold.model_card for fold in four.folds() if fold.has_model()).read_text())
     row = {"backbone": backbone, "parameters": card["parameters"]["trainable"]}
     for task in tasks:
-        summary = write_report(base / task, n_bootstrap=n_bootstrap)
+        accuracy = write_report(base / task, n_bootstrap=n_bootstrap).accuracy
         name = get_task(task).title
-        row[f"{name} accuracy"] = round(100 * summary["accuracy"], 2)
-        row[f"{name} 95% CI"] = f"{100 * summary['accuracy_ci'][0]:.1f}-{100 * summary['accuracy_ci'][1]:.1f}"
+        row[f"{name} accuracy"] = round(100 * accuracy.value, 2)
+        row[f"{name} 95% CI"] = f"{100 * accuracy.low:.1f}-{100 * accuracy.high:.1f}"
     speeds = [_train_speed(fold.metrics) for fold in four.folds() if fold.metrics.is_file()]
     row["train images/s"] = round(float(pd.Series(speeds).mean()), 2)
     return row

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_curve
 from ..layout import prob_column
 from ..training.curves import plot_curves
 from .metrics import ECE_BINS, confidence
+from .results import Estimate
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -84,15 +85,15 @@ def plot_calibration(predictions: pd.DataFrame, classes, ece: float, path: Path,
     return _save(fig, path)
 
 
-def plot_overview(summaries: dict[str, dict], paper: dict[str, float], path: Path) -> Path:
+def plot_overview(accuracies: dict[str, Estimate], paper: dict[str, float], path: Path) -> Path:
     """Ours vs the paper per task: accuracy with its 95 % interval (whiskers), the paper's value as a cross."""
-    names = list(summaries)
+    names = list(accuracies)
     fig = Figure(figsize=(max(6.0, 1.4 * len(names)), 3.4))
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(names))
-    values = np.array([summaries[n]["accuracy"] for n in names])
-    low = np.array([summaries[n]["accuracy_ci"][0] for n in names])
-    high = np.array([summaries[n]["accuracy_ci"][1] for n in names])
+    values = np.array([accuracies[n].value for n in names])
+    low = np.array([accuracies[n].low for n in names])
+    high = np.array([accuracies[n].high for n in names])
     ax.bar(x, values, color="#4a7fb5", width=0.55, label="ours (95% CI)")
     ax.errorbar(x, values, yerr=[values - low, high - values], fmt="none", ecolor="black", capsize=4)
     marked = [k for k, n in enumerate(names) if n in paper]

@@ -28,8 +28,6 @@ Research software, not a medical device.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 from collections.abc import Callable
@@ -40,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .. import paper
-from ..data.cohorts import ADULT, COHORTS, extra_rows, table1_rows
+from ..data.cohorts import COHORTS, extra_rows, table1_rows
 from ..layout import ReportDir, RunDir, classes_of, prob_column
 from ..tasks import task_of
 from .bootstrap import bootstrap_ci, bootstrap_cis
@@ -69,14 +67,12 @@ from .metrics import (
     roc_aucs,
     task_row,
 )
+from .pages import Figure, Page, Section, Table, Text, write_page
+from .results import CohortResult, Estimate, RunResults
 from .sources import allowed_predictions, called_covid, negative_sources, source_summary, source_table, worst_phrase
 
 #: The paper's reported numbers, as the tables compare with them (:mod:`coronet.paper`).
 PAPER = paper.TABLES
-DISCLAIMER = "Research software, not a medical device."
-
-
-# --------------------------------------------------------------------------- metrics
 
 
 def with_paper(table: pd.DataFrame, paper: dict) -> pd.DataFrame:
@@ -89,9 +85,6 @@ def with_paper(table: pd.DataFrame, paper: dict) -> pd.DataFrame:
             cols[f"{m}_paper"] = paper_df[m]
             cols[f"{m}_diff"] = table[m] - paper_df[m]
     return pd.DataFrame(cols, index=table.index)
-
-
-# --------------------------------------------------------------------------- bootstrap
 
 
 def false_covid_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -> pd.DataFrame | None:
@@ -116,9 +109,6 @@ def false_covid_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -
     return pd.DataFrame(rows).set_index("label")
 
 
-# --------------------------------------------------------------------------- cohorts
-
-
 def cohort_predictions(run_dir: str | os.PathLike, predictions: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Each extra cohort's predictions for a run: its own rows of that cohort, else its cohort test's file."""
     run = RunDir(run_dir)
@@ -132,7 +122,9 @@ def cohort_predictions(run_dir: str | os.PathLike, predictions: pd.DataFrame | N
     return found
 
 
-def cohort_summary(rows: pd.DataFrame, classes, n: int = 1000, seed: int = 0) -> dict:
+def cohort_summary(
+    rows: pd.DataFrame, classes, n: int = 1000, seed: int = 0, trained_with: bool = False, title: str = ""
+) -> CohortResult:
     """An extra cohort's figures (its films have no COVID-19): the false COVID-19 rate per label and over all,
     and ``label_accuracy`` (each film's answer right for its own label, a partial label's classes counting),
     each with a 95 % interval over the cohort's patients."""
@@ -143,121 +135,62 @@ def cohort_summary(rows: pd.DataFrame, classes, n: int = 1000, seed: int = 0) ->
         float(np.mean([p in right[label] for label, p in zip(df["label"], df["pred"])])) if len(df) else float("nan")
     )
     cis = bootstrap_cis(rows, stats, n=n, seed=seed)
-    out: dict = {"n_images": int(len(rows)), "n_patients": int(rows["patient_id"].nunique())}
-    for name, (point, low, high) in cis.items():
-        out[name] = point
-        out[f"{name}_ci"] = [low, high]
-    for label in sorted(set(rows["label"])):
-        out[f"n_{label}"] = int((rows["label"] == label).sum())
-    return out
-
-
-# --------------------------------------------------------------------------- ROC / operating point
-
-
-# --------------------------------------------------------------------------- figures
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-#: Columns that hold counts: shown as integers.
-COUNT_COLUMNS = {"images", "patients", "n_patients", "n_bootstrap", "films", "count"}
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float | np.floating):
-        return "" if np.isnan(v) else f"{v:.2f}"
-    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
-
-
-def display_table(df: pd.DataFrame) -> pd.DataFrame:
-    """A table as a reader should see it: ``m``, ``m_paper`` and ``m_diff`` in one cell, "ours / paper / +diff";
-    counts as integers; other numbers with two decimals. (The CSV files keep the separate columns.)"""
-    out = {}
-    for column in df.columns:
-        if str(column).endswith(("_paper", "_diff")) and str(column).rsplit("_", 1)[0] in df.columns:
-            continue
-        values = df[column]
-        if f"{column}_paper" in df.columns:
-            paper, diff = df[f"{column}_paper"], df.get(f"{column}_diff", values - df[f"{column}_paper"])
-            out[f"{column} (ours / paper / diff)"] = [
-                _fmt(v) if pd.isna(p) else f"{_fmt(v)} / {p:.2f} / {d:+.2f}" for v, p, d in zip(values, paper, diff)
-            ]
-        elif column in COUNT_COLUMNS:
-            out[column] = [
-                str(int(v)) if isinstance(v, int | float | np.number) and not pd.isna(v) else _fmt(v) for v in values
-            ]
-        else:
-            out[column] = [_fmt(v) for v in values]
-    table = pd.DataFrame(out, index=df.index)
-    table.index.name = df.index.name
-    return table
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    df = display_table(df)
-    head = [df.index.name or ""] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for idx, row in df.iterrows():
-        lines.append("| " + " | ".join([str(idx)] + [_fmt(v) for v in row]) + " |")
-    return "\n".join(lines)
-
-
-def data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
-def html_table(df: pd.DataFrame) -> str:
-    return display_table(df).to_html(na_rep="", border=0, classes="t")
-
-
-def summary_sentence(summary: dict) -> str:
-    """One sentence with the key figures and their 95 % intervals."""
-
-    def figure(key, name):
-        value, ci = summary.get(key), summary.get(f"{key}_ci")
-        return None if value is None or ci is None else f"{name} {value:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f})"
-
-    parts = [p for p in (figure("accuracy", "accuracy"), figure("covid_recall", "COVID-19 recall")) if p]
-    if summary.get("adult"):
-        parts.append(adult_phrase(summary["adult"], percent=True))
-    if summary.get("sources"):
-        parts.append(worst_phrase(summary["sources"]["worst_false_covid"], percent=True))
-    where = f"On {summary['n_images']} films of {summary['n_patients']} patients"
-    return where + (": " + "; ".join(parts) if parts else "") + ". Intervals: bootstrap over patients."
-
-
-def adult_phrase(adult: dict, percent: bool) -> str:
-    """The adult-negative test in words: the share of adult films without COVID-19 called COVID-19, with its CI."""
-    rate, (low, high) = adult["false_covid_all"], adult["false_covid_all_ci"]
-    if percent:
-        return (
-            f"{rate:.1%} of {adult['n_images']} adult films without COVID-19 called COVID-19 "
-            f"(95% CI {low:.1%}-{high:.1%})"
-        )
-    return (
-        f"adult films called covid {rate:.4f} (95% CI {low:.2f}-{high:.2f}, {adult['n_images']} adult films "
-        f"without COVID-19, bootstrap over {adult['n_patients']} patients)"
+    return CohortResult(
+        n_images=int(len(rows)),
+        n_patients=int(rows["patient_id"].nunique()),
+        figures={name: Estimate.of(triple) for name, triple in cis.items()},
+        counts={label: int((rows["label"] == label).sum()) for label in sorted(set(rows["label"]))},
+        trained_with=trained_with,
+        title=title,
     )
 
 
-def summary_lines(summary: dict) -> list[str]:
-    """The lines the CLI prints: accuracy and COVID-19 recall with their 95 % intervals, and the adult films'
-    false COVID-19 rate where the run has an adult-negative test."""
-    n = summary.get("n_patients")
-    tail = f", bootstrap over {n} patients)" if n is not None else ")"
+def summary_sentence(results: RunResults) -> str:
+    """One sentence with the key figures and their 95 % intervals."""
+
+    def figure(estimate: Estimate | None, name: str) -> str | None:
+        if estimate is None:
+            return None
+        return f"{name} {estimate.value:.3f} (95% CI {estimate.low:.3f}-{estimate.high:.3f})"
+
+    parts = [p for p in (figure(results.accuracy, "accuracy"), figure(results.covid_recall, "COVID-19 recall")) if p]
+    if results.adult:
+        parts.append(adult_phrase(results.adult, percent=True))
+    if results.sources:
+        parts.append(worst_phrase(results.worst, percent=True))
+    where = f"On {results.n_images} films of {results.n_patients} patients"
+    return where + (": " + "; ".join(parts) if parts else "") + ". Intervals: bootstrap over patients."
+
+
+def adult_phrase(adult: CohortResult, percent: bool) -> str:
+    """The adult-negative test in words: the share of adult films without COVID-19 called COVID-19, with its CI."""
+    rate = adult.false_covid_all
+    if percent:
+        return (
+            f"{rate.value:.1%} of {adult.n_images} adult films without COVID-19 called COVID-19 "
+            f"(95% CI {rate.low:.1%}-{rate.high:.1%})"
+        )
+    return (
+        f"adult films called covid {rate.value:.4f} (95% CI {rate.low:.2f}-{rate.high:.2f}, {adult.n_images} adult "
+        f"films without COVID-19, bootstrap over {adult.n_patients} patients)"
+    )
+
+
+def summary_lines(results: RunResults, patients: bool = True) -> list[str]:
+    """The lines the CLI prints: accuracy and COVID-19 recall with their 95 % intervals (``patients``: naming
+    how many patients the bootstrap resampled), the adult films' false COVID-19 rate where the run has an
+    adult-negative test, and the worst negative source where the films have sources."""
+    tail = f", bootstrap over {results.n_patients} patients)" if patients else ")"
     lines = []
-    for key, name in (("accuracy", "accuracy"), ("covid_recall", "covid recall")):
-        value, ci = summary.get(key), summary.get(f"{key}_ci")
-        if value is None or ci is None:
+    for estimate, name in ((results.accuracy, "accuracy"), (results.covid_recall, "covid recall")):
+        if estimate is None:
             lines.append(f"{name} n/a")
         else:
-            lines.append(f"{name} {value:.4f} (95% CI {ci[0]:.2f}-{ci[1]:.2f}{tail}")
-    if summary.get("adult"):
-        lines.append(adult_phrase(summary["adult"], percent=False))
-    if summary.get("sources"):
-        lines.append(worst_phrase(summary["sources"]["worst_false_covid"], percent=False))
+            lines.append(f"{name} {estimate.value:.4f} (95% CI {estimate.low:.2f}-{estimate.high:.2f}{tail}")
+    if results.adult:
+        lines.append(adult_phrase(results.adult, percent=False))
+    if results.sources:
+        lines.append(worst_phrase(results.worst, percent=False))
     return lines
 
 
@@ -277,29 +210,8 @@ def _training_tables(run_dir: Path) -> tuple[pd.DataFrame | None, dict]:
     return table, curves
 
 
-def render_html(title: str, sections: list[tuple[str, str]]) -> str:
-    style = (
-        "body{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em}"
-        ".note{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em;font-weight:bold}"
-        ".lead{font-size:1.1em}"
-        "table.t{border-collapse:collapse;font-size:.85em;max-width:100%}table.t td,table.t th{border:1px "
-        "solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
-        "div.scroll{overflow-x:auto;max-width:100%}img{max-width:100%;margin:4px}"
-        "figure{display:inline-block;vertical-align:top;max-width:31%;margin:4px}"
-    )
-    body = "".join(f"<h2>{html.escape(h)}</h2>\n<div class='scroll'>{content}</div>\n" for h, content in sections)
-    return (
-        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
-        f"<p class='note'>{html.escape(DISCLAIMER)}</p>\n{body}</body></html>\n"
-    )
-
-
-# --------------------------------------------------------------------------- driver
-
-
-def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """Write the report for ``run_dir`` into ``out`` (default ``run_dir/report``); return the summary."""
+def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> RunResults:
+    """Write the report for ``run_dir`` into ``out`` (default ``run_dir/report``); return its results."""
     run_dir = Path(run_dir)
     out = ReportDir(out) if out is not None else RunDir(run_dir).report
     out.path.mkdir(parents=True, exist_ok=True)
@@ -324,7 +236,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     false_covid = false_covid_table(predictions, n=n_bootstrap, seed=seed)
     if false_covid is not None:
         false_covid.to_csv(out.table("false-covid"))
-    cohort_summaries, cohort_tables = _cohort_results(
+    cohort_results, cohort_tables = _cohort_results(
         cohorts if COVID in classes else {}, classes, set(extra_rows(every)), n_bootstrap, seed, out
     )
     # every evaluated film, each by a model that never trained on it: the Table I rows and each cohort's
@@ -335,42 +247,36 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> d
     negatives.to_csv(out.table("negative-sources"), index=False)
     figures = _figures(predictions, classes, aucs, ece, seed, out)
 
-    summary = {
-        "run": run_dir.resolve().name,
-        "task": task.name if task else None,
-        "classes": classes,
-        "n_images": int(len(predictions)),
-        "n_patients": int(predictions["patient_id"].nunique()),
-        "n_bootstrap": n_bootstrap,
-        "accuracy": cis["accuracy"][0],
-        "accuracy_ci": [cis["accuracy"][1], cis["accuracy"][2]],
-        "covid_recall": cis[f"recall_{COVID}"][0] if COVID in classes else None,
-        "covid_recall_ci": [cis[f"recall_{COVID}"][1], cis[f"recall_{COVID}"][2]] if COVID in classes else None,
-        "auc": aucs,
-        "ece": ece,
-        "covid_operating_point": covid_operating_point(predictions) if COVID in classes else None,
-        "false_covid": _false_covid_record(false_covid),
-        "folds": [int(f) for f in folds_of(predictions)],
-        "cohorts": cohort_summaries,
-        "adult": cohort_summaries.get(ADULT.name),
-        "sources": source_summary(by_source, negatives),
-    }
-    out.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    results = RunResults(
+        run=run_dir.resolve().name,
+        task=task.name if task else None,
+        classes=classes,
+        n_images=int(len(predictions)),
+        n_patients=int(predictions["patient_id"].nunique()),
+        n_bootstrap=n_bootstrap,
+        accuracy=Estimate.of(cis["accuracy"]),
+        covid_recall=Estimate.of(cis[f"recall_{COVID}"]) if COVID in classes else None,
+        auc=aucs,
+        ece=ece,
+        covid_operating_point=covid_operating_point(predictions) if COVID in classes else None,
+        false_covid=_false_covid_record(false_covid),
+        folds=[int(f) for f in folds_of(predictions)],
+        cohorts=cohort_results,
+        sources=source_summary(by_source, negatives),
+        title=report_title(run_dir, config),
+    )
+    out.summary.write_text(json.dumps(results.to_json(), indent=2) + "\n")
 
-    training, curves = _training_tables(run_dir)
     tables = _report_sections(paper_tables, external, out)
     if false_covid is not None:
         tables["False COVID-19 rate: films of each other label called COVID-19 (95% CI over patients)"] = false_covid
     tables[
         "By source: each (source, label) of the evaluated films (Table I and every extra cohort), the share "
-        "called COVID-19 and the recall of its own label, 95% CIs over patients; "
-        + worst_phrase(summary["sources"]["worst_false_covid"])
+        "called COVID-19 and the recall of its own label, 95% CIs over patients; " + worst_phrase(results.worst)
     ] = source_display(by_source)
-    tables.update(_cohort_sections(cohort_summaries, cohort_tables))
-    summary["title"] = report_title(run_dir, config)
-    _write_markdown(out, summary, tables, ci, auc, training)
-    _write_html(out, summary, tables, ci, auc, training, figures, curves)
-    return summary
+    tables.update(_cohort_sections(cohort_results, cohort_tables))
+    write_page(_report_page(run_dir, results, tables, ci, auc, figures), out.markdown, out.html)
+    return results
 
 
 @dataclass
@@ -431,17 +337,17 @@ def _intervals(predictions, classes, n_bootstrap: int, seed: int, out: ReportDir
 
 def _cohort_results(cohorts, classes, trained_with, n_bootstrap: int, seed: int, out: ReportDir):
     """Each extra cohort's figures and its false-COVID table (``<cohort>-false-covid.csv``)."""
-    summaries, tables = {}, {}
+    results: dict[str, CohortResult] = {}
+    tables: dict[str, pd.DataFrame] = {}
     for name, rows in cohorts.items():
-        summaries[name] = {
-            **cohort_summary(rows, classes, n=n_bootstrap, seed=seed),
-            "trained_with": name in trained_with,
-            "title": COHORTS[name].title if name in COHORTS else name,
-        }
+        title = COHORTS[name].title if name in COHORTS else name
+        results[name] = cohort_summary(
+            rows, classes, n=n_bootstrap, seed=seed, trained_with=name in trained_with, title=title
+        )
         table = false_covid_table(rows, n=n_bootstrap, seed=seed)
         tables[name] = table if table is not None else pd.DataFrame()
         tables[name].to_csv(out.table(f"{name}-false-covid"))
-    return summaries, tables
+    return results, tables
 
 
 def _figures(predictions, classes, aucs, ece, seed: int, out: ReportDir) -> dict[str, Path]:
@@ -508,18 +414,18 @@ def _report_sections(paper_tables: _PaperTables, external: bool, out: ReportDir)
     return tables
 
 
-def _cohort_sections(summaries: dict[str, dict], tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def _cohort_sections(results: dict[str, CohortResult], tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     sections = {}
-    for name, cohort in summaries.items():
+    for name, cohort in results.items():
         how = (
             "held-out films of each fold (the models trained on the other folds' films of this cohort)"
-            if cohort["trained_with"]
+            if cohort.trained_with
             else "films none of the models saw in training"
         )
-        low, high = cohort["label_accuracy_ci"]
+        right = cohort.label_accuracy
         sections[
-            f"Cohort {name}: {cohort['title']}; {how}; false COVID-19 rate "
-            f"(own-label accuracy {cohort['label_accuracy']:.3f}, 95% CI {low:.3f}-{high:.3f})"
+            f"Cohort {name}: {cohort.title}; {how}; false COVID-19 rate "
+            f"(own-label accuracy {right.value:.3f}, 95% CI {right.low:.3f}-{right.high:.3f})"
         ] = tables[name]
     return sections
 
@@ -581,57 +487,28 @@ def _op_text(op: dict | None) -> str:
     )
 
 
-def _write_markdown(out, summary, tables, ci, auc, training) -> None:
-    parts = [f"# {summary['title']}", "", f"*{DISCLAIMER}*", "", summary_sentence(summary), ""]
-    for title, table in tables.items():
-        parts += [f"## {title}", "", markdown_table(table), ""]
-    parts += [
-        "## 95% bootstrap intervals (patients resampled)",
-        "",
-        markdown_table(ci),
-        "",
-        "## ROC AUC (one-vs-rest)",
-        "",
-        markdown_table(auc),
-        "",
-        f"Expected calibration error ({ECE_BINS} bins, max probability): {summary['ece']:.4f}",
-        "",
-        f"COVID-19 operating point: {_op_text(summary['covid_operating_point'])}",
-        "",
-    ]
-    if training is not None:
-        parts += ["## Training (last epoch per fold)", "", markdown_table(training), ""]
-    out.markdown.write_text("\n".join(parts))
-
-
-def _write_html(out, summary, tables, ci, auc, training, figures, curves) -> None:
-    imgs = "".join(
-        f"<figure style='display:inline-block'><img src='{data_uri(p)}' alt='{html.escape(name)}'>"
-        f"<figcaption>{html.escape(name)}</figcaption></figure>"
-        for name, p in figures.items()
-    )
+def _report_page(run_dir: Path, results: RunResults, tables, ci, auc, figures: dict[str, Path]) -> Page:
+    """The report as a page: summary, the tables, intervals, AUC and calibration, figures, training."""
     sections = [
-        (
+        Section(
             "Summary",
-            f"<p class='lead'>{html.escape(summary_sentence(summary))}</p>"
-            f"<p>Classes: {html.escape(', '.join(summary['classes']))}.</p>",
+            [Text(summary_sentence(results), lead=True), Text(f"Classes: {', '.join(results.classes)}.")],
         ),
-        *[(title, html_table(table)) for title, table in tables.items()],
-        ("95% bootstrap intervals (patients resampled)", html_table(ci)),
-        (
+        *[Section(title, [Table(table)]) for title, table in tables.items()],
+        Section("95% bootstrap intervals (patients resampled)", [Table(ci)]),
+        Section(
             "ROC AUC (one-vs-rest) and calibration",
-            html_table(auc)
-            + f"<p>Expected calibration error ({ECE_BINS} bins, max probability): {summary['ece']:.4f}</p>"
-            + f"<p>COVID-19 operating point: {html.escape(_op_text(summary['covid_operating_point']))}</p>",
+            [
+                Table(auc),
+                Text(f"Expected calibration error ({ECE_BINS} bins, max probability): {results.ece:.4f}"),
+                Text(f"COVID-19 operating point: {_op_text(results.covid_operating_point)}"),
+            ],
         ),
-        ("Figures", imgs),
+        Section("Figures", [Figure(path, name) for name, path in figures.items()]),
     ]
+    training, curves = _training_tables(run_dir)
     if training is not None or curves:
-        content = html_table(training) if training is not None else ""
-        content += "".join(
-            f"<figure><img src='{data_uri(p)}' alt='{html.escape(k)} curves'>"
-            f"<figcaption>{html.escape(k)}</figcaption></figure>"
-            for k, p in curves.items()
-        )
-        sections.append(("Training", content))
-    out.html.write_text(render_html(summary["title"], sections), encoding="utf-8")
+        blocks: list = [Table(training)] if training is not None else []
+        blocks += [Figure(path, f"{name} curves") for name, path in curves.items()]
+        sections.append(Section("Training (last epoch per fold)", blocks))
+    return Page(results.title, sections)

@@ -20,6 +20,7 @@ from ..layout import classes_of, prob_column
 from ..tasks import PARTIAL_LABELS
 from .bootstrap import bootstrap_cis
 from .metrics import COVID
+from .results import Estimate, SourceResults, WorstSource
 
 #: Columns of :func:`source_table`.
 SOURCE_COLUMNS = [
@@ -129,28 +130,20 @@ def negative_sources(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) ->
     return pd.DataFrame(rows, columns=columns)
 
 
-def worst_false_covid(negatives: pd.DataFrame) -> dict | None:
+def worst_false_covid(negatives: pd.DataFrame) -> WorstSource | None:
     """The negative source whose films are most often called COVID-19 (:func:`negative_sources`), or None."""
     if negatives.empty:
         return None
     row = negatives.loc[negatives["false covid"].idxmax()]
-    return {
-        "source": str(row["source"]),
-        "rate": float(row["false covid"]),
-        "ci": [float(row["false covid low"]), float(row["false covid high"])],
-        "images": int(row["images"]),
-        "patients": int(row["patients"]),
-    }
+    rate = Estimate(float(row["false covid"]), float(row["false covid low"]), float(row["false covid high"]))
+    return WorstSource(str(row["source"]), rate, int(row["images"]), int(row["patients"]))
 
 
-def source_summary(table: pd.DataFrame, negatives: pd.DataFrame) -> dict:
-    """The per-source figures as plain data (a report's ``summary.json``, the model card): the rows of
-    :func:`source_table` and :func:`negative_sources`, and the worst negative source (the headline)."""
-    return {
-        "sources": _records(table),
-        "negative_sources": _records(negatives),
-        "worst_false_covid": worst_false_covid(negatives),
-    }
+def source_summary(table: pd.DataFrame, negatives: pd.DataFrame) -> SourceResults:
+    """The per-source figures for a report's ``summary.json`` and the model card: the rows of
+    :func:`source_table` and :func:`negative_sources` as plain records, and the worst negative source
+    (the headline)."""
+    return SourceResults(_records(table), _records(negatives), worst_false_covid(negatives))
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -158,19 +151,19 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
-def worst_phrase(worst: dict | None, percent: bool = True) -> str:
+def worst_phrase(worst: WorstSource | None, percent: bool = True) -> str:
     """The headline in words: ``"worst false-COVID rate over negative sources 48.8% (ozturk, 95% CI ...)"``."""
     if not worst:
         return "worst false-COVID rate over negative sources n/a (no negative films with a source)"
-    low, high = worst["ci"]
+    rate, low, high = worst.rate.value, worst.rate.low, worst.rate.high
     if percent:
         return (
-            f"worst false-COVID rate over negative sources {worst['rate']:.1%} ({worst['source']}, "
-            f"{worst['images']} films; 95% CI {low:.1%}-{high:.1%})"
+            f"worst false-COVID rate over negative sources {rate:.1%} ({worst.source}, "
+            f"{worst.images} films; 95% CI {low:.1%}-{high:.1%})"
         )
     return (
-        f"worst false-COVID rate over negative sources {worst['rate']:.4f} ({worst['source']}, "
-        f"95% CI {low:.2f}-{high:.2f}, {worst['images']} films)"
+        f"worst false-COVID rate over negative sources {rate:.4f} ({worst.source}, "
+        f"95% CI {low:.2f}-{high:.2f}, {worst.images} films)"
     )
 
 
