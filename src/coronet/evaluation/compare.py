@@ -14,6 +14,7 @@ interval (bootstrap over patients) per task, and training images/s.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from ..training.finetune import finetune
 from ..training.fit import run_cv
 from ..training.profiles import get_profile
 from .report import markdown_table, write_report
+
+logger = logging.getLogger(__name__)
 
 #: CoroNet first, then the peers the paper lists (its Table VII) that have an ImageNet-style backbone in timm.
 DEFAULT_BACKBONES = ("legacy_xception", "resnet50", "densenet121", "vgg19", "darkcovidnet")
@@ -41,7 +44,6 @@ def compare(
     folds: list[int] | None = None,
     n_bootstrap: int = 1000,
     progress: bool = False,
-    log=print,
     **overrides,
 ) -> pd.DataFrame:
     """Run the protocol for every backbone (resuming finished parts); return and write the comparison table."""
@@ -53,13 +55,11 @@ def compare(
     for backbone in backbones:
         config = get_profile(profile).with_overrides(backbone=backbone, **overrides)
         base = out / backbone
-        log(f"== {backbone}: 4class")
-        run_cv(
-            dataset_dir, base / "4class", config, profile=profile, folds=folds, resume=True, progress=progress, log=log
-        )
+        logger.info(f"== {backbone}: 4class")
+        run_cv(dataset_dir, base / "4class", config, profile=profile, folds=folds, resume=True, progress=progress)
         for task in tasks:
             if task != "4class":
-                log(f"== {backbone}: {task}")
+                logger.info(f"== {backbone}: {task}")
                 finetune(
                     base / "4class",
                     base / task,
@@ -68,7 +68,6 @@ def compare(
                     folds=folds,
                     resume=True,
                     progress=progress,
-                    log=log,
                 )
         rows.append(backbone_row(base, backbone, tasks, n_bootstrap))
     table = pd.DataFrame(rows).set_index("backbone")
@@ -76,7 +75,7 @@ def compare(
     (out / "compare.md").write_text(
         f"# Backbones compared ({profile} profile, same folds)\n\n" + markdown_table(table) + "\n"
     )
-    log(markdown_table(table))
+    logger.info(markdown_table(table))
     return table
 
 
