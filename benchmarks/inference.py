@@ -23,8 +23,10 @@ Weights do not change the speed, so an untrained model is fine for timing.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +80,9 @@ def main() -> None:
     if (args.dataset is None) != (args.fold is None):
         parser.error("--dataset and --fold go together")
     chosen = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    # measure_runtimes' log lines, indented under the model's line
+    logging.basicConfig(format="  %(message)s", stream=sys.stdout)
+    logging.getLogger("coronet").setLevel(logging.INFO)
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = benchmark_model_dir(Path(tmp) / "model", args.model)
@@ -97,7 +102,6 @@ def main() -> None:
             calibration=calibration,
             runtimes=chosen,
             write=False,
-            log=lambda line: print(f"  {line}", flush=True),
         )
         machine = record["machine"]
         print(

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -160,7 +162,7 @@ def run(dataset: Path, out: Path, names: list[str], profile: str, fold: int, log
         config = replace(config, ema=config.ema or 0.99)  # scored with and without the average
         log(f"{name}: {description}")
         started = time.perf_counter()
-        fit_fold(dataset, fold, run_dir, config, resume=True, progress=False, log=log)
+        fit_fold(dataset, fold, run_dir, config, resume=True, progress=False)
         minutes = (time.perf_counter() - started) / 60
         seconds = pd.read_csv(run_dir / "metrics.csv")["seconds"]
         variants = score(config, run_dir / "checkpoints" / "last.ckpt", dataset, fold)
@@ -221,6 +223,9 @@ def main() -> None:
     elif args.table:
         print(table(args.table))
     else:
+        # coronet's log lines (fit_fold's, ...) on stdout, as the command line prints them
+        logging.basicConfig(format="%(message)s", stream=sys.stdout)
+        logging.getLogger("coronet").setLevel(logging.INFO)
         run(args.dataset, args.out, args.experiments.split(","), args.profile, args.fold)
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -83,7 +85,7 @@ def run(dataset: Path, out: Path, names: list[str], profile: str, fold: int, epo
         config = get_profile(profile).with_overrides(**settings, **({"epochs": epochs} if epochs else {}))
         log(f"{name}: {description}")
         started = time.perf_counter()
-        fit_fold(dataset, fold, run_dir, config, resume=True, progress=False, log=log)
+        fit_fold(dataset, fold, run_dir, config, resume=True, progress=False)
         minutes = (time.perf_counter() - started) / 60
         summary = write_report(run_dir).to_json()
         metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -154,6 +156,9 @@ def main() -> None:
     elif args.table:
         print(table(args.table))
     else:
+        # coronet's log lines (fit_fold's, ...) on stdout, as the command line prints them
+        logging.basicConfig(format="%(message)s", stream=sys.stdout)
+        logging.getLogger("coronet").setLevel(logging.INFO)
         run(args.dataset, args.out, args.experiments.split(","), args.profile, args.fold, args.epochs)
 
 

@@ -112,7 +112,7 @@ def loop_speed(device, batch_size, precision, images: int) -> float:
         config = get_profile("fast").with_overrides(
             epochs=2, batch_size=batch_size, precision=precision, accelerator="gpu" if device.type == "cuda" else "cpu"
         )
-        fit_fold(dataset, 2, Path(tmp) / "run", config, progress=False, log=lambda *_: None)
+        fit_fold(dataset, 2, Path(tmp) / "run", config, progress=False)
         return float(pd.read_csv(Path(tmp) / "run" / "metrics.csv")["train_images_per_s"].iloc[-1])
 
 

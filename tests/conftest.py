@@ -36,7 +36,7 @@ def prepared_dataset(data_dir, tmp_path_factory) -> Path:
     from coronet.data.prepare import PrepareConfig, prepare_dataset
 
     out = tmp_path_factory.mktemp("prepared")
-    prepare_dataset(data_dir, out, PrepareConfig(image_size=32), log=lambda *_: None)
+    prepare_dataset(data_dir, out, PrepareConfig(image_size=32))
     return out
 
 
@@ -53,7 +53,6 @@ def tiny_cv_run(prepared_dataset, tmp_path_factory) -> Path:
         get_profile("tiny").with_overrides(epochs=1),
         profile="tiny",
         progress=False,
-        log=lambda *_: None,
     )
     return out
 

@@ -20,6 +20,7 @@ protocol, ``quick`` a pipeline check of a few minutes, ``tiny`` a test network.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from .tasks import FOUR_CLASS, get_task
 from .training.finetune import finetune, ozturk_root
 from .training.fit import check_training_config, fit_final, run_cv
 from .training.profiles import DECONFOUND, FINETUNE_PROFILES, RUNTIME_FIELDS, get_profile
+
+logger = logging.getLogger(__name__)
 
 FINETUNED_TASKS = ("3class", "binary")
 DATASET2 = "dataset2"
@@ -72,7 +75,6 @@ def reproduce(
     deconfound: bool = False,
     audit: bool = True,
     audit_retrain: bool = True,
-    log=print,
     **overrides,
 ) -> Overview:
     """Run every stage (see the module docstring) for ``profile``; return what the overview reports.
@@ -105,7 +107,7 @@ def reproduce(
         if not _has_cohort(data, cohort.name):
             raise FileNotFoundError(f"--{cohort.name}-negatives needs {_folder(cohort.name)}/ under {data}")
     root.path.mkdir(parents=True, exist_ok=True)
-    steps = _Steps(data, root, profile, progress, log)
+    steps = _Steps(data, root, profile, progress)
     if not root.dataset.exists():
         prepare = PrepareConfig(
             class_counts=dict(counts or PAPER_CLASS_COUNTS),
@@ -115,7 +117,7 @@ def reproduce(
             cohorts={cohort.name: str(data) for cohort in trained_cohorts},
             cohort_per_class={ADULT.name: adult_per_class},
         )
-        steps.stage("prepare", lambda: prepare_dataset(data, root.dataset.path, prepare, log=log))
+        steps.stage("prepare", lambda: prepare_dataset(data, root.dataset.path, prepare))
     cohorts = {"adult_negatives": adult_negatives, "source_negatives": source_negatives, "deconfound": deconfound}
     steps.cross_validate(config, cohorts)
     steps.cohort_tests(dataset2_per_class)
@@ -149,14 +151,14 @@ class _Steps:
     A resumed reproduction adds each stage's seconds to those of the earlier sittings, so ``timings.json`` says
     where the whole run's time went, not only the last sitting's (which finds most stages done)."""
 
-    def __init__(self, data: Path, root: ReproduceDir, profile: str, progress: bool, log):
-        self.data, self.root, self.profile, self.progress, self.log = data, root, profile, progress, log
+    def __init__(self, data: Path, root: ReproduceDir, profile: str, progress: bool):
+        self.data, self.root, self.profile, self.progress = data, root, profile, progress
         self.four = root.run(FOUR_CLASS.name)
         self.earlier = _read_timings(root.timings)
         self.timings: dict[str, float] = dict(self.earlier)
 
     def stage(self, name: str, work):
-        self.log(f"== {name}")
+        logger.info(f"== {name}")
         started = time.perf_counter()
         result = work()
         self.timings[name] = round(self.earlier.get(name, 0.0) + time.perf_counter() - started, 1)
@@ -175,7 +177,6 @@ class _Steps:
                 profile=self.profile,
                 resume=True,
                 progress=self.progress,
-                log=self.log,
                 record=record,
             ),
         )
@@ -188,7 +189,7 @@ class _Steps:
                 self.stage(
                     f"{name}-test",
                     lambda name=name, per_class=per_class: cohort_test(
-                        self.four.path, COHORTS[name], self.data, log=self.log, per_class=per_class
+                        self.four.path, COHORTS[name], self.data, per_class=per_class
                     ),
                 )
 
@@ -198,9 +199,7 @@ class _Steps:
         if done is not None:
             audited = AuditResults.from_json(done)
         else:
-            audited = self.stage(
-                "audit", lambda: run_audit(self.four.path, config=config, progress=self.progress, log=self.log)
-            )
+            audited = self.stage("audit", lambda: run_audit(self.four.path, config=config, progress=self.progress))
         headline = audited.headline
         where = os.path.relpath(self.four.audit.markdown, self.root.path)
         for fold in self.four.folds():
@@ -220,7 +219,6 @@ class _Steps:
                     profile=self.profile,
                     resume=True,
                     progress=self.progress,
-                    log=self.log,
                     **tuned,
                 ),
             )
@@ -238,14 +236,13 @@ class _Steps:
                     data_per_class=dataset2_per_class,
                     resume=True,
                     progress=self.progress,
-                    log=self.log,
                     **tuned,
                 ),
             )
             runs["dataset-2"] = dataset2_run.path
             runs["dataset-2, no overlap"] = dataset2_run.no_overlap.path
         elif dataset2:
-            self.log(f"dataset-2 not found under {self.data}: Table VI skipped")
+            logger.info(f"dataset-2 not found under {self.data}: Table VI skipped")
         return runs
 
     def final_model(self, four: RunResults) -> Path:
@@ -257,7 +254,6 @@ class _Steps:
                 self.root.final.path,
                 validated_by=_validation(four),
                 progress=self.progress,
-                log=self.log,
             ),
         )
         serve = self.root.final.model

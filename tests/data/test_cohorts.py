@@ -31,14 +31,14 @@ def test_source_negatives_are_read_with_their_collection_and_patients(data_dir):
 def prepared(data_dir, tmp_path_factory):
     common = dict(image_size=32, class_counts={"covid": 40, "normal": 40, "bacterial": 40, "viral": 40})
     plain = tmp_path_factory.mktemp("plain")
-    prepare_dataset(data_dir, plain, PrepareConfig(**common), log=lambda *_: None)
+    prepare_dataset(data_dir, plain, PrepareConfig(**common))
     extra = tmp_path_factory.mktemp("extra")
     config = PrepareConfig(
         **common,
         cohorts={ADULT.name: str(data_dir), SOURCE.name: str(data_dir / "source-negatives")},
         cohort_per_class={ADULT.name: 30},
     )
-    prepare_dataset(data_dir, extra, config, log=lambda *_: None)
+    prepare_dataset(data_dir, extra, config)
     return pd.read_csv(plain / "manifest.csv"), pd.read_csv(extra / "manifest.csv"), extra
 
 
@@ -73,7 +73,7 @@ def test_a_third_cohort_is_one_definition(data_dir, tmp_path):
             cohorts={cohort.name: str(data_dir)},
             cohort_per_class={cohort.name: 12},
         )
-        manifest = prepare_dataset(data_dir, tmp_path, config, log=lambda *_: None).manifest
+        manifest = prepare_dataset(data_dir, tmp_path, config).manifest
         rows = manifest[manifest.cohort == "nofindings"]
         assert len(rows) == 12 and set(rows.label) == {"normal"} and set(rows.source_label) == {"normal"}
         assert "normal (nofindings) | ozturk" in (tmp_path / "summary.md").read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import logging
 import re
 import shutil
 import socket
@@ -171,10 +172,8 @@ def _urls(server, names=None) -> dict[str, str]:
 
 
 def _fetch(data: Path, server, names=None, **kwargs):
-    logs: list[str] = []
     kwargs.setdefault("urls", _urls(server, names or remote_sources()))
-    result = fetch_sources(data, names, log=logs.append, timeout=5, **kwargs)
-    return result, logs
+    return fetch_sources(data, names, timeout=5, **kwargs)
 
 
 def _with_sha256(monkeypatch, name: str, sha256: str) -> None:
@@ -190,9 +189,10 @@ def _files(root: Path) -> set[str]:
 # --------------------------------------------------------------------------- tests
 
 
-def test_fetches_all_three_into_the_layout_the_readers_expect(tmp_path, server, archives):
+def test_fetches_all_three_into_the_layout_the_readers_expect(tmp_path, server, archives, caplog):
+    caplog.set_level(logging.INFO, logger="coronet")
     data = tmp_path / "data"
-    result, logs = _fetch(data, server)
+    result = _fetch(data, server)
 
     assert result == {
         "cohen": data / "cohen-covid",
@@ -228,15 +228,16 @@ def test_fetches_all_three_into_the_layout_the_readers_expect(tmp_path, server, 
         assert record["size"] == len(body) and record["url"].endswith(f"/{name}.zip")
         assert record["verified"] is False and record["date"]
     assert not list((data / ".downloads").glob("*.part*"))
-    assert any("cohen: downloading" in line for line in logs)
-    assert any(line.endswith("100%") for line in logs)
+    assert any("cohen: downloading" in line for line in caplog.messages)
+    assert any(line.endswith("100%") for line in caplog.messages)
 
 
-def test_known_checksum_is_verified(tmp_path, server, archives, monkeypatch):
+def test_known_checksum_is_verified(tmp_path, server, archives, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="coronet")
     _with_sha256(monkeypatch, "cohen", hashlib.sha256(archives["cohen"]).hexdigest())
-    _, logs = _fetch(tmp_path, server, ["cohen"])
+    _fetch(tmp_path, server, ["cohen"])
     assert fetch._read_json(tmp_path / ".downloads/cohen.json")["verified"] is True
-    assert any("verified" in line for line in logs)
+    assert any("verified" in line for line in caplog.messages)
     assert (tmp_path / "cohen-covid/images/x.png").exists()
 
 
@@ -251,7 +252,8 @@ def test_wrong_checksum_raises_and_leaves_no_corrupt_zip(tmp_path, server, archi
     assert not (tmp_path / "cohen-covid").exists()
 
 
-def test_interrupted_download_resumes_with_a_range_request(tmp_path, server, archives):
+def test_interrupted_download_resumes_with_a_range_request(tmp_path, server, archives, caplog):
+    caplog.set_level(logging.INFO, logger="coronet")
     body = archives["kaggle"]
     cut = len(body) // 2
     server.state.cut_after["/kaggle.zip"] = cut
@@ -262,11 +264,12 @@ def test_interrupted_download_resumes_with_a_range_request(tmp_path, server, arc
     assert part.stat().st_size == cut
     assert not (tmp_path / "kaggle-pneumonia").exists()
 
-    _, logs = _fetch(tmp_path, server, ["kaggle"])
+    caplog.clear()
+    _fetch(tmp_path, server, ["kaggle"])
     last = server.requests_for("/kaggle.zip")[-1]
     assert last["range"] == f"bytes={cut}-"
     assert last["if_range"]  # the ETag from the first response guards against a changed file
-    assert any(f"resuming at {cut} B" in line for line in logs)
+    assert any(f"resuming at {cut} B" in line for line in caplog.messages)
     assert (tmp_path / ".downloads/kaggle.zip").read_bytes() == body
     assert not part.exists()
     assert (tmp_path / "kaggle-pneumonia/chest_xray/test/NORMAL/IM-0002-0001.jpeg").exists()
@@ -316,16 +319,19 @@ def test_absolute_member_is_refused(tmp_path, server):
     assert not (tmp_path / "ozturk-dataset2").exists()
 
 
-def test_installed_source_is_skipped_without_any_request(tmp_path, server, archives):
+def test_installed_source_is_skipped_without_any_request(tmp_path, server, archives, caplog):
+    caplog.set_level(logging.INFO, logger="coronet")
     _fetch(tmp_path, server)
     before = len(server.state.requests)
-    result, logs = _fetch(tmp_path, server)
+    caplog.clear()
+    result = _fetch(tmp_path, server)
     assert len(server.state.requests) == before
     assert set(result) == {"cohen", "kaggle", "ozturk"}
-    assert sum("already installed" in line for line in logs) == 3
+    assert sum("already installed" in line for line in caplog.messages) == 3
 
 
-def test_downloaded_archive_is_reused_and_force_downloads_again(tmp_path, server, archives):
+def test_downloaded_archive_is_reused_and_force_downloads_again(tmp_path, server, archives, caplog):
+    caplog.set_level(logging.INFO, logger="coronet")
     _fetch(tmp_path, server, ["cohen"])
     (tmp_path / "cohen-covid/metadata.csv").unlink()  # damage the install, keep the archive
     with pytest.raises(FetchError, match="cohen.*lacks"):  # not overwritten without force
@@ -333,9 +339,10 @@ def test_downloaded_archive_is_reused_and_force_downloads_again(tmp_path, server
 
     shutil.rmtree(tmp_path / "cohen-covid")
     count = len(server.requests_for("/cohen.zip"))
-    _, logs = _fetch(tmp_path, server, ["cohen"])
+    caplog.clear()
+    _fetch(tmp_path, server, ["cohen"])
     assert len(server.requests_for("/cohen.zip")) == count  # recorded checksum matched: no download
-    assert any("using downloaded" in line for line in logs)
+    assert any("using downloaded" in line for line in caplog.messages)
     assert (tmp_path / "cohen-covid/images/x.png").exists()
 
     (tmp_path / "cohen-covid/stale.txt").write_text("old")
@@ -349,7 +356,7 @@ def test_base_url_environment_variable_selects_a_mirror(tmp_path, server, monkey
     for name, entries in ARCHIVES.items():
         server.serve(f"/mirror/{name}.zip", _zip(entries))
     monkeypatch.setenv(BASE_URL_ENV, server.base + "/mirror/")
-    result, _ = _fetch(tmp_path, server, urls=None)
+    result = _fetch(tmp_path, server, urls=None)
     assert set(result) == {"cohen", "kaggle", "ozturk"}
     assert {r["path"] for r in server.state.requests} == {
         "/mirror/cohen.zip",
@@ -379,7 +386,7 @@ def test_http_error_and_web_page_are_reported(tmp_path, server, archives):
 def test_file_url_installs_an_archive_downloaded_by_hand(tmp_path):
     archive = tmp_path / "ChestXRay2017.zip"
     archive.write_bytes(_zip(ARCHIVES["kaggle"]))
-    fetch_sources(tmp_path / "data", ["kaggle"], urls={"kaggle": archive.as_uri()}, log=lambda _: None)
+    fetch_sources(tmp_path / "data", ["kaggle"], urls={"kaggle": archive.as_uri()})
     assert (tmp_path / "data/kaggle-pneumonia/chest_xray/train/NORMAL/IM-0001-0001.jpeg").exists()
 
 

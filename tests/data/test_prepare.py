@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ def stem(path: str) -> str:
 @pytest.fixture(scope="module")
 def paper_dataset(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("dataset")
-    return prepare_dataset(data_dir, out, PrepareConfig(), log=lambda *_: None)
+    return prepare_dataset(data_dir, out, PrepareConfig())
 
 
 def test_table_one_counts(paper_dataset):
@@ -83,7 +84,7 @@ def test_known_duplicates_are_found(data_dir, tmp_path):
     """With every image selected, all known same-film pairs of the shared data's README come out."""
     everything = {"covid": 1000, "normal": 1000, "bacterial": 1000, "viral": 1000}
     with pytest.warns(UserWarning, match="taking all"):
-        result = prepare_dataset(data_dir, tmp_path, PrepareConfig(class_counts=everything), log=lambda *_: None)
+        result = prepare_dataset(data_dir, tmp_path, PrepareConfig(class_counts=everything))
     found = {frozenset((stem(a), stem(b))) for a, b in zip(result.duplicates.path, result.duplicates.other_path)}
     for pair in KNOWN_DUPLICATES:
         assert frozenset(pair) in found, pair
@@ -142,29 +143,27 @@ def folder_data(tmp_path, monkeypatch):
 
 
 def test_same_seed_same_dataset(folder_data, tmp_path):
-    a = prepare_dataset(folder_data, tmp_path / "a", small_config(), log=lambda *_: None)
-    b = prepare_dataset(folder_data, tmp_path / "b", small_config(), log=lambda *_: None)
+    a = prepare_dataset(folder_data, tmp_path / "a", small_config())
+    b = prepare_dataset(folder_data, tmp_path / "b", small_config())
     assert a.manifest[["relpath", "fold"]].equals(b.manifest[["relpath", "fold"]])
     assert np.array_equal(load_cache(a.out, 32), load_cache(b.out, 32))
     assert a.manifest.groupby("patient_id").fold.nunique().max() == 1
 
 
 def test_image_split_mixes_patients(folder_data, tmp_path):
-    result = prepare_dataset(folder_data, tmp_path / "img", small_config(split="image"), log=lambda *_: None)
+    result = prepare_dataset(folder_data, tmp_path / "img", small_config(split="image"))
     assert result.manifest.groupby("patient_id").fold.nunique().max() == 2
 
 
-def test_unreadable_files_are_skipped_and_listed(folder_data, tmp_path):
+def test_unreadable_files_are_skipped_and_listed(folder_data, tmp_path, caplog):
     (folder_data / "mine" / "covid" / "pcovid9_broken.png").write_bytes(b"not an image at all")
     (folder_data / "mine" / "normal" / "pnormal9_empty.png").write_bytes(b"")
-    lines = []
+    caplog.set_level(logging.INFO, logger="coronet")
     with pytest.warns(UserWarning, match="taking all"):
-        result = prepare_dataset(
-            folder_data, tmp_path / "out", small_config(class_counts={"covid": 99, "normal": 99}), log=lines.append
-        )
+        result = prepare_dataset(folder_data, tmp_path / "out", small_config(class_counts={"covid": 99, "normal": 99}))
     assert sorted(stem(p) for p in result.skipped.path) == ["pcovid9_broken", "pnormal9_empty"]
     assert len(result.manifest) == 24
-    assert any("pcovid9_broken" in line for line in lines)
+    assert any("pcovid9_broken" in line for line in caplog.messages)
     assert "unreadable files skipped: 2" in (tmp_path / "out" / "summary.md").read_text()
 
 

@@ -27,7 +27,7 @@ def adult_dataset(data_dir, tmp_path_factory):
         cohorts={ADULT.name: str(data_dir)},
         cohort_per_class={ADULT.name: 60},
     )
-    prepare_dataset(data_dir, out, config, log=lambda *_: None)
+    prepare_dataset(data_dir, out, config)
     return out
 
 

@@ -41,7 +41,7 @@ def test_masks_replace_the_box_where_a_film_has_one(tmp_path):
     mask = np.zeros((20, 20), dtype=np.uint8)
     mask[:, :10] = 255
     Image.fromarray(mask).save(tmp_path / "film-a.png")
-    masks = lung_masks(["/x/film-a.jpg", "/x/film-b.jpg"], 20, AuditConfig(masks=str(tmp_path)), log=lambda *_: None)
+    masks = lung_masks(["/x/film-a.jpg", "/x/film-b.jpg"], 20, AuditConfig(masks=str(tmp_path)))
     assert masks[0, :, :10].all() and not masks[0, :, 10:].any()
     assert np.array_equal(masks[1], box_mask(20, AuditConfig().lung_box))
 
@@ -82,9 +82,7 @@ def test_acquisition_classifier_finds_a_planted_size_shortcut(tmp_path):
 @pytest.fixture(scope="module")
 def audited(tiny_cv_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("audit")
-    summary = audit(
-        tiny_cv_run, out=out, config=AuditConfig(n_bootstrap=30, cam_per_group=2), progress=False, log=lambda *_: None
-    )
+    summary = audit(tiny_cv_run, out=out, config=AuditConfig(n_bootstrap=30, cam_per_group=2), progress=False)
     return out, summary
 
 
@@ -149,9 +147,9 @@ def test_the_external_audit_explains_merged_labels_with_the_models_own_class(tin
         shutil.copy(path, films / label / path.name)
     model = tiny_cv_run / "fold-1" / "model"
     out = tmp_path / "evaluation"
-    evaluate(model, films, "folder", out, log=lambda *_: None)
+    evaluate(model, films, "folder", out)
     assert "pneumonia" in set(pd.read_csv(out / "predictions.csv").label)
-    audit_external(out, model, config=AuditConfig(retrain=False, n_bootstrap=20), log=lambda *_: None)
+    audit_external(out, model, config=AuditConfig(retrain=False, n_bootstrap=20))
     mass = pd.read_csv(out / "audit" / "gradcam-mass.csv")
     assert len(mass) and mass.pred.isin(["covid", "normal", "pneumonia"]).all()
 
@@ -172,8 +170,8 @@ def test_the_external_audit_runs_tests_1_2_and_5_on_one_model(tiny_cv_run, xray_
             shutil.copy(path, films / label / path.name)
     model = tiny_cv_run / "fold-1" / "model"
     out = tmp_path / "evaluation"
-    evaluate(model, films, "folder", out, log=lambda *_: None)
-    summary = audit_external(out, model, config=AuditConfig(retrain=False, n_bootstrap=20), log=lambda *_: None)
+    evaluate(model, films, "folder", out)
+    summary = audit_external(out, model, config=AuditConfig(retrain=False, n_bootstrap=20))
     assert summary.external and summary.retrain_folds == [] and summary.single_source is None
     assert "single_source" not in summary.to_json()
     assert set(summary.tests) == {"intact", "lungs-removed", "lungs-only"}

@@ -33,7 +33,6 @@ def test_darkcovidnet_size_and_shapes():
 
 @pytest.mark.slow  # trains or reads the real data
 def test_compare_table(prepared_dataset, tmp_path):
-    lines = []
     table = compare(
         prepared_dataset,
         tmp_path,
@@ -41,7 +40,6 @@ def test_compare_table(prepared_dataset, tmp_path):
         profile="tiny",
         folds=[1, 2],
         n_bootstrap=20,
-        log=lines.append,
     )
     assert list(table.index) == ["test_resnet", "darkcovidnet"]
     for backbone in table.index:

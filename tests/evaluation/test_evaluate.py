@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -28,10 +29,10 @@ def ozturk_like(tmp_path):
 
 
 @pytest.mark.slow  # trains or reads the real data
-def test_4class_model_on_3class_data_merges_pneumonia(tiny_cv_run, ozturk_like, tmp_path):
+def test_4class_model_on_3class_data_merges_pneumonia(tiny_cv_run, ozturk_like, tmp_path, caplog):
     model_dir = tiny_cv_run / "fold-1" / "model"
-    lines = []
-    predictions = evaluate(model_dir, ozturk_like, "ozturk", tmp_path / "run", log=lines.append)
+    caplog.set_level(logging.INFO, logger="coronet")
+    predictions = evaluate(model_dir, ozturk_like, "ozturk", tmp_path / "run")
     assert len(predictions) == 9
     assert [c for c in predictions.columns if c.startswith("prob_")] == ["prob_covid", "prob_normal", "prob_pneumonia"]
     # the merged probability is the sum of the model's bacterial and viral outputs for the same film
@@ -44,20 +45,19 @@ def test_4class_model_on_3class_data_merges_pneumonia(tiny_cv_run, ozturk_like, 
     assert np.allclose(predictions.filter(like="prob_").sum(axis=1), 1, atol=1e-5)
     skipped = pd.read_csv(tmp_path / "run" / "skipped.csv")
     assert list(skipped.path.map(lambda p: p.endswith("00009999_000.png"))) == [True]
-    assert any("00009999_000.png" in line for line in lines)
+    assert any("00009999_000.png" in line for line in caplog.messages)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["class_map"]["viral"] == "pneumonia" and config["skipped"] == 1
 
 
 @pytest.mark.slow  # trains or reads the real data
-def test_explicit_map_and_left_out_labels(tiny_cv_run, ozturk_like, tmp_path):
+def test_explicit_map_and_left_out_labels(tiny_cv_run, ozturk_like, tmp_path, caplog):
     mapping = {"covid": "covid", "normal": "normal", "bacterial": "normal", "viral": "normal"}
-    lines = []
-    predictions = evaluate(
-        tiny_cv_run / "fold-1" / "model", ozturk_like, "ozturk", tmp_path / "run", class_map=mapping, log=lines.append
-    )
+    caplog.set_level(logging.INFO, logger="coronet")
+    predictions = evaluate(tiny_cv_run / "fold-1" / "model", ozturk_like, "ozturk", tmp_path / "run", class_map=mapping)
     assert set(predictions.label) == {"covid", "normal"} and len(predictions) == 6
-    assert any("left out 4 images" in line and "pneumonia 4" in line for line in lines)  # 3 films + the bad file
+    # 3 films + the bad file
+    assert any("left out 4 images" in line and "pneumonia 4" in line for line in caplog.messages)
 
 
 @pytest.mark.slow  # trains or reads the real data
@@ -124,7 +124,7 @@ def test_external_report_is_not_laid_out_as_a_cross_validation(tiny_cv_run, oztu
 
 
 @pytest.mark.slow  # trains or reads the real data
-def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path):
+def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path, caplog):
     """Kaggle films the model trained on (and films of its training patients) are left out and listed."""
     import shutil
 
@@ -145,19 +145,14 @@ def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path):
     for k, path in enumerate(extra):
         (folder / "normal").mkdir(exist_ok=True)
         shutil.copy(path, folder / "normal" / f"new{k}.jpg")
-    lines = []
+    caplog.set_level(logging.INFO, logger="coronet")
     predictions = evaluate(
-        tiny_cv_run / "fold-2" / "model",
-        folder,
-        "folder",
-        tmp_path / "out",
-        training_dataset=training,
-        log=lines.append,
+        tiny_cv_run / "fold-2" / "model", folder, "folder", tmp_path / "out", training_dataset=training
     )
     overlap = pd.read_csv(tmp_path / "out" / "overlap.csv")
     assert len(overlap) == 4 and set(overlap.kind) == {"film"}
     assert not predictions.path.str.contains("copy").any() and len(predictions) == len(extra)
-    assert any("left out 4 of" in line for line in lines)
+    assert any("left out 4 of" in line for line in caplog.messages)
     record = json.loads((tmp_path / "out" / "config.json").read_text())
     assert record["left_out_overlap"] == 4 and record["training_dataset"]
     assert (
@@ -179,7 +174,7 @@ def test_partial_label_films_are_kept_apart_from_the_accuracy(tiny_model_dir, tm
                 write_xray(root / folder / label / name, seed=10 * k + i, size=(48, 40))
                 rows.append({"patientid": f"{label}{i}", "view": "PA", "finding": label, "filename": f"{label}/{name}"})
         pd.DataFrame(rows).to_csv(root / folder / "metadata.csv", index=False)
-    predictions = evaluate(tiny_model_dir, root, "source-negatives", tmp_path / "run", log=lambda *_: None)
+    predictions = evaluate(tiny_model_dir, root, "source-negatives", tmp_path / "run")
     assert len(predictions) == 8 and set(predictions.source) == {"cohen", "actualmed"}
     other = predictions[predictions.label == "other"]
     assert len(other) == 2 and set(other.cohort) == {"partial-label"}

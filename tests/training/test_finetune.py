@@ -137,9 +137,7 @@ def test_fold_model_keeps_the_4class_weights(tiny_cv_run):
 @pytest.mark.parametrize("task", ["3class", "binary"])
 def test_finetune_run(tiny_cv_run, tmp_path, task):
     out = tmp_path / task
-    predictions = finetune(
-        tiny_cv_run, out, task=task, profile="tiny", folds=[1, 2], progress=False, log=lambda *_: None
-    )
+    predictions = finetune(tiny_cv_run, out, task=task, profile="tiny", folds=[1, 2], progress=False)
     classes = list(TASKS[task].classes)
     source = pd.read_csv(tiny_cv_run / "manifest.csv")
     expected = relabel(source[source.fold.isin([1, 2])], task)
@@ -169,7 +167,6 @@ def test_finetune_head_only_keeps_backbone(tiny_cv_run, tmp_path):
         folds=[3],
         train_layers="head",
         progress=False,
-        log=lambda *_: None,
     )
     model, _ = load_model_dir(tmp_path / "fold-3" / "model")
     source_model, _ = load_model_dir(tiny_cv_run / "fold-3" / "model")
@@ -202,7 +199,6 @@ def test_dataset2_overlap_and_clean_evaluation(tiny_cv_run, data_dir, tmp_path):
         data=data_dir / "ozturk-dataset2",
         folds=[1],
         progress=False,
-        log=lambda *_: None,
     )
     manifest = pd.read_csv(tmp_path / "dataset" / "manifest.csv")
     # dataset-2's COVID-19 copies of Cohen films carry their Cohen patient, and a patient stays in one fold
@@ -246,7 +242,6 @@ def test_finetune_head_on_precomputed_features(tiny_cv_run, tmp_path):
         schedule="cosine",
         warmup=0.2,
         progress=False,
-        log=lambda *_: None,
     )
     source = pd.read_csv(tiny_cv_run / "manifest.csv")
     assert sorted(predictions.path) == sorted(source[source.fold == 2].path)
@@ -286,9 +281,7 @@ def test_a_new_task_is_one_task_definition(tiny_cv_run, tmp_path, monkeypatch):
         {"covid": None, "normal": "normal", "bacterial": "pneumonia", "viral": "pneumonia", "pneumonia": "pneumonia"},
     )
     monkeypatch.setitem(TASKS, task.name, task)
-    predictions = finetune(
-        tiny_cv_run, tmp_path, task=task.name, profile="tiny", folds=[1], progress=False, log=lambda *_: None
-    )
+    predictions = finetune(tiny_cv_run, tmp_path, task=task.name, profile="tiny", folds=[1], progress=False)
     assert set(predictions.label) == {"normal", "pneumonia"}
     assert [c for c in predictions.columns if c.startswith("prob_")] == ["prob_normal", "prob_pneumonia"]
     summary = write_report(tmp_path, n_bootstrap=10)

@@ -105,7 +105,7 @@ def test_the_fine_tune_on_features_resumes_where_it_stopped(tmp_path):
     def run(name, **options):
         (tmp_path / name).mkdir(exist_ok=True)  # fit_fold makes it
         return fit_head_on_features(
-            tmp_path / "data", 2, tmp_path / name, config, copy.deepcopy(model), *parts, log=lambda *_: None, **options
+            tmp_path / "data", 2, tmp_path / name, config, copy.deepcopy(model), *parts, **options
         )
 
     straight = run("straight")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import lightning.pytorch as pl
 import numpy as np
@@ -215,20 +216,18 @@ def test_ddp_launched_as_users_launch_it(prepared_dataset, tmp_path):
 
 
 @pytest.mark.slow  # trains or reads the real data
-def test_cv_run_directory(prepared_dataset, tiny, tmp_path):
+def test_cv_run_directory(prepared_dataset, tiny, tmp_path, caplog):
     config = tiny.with_overrides(epochs=1)
-    run_cv(prepared_dataset, tmp_path, config, profile="tiny", folds=[1, 2], progress=False, log=lambda *_: None)
+    run_cv(prepared_dataset, tmp_path, config, profile="tiny", folds=[1, 2], progress=False)
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     manifest = pd.read_csv(prepared_dataset / "manifest.csv")
     assert sorted(predictions.path) == sorted(manifest[manifest.fold.isin([1, 2])].path)
     for name in ("config.json", "manifest.csv", "results.md", "fold-1/model/model.json", "fold-2/curves.png"):
         assert (tmp_path / name).is_file(), name
     # a resumed CV keeps finished folds
-    lines = []
-    run_cv(
-        prepared_dataset, tmp_path, config, profile="tiny", folds=[1, 2], resume=True, progress=False, log=lines.append
-    )
-    assert sum("already finished" in line for line in lines) == 2
+    caplog.set_level(logging.INFO, logger="coronet")
+    run_cv(prepared_dataset, tmp_path, config, profile="tiny", folds=[1, 2], resume=True, progress=False)
+    assert sum("already finished" in line for line in caplog.messages) == 2
     with pytest.raises(ValueError, match=r"other settings \(lr\)"):
         run_cv(prepared_dataset, tmp_path, config.with_overrides(lr=1.0), folds=[1], progress=False)
 
@@ -237,9 +236,9 @@ def test_cv_run_directory(prepared_dataset, tiny, tmp_path):
 def test_a_run_resumes_with_other_devices_precision_and_workers(prepared_dataset, tiny, tmp_path):
     """How a run is carried out may change between sittings (a CPU start, a GPU finish); what it learns may not."""
     config = tiny.with_overrides(epochs=2, precision="32")
-    run_cv(prepared_dataset, tmp_path, config, profile="tiny", folds=[1], progress=False, log=lambda *_: None)
+    run_cv(prepared_dataset, tmp_path, config, profile="tiny", folds=[1], progress=False)
     elsewhere = config.with_overrides(precision="bf16-mixed", num_workers=1, devices="auto", checkpoint_every=2)
-    run_cv(prepared_dataset, tmp_path, elsewhere, profile="tiny", folds=[1], resume=True, progress=False, log=print)
+    run_cv(prepared_dataset, tmp_path, elsewhere, profile="tiny", folds=[1], resume=True, progress=False)
     record = json.loads((tmp_path / "config.json").read_text())
     assert record["train"]["precision"] == "bf16-mixed" and record["train"]["num_workers"] == 1
     assert record["runtime_history"][0]["precision"] == "32"  # the earlier sitting is kept on record

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 import typing
 from enum import Enum
 from pathlib import Path
@@ -14,20 +16,53 @@ import typer
 from ..errors import USER_ERRORS, one_line
 
 
+class EchoHandler(logging.Handler):
+    """Prints each record's message with ``typer.echo`` as it is logged (so that typer's ``CliRunner``, which swaps
+    ``sys.stdout`` during an invocation, sees it): below WARNING to stdout, WARNING and above to stderr; with
+    ``err``, everything to stderr (a command whose stdout carries its result)."""
+
+    def __init__(self, err: bool = False):
+        super().__init__()
+        self.err = err
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            typer.echo(self.format(record), err=self.err or record.levelno >= logging.WARNING)
+        except Exception:  # logging's rule: a handler never raises
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def echo_logs(err: bool = False):
+    """For the duration of one command: the ``coronet`` loggers' records from INFO up printed by an
+    :class:`EchoHandler`; the logger's handlers and level are restored afterwards."""
+    logger = logging.getLogger("coronet")
+    handler, level = EchoHandler(err), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 class GuardedTyper(typer.Typer):
     """Every command runs inside one error boundary: a domain error (``coronet.errors.USER_ERRORS``) becomes
-    one red line on stderr and exit status 2; a bug keeps its traceback."""
+    one red line on stderr and exit status 2; a bug keeps its traceback. The library's log lines are printed
+    meanwhile (:func:`echo_logs`; ``logs_to_stderr``: all of them on stderr)."""
 
-    def command(self, *args, **kwargs):
+    def command(self, *args, logs_to_stderr: bool = False, **kwargs):
         register = super().command(*args, **kwargs)
 
         def decorator(function):
             @functools.wraps(function)
             def guarded(*call_args, **call_kwargs):
-                try:
-                    return function(*call_args, **call_kwargs)
-                except USER_ERRORS as error:
-                    fail(one_line(error))
+                with echo_logs(err=logs_to_stderr):
+                    try:
+                        return function(*call_args, **call_kwargs)
+                    except USER_ERRORS as error:
+                        fail(one_line(error))
 
             register(guarded)
             return function

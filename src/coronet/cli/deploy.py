@@ -241,7 +241,7 @@ def export(
         fail(f"{path}: ONNX Runtime differs from PyTorch by {worst:.2e} (> 1e-4)", 1)
 
 
-@app.command("runtimes")
+@app.command("runtimes", logs_to_stderr=True)
 def runtimes(
     model: ModelOption,
     dataset: Annotated[
@@ -296,7 +296,6 @@ def runtimes(
             fold,
             repeats=repeats,
             calibration_films=calibration_films,
-            log=lambda line: typer.echo(line, err=True),
         )
     except (ModelLoadError, ValueError, FileNotFoundError) as error:
         fail(" ".join(str(error).split()))

@@ -186,7 +186,6 @@ def evaluate(
         batch_size=batch_size,
         runtime=value(runtime),
         training_dataset=training_dataset,
-        log=typer.echo,
     )
     if report:
         summary = write_report(out)
@@ -196,7 +195,7 @@ def evaluate(
     if audit_:
         from ..evaluation.audit import audit_external
 
-        audited = audit_external(out, model if model.is_dir() else model.parent, log=typer.echo)
+        audited = audit_external(out, model if model.is_dir() else model.parent)
         typer.echo(f"audit: {RunDir(out).audit.html.resolve()}")
         for text in audited.verdicts.values():
             typer.echo(f"- {text}")
@@ -285,7 +284,6 @@ def reproduce(
         deconfound=deconfound,
         audit=audit_,
         audit_retrain=audit_retrain,
-        log=typer.echo,
         **overrides,
     )
     for line in overview_lines(summary):
@@ -326,7 +324,7 @@ def audit(
     if masks is not None and not masks.is_dir():
         raise FileNotFoundError(f"--masks {masks}: no such directory")
     quiet_lightning()
-    summary = run_audit(run_dir, out=out, data=data, config=config, progress=progress, log=typer.echo)
+    summary = run_audit(run_dir, out=out, data=data, config=config, progress=progress)
     files = AuditDir(out) if out is not None else RunDir(run_dir).audit
     typer.echo(f"audit: {files.html.resolve()}")
     for text in summary.verdicts.values():
@@ -369,7 +367,6 @@ def compare(
         folds=fold_list,
         n_bootstrap=bootstrap,
         progress=progress,
-        log=typer.echo,
         **overrides,
     )
     typer.echo(f"comparison: {(out / 'compare.md').resolve()}")

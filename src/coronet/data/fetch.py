@@ -29,13 +29,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -43,6 +44,8 @@ from coronet import __version__
 
 from ..errors import CoronetError
 from .sources import SOURCES, SourceSpec
+
+logger = logging.getLogger(__name__)
 
 #: Environment variable naming a mirror: each source is fetched from ``<base>/<name>.zip``.
 BASE_URL_ENV = "CORONET_FETCH_BASE_URL"
@@ -76,7 +79,6 @@ def fetch_sources(
     *,
     urls: Mapping[str, str] | None = None,
     force: bool = False,
-    log: Callable[[str], None] = print,
     timeout: float = 60.0,
 ) -> dict[str, Path]:
     """Download, verify, and install each named source (default: all three) into data_dir; return name -> installed dir.
@@ -96,7 +98,7 @@ def fetch_sources(
     failures: list[str] = []
     for name in selected:
         try:
-            installed[name] = _fetch_one(remote_sources()[name], data_dir, urls, force=force, log=log, timeout=timeout)
+            installed[name] = _fetch_one(remote_sources()[name], data_dir, urls, force=force, timeout=timeout)
         except FetchError as error:
             failures.append(str(error))
     if failures:
@@ -136,12 +138,11 @@ def _fetch_one(
     urls: Mapping[str, str],
     *,
     force: bool,
-    log: Callable[[str], None],
     timeout: float,
 ) -> Path:
     target = data_dir / source.folder
     if not force and _is_installed(target, source):
-        log(f"{source.name}: already installed at {target}; skipping (use --force to reinstall)")
+        logger.info(f"{source.name}: already installed at {target}; skipping (use --force to reinstall)")
         return target
     if not force and target.exists():
         # Something partial is there (perhaps copied by hand): do not overwrite it silently.
@@ -151,8 +152,8 @@ def _fetch_one(
             f"move it away or use --force to replace it"
         )
     url = _resolve_url(source, urls)
-    archive = _download(source, url, data_dir / DOWNLOADS, force=force, log=log, timeout=timeout)
-    _install(source, archive, target, log=log)
+    archive = _download(source, url, data_dir / DOWNLOADS, force=force, timeout=timeout)
+    _install(source, archive, target)
     return target
 
 
@@ -173,9 +174,7 @@ def _is_installed(target: Path, source: SourceSpec) -> bool:
 # --------------------------------------------------------------------------- download
 
 
-def _download(
-    source: SourceSpec, url: str, downloads: Path, *, force: bool, log: Callable[[str], None], timeout: float
-) -> Path:
+def _download(source: SourceSpec, url: str, downloads: Path, *, force: bool, timeout: float) -> Path:
     """Return a complete, verified archive in ``downloads``, reusing or resuming what is there."""
     downloads.mkdir(parents=True, exist_ok=True)
     archive = downloads / f"{source.name}.zip"
@@ -187,12 +186,12 @@ def _download(
             stale.unlink(missing_ok=True)
     elif archive.exists():
         if _sha256(archive) == _expected_sha256(source, record):
-            log(f"{source.name}: using downloaded {archive}")
+            logger.info(f"{source.name}: using downloaded {archive}")
             return archive
-        log(f"{source.name}: {archive} does not match its recorded checksum; downloading again")
+        logger.info(f"{source.name}: {archive} does not match its recorded checksum; downloading again")
         archive.unlink()
 
-    _stream_to_part(source, url, part, log=log, timeout=timeout)
+    _stream_to_part(source, url, part, timeout=timeout)
 
     actual = _sha256(part)
     if source.download.sha256 and actual != source.download.sha256.lower():
@@ -216,7 +215,7 @@ def _download(
         },
     )
     note = "verified" if source.download.sha256 else "recorded; no published checksum to verify against"
-    log(f"{source.name}: sha256 {actual} ({note})")
+    logger.info(f"{source.name}: sha256 {actual} ({note})")
     return archive
 
 
@@ -230,7 +229,7 @@ def _expected_sha256(source: SourceSpec, record: Path) -> str | None:
         return None
 
 
-def _stream_to_part(source: SourceSpec, url: str, part: Path, *, log: Callable[[str], None], timeout: float) -> None:
+def _stream_to_part(source: SourceSpec, url: str, part: Path, *, timeout: float) -> None:
     """Stream ``url`` into ``part``, continuing an existing partial file when the server allows."""
     meta_path = _part_meta_path(part)
     meta = _read_json(meta_path)
@@ -251,7 +250,7 @@ def _stream_to_part(source: SourceSpec, url: str, part: Path, *, log: Callable[[
         if error.code == 416 and offset:
             # The partial file is not shorter than the remote one: it cannot be resumed.
             part.unlink()
-            return _stream_to_part(source, url, part, log=log, timeout=timeout)
+            return _stream_to_part(source, url, part, timeout=timeout)
         raise FetchError(
             f"{source.name}: HTTP {error.code} {error.reason} from {url}; {_manual_hint(source)}"
         ) from error
@@ -270,7 +269,7 @@ def _stream_to_part(source: SourceSpec, url: str, part: Path, *, log: Callable[[
             # A range we did not ask for: useless, so drop the partial file and ask for everything.
             response.close()
             part.unlink()
-            return _stream_to_part(source, url, part, log=log, timeout=timeout)
+            return _stream_to_part(source, url, part, timeout=timeout)
         if status != 206:
             offset = 0  # the server ignored the Range (or If-Range saw a changed file): start over
         content_type = response.headers.get("Content-Type", "")
@@ -280,8 +279,8 @@ def _stream_to_part(source: SourceSpec, url: str, part: Path, *, log: Callable[[
         total = _total_size(response, offset)
         size = _human(total) if total else "size unknown"
         resume = f", resuming at {_human(offset)}" if offset else ""
-        log(f"{source.name}: downloading {url} ({size}{resume})")
-        done = _copy_with_progress(source, response, part, offset, total, log=log)
+        logger.info(f"{source.name}: downloading {url} ({size}{resume})")
+        done = _copy_with_progress(source, response, part, offset, total)
 
     if total is not None and done != total:
         raise FetchError(
@@ -289,9 +288,7 @@ def _stream_to_part(source: SourceSpec, url: str, part: Path, *, log: Callable[[
         )
 
 
-def _copy_with_progress(
-    source: SourceSpec, response, part: Path, offset: int, total: int | None, *, log: Callable[[str], None]
-) -> int:
+def _copy_with_progress(source: SourceSpec, response, part: Path, offset: int, total: int | None) -> int:
     """Append (or write from zero) the response body to ``part``; log every ~10 %. Returns bytes on disk."""
     done = offset
     step = total / 10 if total else _UNSIZED_PROGRESS_STEP
@@ -302,7 +299,7 @@ def _copy_with_progress(
                 out.write(chunk)
                 done += len(chunk)
                 if done >= next_report:
-                    log(f"{source.name}: {done * 100 // total}%" if total else f"{source.name}: {_human(done)}")
+                    logger.info(f"{source.name}: {done * 100 // total}%" if total else f"{source.name}: {_human(done)}")
                     next_report = (done // step + 1) * step
     except (OSError, http.client.HTTPException) as error:
         raise FetchError(
@@ -355,9 +352,9 @@ def _reason(error: BaseException) -> str:
 # --------------------------------------------------------------------------- install
 
 
-def _install(source: SourceSpec, archive: Path, target: Path, *, log: Callable[[str], None]) -> None:
+def _install(source: SourceSpec, archive: Path, target: Path) -> None:
     """Extract the wanted members beside ``target`` and rename the result into place."""
-    log(f"{source.name}: extracting into {target}")
+    logger.info(f"{source.name}: extracting into {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -373,7 +370,7 @@ def _install(source: SourceSpec, archive: Path, target: Path, *, log: Callable[[
         raise FetchError(f"{source.name}: cannot install into {target} ({error})") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log(f"{source.name}: installed {count} files at {target}")
+    logger.info(f"{source.name}: installed {count} files at {target}")
 
 
 def _extract(source: SourceSpec, archive: Path, staging: Path) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import time
@@ -49,6 +50,8 @@ from .dedup import (
 )
 from .imageio import ImageReadError, read_image, resize_square
 from .sources import LABELS, read_source, reader_options, source_dir
+
+logger = logging.getLogger(__name__)
 
 #: The paper's Table I (coronet.paper), the default selection.
 PAPER_CLASS_COUNTS = dict(paper.TABLE1)
@@ -136,7 +139,7 @@ def scan_images(paths: list[str], size: int, workers: int) -> list[dict]:
         return list(pool.map(_scan_one, jobs, chunksize=32))
 
 
-def scan_table(table: pd.DataFrame, config: PrepareConfig, log=print) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
+def scan_table(table: pd.DataFrame, config: PrepareConfig) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
     """Decode every film of ``table`` once (:func:`scan_images`): ``(readable rows, their scans, skipped)``.
 
     The readable rows gain ``sha256``, ``pixel_hash``, ``height``, ``width`` and ``phash`` (hex); each
@@ -148,7 +151,7 @@ def scan_table(table: pd.DataFrame, config: PrepareConfig, log=print) -> tuple[p
         columns=["path", "problem"],
     )
     for row in skipped.itertuples():
-        log(f"skipped {row.path}: {row.problem}")
+        logger.info(f"skipped {row.path}: {row.problem}")
     readable = [k for k, s in enumerate(scans) if "error" not in s]
     table, scans = table.iloc[readable].reset_index(drop=True), [scans[k] for k in readable]
     for key in ("sha256", "pixel_hash", "height", "width"):
@@ -229,7 +232,7 @@ def assign_folds(labels, groups, folds: int, seed: int) -> np.ndarray:
 
 
 def prepare_dataset(
-    data_dir: str | os.PathLike, out: str | os.PathLike, config: PrepareConfig | None = None, log=print
+    data_dir: str | os.PathLike, out: str | os.PathLike, config: PrepareConfig | None = None
 ) -> PreparedDataset:
     """Run all preparation steps (see the module docstring) and write the dataset directory ``out``."""
     config = config or PrepareConfig()
@@ -238,8 +241,8 @@ def prepare_dataset(
 
     candidates = collect_candidates(data_dir, config)
     candidates = candidates[candidates["label"].isin(config.class_counts)].reset_index(drop=True)
-    log(f"scanning {len(candidates)} candidate images from {', '.join(config.sources)} ...")
-    table, scans, skipped = scan_table(candidates, config, log)
+    logger.info(f"scanning {len(candidates)} candidate images from {', '.join(config.sources)} ...")
+    table, scans, skipped = scan_table(candidates, config)
     table["_scan"] = range(len(table))
 
     # Exact duplicates: keep the first copy; its patient and the dropped copy's are one person.
@@ -261,7 +264,7 @@ def prepare_dataset(
 
     selected_scans = [scans[k] for k in scan_rows]
     if config.cohorts:
-        selected, extra_scans, extra_duplicates, extra_skipped = _with_cohorts(selected, data_dir, config, log)
+        selected, extra_scans, extra_duplicates, extra_skipped = _with_cohorts(selected, data_dir, config)
         selected_scans += extra_scans
         duplicate_rows += extra_duplicates
         skipped = pd.concat([skipped, extra_skipped], ignore_index=True)
@@ -300,12 +303,12 @@ def prepare_dataset(
         "python": platform.python_version(),
     }
     (out / PREPARE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    log(summary)
-    log(f"prepared {len(manifest)} images in {elapsed:.1f} s -> {out}")
+    logger.info(summary)
+    logger.info(f"prepared {len(manifest)} images in {elapsed:.1f} s -> {out}")
     return PreparedDataset(manifest, duplicates, skipped, summary, out)
 
 
-def _with_cohorts(selected: pd.DataFrame, data_dir: Path, config: PrepareConfig, log=print):
+def _with_cohorts(selected: pd.DataFrame, data_dir: Path, config: PrepareConfig):
     """Table I's rows (cohort ``table1``) followed by each extra cohort's of ``config.cohorts``, with fold groups
     of their own: ``(rows, the added rows' scans, duplicate rows, skipped)``."""
     selected = selected.assign(cohort=TABLE1)
@@ -314,7 +317,7 @@ def _with_cohorts(selected: pd.DataFrame, data_dir: Path, config: PrepareConfig,
     skipped = []
     for name, folder in config.cohorts.items():
         rows, cohort_scans, cohort_duplicates, cohort_skipped = cohort_rows(
-            get_cohort(name), Path(folder), data_dir, config, log
+            get_cohort(name), Path(folder), data_dir, config
         )
         rows["group"] += int(selected["group"].max()) + 1
         selected = pd.concat([selected, rows], ignore_index=True)
@@ -324,7 +327,7 @@ def _with_cohorts(selected: pd.DataFrame, data_dir: Path, config: PrepareConfig,
     return selected, scans, duplicate_rows, pd.concat(skipped, ignore_index=True)
 
 
-def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareConfig, log=print):
+def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareConfig):
     """An extra cohort's films as manifest rows: ``(rows, scans, duplicate rows, skipped)``.
 
     ``folder`` is the cohort's source folder or a data directory holding it. Labels go through the
@@ -346,8 +349,8 @@ def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareCon
     per_class = config.cohort_per_class.get(cohort.name)
     if per_class is not None:
         table = undersample(table, dict.fromkeys(dict.fromkeys(table["label"]), per_class), config.seed)
-    log(f"scanning {len(table)} films of cohort {cohort.name!r} ({cohort.title}) ...")
-    table, scans, skipped = scan_table(table, config, log)
+    logger.info(f"scanning {len(table)} films of cohort {cohort.name!r} ({cohort.title}) ...")
+    table, scans, skipped = scan_table(table, config)
     keep, same_person, duplicates = exact_duplicates(table, list(table["pixel_hash"]))
     table, scans = table.iloc[keep].drop(columns=["pixel_hash"]).reset_index(drop=True), [scans[k] for k in keep]
     pairs, near_rows = near_duplicates(table["path"], scans)

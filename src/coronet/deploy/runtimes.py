@@ -33,6 +33,7 @@ it measured. ``coronet predict`` and ``coronet serve`` (``--runtime auto``, thei
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -51,6 +52,8 @@ from ..models.modeldir import ModelLoadError, file_sha256, read_card
 from .export import FORMAT as ONNX_FORMAT
 from .export import ONNX_NAME, export_onnx, onnx_parity, open_session, record_path
 from .predict import RUNTIMES, Predictor, model_input
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "FORMAT",
@@ -502,13 +505,13 @@ def choose_runtime(model_dir: str | os.PathLike, card: dict | None = None) -> Ru
 # ----------------------------------------------------------------------------------------------- measure
 
 
-def _ensure_export(directory: Path, model, log) -> dict:
+def _ensure_export(directory: Path, model) -> dict:
     """Export ``model.onnx`` when it is missing or not this model's; return its parity with PyTorch."""
     try:
         session = open_session(directory)
         exported = False
     except ModelLoadError as why:
-        log(f"exporting {directory / ONNX_NAME} ({' '.join(str(why).split())})")
+        logger.info(f"exporting {directory / ONNX_NAME} ({' '.join(str(why).split())})")
         export_onnx(directory, model=model)
         session, exported = open_session(directory), True
     size = int(read_card(directory)[0]["input_size"])
@@ -531,7 +534,6 @@ def measure_runtimes(
     runtimes: Sequence[str] = RUNTIMES,
     tolerance: float = TOLERANCE_POINTS,
     write: bool = True,
-    log: Callable[[str], None] = print,
 ) -> dict:
     """Measure (and with ``dataset`` and ``fold``, check) each runtime of ``runtimes`` on this machine, choose,
     and write ``MODEL_DIR/runtimes.json`` (unless ``write`` is false); return the record.
@@ -553,7 +555,7 @@ def measure_runtimes(
     if dataset is not None and fold is not None:
         films = fold_films(dataset, fold, reference.classes, size, calibration_films=calibration_films)
         calibration = films.calibration
-        log(
+        logger.info(
             f"check: fold {fold} of {dataset}: {len(films.labels)} validation films; int8 calibrated on "
             f"{len(calibration)} of its training films"
         )
@@ -566,13 +568,13 @@ def measure_runtimes(
     export: dict | None = None
     if any(_onnx_file(r) for r in runtimes):
         try:
-            export = _ensure_export(directory, reference.model, log)
+            export = _ensure_export(directory, reference.model)
         except ImportError as error:
             export = {"error": f"ONNX Runtime is not installed ({error}): pip install 'coronet[onnx]'"}
 
     candidates = {
         runtime: _measure_candidate(
-            runtime, directory, reference, films, expected, calibration, export, speed_input, repeats, tolerance, log
+            runtime, directory, reference, films, expected, calibration, export, speed_input, repeats, tolerance
         )
         for runtime in runtimes
     }
@@ -611,7 +613,6 @@ def _measure_candidate(
     speed_input: np.ndarray,
     repeats: int,
     tolerance: float,
-    log: Callable[[str], None],
 ) -> dict:
     """One runtime's entry of the record: built (the int8 model calibrated first), checked against the
     reference's probabilities when there are check films, timed, and judged eligible or not, with the reason."""
@@ -619,7 +620,7 @@ def _measure_candidate(
     why_not = _unavailable(runtime, export, calibration)
     if why_not:
         entry.update(available=False, eligible=False, reason=why_not)
-        log(f"{runtime}: not measured: {why_not}")
+        logger.info(f"{runtime}: not measured: {why_not}")
         return entry
     try:
         if runtime == "onnx-int8" and calibration is not None:  # _unavailable refused it without calibration
@@ -628,7 +629,7 @@ def _measure_candidate(
         predictor = reference if runtime == REFERENCE else Predictor(directory, runtime=runtime)
     except Exception as error:  # noqa: BLE001  (a candidate that cannot be built is reported, not fatal)
         entry.update(available=False, eligible=False, reason=f"{type(error).__name__}: {' '.join(str(error).split())}")
-        log(f"{runtime}: could not be built: {entry['reason']}")
+        logger.info(f"{runtime}: could not be built: {entry['reason']}")
         return entry
     entry["available"] = True
     if _onnx_file(runtime):
@@ -638,7 +639,7 @@ def _measure_candidate(
         entry["check"] = accuracy_check(expected, got, films.labels, tolerance)
     entry.update(measure_speed(predictor.run, speed_input, repeats))
     entry["eligible"], entry["reason"] = _eligibility(runtime, entry, export)
-    log(_line(runtime, entry))
+    logger.info(_line(runtime, entry))
     return entry
 
 

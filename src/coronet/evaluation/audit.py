@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -62,6 +63,8 @@ from .bootstrap import bootstrap_cis
 from .metrics import COVID, accuracy, recall_of
 from .pages import Block, Bullets, Figure, Link, Page, Section, Table, Text, write_page
 from .results import AuditResults, AuditTestResult, Estimate
+
+logger = logging.getLogger(__name__)
 
 #: x0, y0, x1, y1 as fractions of the square film (see the module docstring for why these).
 DEFAULT_LUNG_BOX = (0.12, 0.08, 0.88, 0.85)
@@ -112,7 +115,7 @@ def box_mask(size: int, box) -> np.ndarray:
     return mask
 
 
-def lung_masks(paths, size: int, config: AuditConfig, log=print) -> np.ndarray:
+def lung_masks(paths, size: int, config: AuditConfig, quiet: bool = False) -> np.ndarray:
     """(N, size, size) bool lung fields: the box, or each film's mask file where ``config.masks`` has one."""
     base = box_mask(size, config.lung_box)
     masks = np.repeat(base[None], len(paths), axis=0)
@@ -126,7 +129,8 @@ def lung_masks(paths, size: int, config: AuditConfig, log=print) -> np.ndarray:
                 with Image.open(candidate) as image:
                     masks[k] = np.asarray(image.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 0
                 found += 1
-        log(f"lung masks: {found} of {len(paths)} films have one in {folder}; the others use the box")
+        message = f"lung masks: {found} of {len(paths)} films have one in {folder}; the others use the box"
+        logger.log(logging.DEBUG if quiet else logging.INFO, message)
     return masks
 
 
@@ -316,7 +320,6 @@ def audit(
     data: str | os.PathLike | None = None,
     config: AuditConfig | None = None,
     progress: bool = False,
-    log=print,
 ) -> AuditResults:
     """Run the six tests on the finished 4-class cross-validation ``run_dir``; write ``out``; return the results."""
     config = config or AuditConfig()
@@ -338,21 +341,21 @@ def audit(
     cache = load_cache(dataset.path, size)
     classes = list(train.classes)
 
-    lungs = lung_masks(list(manifest["path"]), size, config, log=log)
+    lungs = lung_masks(list(manifest["path"]), size, config)
     images = np.asarray(cache[manifest["cache_index"].to_numpy()])
     models = {fold: run.fold(fold).model for fold in folds}
-    tests: dict[str, pd.DataFrame] = {"intact": intact, **occlusion_tests(manifest, images, lungs, models, log=log)}
+    tests: dict[str, pd.DataFrame] = {"intact": intact, **occlusion_tests(manifest, images, lungs, models)}
 
     features = acquisition_features(manifest, cache, Path(data) if data else None)
     features.assign(path=manifest["path"].to_numpy()).to_csv(files.acquisition_features, index=False)
     tests["acquisition"] = acquisition_predictions(manifest, features, classes, seed=config.seed)
-    log(f"audit: acquisition features alone: accuracy {accuracy(tests['acquisition']):.3f}")
+    logger.info(f"audit: acquisition features alone: accuracy {accuracy(tests['acquisition']):.3f}")
 
     retrain_folds = list(config.retrain_folds or folds[:1]) if config.retrain else []
     if retrain_folds:
         training = everything[everything["fold"].isin(folds)].reset_index(drop=True)
         tests["retrained-lungs-removed"] = _retrained_test(
-            dataset, files, training, cache, size, train, retrain_folds, config, progress, log
+            dataset, files, training, cache, size, train, retrain_folds, config, progress
         )
 
     lungs_of = functools.partial(_quiet_lung_masks, config=config)
@@ -368,7 +371,6 @@ def audit_external(
     model_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
     config: AuditConfig | None = None,
-    log=print,
 ) -> AuditResults:
     """Tests 1, 2 and 5 on an external evaluation (``coronet evaluate --audit``): one model, its run's films.
 
@@ -388,8 +390,8 @@ def audit_external(
     manifest = intact[["path", "patient_id", "fold", "label"]].copy()
     manifest["cache_index"] = np.arange(len(manifest))
     manifest["fold"] = 1  # one model predicts every film
-    lungs = lung_masks(list(manifest["path"]), size, config, log=log)
-    occluded = occlusion_tests(manifest, images, lungs, {1: model_dir}, labels=sorted(set(intact["label"])), log=log)
+    lungs = lung_masks(list(manifest["path"]), size, config)
+    occluded = occlusion_tests(manifest, images, lungs, {1: model_dir}, labels=sorted(set(intact["label"])))
     tests: dict[str, pd.DataFrame] = {"intact": intact, **occluded}
     lungs_of = functools.partial(_quiet_lung_masks, config=config)
     cam_table, cam_figure = cam_mass(None, manifest, intact, images, lungs_of, config, files.path, {1: model_dir})
@@ -406,7 +408,6 @@ def occlusion_tests(
     lungs: np.ndarray,
     models: dict[int, Path],
     labels: list[str] | None = None,
-    log=print,
 ) -> dict[str, pd.DataFrame]:
     """Tests 1 and 2: each fold's films (``manifest`` rows, ``images``) occluded and predicted by its model.
 
@@ -425,12 +426,12 @@ def occlusion_tests(
                 table = _remap_like(table, labels)
             parts.append(table)
         tests[name] = pd.concat(parts, ignore_index=True)
-        log(f"audit: {name}: accuracy {accuracy(tests[name]):.3f}")
+        logger.info(f"audit: {name}: accuracy {accuracy(tests[name]):.3f}")
     return tests
 
 
 def _quiet_lung_masks(rows: pd.DataFrame, side: int, config: AuditConfig) -> np.ndarray:
-    return lung_masks(list(rows["path"]), side, config, log=lambda *_: None)
+    return lung_masks(list(rows["path"]), side, config, quiet=True)
 
 
 def _retrained_test(
@@ -443,22 +444,19 @@ def _retrained_test(
     retrain_folds: list[int],
     config: AuditConfig,
     progress: bool,
-    log,
 ) -> pd.DataFrame:
     """Test 6: the run's own training data with the lungs removed -- adult negatives too, where the run had
     them -- and its own settings; each retrained fold tested on its Table I films only."""
     from ..training.fit import fit_fold
 
     training_images = np.asarray(cache[training["cache_index"].to_numpy()])
-    training_lungs = lung_masks(list(training["path"]), size, config, log=lambda *_: None)
+    training_lungs = lung_masks(list(training["path"]), size, config, quiet=True)
     removed = files.occluded_dataset
     _write_occluded_dataset(dataset, removed, training, occlude(training_images, training_lungs, "outside"), size)
     parts = []
     for fold in retrain_folds:
-        log(f"audit: retraining fold {fold} on lungs-removed films ({train.epochs} epochs)")
-        result = fit_fold(
-            removed.path, fold, files.retrained(fold).path, train, resume=True, progress=progress, log=log
-        )
+        logger.info(f"audit: retraining fold {fold} on lungs-removed films ({train.epochs} epochs)")
+        result = fit_fold(removed.path, fold, files.retrained(fold).path, train, resume=True, progress=progress)
         parts.append(table1_rows(result.predictions))
     return pd.concat(parts, ignore_index=True)[
         ["path", "patient_id", "fold", "label", *[prob_column(c) for c in train.classes], "pred"]

@@ -15,6 +15,7 @@ into every fold model's card, where ``predict`` and ``serve`` find them.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -28,12 +29,13 @@ from ..models.modeldir import annotate_card, load_model_dir, read_card
 from .audit import predict_images
 from .results import RunResults
 
+logger = logging.getLogger(__name__)
+
 
 def cohort_test(
     run_dir: str | os.PathLike,
     cohort: Cohort,
     data: str | os.PathLike,
-    log=print,
     batch_size: int = 32,
     per_class: int | None = None,
 ) -> Path | None:
@@ -64,7 +66,7 @@ def cohort_test(
         image_size=first_card["input_size"],
         cohort_per_class={cohort.name: per_class},
     )
-    rows, scans, _, _ = cohort_rows(cohort, Path(data), Path(data), config, log=log)
+    rows, scans, _, _ = cohort_rows(cohort, Path(data), Path(data), config)
     parts = []
     for fold in folds:
         chosen = np.flatnonzero(rows["fold"].to_numpy() == fold)
@@ -72,7 +74,7 @@ def cohort_test(
         probabilities, classes = predict_images(run.fold(fold).model, films, batch_size)
         table = predictions_table(rows.iloc[chosen], probabilities, classes)
         parts.append(table)
-        log(
+        logger.info(
             f"{cohort.name} test, fold {fold}: {len(chosen)} films, "
             f"{(table.pred == 'covid').mean():.1%} called COVID-19"
         )

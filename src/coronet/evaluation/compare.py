@@ -14,6 +14,7 @@ interval (bootstrap over patients) per task, and training images/s.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from ..training.fit import run_cv
 from ..training.profiles import get_profile
 from .pages import Page, Section, Table, markdown_table, write_page
 from .report import write_report
+
+logger = logging.getLogger(__name__)
 
 #: CoroNet first, then the peers the paper lists (its Table VII) that have an ImageNet-style backbone in timm.
 DEFAULT_BACKBONES = ("legacy_xception", "resnet50", "densenet121", "vgg19", "darkcovidnet")
@@ -42,7 +45,6 @@ def compare(
     folds: list[int] | None = None,
     n_bootstrap: int = 1000,
     progress: bool = False,
-    log=print,
     **overrides,
 ) -> pd.DataFrame:
     """Run the protocol for every backbone (resuming finished parts); return and write the comparison table."""
@@ -54,13 +56,11 @@ def compare(
     for backbone in backbones:
         config = get_profile(profile).with_overrides(backbone=backbone, **overrides)
         base = out / backbone
-        log(f"== {backbone}: 4class")
-        run_cv(
-            dataset_dir, base / "4class", config, profile=profile, folds=folds, resume=True, progress=progress, log=log
-        )
+        logger.info(f"== {backbone}: 4class")
+        run_cv(dataset_dir, base / "4class", config, profile=profile, folds=folds, resume=True, progress=progress)
         for task in tasks:
             if task != "4class":
-                log(f"== {backbone}: {task}")
+                logger.info(f"== {backbone}: {task}")
                 finetune(
                     base / "4class",
                     base / task,
@@ -69,7 +69,6 @@ def compare(
                     folds=folds,
                     resume=True,
                     progress=progress,
-                    log=log,
                 )
         rows.append(backbone_row(base, backbone, tasks, n_bootstrap))
     table = pd.DataFrame(rows).set_index("backbone")
@@ -79,7 +78,7 @@ def compare(
         [Section("Accuracy per task (percent, 95% CI over patients) and training speed", [Table(table)])],
     )
     write_page(page, out / "compare.md", out / "compare.html")
-    log(markdown_table(table))
+    logger.info(markdown_table(table))
     return table
 
 

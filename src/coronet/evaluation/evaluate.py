@@ -18,6 +18,7 @@ model card that names its training data gets a warning saying how to check.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -31,6 +32,8 @@ from ..data.sources import SOURCES, read_source, source_dir
 from ..deploy.predict import Failure, Prediction, Predictor
 from ..layout import MODEL_CARD, DatasetDir, RunDir, predictions_table
 from ..tasks import PARTIAL_LABELS, default_class_map, mapped_labels, merge_probabilities
+
+logger = logging.getLogger(__name__)
 
 #: The ``cohort`` of an external evaluation's films whose label is partial (kept out of the accuracy tables).
 PARTIAL_COHORT = "partial-label"
@@ -67,7 +70,6 @@ def evaluate(
     batch_size: int = 32,
     runtime: str = "torch",
     training_dataset: str | os.PathLike | None = None,
-    log=print,
 ) -> pd.DataFrame:
     """Predict every image of ``source`` under ``data`` with the model; write the run directory ``out``.
 
@@ -79,17 +81,17 @@ def evaluate(
     predictor = Predictor(model_dir, runtime=runtime)
     table = read_source(source, root)
     mapping = class_map or _default_map(predictor.classes, table["label"])
-    table, labels, partial, outside = _expressible_rows(table, predictor, mapping, root, log)
+    table, labels, partial, outside = _expressible_rows(table, predictor, mapping, root)
     overlap = None
     if training_dataset is not None:
-        table, overlap = _without_training_overlap(table, Path(training_dataset), predictor.card, root, log)
+        table, overlap = _without_training_overlap(table, Path(training_dataset), predictor.card, root)
     else:
-        _warn_of_possible_overlap(predictor.card, log)
+        _warn_of_possible_overlap(predictor.card)
 
     out.mkdir(parents=True, exist_ok=True)
     if overlap is not None:
         overlap.to_csv(run.overlap, index=False)
-    predictions, failures = _predict_rows(predictor, table, mapping, labels, partial, root, run, batch_size, log)
+    predictions, failures = _predict_rows(predictor, table, mapping, labels, partial, root, run, batch_size)
     shutil.copy2(predictor.model_dir / MODEL_CARD, run.model_card)
     record = {
         "kind": "evaluate",
@@ -111,11 +113,11 @@ def evaluate(
     run.config.write_text(json.dumps(record, indent=2) + "\n")
     main = table1_rows(predictions)  # films with a partial label have no single right class
     accuracy = float((main["pred"] == main["label"]).mean())
-    log(f"{len(predictions)} images, accuracy {accuracy:.4f}; {failures} unreadable -> {out}")
+    logger.info(f"{len(predictions)} images, accuracy {accuracy:.4f}; {failures} unreadable -> {out}")
     return predictions
 
 
-def _expressible_rows(table: pd.DataFrame, predictor: Predictor, mapping: dict, root: Path, log):
+def _expressible_rows(table: pd.DataFrame, predictor: Predictor, mapping: dict, root: Path):
     """(rows whose labels the mapped classes can express, the mapped labels, the partial labels kept, the rows
     left out). Partial labels the mapped classes can express (ieee8023's "other": not COVID-19) are kept, apart."""
     labels = mapped_labels(predictor.classes, mapping)
@@ -126,7 +128,7 @@ def _expressible_rows(table: pd.DataFrame, predictor: Predictor, mapping: dict, 
     }
     outside = table[~table["label"].isin([*labels, *partial])]
     if len(outside):
-        log(
+        logger.info(
             f"left out {len(outside)} images whose labels the model's mapped classes {labels} cannot express: "
             + ", ".join(f"{k} {v}" for k, v in outside["label"].value_counts().items())
         )
@@ -136,18 +138,18 @@ def _expressible_rows(table: pd.DataFrame, predictor: Predictor, mapping: dict, 
     return table, labels, partial, outside
 
 
-def _without_training_overlap(table: pd.DataFrame, training_dataset: Path, card: dict, root: Path, log):
+def _without_training_overlap(table: pd.DataFrame, training_dataset: Path, card: dict, root: Path):
     """(the rows that are neither a training film nor a training patient's, the overlap found)."""
     training = card.get("training") or {}
     overlap = training_overlap(table, training_dataset)
     if training.get("dataset_sha256") and _dataset_hash(training_dataset) != training["dataset_sha256"]:
-        log(
+        logger.info(
             f"warning: {training_dataset} is not the dataset this model's card names "
             f"(manifest SHA-256 {training['dataset_sha256'][:12]}...); the overlap is with it all the same"
         )
     left = table["path"].isin(set(overlap["path"]))
     counts = overlap.drop_duplicates("path")["kind"].value_counts()
-    log(
+    logger.info(
         f"left out {int(left.sum())} of {len(table)} images that overlap the training data "
         f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} a training patient's film)"
     )
@@ -157,24 +159,24 @@ def _without_training_overlap(table: pd.DataFrame, training_dataset: Path, card:
     return table, overlap
 
 
-def _warn_of_possible_overlap(card: dict, log) -> None:
+def _warn_of_possible_overlap(card: dict) -> None:
     training = card.get("training") or {}
     if training.get("dataset_path") or training.get("dataset_sha256"):
         where = training.get("dataset_path") or "its training dataset"
-        log(
+        logger.info(
             f"warning: this model was trained on {where} (manifest SHA-256 "
             f"{str(training.get('dataset_sha256'))[:12]}...); if these films may overlap it, pass "
             "--training-dataset DIR to leave out the same films and patients"
         )
 
 
-def _predict_rows(predictor, table, mapping, labels, partial, root: Path, run: RunDir, batch_size: int, log):
+def _predict_rows(predictor, table, mapping, labels, partial, root: Path, run: RunDir, batch_size: int):
     """Predict the rows' films; write ``predictions.csv`` (probabilities merged to the task's classes) and
     ``skipped.csv``. Returns (the predictions, how many films could not be read)."""
     results = list(predictor.predict_files(table["path"], batch_size=batch_size))
     failures = [r for r in results if isinstance(r, Failure)]
     for failure in failures:
-        log(f"skipped {failure}")
+        logger.info(f"skipped {failure}")
     pd.DataFrame([{"path": f.path, "problem": f.problem} for f in failures], columns=["path", "problem"]).to_csv(
         run.skipped, index=False
     )

@@ -20,6 +20,7 @@ The run directory has the layout of :mod:`coronet.training` plus ``source-run.js
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -37,6 +38,8 @@ from ..models.modeldir import load_model_dir
 from ..tasks import relabel, task_classes
 from .fit import run_cv
 from .profiles import TrainConfig, finetune_config
+
+logger = logging.getLogger(__name__)
 
 OZTURK_FOLDERS = tuple(OZTURK_CLASS_FOLDERS)
 
@@ -66,7 +69,6 @@ def prepare_dataset2(
     folds: int,
     seed: int,
     per_class: int | None = None,
-    log=print,
 ) -> Path:
     """Prepare dataset-2 (all its images, or ``per_class`` of each; patient-grouped folds) at the source's input size.
 
@@ -94,7 +96,7 @@ def prepare_dataset2(
                 + "); use a new --out"
             )
         return out
-    prepare_dataset(root.parent, out, config, log=log)
+    prepare_dataset(root.parent, out, config)
     return out
 
 
@@ -107,7 +109,6 @@ def finetune(
     folds: list[int] | None = None,
     resume: bool = False,
     progress: bool = True,
-    log=print,
     data_per_class: int | None = None,
     **overrides,
 ) -> pd.DataFrame:
@@ -149,7 +150,7 @@ def finetune(
         if task != "3class":
             raise ValueError("dataset-2 has 3 classes: use --task 3class with --data")
         dataset_dir, manifest = _dataset2_rows(
-            run, data, source, source_dataset, source_manifest.fold.nunique(), task, data_per_class, log
+            run, data, source, source_dataset, source_manifest.fold.nunique(), task, data_per_class
         )
         # any fold's 4-class model will do (dataset-2 is new data); cycle through the trained ones
         fold_of_model = {int(f): trained[(int(f) - 1) % len(trained)] for f in sorted(manifest.fold.unique())}
@@ -164,7 +165,6 @@ def finetune(
         folds=folds,
         resume=resume,
         progress=progress,
-        log=log,
         manifest=manifest,
         record=info,
         initial_model=lambda f: fold_model(source_run, fold_of_model[f], len(classes), config.seed),
@@ -182,12 +182,11 @@ def _dataset2_rows(
     folds: int,
     task: str,
     per_class: int | None,
-    log=print,
 ) -> tuple[Path, pd.DataFrame]:
     """Dataset-2 prepared in the run (:func:`prepare_dataset2`) and its rows for ``task``, each marked with whether
     (and how) it overlaps the 4-class dataset; the overlap is written to the run's ``overlap.csv``."""
     dataset_dir = prepare_dataset2(
-        data, run.own_dataset.path, source, folds=folds, seed=source.seed, per_class=per_class, log=log
+        data, run.own_dataset.path, source, folds=folds, seed=source.seed, per_class=per_class
     )
     overlap = find_overlap(dataset_dir, source_dataset)
     overlap.to_csv(run.overlap, index=False)
@@ -196,7 +195,7 @@ def _dataset2_rows(
     manifest["overlap"] = manifest["path"].isin(kind.index)
     manifest["overlap_kind"] = manifest["path"].map(kind).astype(object).fillna("")
     counts = manifest.overlap_kind[manifest.overlap].value_counts()
-    log(
+    logger.info(
         f"dataset-2: {int(manifest.overlap.sum())} of {len(manifest)} images overlap the 4-class dataset "
         f"({counts.get('film', 0)} the same film, {counts.get('patient', 0)} another film of a training "
         f"patient) -> {run.overlap}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -61,6 +62,10 @@ from .module import (
 )
 from .profiles import TrainConfig
 from .runs import finish_run, finished_folds, fold_summary, start_run, table1_accuracy
+
+logger = logging.getLogger(__name__)
+# Under --strategy ddp every process runs the command: rank 0 speaks for the run, the other ranks' lines are dropped.
+logger.addFilter(lambda record: global_rank() == 0)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -179,7 +184,6 @@ def fit_final(
     out: str | os.PathLike,
     validated_by: dict | None = None,
     progress: bool = True,
-    log=print,
 ) -> FoldResult:
     """One model on every image of a finished cross-validation run, with the run's settings (deployment).
 
@@ -207,7 +211,6 @@ def fit_final(
         progress=progress,
         manifest=run.read_manifest(),
         card=card,
-        log=log,
     )
 
 
@@ -257,7 +260,6 @@ def fit_fold(
     model: CoroNet | None = None,
     manifest: pd.DataFrame | None = None,
     card: dict | None = None,
-    log=print,
     callbacks=(),
 ) -> FoldResult:
     """Train on every fold but ``fold``, validate on ``fold``, write the fold directory ``out``.
@@ -283,18 +285,18 @@ def fit_fold(
     cache, train_rows, val_rows, class_index, masks = parts
     if config.head_on_features and config.train_layers != "all" and model is not None:
         return fit_head_on_features(
-            dataset_dir, fold, out, config, model, *parts, card, log, callbacks, resume=resume, max_epochs=max_epochs
+            dataset_dir, fold, out, config, model, *parts, card, callbacks, resume=resume, max_epochs=max_epochs
         )
 
     train_set = CachedXrays(cache, train_rows.cache_index, train_rows.label.map(class_index), seed=config.seed)
     val_set = CachedXrays(cache, val_rows.cache_index, val_rows.label.map(class_index))
     if progress:
-        log(describe_precision(config))
+        logger.info(describe_precision(config))
     return _train_fold(
         FoldDir(out),
         FoldParts(dataset_dir, fold, train_rows, val_rows, train_set, val_set),
         config,
-        lambda raw: _network_module(config, model, raw, masks, train_rows, class_index, log),
+        lambda raw: _network_module(config, model, raw, masks, train_rows, class_index),
         card,
         callbacks,
         resume,
@@ -393,10 +395,9 @@ def _network_module(
     masks: np.ndarray,
     train_rows: pd.DataFrame,
     class_index: dict[str, int],
-    log=print,
 ) -> CoroNetModule:
     """The module that trains the whole network, with the source adversary and balancing the config asks for."""
-    sources = adversary_sources(train_rows, class_index, log) if config.source_adversary else None
+    sources = adversary_sources(train_rows, class_index) if config.source_adversary else None
     weights = group_weights(_source_label(train_rows), config.source_balance) if config.source_balance else None
     return CoroNetModule(
         config,
@@ -414,7 +415,7 @@ def _source_label(rows: pd.DataFrame) -> list[tuple[str, str]]:
     return list(zip(sources, rows["label"]))
 
 
-def adversary_sources(train_rows: pd.DataFrame, class_index: dict[str, int], log=print):
+def adversary_sources(train_rows: pd.DataFrame, class_index: dict[str, int]):
     """What the source adversary learns from: ``(source index of each training row, which sources each
     target has, for targets with two or more)`` (:func:`coronet.training.adversary.source_pairs`)."""
     codes, names = pd.factorize(pd.Series([source for source, _ in _source_label(train_rows)]))
@@ -423,7 +424,7 @@ def adversary_sources(train_rows: pd.DataFrame, class_index: dict[str, int], log
     labels = {
         label: [str(names[k]) for k in np.flatnonzero(pairs[t])] for label, t in class_index.items() if pairs[t].any()
     }
-    log(
+    logger.info(
         "source adversary: " + "; ".join(f"{label} from {', '.join(found)}" for label, found in labels.items())
         if labels
         else "source adversary: off (no label has films from two sources)"
@@ -531,7 +532,6 @@ def fit_head_on_features(
     class_index: dict[str, int],
     masks: np.ndarray,
     card: dict | None = None,
-    log=print,
     callbacks=(),
     resume: bool = False,
     max_epochs: int | None = None,
@@ -548,7 +548,7 @@ def fit_head_on_features(
     started = time.perf_counter()
     set_trainable(model, config.train_layers)
     train_set, val_set = _feature_datasets(model, cache, train_rows, val_rows, class_index, config)
-    log(
+    logger.info(
         f"fold {fold}: backbone features of {len(train_set) + len(val_set)} films in "
         f"{time.perf_counter() - started:.0f} s; training the {config.train_layers} on them"
     )
@@ -699,7 +699,6 @@ def run_cv(
     folds: list[int] | None = None,
     resume: bool = False,
     progress: bool = True,
-    log=print,
     manifest: pd.DataFrame | None = None,
     initial_model: Callable[[int], CoroNet] | None = None,
     record: dict | None = None,
@@ -728,9 +727,8 @@ def run_cv(
     rank = global_rank()
     if rank == 0:
         start_run(run, DatasetDir(dataset_dir), manifest, config, profile, folds, record)
-        log(describe_precision(config))
+        logger.info(describe_precision(config))
     else:
-        log = lambda *_: None  # noqa: E731  (rank 0 speaks for the run)
         progress = False
     finished = finished_folds(run, folds, resume, rank)
     bar = _overall_bar(run, manifest, config, folds, finished) if progress else None
@@ -739,7 +737,7 @@ def run_cv(
         if fold in finished:
             if rank == 0:
                 results.append(pd.read_csv(run.fold(fold).predictions))
-                log(f"fold {fold}: already finished, kept")
+                logger.info(f"fold {fold}: already finished, kept")
             continue
         started = time.perf_counter()
         result = fit_fold(
@@ -752,11 +750,10 @@ def run_cv(
             model=initial_model(fold) if initial_model is not None else None,
             manifest=manifest,
             card=(record or {}).get("card"),
-            log=log,
             callbacks=[OverallProgress(bar, fold)] if bar is not None else (),
         )
         if rank == 0:
-            log(
+            logger.info(
                 f"fold {fold}: accuracy {result.accuracy:.4f} on {len(result.predictions)} images "
                 f"({time.perf_counter() - started:.0f} s, "
                 f"{result.train_images_per_s or float('nan'):.1f} train images/s)"
@@ -767,7 +764,7 @@ def run_cv(
     if rank != 0:
         return pd.DataFrame()
     combined, summary = finish_run(run, results)
-    log(summary)
+    logger.info(summary)
     return combined
 
 
