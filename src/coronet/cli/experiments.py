@@ -11,15 +11,28 @@ import typer
 from ..config import resolve_data_dir
 from ..layout import PREDICTIONS, AuditDir, RunDir
 from ._app import (
+    AcceleratorOption,
     AdultPerClassOption,
+    BackboneOption,
+    BatchSizeOption,
+    ConfigFileOption,
     CountOption,
     DataOption,
+    DevicesOption,
+    EpochsOption,
     FinetuneProfile,
+    LoggerOption,
+    PrecisionOption,
     Profile,
     ProfileOption,
     Runtime,
+    SeedOption,
+    SetOption,
     SourceName,
+    StrategyOption,
     TaskName,
+    TrainLayersOption,
+    WeightsOption,
     app,
     fail,
     parse_counts,
@@ -27,28 +40,51 @@ from ._app import (
     quiet_lightning,
     require_sources,
     training_config,
-    training_options,
+    training_overrides,
     value,
 )
 
 
 @app.command("cv")
-@training_options(
-    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed", "logger"
-)
 def cv(
+    context: typer.Context,
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     profile: ProfileOption = Profile.paper,
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
     resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    *,
-    overrides: dict,
+    epochs: EpochsOption = None,
+    backbone: BackboneOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    strategy: StrategyOption = None,
+    batch_size: BatchSizeOption = None,
+    seed: SeedOption = None,
+    logger: LoggerOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """k-fold cross-validation over the prepared dataset's folds: one model and predictions per fold."""
     from ..training.fit import run_cv
 
+    overrides = training_overrides(
+        context,
+        config_file,
+        settings,
+        epochs=epochs,
+        backbone=backbone,
+        weights=weights,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        strategy=strategy,
+        batch_size=batch_size,
+        seed=seed,
+        logger=logger,
+    )
     config = training_config(profile, overrides)
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
@@ -56,22 +92,45 @@ def cv(
 
 
 @app.command("train")
-@training_options(
-    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed", "logger"
-)
 def train(
+    context: typer.Context,
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
     out: Annotated[Path, typer.Option(help="Fold directory to write.")],
     fold: Annotated[int, typer.Option(help="The fold to validate on; the others train.")] = 1,
     profile: ProfileOption = Profile.paper,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    *,
-    overrides: dict,
+    epochs: EpochsOption = None,
+    backbone: BackboneOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    strategy: StrategyOption = None,
+    batch_size: BatchSizeOption = None,
+    seed: SeedOption = None,
+    logger: LoggerOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """Train one model: validate on --fold, train on the rest."""
     from ..training.fit import fit_fold
 
+    overrides = training_overrides(
+        context,
+        config_file,
+        settings,
+        epochs=epochs,
+        backbone=backbone,
+        weights=weights,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        strategy=strategy,
+        batch_size=batch_size,
+        seed=seed,
+        logger=logger,
+    )
     config = training_config(profile, overrides)
     quiet_lightning()
     result = fit_fold(dataset, fold, out, config, resume=resume, progress=progress)
@@ -96,8 +155,8 @@ def report(
 
 
 @app.command("finetune")
-@training_options("epochs", "train_layers", "precision", "devices", "accelerator", "batch_size")
 def finetune(
+    context: typer.Context,
     source: Annotated[Path, typer.Option("--from", help="A finished 4-class run directory (coronet cv).")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     task: Annotated[
@@ -113,12 +172,29 @@ def finetune(
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
     resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    *,
-    overrides: dict,
+    epochs: EpochsOption = None,
+    train_layers: TrainLayersOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    batch_size: BatchSizeOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """Derive the paper's 3-class / binary model from each fold's 4-class model: new last layer, fine-tuned."""
     from ..training.finetune import finetune as run_finetune
 
+    overrides = training_overrides(
+        context,
+        config_file,
+        settings,
+        epochs=epochs,
+        train_layers=train_layers,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        batch_size=batch_size,
+    )
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     run_finetune(
@@ -202,8 +278,8 @@ def evaluate(
 
 
 @app.command("reproduce")
-@training_options("epochs", "weights", "precision", "devices", "accelerator", "logger")
 def reproduce(
+    context: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory for every stage and the overview report.")],
     profile: Annotated[
         Profile,
@@ -254,14 +330,31 @@ def reproduce(
     ] = True,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")] = True,
-    *,
-    overrides: dict,
+    epochs: EpochsOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    logger: LoggerOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """The paper end to end: prepare, 4-class CV, 3-class and binary fine-tunes, dataset-2, one report."""
     from ..paper import TABLE1
     from ..reproduce import overview_lines
     from ..reproduce import reproduce as run_reproduce
 
+    overrides = training_overrides(
+        context,
+        config_file,
+        settings,
+        epochs=epochs,
+        weights=weights,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        logger=logger,
+    )
     data_dir = resolve_data_dir(data)
     require_sources(data_dir, ("cohen", "kaggle"))
     counts = parse_counts(count, TABLE1)
@@ -332,8 +425,8 @@ def audit(
 
 
 @app.command("compare")
-@training_options("epochs", "precision", "devices", "accelerator")
 def compare(
+    context: typer.Context,
     dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
     out: Annotated[Path, typer.Option(help="Directory for every backbone's runs and the comparison table.")],
     backbone: Annotated[
@@ -349,13 +442,20 @@ def compare(
     folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = False,
-    *,
-    overrides: dict,
+    epochs: EpochsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """The paper's Table VII, measured: several backbones through the same folds, profile and report."""
     from ..evaluation.compare import DEFAULT_BACKBONES, TASK_COLUMNS
     from ..evaluation.compare import compare as run_compare
 
+    overrides = training_overrides(
+        context, config_file, settings, epochs=epochs, precision=precision, devices=devices, accelerator=accelerator
+    )
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     run_compare(
