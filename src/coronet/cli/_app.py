@@ -186,6 +186,27 @@ AdultPerClassOption = Annotated[
 ]
 ProfileOption = Annotated[Profile, typer.Option(help="Settings profile (coronet.training.profiles).")]
 
+# Options that several commands declare alike.
+DatasetOption = Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")]
+RunOutOption = Annotated[Path, typer.Option(help="Run directory to write.")]
+FoldsOption = Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")]
+FoldCountOption = Annotated[int, typer.Option(help="Number of cross-validation folds.")]
+ResumeOption = Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")]
+ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
+BootstrapOption = Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")]
+ModelOption = Annotated[
+    Path,
+    typer.Option("--model", help="Model directory (model.safetensors + model.json), or the path of its model.json."),
+]
+RuntimeOption = Annotated[
+    Runtime,
+    typer.Option(
+        help="auto: the fastest runtime that passed its accuracy check, as MODEL_DIR/runtimes.json records it for "
+        "this machine (`coronet runtimes`), else torch. Or one of them: torch (float32), torch-bf16, onnx (ONNX "
+        "Runtime; `coronet export` first), onnx-int8 (`coronet runtimes` builds it)."
+    ),
+]
+
 # The training settings a command line may name directly, each a TrainConfig field; None: not given. Every other
 # setting is --set KEY=VALUE, or a whole file with --config. A command lists those it offers and passes them all
 # to training_overrides.

@@ -15,16 +15,23 @@ from ._app import (
     AdultPerClassOption,
     BackboneOption,
     BatchSizeOption,
+    BootstrapOption,
     ConfigFileOption,
     CountOption,
     DataOption,
+    DatasetOption,
     DevicesOption,
     EpochsOption,
     FinetuneProfile,
+    FoldCountOption,
+    FoldsOption,
     LoggerOption,
     PrecisionOption,
     Profile,
     ProfileOption,
+    ProgressOption,
+    ResumeOption,
+    RunOutOption,
     Runtime,
     SeedOption,
     SetOption,
@@ -48,12 +55,12 @@ from ._app import (
 @app.command("cv")
 def cv(
     context: typer.Context,
-    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
-    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    dataset: DatasetOption,
+    out: RunOutOption,
     profile: ProfileOption = Profile.paper,
-    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
-    resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    folds: FoldsOption = None,
+    resume: ResumeOption = False,
+    progress: ProgressOption = True,
     epochs: EpochsOption = None,
     backbone: BackboneOption = None,
     weights: WeightsOption = None,
@@ -94,12 +101,12 @@ def cv(
 @app.command("train")
 def train(
     context: typer.Context,
-    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
+    dataset: DatasetOption,
     out: Annotated[Path, typer.Option(help="Fold directory to write.")],
     fold: Annotated[int, typer.Option(help="The fold to validate on; the others train.")] = 1,
     profile: ProfileOption = Profile.paper,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
     epochs: EpochsOption = None,
     backbone: BackboneOption = None,
     weights: WeightsOption = None,
@@ -140,7 +147,7 @@ def train(
 @app.command("report")
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with predictions.csv (coronet cv).")],
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    bootstrap: BootstrapOption = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ):
     """The paper's Tables III-VI (as the run allows), figures incl. Fig. 8, 95% intervals and an HTML page."""
@@ -158,7 +165,7 @@ def report(
 def finetune(
     context: typer.Context,
     source: Annotated[Path, typer.Option("--from", help="A finished 4-class run directory (coronet cv).")],
-    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    out: RunOutOption,
     task: Annotated[
         TaskName, typer.Option(help="The task: 3class, binary (COVID-19 vs Normal), covid-vs-rest.")
     ] = TaskName["3class"],
@@ -169,9 +176,9 @@ def finetune(
             "--data", help="Dataset-2 (Ozturk et al.), or a data directory holding it: fine-tune and evaluate there."
         ),
     ] = None,
-    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
-    resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    folds: FoldsOption = None,
+    resume: ResumeOption = False,
+    progress: ProgressOption = True,
     epochs: EpochsOption = None,
     train_layers: TrainLayersOption = None,
     precision: PrecisionOption = None,
@@ -291,7 +298,7 @@ def reproduce(
     ] = Profile.fast,
     data: DataOption = None,
     count: CountOption = None,
-    folds: Annotated[int, typer.Option(help="Number of cross-validation folds.")] = 4,
+    folds: FoldCountOption = 4,
     seed: Annotated[int, typer.Option(help="Seed for selection, folds and training.")] = 0,
     dataset2: Annotated[bool, typer.Option(help="Include dataset-2 (Table VI) when the data holds it.")] = True,
     dataset2_per_class: Annotated[
@@ -328,7 +335,7 @@ def reproduce(
     audit_retrain: Annotated[
         bool, typer.Option(help="The audit's test 6: retrain one fold on lungs-removed films.")
     ] = True,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    bootstrap: BootstrapOption = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")] = True,
     epochs: EpochsOption = None,
     weights: WeightsOption = None,
@@ -400,7 +407,7 @@ def audit(
     folds: Annotated[
         Optional[str], typer.Option(help="Folds to retrain for test 6, e.g. 1,2 (default: the first).")
     ] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    bootstrap: BootstrapOption = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar while retraining.")] = True,
 ):
     """Is it looking at the lungs? Six tests of how much accuracy comes from shortcuts (see docs)."""
@@ -427,7 +434,7 @@ def audit(
 @app.command("compare")
 def compare(
     context: typer.Context,
-    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
+    dataset: DatasetOption,
     out: Annotated[Path, typer.Option(help="Directory for every backbone's runs and the comparison table.")],
     backbone: Annotated[
         Optional[list[str]],
@@ -439,8 +446,8 @@ def compare(
     task: Annotated[
         Optional[list[TaskName]], typer.Option(help="4class, 3class, binary (repeatable; default all).")
     ] = None,
-    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    folds: FoldsOption = None,
+    bootstrap: BootstrapOption = 1000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = False,
     epochs: EpochsOption = None,
     precision: PrecisionOption = None,
