@@ -8,10 +8,20 @@ import zipfile
 
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from conftest import write_xray
 from coronet.cli import app
+from coronet.cli._app import (
+    ConfigFileOption,
+    EpochsOption,
+    GuardedTyper,
+    LoggerOption,
+    SeedOption,
+    SetOption,
+    training_overrides,
+)
 
 runner = CliRunner()
 
@@ -210,6 +220,48 @@ def test_settings_from_the_command_line_a_file_and_set(prepared_dataset, tmp_pat
         "optimizer=sgd",
     )
     assert bad.exit_code == 2 and "optimizer must be one of" in bad.output
+
+
+def test_training_overrides_precedence_and_absence(tmp_path):
+    """A file's settings, then --set's, then the named options', later ones winning; an option not given is
+    absent from the overrides (not None), and --set KEY=none resets a setting to None."""
+    seen: list[dict] = []
+    toy = GuardedTyper()
+
+    @toy.command("train")
+    def toy_train(
+        context: typer.Context,
+        epochs: EpochsOption = None,
+        seed: SeedOption = None,
+        logger: LoggerOption = None,
+        settings: SetOption = None,
+        config_file: ConfigFileOption = None,
+    ):
+        seen.append(training_overrides(context, config_file, settings, epochs=epochs, seed=seed, logger=logger))
+
+    def overrides(*args):
+        result = runner.invoke(toy, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return seen[-1]
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('lr = 0.5\nepochs = 3\nschedule = "cosine"\n')
+    assert overrides() == {}  # nothing given: nothing overridden, not None
+    assert overrides("--epochs", 4) == {"epochs": 4}
+    assert overrides("--logger", "csv") == {"logger": "csv"}  # the plain value, not the Enum member
+    assert overrides("--config", recipe) == {"lr": 0.5, "epochs": 3, "schedule": "cosine"}
+    assert overrides("--config", recipe, "--set", "epochs=2", "--set", "seed=7") == {
+        "lr": 0.5,
+        "epochs": 2,
+        "schedule": "cosine",
+        "seed": 7,
+    }
+    assert overrides("--epochs", 1, "--config", recipe, "--set", "epochs=2") == {
+        "lr": 0.5,
+        "epochs": 1,
+        "schedule": "cosine",
+    }
+    assert overrides("--set", "train_per_class=none") == {"train_per_class": None}
 
 
 def test_the_cli_offers_every_runtime_the_predictor_has():

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -187,103 +186,76 @@ AdultPerClassOption = Annotated[
 ]
 ProfileOption = Annotated[Profile, typer.Option(help="Settings profile (coronet.training.profiles).")]
 
-#: The training settings a command line may name directly: (TrainConfig field, type, help). Every other
-#: setting is --set KEY=VALUE, or a whole file with --config.
-TRAINING_OPTIONS = {
-    "epochs": (Optional[int], "Override the profile's number of epochs."),
-    "backbone": (Optional[str], "timm backbone (legacy_xception, resnet50, ...)."),
-    "weights": (Optional[str], "Initial backbone weights: none, imagenet or a PATH."),
-    "precision": (Optional[str], "auto (bf16 where the hardware has it), 32, bf16-mixed, 16-mixed."),
-    "devices": (Optional[str], "Lightning devices: 1, 2, auto, 0,1 ..."),
-    "accelerator": (Optional[str], "auto, cpu, gpu ..."),
-    "strategy": (Optional[str], "Lightning strategy: auto, ddp, ddp_spawn ..."),
-    "batch_size": (Optional[int], "Override the batch size."),
-    "seed": (Optional[int], "Override the training seed."),
-    "train_layers": (Optional[TrainLayers], "What trains: all, head or classifier."),
-    "logger": (
-        Optional[Logger],
-        "Also log to Lightning's csv or tensorboard logger (FOLD/logs/): none, csv, tensorboard.",
+# Options that several commands declare alike.
+DatasetOption = Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")]
+RunOutOption = Annotated[Path, typer.Option(help="Run directory to write.")]
+FoldsOption = Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")]
+FoldCountOption = Annotated[int, typer.Option(help="Number of cross-validation folds.")]
+ResumeOption = Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")]
+ProgressOption = Annotated[bool, typer.Option(help="Show a progress bar.")]
+BootstrapOption = Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")]
+ModelOption = Annotated[
+    Path,
+    typer.Option("--model", help="Model directory (model.safetensors + model.json), or the path of its model.json."),
+]
+RuntimeOption = Annotated[
+    Runtime,
+    typer.Option(
+        help="auto: the fastest runtime that passed its accuracy check, as MODEL_DIR/runtimes.json records it for "
+        "this machine (`coronet runtimes`), else torch. Or one of them: torch (float32), torch-bf16, onnx (ONNX "
+        "Runtime; `coronet export` first), onnx-int8 (`coronet runtimes` builds it)."
     ),
-}
+]
+
+# The training settings a command line may name directly, each a TrainConfig field; None: not given. Every other
+# setting is --set KEY=VALUE, or a whole file with --config. A command lists those it offers and passes them all
+# to training_overrides.
+EpochsOption = Annotated[Optional[int], typer.Option(help="Override the profile's number of epochs.")]
+BackboneOption = Annotated[Optional[str], typer.Option(help="timm backbone (legacy_xception, resnet50, ...).")]
+WeightsOption = Annotated[Optional[str], typer.Option(help="Initial backbone weights: none, imagenet or a PATH.")]
+PrecisionOption = Annotated[
+    Optional[str], typer.Option(help="auto (bf16 where the hardware has it), 32, bf16-mixed, 16-mixed.")
+]
+DevicesOption = Annotated[Optional[str], typer.Option(help="Lightning devices: 1, 2, auto, 0,1 ...")]
+AcceleratorOption = Annotated[Optional[str], typer.Option(help="auto, cpu, gpu ...")]
+StrategyOption = Annotated[Optional[str], typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn ...")]
+BatchSizeOption = Annotated[Optional[int], typer.Option(help="Override the batch size.")]
+SeedOption = Annotated[Optional[int], typer.Option(help="Override the training seed.")]
+TrainLayersOption = Annotated[Optional[TrainLayers], typer.Option(help="What trains: all, head or classifier.")]
+LoggerOption = Annotated[
+    Optional[Logger],
+    typer.Option(help="Also log to Lightning's csv or tensorboard logger (FOLD/logs/): none, csv, tensorboard."),
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set",
+        help="Any training setting as KEY=VALUE (repeatable), e.g. --set lr=1e-3 --set schedule=onecycle; "
+        "the fields of TrainConfig.",
+    ),
+]
+ConfigFileOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        help="Training settings from a file: JSON (a run's config.json works) or TOML, applied over the profile.",
+    ),
+]
 
 
-def training_options(*names: str):
-    """Give a command the training options ``names`` (of :data:`TRAINING_OPTIONS`) plus ``--set`` and
-    ``--config``; the command receives them as one keyword, ``overrides``: a dict of the settings the
-    user gave (a file's, then --set's, then the named options', later ones winning). An option the
-    user did not give is absent (not None), so ``--set train_per_class=none`` can reset a setting."""
-    import inspect
-
-    def decorate(function):
-        hints = typing.get_type_hints(function, include_extras=True)
-        signature = inspect.signature(function)
-        kept = [
-            p.replace(annotation=hints.get(p.name, p.annotation))
-            for p in signature.parameters.values()
-            if p.name != "overrides"
-        ]
-        extra = [
-            inspect.Parameter(
-                n,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[TRAINING_OPTIONS[n][0], typer.Option(help=TRAINING_OPTIONS[n][1])],
-            )
-            for n in names
-        ]
-        extra += [
-            inspect.Parameter("_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
-            inspect.Parameter(
-                "settings",
-                inspect.Parameter.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[
-                    Optional[list[str]],
-                    typer.Option(
-                        "--set",
-                        help="Any training setting as KEY=VALUE (repeatable), e.g. "
-                        "--set lr=1e-3 --set schedule=onecycle; the fields of TrainConfig.",
-                    ),
-                ],
-            ),
-            inspect.Parameter(
-                "config_file",
-                inspect.Parameter.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[
-                    Optional[Path],
-                    typer.Option(
-                        "--config",
-                        help="Training settings from a file: JSON (a run's "
-                        "config.json works) or TOML, applied over the profile.",
-                    ),
-                ],
-            ),
-        ]
-
-        @functools.wraps(function)
-        def wrapper(*args, **kwargs):
-            context = kwargs.pop("_context")  # typer hands its Context to a parameter of that type
-            given = {}
-            config_file, settings = kwargs.pop("config_file"), kwargs.pop("settings")
-            if config_file is not None:
-                given.update(settings_from_file(config_file))
-            given.update(parse_settings(settings))
-            for name in names:
-                option = kwargs.pop(name)
-                source = context.get_parameter_source(name)
-                if source is not None and source.name != "DEFAULT":  # given on the command line (or in env)
-                    given[name] = value(option)
-            return function(*args, overrides=given, **kwargs)
-
-        wrapper.__signature__ = signature.replace(parameters=kept + extra)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {
-            **{p.name: p.annotation for p in kept + extra},
-            "return": signature.return_annotation,
-        }
-        return wrapper
-
-    return decorate
+def training_overrides(context: typer.Context, config_file: Path | None, settings: list[str] | None, **named) -> dict:
+    """The training settings the user gave: ``--config``'s file, then ``--set``'s, then the ``named`` options' (each
+    passed as its parameter's name and value), later ones winning. A named option the user did not give is absent
+    (not None), so ``--set train_per_class=none`` can reset a setting."""
+    given = {}
+    if config_file is not None:
+        given.update(settings_from_file(config_file))
+    given.update(parse_settings(settings))
+    for name, option in named.items():
+        source = context.get_parameter_source(name)
+        if source is not None and source.name != "DEFAULT":  # given on the command line (or in env)
+            given[name] = value(option)
+    return given
 
 
 def settings_from_file(path: Path) -> dict:
@@ -318,7 +290,7 @@ def parse_settings(items) -> dict:
 
 
 def training_config(profile, overrides: dict):
-    """The named profile with the command line's settings on top (see :func:`training_options`)."""
+    """The named profile with the command line's settings on top (see :func:`training_overrides`)."""
     from ..training.profiles import get_profile
 
     return get_profile(value(profile)).with_overrides(**overrides)

@@ -12,6 +12,7 @@ from ._app import (
     AdultPerClassOption,
     CountOption,
     DataOption,
+    FoldCountOption,
     SourceName,
     Split,
     data_app,
@@ -27,7 +28,7 @@ from ._app import (
 def data_prepare(
     out: Annotated[Path, typer.Option(help="Dataset directory to write.")],
     data: DataOption = None,
-    folds: Annotated[int, typer.Option(help="Number of cross-validation folds.")] = 4,
+    folds: FoldCountOption = 4,
     split: Annotated[
         Split, typer.Option(help="'patient' (grouped by patient id) or 'image' (the paper's).")
     ] = Split.patient,

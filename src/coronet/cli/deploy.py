@@ -10,22 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._app import Runtime, app, fail, value
-
-ModelOption = Annotated[
-    Path,
-    typer.Option("--model", help="Model directory (model.safetensors + model.json), or the path of its model.json."),
-]
-#: ``auto`` and :data:`coronet.deploy.predict.RUNTIMES` (``coronet.cli._app.Runtime``, spelled out there: the
-#: CLI starts without importing torch).
-RuntimeOption = Annotated[
-    Runtime,
-    typer.Option(
-        help="auto: the fastest runtime that passed its accuracy check, as MODEL_DIR/runtimes.json records it for "
-        "this machine (`coronet runtimes`), else torch. Or one of them: torch (float32), torch-bf16, onnx (ONNX "
-        "Runtime; `coronet export` first), onnx-int8 (`coronet runtimes` builds it)."
-    ),
-]
+from ._app import ModelOption, Runtime, RuntimeOption, app, fail, value
 
 #: Lists at least this long get a progress bar (on a terminal).
 PROGRESS_FROM = 50

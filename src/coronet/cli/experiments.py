@@ -11,15 +11,35 @@ import typer
 from ..config import resolve_data_dir
 from ..layout import PREDICTIONS, AuditDir, RunDir
 from ._app import (
+    AcceleratorOption,
     AdultPerClassOption,
+    BackboneOption,
+    BatchSizeOption,
+    BootstrapOption,
+    ConfigFileOption,
     CountOption,
     DataOption,
+    DatasetOption,
+    DevicesOption,
+    EpochsOption,
     FinetuneProfile,
+    FoldCountOption,
+    FoldsOption,
+    LoggerOption,
+    PrecisionOption,
     Profile,
     ProfileOption,
+    ProgressOption,
+    ResumeOption,
+    RunOutOption,
     Runtime,
+    SeedOption,
+    SetOption,
     SourceName,
+    StrategyOption,
     TaskName,
+    TrainLayersOption,
+    WeightsOption,
     app,
     fail,
     parse_counts,
@@ -27,28 +47,51 @@ from ._app import (
     quiet_lightning,
     require_sources,
     training_config,
-    training_options,
+    training_overrides,
     value,
 )
 
 
 @app.command("cv")
-@training_options(
-    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed", "logger"
-)
 def cv(
-    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
-    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    context: typer.Context,
+    dataset: DatasetOption,
+    out: RunOutOption,
     profile: ProfileOption = Profile.paper,
-    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
-    resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    *,
-    overrides: dict,
+    folds: FoldsOption = None,
+    resume: ResumeOption = False,
+    progress: ProgressOption = True,
+    epochs: EpochsOption = None,
+    backbone: BackboneOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    strategy: StrategyOption = None,
+    batch_size: BatchSizeOption = None,
+    seed: SeedOption = None,
+    logger: LoggerOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """k-fold cross-validation over the prepared dataset's folds: one model and predictions per fold."""
     from ..training.fit import run_cv
 
+    overrides = training_overrides(
+        context,
+        config_file,
+        settings,
+        epochs=epochs,
+        backbone=backbone,
+        weights=weights,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        strategy=strategy,
+        batch_size=batch_size,
+        seed=seed,
+        logger=logger,
+    )
     config = training_config(profile, overrides)
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
@@ -56,22 +99,45 @@ def cv(
 
 
 @app.command("train")
-@training_options(
-    "epochs", "backbone", "weights", "precision", "devices", "accelerator", "strategy", "batch_size", "seed", "logger"
-)
 def train(
-    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
+    context: typer.Context,
+    dataset: DatasetOption,
     out: Annotated[Path, typer.Option(help="Fold directory to write.")],
     fold: Annotated[int, typer.Option(help="The fold to validate on; the others train.")] = 1,
     profile: ProfileOption = Profile.paper,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoints/last.ckpt.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    *,
-    overrides: dict,
+    progress: ProgressOption = True,
+    epochs: EpochsOption = None,
+    backbone: BackboneOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    strategy: StrategyOption = None,
+    batch_size: BatchSizeOption = None,
+    seed: SeedOption = None,
+    logger: LoggerOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """Train one model: validate on --fold, train on the rest."""
     from ..training.fit import fit_fold
 
+    overrides = training_overrides(
+        context,
+        config_file,
+        settings,
+        epochs=epochs,
+        backbone=backbone,
+        weights=weights,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        strategy=strategy,
+        batch_size=batch_size,
+        seed=seed,
+        logger=logger,
+    )
     config = training_config(profile, overrides)
     quiet_lightning()
     result = fit_fold(dataset, fold, out, config, resume=resume, progress=progress)
@@ -81,7 +147,7 @@ def train(
 @app.command("report")
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with predictions.csv (coronet cv).")],
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    bootstrap: BootstrapOption = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ):
     """The paper's Tables III-VI (as the run allows), figures incl. Fig. 8, 95% intervals and an HTML page."""
@@ -96,10 +162,10 @@ def report(
 
 
 @app.command("finetune")
-@training_options("epochs", "train_layers", "precision", "devices", "accelerator", "batch_size")
 def finetune(
+    context: typer.Context,
     source: Annotated[Path, typer.Option("--from", help="A finished 4-class run directory (coronet cv).")],
-    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    out: RunOutOption,
     task: Annotated[
         TaskName, typer.Option(help="The task: 3class, binary (COVID-19 vs Normal), covid-vs-rest.")
     ] = TaskName["3class"],
@@ -110,15 +176,32 @@ def finetune(
             "--data", help="Dataset-2 (Ozturk et al.), or a data directory holding it: fine-tune and evaluate there."
         ),
     ] = None,
-    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
-    resume: Annotated[bool, typer.Option(help="Keep finished folds; continue interrupted ones.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    *,
-    overrides: dict,
+    folds: FoldsOption = None,
+    resume: ResumeOption = False,
+    progress: ProgressOption = True,
+    epochs: EpochsOption = None,
+    train_layers: TrainLayersOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    batch_size: BatchSizeOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """Derive the paper's 3-class / binary model from each fold's 4-class model: new last layer, fine-tuned."""
     from ..training.finetune import finetune as run_finetune
 
+    overrides = training_overrides(
+        context,
+        config_file,
+        settings,
+        epochs=epochs,
+        train_layers=train_layers,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        batch_size=batch_size,
+    )
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     run_finetune(
@@ -202,8 +285,8 @@ def evaluate(
 
 
 @app.command("reproduce")
-@training_options("epochs", "weights", "precision", "devices", "accelerator", "logger")
 def reproduce(
+    context: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory for every stage and the overview report.")],
     profile: Annotated[
         Profile,
@@ -215,7 +298,7 @@ def reproduce(
     ] = Profile.fast,
     data: DataOption = None,
     count: CountOption = None,
-    folds: Annotated[int, typer.Option(help="Number of cross-validation folds.")] = 4,
+    folds: FoldCountOption = 4,
     seed: Annotated[int, typer.Option(help="Seed for selection, folds and training.")] = 0,
     dataset2: Annotated[bool, typer.Option(help="Include dataset-2 (Table VI) when the data holds it.")] = True,
     dataset2_per_class: Annotated[
@@ -252,16 +335,33 @@ def reproduce(
     audit_retrain: Annotated[
         bool, typer.Option(help="The audit's test 6: retrain one fold on lungs-removed films.")
     ] = True,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    bootstrap: BootstrapOption = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")] = True,
-    *,
-    overrides: dict,
+    epochs: EpochsOption = None,
+    weights: WeightsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    logger: LoggerOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """The paper end to end: prepare, 4-class CV, 3-class and binary fine-tunes, dataset-2, one report."""
     from ..paper import TABLE1
     from ..reproduce import overview_lines
     from ..reproduce import reproduce as run_reproduce
 
+    overrides = training_overrides(
+        context,
+        config_file,
+        settings,
+        epochs=epochs,
+        weights=weights,
+        precision=precision,
+        devices=devices,
+        accelerator=accelerator,
+        logger=logger,
+    )
     data_dir = resolve_data_dir(data)
     require_sources(data_dir, ("cohen", "kaggle"))
     counts = parse_counts(count, TABLE1)
@@ -307,7 +407,7 @@ def audit(
     folds: Annotated[
         Optional[str], typer.Option(help="Folds to retrain for test 6, e.g. 1,2 (default: the first).")
     ] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    bootstrap: BootstrapOption = 1000,
     progress: Annotated[bool, typer.Option(help="Show a progress bar while retraining.")] = True,
 ):
     """Is it looking at the lungs? Six tests of how much accuracy comes from shortcuts (see docs)."""
@@ -332,9 +432,9 @@ def audit(
 
 
 @app.command("compare")
-@training_options("epochs", "precision", "devices", "accelerator")
 def compare(
-    dataset: Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")],
+    context: typer.Context,
+    dataset: DatasetOption,
     out: Annotated[Path, typer.Option(help="Directory for every backbone's runs and the comparison table.")],
     backbone: Annotated[
         Optional[list[str]],
@@ -346,16 +446,23 @@ def compare(
     task: Annotated[
         Optional[list[TaskName]], typer.Option(help="4class, 3class, binary (repeatable; default all).")
     ] = None,
-    folds: Annotated[Optional[str], typer.Option(help="Comma-separated folds to run (default: all).")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples (over patients) for the intervals.")] = 1000,
+    folds: FoldsOption = None,
+    bootstrap: BootstrapOption = 1000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = False,
-    *,
-    overrides: dict,
+    epochs: EpochsOption = None,
+    precision: PrecisionOption = None,
+    devices: DevicesOption = None,
+    accelerator: AcceleratorOption = None,
+    settings: SetOption = None,
+    config_file: ConfigFileOption = None,
 ):
     """The paper's Table VII, measured: several backbones through the same folds, profile and report."""
     from ..evaluation.compare import DEFAULT_BACKBONES, TASK_COLUMNS
     from ..evaluation.compare import compare as run_compare
 
+    overrides = training_overrides(
+        context, config_file, settings, epochs=epochs, precision=precision, devices=devices, accelerator=accelerator
+    )
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     run_compare(
