@@ -208,8 +208,8 @@ RuntimeOption = Annotated[
 ]
 
 # The training settings a command line may name directly, each a TrainConfig field; None: not given. Every other
-# setting is --set KEY=VALUE, or a whole file with --config. A command lists those it offers and passes them all
-# to training_overrides.
+# setting is --set KEY=VALUE, or a whole file with --config. A command declares those it offers and names them
+# to training_overrides, which reads them with --set and --config.
 EpochsOption = Annotated[Optional[int], typer.Option(help="Override the profile's number of epochs.")]
 BackboneOption = Annotated[Optional[str], typer.Option(help="timm backbone (legacy_xception, resnet50, ...).")]
 WeightsOption = Annotated[Optional[str], typer.Option(help="Initial backbone weights: none, imagenet or a PATH.")]
@@ -243,18 +243,35 @@ ConfigFileOption = Annotated[
 ]
 
 
-def training_overrides(context: typer.Context, config_file: Path | None, settings: list[str] | None, **named) -> dict:
-    """The training settings the user gave: ``--config``'s file, then ``--set``'s, then the ``named`` options' (each
-    passed as its parameter's name and value), later ones winning. A named option the user did not give is absent
-    (not None), so ``--set train_per_class=none`` can reset a setting."""
+#: The training options of ``cv`` and ``train``; the fine-tunes, ``reproduce`` and ``compare`` offer fewer.
+TRAINING_OPTIONS = (
+    "epochs",
+    "backbone",
+    "weights",
+    "precision",
+    "devices",
+    "accelerator",
+    "strategy",
+    "batch_size",
+    "seed",
+    "logger",
+)
+
+
+def training_overrides(context: typer.Context, names: tuple[str, ...]) -> dict:
+    """The training settings the user gave this command: ``--config``'s file, then ``--set``'s, then those of the
+    options ``names`` (TrainConfig fields the command offers by name), later ones winning. Values come from the
+    command's own parameters (``context.params``). An option the user did not give is absent (not None), so
+    ``--set train_per_class=none`` can reset a setting."""
+    params = context.params
     given = {}
-    if config_file is not None:
-        given.update(settings_from_file(config_file))
-    given.update(parse_settings(settings))
-    for name, option in named.items():
+    if params.get("config_file") is not None:
+        given.update(settings_from_file(Path(params["config_file"])))
+    given.update(parse_settings(params.get("settings")))
+    for name in names:
         source = context.get_parameter_source(name)
         if source is not None and source.name != "DEFAULT":  # given on the command line (or in env)
-            given[name] = value(option)
+            given[name] = value(params[name])
     return given
 
 

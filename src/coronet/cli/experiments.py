@@ -11,6 +11,7 @@ import typer
 from ..config import resolve_data_dir
 from ..layout import PREDICTIONS, AuditDir, RunDir
 from ._app import (
+    TRAINING_OPTIONS,
     AcceleratorOption,
     AdultPerClassOption,
     BackboneOption,
@@ -77,21 +78,7 @@ def cv(
     """k-fold cross-validation over the prepared dataset's folds: one model and predictions per fold."""
     from ..training.fit import run_cv
 
-    overrides = training_overrides(
-        context,
-        config_file,
-        settings,
-        epochs=epochs,
-        backbone=backbone,
-        weights=weights,
-        precision=precision,
-        devices=devices,
-        accelerator=accelerator,
-        strategy=strategy,
-        batch_size=batch_size,
-        seed=seed,
-        logger=logger,
-    )
+    overrides = training_overrides(context, TRAINING_OPTIONS)
     config = training_config(profile, overrides)
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
@@ -123,21 +110,7 @@ def train(
     """Train one model: validate on --fold, train on the rest."""
     from ..training.fit import fit_fold
 
-    overrides = training_overrides(
-        context,
-        config_file,
-        settings,
-        epochs=epochs,
-        backbone=backbone,
-        weights=weights,
-        precision=precision,
-        devices=devices,
-        accelerator=accelerator,
-        strategy=strategy,
-        batch_size=batch_size,
-        seed=seed,
-        logger=logger,
-    )
+    overrides = training_overrides(context, TRAINING_OPTIONS)
     config = training_config(profile, overrides)
     quiet_lightning()
     result = fit_fold(dataset, fold, out, config, resume=resume, progress=progress)
@@ -192,15 +165,7 @@ def finetune(
     from ..training.finetune import finetune as run_finetune
 
     overrides = training_overrides(
-        context,
-        config_file,
-        settings,
-        epochs=epochs,
-        train_layers=train_layers,
-        precision=precision,
-        devices=devices,
-        accelerator=accelerator,
-        batch_size=batch_size,
+        context, ("epochs", "train_layers", "precision", "devices", "accelerator", "batch_size")
     )
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
@@ -351,17 +316,7 @@ def reproduce(
     from ..reproduce import overview_lines
     from ..reproduce import reproduce as run_reproduce
 
-    overrides = training_overrides(
-        context,
-        config_file,
-        settings,
-        epochs=epochs,
-        weights=weights,
-        precision=precision,
-        devices=devices,
-        accelerator=accelerator,
-        logger=logger,
-    )
+    overrides = training_overrides(context, ("epochs", "weights", "precision", "devices", "accelerator", "logger"))
     data_dir = resolve_data_dir(data)
     require_sources(data_dir, ("cohen", "kaggle"))
     counts = parse_counts(count, TABLE1)
@@ -460,9 +415,7 @@ def compare(
     from ..evaluation.compare import DEFAULT_BACKBONES, TASK_COLUMNS
     from ..evaluation.compare import compare as run_compare
 
-    overrides = training_overrides(
-        context, config_file, settings, epochs=epochs, precision=precision, devices=devices, accelerator=accelerator
-    )
+    overrides = training_overrides(context, ("epochs", "precision", "devices", "accelerator"))
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     run_compare(
