@@ -36,7 +36,7 @@ from .evaluation.audit import audit as run_audit
 from .evaluation.cohorttest import annotate_cards, cohort_test, source_card_entry
 from .evaluation.figures import plot_overview
 from .evaluation.pages import Bullets, Figure, Link, Page, Section, Table, Text, write_page
-from .evaluation.report import PAPER, source_display, summary_lines, write_report
+from .evaluation.report import PAPER, single_label_note, source_display, summary_lines, write_report
 from .evaluation.results import AuditResults, Estimate, RunResults, WorstSource
 from .evaluation.sources import worst_phrase
 from .layout import ReportDir, ReproduceDir, RunDir, atomic_path
@@ -478,7 +478,13 @@ def _overview_page(
             "Ours and the paper's, task by task",
             [Figure(figure, "accuracy per task, ours with 95% CI and the paper's", wide=True), Text(weights)],
         ),
-        Section("Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)", [Table(intervals)]),
+        Section(
+            "Accuracy and COVID-19 recall, 95% intervals (bootstrap over patients)",
+            [
+                Table(intervals),
+                *[Text(f"{name}: {single_label_note(r)}") for name, r in overview.runs.items() if r.single_label],
+            ],
+        ),
     ]
     if overview.audit is not None:
         sections.append(Section("Is it looking at the lungs?", overview_blocks(overview.audit, audit_page)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import warnings
 
@@ -341,3 +342,26 @@ def test_the_roc_figure_of_films_of_one_label_says_so_instead_of_warning(tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert plot_roc(films, ["covid", "normal"], {}, tmp_path / "roc.png").is_file()
+
+
+def test_a_run_of_one_label_says_its_accuracy_is_that_class_recall(tmp_path):
+    # dataset-2 without overlap under --adult-negatives holds COVID-19 films only: accuracy = COVID-19 recall
+    labels = ["covid"] * 6
+    preds = ["covid", "covid", "covid", "normal", "covid", "viral"]
+    make_predictions(labels, preds, PAPER4, folds=[1, 1, 1, 2, 2, 2]).to_csv(tmp_path / "predictions.csv", index=False)
+    results = write_report(tmp_path, n_bootstrap=10)
+    assert results.single_label == "covid" and results.films_per_label == {"covid": 6}
+    assert results.accuracy.value == pytest.approx(results.covid_recall.value) == pytest.approx(4 / 6)
+    note = "All 6 films are covid: the accuracy is that class's recall"
+    assert note in (tmp_path / "report" / "report.md").read_text()
+    assert note in html.unescape((tmp_path / "report" / "report.html").read_text())
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["films_per_label"] == {"covid": 6}
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    make_predictions(["covid", "normal"] * 3, ["covid"] * 6, PAPER4, [1, 1, 1, 2, 2, 2]).to_csv(
+        mixed / "predictions.csv", index=False
+    )
+    both = write_report(mixed, n_bootstrap=10)
+    assert both.single_label is None and both.films_per_label == {"covid": 3, "normal": 3}  # class order
+    assert "films are" not in (mixed / "report" / "report.md").read_text()

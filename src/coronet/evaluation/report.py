@@ -159,7 +159,24 @@ def summary_sentence(results: RunResults) -> str:
     if results.sources:
         parts.append(worst_phrase(results.worst, percent=True))
     where = f"On {results.n_images} films of {results.n_patients} patients"
-    return where + (": " + "; ".join(parts) if parts else "") + ". Intervals: bootstrap over patients."
+    sentence = where + (": " + "; ".join(parts) if parts else "") + ". Intervals: bootstrap over patients."
+    return sentence + (f" {single_label_note(results)}" if results.single_label else "")
+
+
+def _films_per_label(predictions: pd.DataFrame, classes: list[str]) -> dict[str, int]:
+    """Films per label, in the model's class order (any other label after, alphabetically)."""
+    counts = predictions["label"].value_counts()
+    order = sorted(counts.index, key=lambda c: (classes.index(c) if c in classes else len(classes), str(c)))
+    return {str(label): int(counts[label]) for label in order}
+
+
+def single_label_note(results: RunResults) -> str:
+    """What a run whose films all have one label can and cannot say (e.g. dataset-2 without overlap under
+    --adult-negatives, where every negative film was a training film)."""
+    return (
+        f"All {results.n_images} films are {results.single_label}: the accuracy is that class's recall, and "
+        "nothing is measured about the other classes."
+    )
 
 
 def adult_phrase(adult: CohortResult, percent: bool) -> str:
@@ -263,6 +280,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> R
         folds=[int(f) for f in folds_of(predictions)],
         cohorts=cohort_results,
         sources=source_summary(by_source, negatives),
+        films_per_label=_films_per_label(predictions, classes),
         title=report_title(run_dir, config),
     )
     out.summary.write_text(json.dumps(results.to_json(), indent=2) + "\n")

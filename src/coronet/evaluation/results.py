@@ -171,6 +171,7 @@ class RunResults:
     folds: list[int]
     cohorts: dict[str, CohortResult] = field(default_factory=dict)
     sources: SourceResults | None = None
+    films_per_label: dict[str, int] = field(default_factory=dict)  #: the Table I films evaluated, per label
     title: str = ""  #: the page's title (not written to summary.json)
 
     @property
@@ -181,6 +182,11 @@ class RunResults:
     @property
     def worst(self) -> WorstSource | None:
         return self.sources.worst if self.sources else None
+
+    @property
+    def single_label(self) -> str | None:
+        """The one label of the evaluated films, where they all have the same (accuracy is then its recall)."""
+        return next(iter(self.films_per_label)) if len(self.films_per_label) == 1 else None
 
     def to_json(self) -> dict:
         adult = self.adult
@@ -203,6 +209,7 @@ class RunResults:
             "cohorts": {name: cohort.to_json() for name, cohort in self.cohorts.items()},
             "adult": adult.to_json() if adult else None,
             "sources": self.sources.to_json() if self.sources else None,
+            "films_per_label": self.films_per_label,
         }
 
     @classmethod
@@ -227,6 +234,7 @@ class RunResults:
             folds=list(data.get("folds") or []),
             cohorts={name: cohort for name, cohort in cohorts.items() if cohort is not None},
             sources=SourceResults.from_json(data.get("sources")),
+            films_per_label=dict(data.get("films_per_label") or {}),
             title=str(data.get("title", "")),
         )
 
