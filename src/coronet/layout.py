@@ -226,20 +226,26 @@ class FoldDir(_Directory):
         return self.has_model() and self.predictions.is_file()
 
 
-class ReportDir(_Directory):
-    """A report's files: ``report.md``, ``report.html``, ``summary.json``, tables (CSV) and figures (PNG)."""
+class _PageDir(_Directory):
+    """A directory whose results are one page, as Markdown and as HTML, and a JSON summary."""
+
+    MARKDOWN, HTML, SUMMARY = REPORT_MD, REPORT_HTML, SUMMARY
 
     @property
     def markdown(self) -> Path:
-        return self.path / REPORT_MD
+        return self.path / self.MARKDOWN
 
     @property
     def html(self) -> Path:
-        return self.path / REPORT_HTML
+        return self.path / self.HTML
 
     @property
     def summary(self) -> Path:
-        return self.path / SUMMARY
+        return self.path / self.SUMMARY
+
+
+class ReportDir(_PageDir):
+    """A report's files: ``report.md``, ``report.html``, ``summary.json``, tables (CSV) and figures (PNG)."""
 
     def table(self, name: str) -> Path:
         """``<name>.csv`` (``table3``, ``sources``, ...)."""
@@ -250,20 +256,10 @@ class ReportDir(_Directory):
         return self.path / f"{name}.png"
 
 
-class AuditDir(_Directory):
-    """``coronet audit``'s files (:mod:`coronet.evaluation.audit`)."""
+class AuditDir(_PageDir):
+    """``coronet audit``'s files (:mod:`coronet.evaluation.audit`): ``audit.md``, ``audit.html``, ``audit.json``."""
 
-    @property
-    def summary(self) -> Path:
-        return self.path / AUDIT_JSON
-
-    @property
-    def markdown(self) -> Path:
-        return self.path / AUDIT_MD
-
-    @property
-    def html(self) -> Path:
-        return self.path / AUDIT_HTML
+    MARKDOWN, HTML, SUMMARY = AUDIT_MD, AUDIT_HTML, AUDIT_JSON
 
     def predictions(self, test: str) -> Path:
         """Test ``test``'s predictions (``predictions-<test>.csv``, the usual predictions layout)."""

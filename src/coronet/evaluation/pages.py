@@ -14,6 +14,7 @@ columns.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,24 +151,24 @@ def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path, base)).as_posix()
 
 
-_ENVIRONMENT: jinja2.Environment | None = None
-
-
 def _template(name: str) -> jinja2.Template:
-    global _ENVIRONMENT
-    if _ENVIRONMENT is None:
-        _ENVIRONMENT = jinja2.Environment(
-            loader=jinja2.PackageLoader("coronet.evaluation", "templates"),
-            autoescape=jinja2.select_autoescape(["html.j2"]),
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            undefined=jinja2.StrictUndefined,
-        )
-        _ENVIRONMENT.filters.update(
-            markdown_table=markdown_table, html_table=html_table, data_uri=data_uri, relative=_relative
-        )
-    return _ENVIRONMENT.get_template(name)
+    return _environment().get_template(name)  # the environment caches the compiled template
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("coronet.evaluation", "templates"),
+        autoescape=jinja2.select_autoescape(["html.j2"]),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters.update(
+        markdown_table=markdown_table, html_table=html_table, data_uri=data_uri, relative=_relative
+    )
+    return environment
 
 
 __all__ = [
