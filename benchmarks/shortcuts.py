@@ -73,15 +73,24 @@ def cpu_name() -> str:
     return name + (" (AVX512-BF16)" if "avx512_bf16" in text else " (AVX2, no bf16)")
 
 
-def run(dataset: Path, out: Path, names: list[str], profile: str, fold: int, epochs: int | None, log=print) -> None:
+def run(
+    dataset: Path,
+    out: Path,
+    names: list[str],
+    profile: str,
+    fold: int,
+    epochs: int | None,
+    log=print,
+    experiments: dict[str, tuple[str, dict]] = EXPERIMENTS,
+) -> None:
     for name in names:
-        if name not in EXPERIMENTS:
+        if name not in experiments:
             raise SystemExit(f"unknown experiment {name!r}; --list shows them")
         run_dir = out / name
         if (run_dir / "result.json").is_file():
             log(f"{name}: done, skipped")
             continue
-        description, settings = EXPERIMENTS[name]
+        description, settings = experiments[name]
         config = get_profile(profile).with_overrides(**settings, **({"epochs": epochs} if epochs else {}))
         log(f"{name}: {description}")
         started = time.perf_counter()

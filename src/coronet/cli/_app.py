@@ -76,6 +76,8 @@ app = GuardedTyper(
 )
 data_app = GuardedTyper(help="Get and prepare the public chest X-ray data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+weights_app = GuardedTyper(help="Get and import ImageNet weights (offline once imported).", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
 
 
 def _print_version(given: bool) -> None:

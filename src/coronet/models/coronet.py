@@ -13,6 +13,7 @@ way everywhere (training, prediction, ONNX, the web service, Grad-CAM).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -23,7 +24,10 @@ from torch import nn
 
 from ..errors import CoronetError
 from . import darkcovidnet as _darkcovidnet  # noqa: F401  (registers the peer network with timm)
+from . import keras_xception as _keras_xception  # noqa: F401  (registers Keras's exact Xception with timm)
 from .preprocess import FilmPreprocess
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "legacy_xception"
 #: The paper (Keras notebook) only rescales pixels by 1/255: mean 0, std 1 after that.
@@ -122,21 +126,20 @@ def with_tta(model: nn.Module, tta: str | None) -> nn.Module:
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | None = None) -> nn.Module:
     """A timm model without classifier and pooling, so it returns its last feature map.
 
-    weights: ``None``/``"none"`` (random init), ``"imagenet"`` (timm's pretrained weights, from the hub
-    or its cache) or a path to a safetensors / torch state dict of the backbone.
+    weights: ``None``/``"none"`` (random init), ``"imagenet"`` (:func:`coronet.models.imagenet.load_imagenet`:
+    Keras's Xception imported offline, else timm's hub; an Xception is then built as ``keras_xception``) or a
+    path to a safetensors / torch state dict of the backbone.
     """
+    from .imagenet import imagenet_backbone, load_imagenet
+
     weights = None if weights in (None, "none", "") else weights
     if weights == "imagenet":
-        try:
-            return timm.create_model(name, pretrained=True, num_classes=0, global_pool="")
-        except Exception as error:  # hub unreachable, no cache, no such weights
-            reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
-            raise WeightsError(
-                f"cannot get ImageNet weights for {name!r} ({reason}); offline, train from scratch with "
-                "--weights none, or download them elsewhere and pass the file with --weights PATH"
-            ) from error
+        name = imagenet_backbone(name)
     backbone = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
-    if weights is not None:
+    if weights == "imagenet":
+        source = load_imagenet(backbone, name)
+        logger.info(f"ImageNet weights for {name}: {source}")
+    elif weights is not None:
         load_backbone_weights(backbone, weights)
     return backbone
 

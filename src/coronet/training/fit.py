@@ -47,6 +47,7 @@ from ..layout import (
     predictions_table,
 )
 from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
+from ..models.imagenet import imagenet_provenance
 from ..models.modeldir import save_model_dir
 from ..tasks import label_targets
 from .adversary import source_pairs
@@ -464,6 +465,11 @@ def _save_fold_model(
                 "adult_negatives": extra.get(ADULT.name, 0),
                 "extra_cohorts": extra,  # cohort -> training films (coronet.data.cohorts)
                 "initial_weights": config.weights,
+                **(
+                    {"initial_weights_source": imagenet_provenance(config.backbone)}
+                    if config.weights == "imagenet"
+                    else {}
+                ),
                 "precision": resolve_precision(config),
                 "config": config.to_dict(),
             },

@@ -151,6 +151,7 @@ class CoroNetModule(FoldModule):
                 input_size=config.input_size,
                 hidden=config.hidden,
                 dropout=config.dropout,
+                **config.normalisation,
                 crop=config.crop,
                 equalize=config.equalize,
             )
@@ -183,6 +184,12 @@ class CoroNetModule(FoldModule):
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.forward_model(images)
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        """``config.freeze_epochs``: no gradient reaches the backbone (Adam skips it) while ``frozen``. Decided
+        per step from the epoch, so a resumed run freezes exactly as an uninterrupted one."""
+        if self.config.train_layers == "all" and self.config.freeze_epochs:
+            self.model.backbone.requires_grad_(not frozen)
 
     def predict_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax of the evaluated network (and of the mirrored films, averaged, with TTA)."""
@@ -238,6 +245,7 @@ class CoroNetModule(FoldModule):
 
     def training_step(self, batch, _):
         self.seed_step()
+        self.freeze_backbone(self.current_epoch < self.config.freeze_epochs)
         images, labels, index = batch
         images, labels_a, labels_b, lam = mix_batch(
             images,
@@ -346,11 +354,21 @@ def group_weights(groups, exponent: float) -> np.ndarray:
 
 
 def make_optimizer(named_parameters, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW over the trainable parameters; no weight decay on norms and biases ("Bag of Tricks")."""
-    trainable = [p for _, p in named_parameters if p.requires_grad]
+    """Adam or AdamW over the trainable parameters; no weight decay on norms and biases ("Bag of Tricks").
+
+    With ``config.backbone_lr`` other than 1, the backbone's parameters (names ``backbone.*``) learn at
+    ``lr * backbone_lr``, in groups of their own (otherwise two groups, as checkpoints of earlier runs hold).
+    """
+    trainable = [(name, p) for name, p in named_parameters if p.requires_grad]
+    parts = [(config.lr, trainable)]
+    if config.backbone_lr != 1.0:
+        backbone = [(n, p) for n, p in trainable if n.startswith("backbone.")]
+        rest = [(n, p) for n, p in trainable if not n.startswith("backbone.")]
+        parts = [(config.lr * config.backbone_lr, backbone), (config.lr, rest)]
     groups = [
-        {"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
-        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+        {"params": [p for _, p in params if (p.ndim > 1) == decayed], "lr": lr, "weight_decay": decay}
+        for lr, params in parts
+        for decayed, decay in ((True, config.weight_decay), (False, 0.0))
     ]
     optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     # fused: one kernel for all 34M parameters (measured faster than foreach on the CPU)
@@ -368,7 +386,11 @@ def lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_ste
     if config.schedule == "onecycle" and total_steps >= 4:  # (shorter runs, e.g. tests: the cosine below)
         pct_start = min(max(config.warmup, 2 / total_steps), 1 - 2 / total_steps)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=pct_start, anneal_strategy="cos"
+            optimizer,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=total_steps,
+            pct_start=pct_start,
+            anneal_strategy="cos",
         )
 
     def factor(step: int) -> float:

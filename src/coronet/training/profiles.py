@@ -32,15 +32,19 @@ class _NotGiven:
 
 NOT_GIVEN = _NotGiven()
 SCHEDULES = ("constant", "onecycle", "cosine")
+#: input_scale -> (mean, std): the network computes (film in [0, 1] - mean) / std
+INPUT_SCALES = {"unit": (0.0, 1.0), "symmetric": (0.5, 0.5)}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides how one model is trained (defaults: the paper's settings)."""
 
-    backbone: str = "legacy_xception"
-    weights: str = "none"  # none | imagenet | PATH (our runs train from scratch)
+    backbone: str = "legacy_xception"  # from ImageNet an Xception runs as keras_xception (coronet.models.imagenet)
+    weights: str = "none"  # none | imagenet | PATH
     input_size: int = 150
+    input_scale: str = "unit"  # unit: pixels / 255, as the paper's notebook; symmetric: [-1, 1], as Keras's
+    #                            xception.preprocess_input (what its ImageNet weights were trained on)
     dropout: float = 0.5
     hidden: int = 256
     epochs: int = 80
@@ -49,6 +53,8 @@ class TrainConfig:
     # -- optimisation
     optimizer: str = "adam"  # adam | adamw
     lr: float = 1e-4  # the peak learning rate under a schedule
+    backbone_lr: float = 1.0  # the backbone's learning rate as a fraction of lr (the head's)
+    freeze_epochs: int = 0  # the backbone is frozen for the first N epochs: only the head learns
     weight_decay: float = 0.0  # never applied to norms and biases
     schedule: str = "constant"  # constant | onecycle | cosine (per step)
     warmup: float = 0.0  # fraction of all steps spent warming up linearly (onecycle: its pct_start)
@@ -112,6 +118,7 @@ class TrainConfig:
             "schedule": SCHEDULES,
             "train_layers": ("all", "head", "classifier"),
             "logger": LOGGERS,
+            "input_scale": tuple(INPUT_SCALES),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -123,6 +130,13 @@ class TrainConfig:
         parse_crop(self.crop)  # a one-line ValueError for a malformed box
         if not 0 <= self.resample < 1 or not 0 <= self.jpeg <= 95 or min(self.gamma, self.blur, self.noise) < 0:
             raise ValueError("resample must lie in [0, 1), jpeg in [0, 95], gamma, blur and noise be >= 0")
+        if self.backbone_lr < 0 or not 0 <= self.freeze_epochs <= self.epochs:
+            raise ValueError("backbone_lr must be >= 0 and freeze_epochs lie between 0 and epochs")
+        if self.weights == "imagenet":
+            from ..models.imagenet import imagenet_backbone
+
+            # ImageNet Xceptions were trained in Keras: run them as Keras computes them (recorded as such)
+            object.__setattr__(self, "backbone", imagenet_backbone(self.backbone))
         if self.checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
         if self.source_adversary < 0 or not 0 <= self.source_balance <= 1:
@@ -142,6 +156,12 @@ class TrainConfig:
             "jpeg": self.jpeg,
             "resample": self.resample,
         }
+
+    @property
+    def normalisation(self) -> dict[str, float]:
+        """The network's input scaling: ``(film - mean) / std`` of a film in [0, 1]."""
+        mean, std = INPUT_SCALES[self.input_scale]
+        return {"mean": mean, "std": std}
 
     def train_size(self, epoch: int) -> int:
         """The training resolution of ``epoch`` (0-based): progressive resizing, else ``input_size``."""
