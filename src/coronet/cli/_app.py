@@ -186,6 +186,21 @@ SourceName = choices("SourceName", [*SOURCES, "folder"])
 AdultPerClassOption = Annotated[
     Optional[int], typer.Option(help="With --adult-negatives: this many adult films of each kind (default: all).")
 ]
+RadiographyCountOption = Annotated[
+    Optional[int],
+    typer.Option(
+        help="With --radiography: a seeded sample of this many BIMCV films, drawn before duplicates are dropped "
+        "(default: all), e.g. to keep Table I's share of COVID-19 films."
+    ),
+]
+LeaveOutOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Leave one collection out: no fold trains or validates on this source's films (the per-source table's "
+        "name: cohen, radiography, actualmed ...) or on films sharing a patient or duplicate chain with them; each "
+        "is then predicted by its own fold's model (RUN/leave-out/predictions.csv)."
+    ),
+]
 ProfileOption = Annotated[Profile, typer.Option(help="Settings profile (coronet.training.profiles).")]
 
 # Options that several commands declare alike.

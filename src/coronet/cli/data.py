@@ -13,6 +13,7 @@ from ._app import (
     CountOption,
     DataOption,
     FoldCountOption,
+    RadiographyCountOption,
     SourceName,
     Split,
     data_app,
@@ -53,11 +54,22 @@ def data_prepare(
             "(not COVID-19: a partial label), Actualmed normal."
         ),
     ] = None,
+    radiography: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Add the BIMCV-COVID19+ films of the COVID-19 Radiography Database (a folder holding "
+            "COVID-19_Radiography_Dataset/, that folder itself, or a data directory holding radiography/) as "
+            "COVID-19 rows with folds of their own; films that repeat another source's are dropped."
+        ),
+    ] = None,
+    radiography_count: RadiographyCountOption = None,
 ):
     """Select the paper's dataset (Table I), remove duplicates, assign folds, and cache decoded images."""
     from ..data.prepare import PrepareConfig, prepare_dataset
     from ..data.sources import LABELS
 
+    if radiography_count is not None and radiography is None:
+        fail("--radiography-count needs --radiography DIR")
     data_dir = resolve_data_dir(data)
     sources = tuple(value(s) for s in source) if source else ("cohen", "kaggle")
     require_sources(data_dir, sources)
@@ -71,9 +83,11 @@ def data_prepare(
         image_size=image_size,
         workers=workers,
         cohorts={
-            name: str(folder) for name, folder in (("adult", adult_negatives), ("source", source_negatives)) if folder
+            name: str(folder)
+            for name, folder in (("adult", adult_negatives), ("source", source_negatives), ("radiography", radiography))
+            if folder
         },
-        cohort_per_class={"adult": adult_per_class},
+        cohort_per_class={"adult": adult_per_class, "radiography": radiography_count},
     )
     prepare_dataset(data_dir, out, config)
 
@@ -82,7 +96,11 @@ def data_prepare(
 def data_fetch(
     data: DataOption = None,
     source: Annotated[
-        Optional[list[str]], typer.Option(help="cohen, kaggle, ozturk (repeatable; default all).")
+        Optional[list[str]],
+        typer.Option(
+            help="cohen, kaggle, ozturk (repeatable; default all). A source got by hand (radiography, "
+            "source-negatives): where to get it and where to put it."
+        ),
     ] = None,
     url: Annotated[Optional[list[str]], typer.Option(help="Override a download address as NAME=URL.")] = None,
     force: Annotated[bool, typer.Option(help="Download and install again even if present.")] = False,

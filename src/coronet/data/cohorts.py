@@ -7,7 +7,9 @@ predict COVID-19. An extra cohort adds films that break one of those links:
 * ``adult``: dataset-2's adult ChestX-ray8 films (``No_findings`` -> normal, ``Pneumonia`` ->
   pneumonia, bacterial or viral unknown);
 * ``source``: adult films without COVID-19 from the positives' own collections (ieee8023
-  bacterial, viral and "other" -- not COVID-19, nothing more known -- and Actualmed normals).
+  bacterial, viral and "other" -- not COVID-19, nothing more known -- and Actualmed normals);
+* ``radiography``: COVID-19 films from a second collection (BIMCV-COVID19+, Valencia: clinical films
+  from 11 hospitals), so that "COVID-19" stops meaning "ieee8023".
 
 A cohort is one :class:`Cohort`: the source that reads it, its label map (to full or partial
 labels), where a run keeps its held-out test and how reports name it. Preparation
@@ -33,7 +35,7 @@ TABLE1 = "table1"
 class Cohort:
     """One extra cohort.
 
-    name: its ``cohort`` column value; ``coronet data prepare --<name>-negatives DIR`` adds it.
+    name: its ``cohort`` column value.
     source: the :class:`coronet.data.sources.SourceSpec` that reads it (its folder, or a data
         directory holding that folder, is what the option names).
     markers: sub-folders that identify the source's own folder.
@@ -42,6 +44,8 @@ class Cohort:
     test_dir: ``RUN/<test_dir>/predictions.csv``: the cohort's films predicted by the fold models of
         a run that did not train on them (``coronet.evaluation.cohorttest``).
     title: how reports and the model card name it.
+    option: the option of ``coronet data prepare`` (DIR) and ``coronet reproduce`` (a switch) that adds it
+        (default ``--<name>-negatives``).
     """
 
     name: str
@@ -50,6 +54,11 @@ class Cohort:
     label_map: Mapping[str, str]
     test_dir: str
     title: str
+    option: str = ""
+
+    @property
+    def flag(self) -> str:
+        return self.option or f"--{self.name}-negatives"
 
 
 #: Every extra cohort, by name.
@@ -81,6 +90,19 @@ SOURCE = register_cohort(
         {"bacterial": "bacterial", "viral": "viral", "other": "other", "normal": "normal"},
         "source-test",
         "films without COVID-19 from the positives' own collections (ieee8023 non-COVID, Actualmed normals)",
+    )
+)
+
+
+RADIOGRAPHY = register_cohort(
+    Cohort(
+        "radiography",
+        "radiography",
+        ("COVID-19_Radiography_Dataset",),
+        {"covid": "covid"},
+        "radiography-test",
+        "COVID-19 films from a second collection (BIMCV-COVID19+, Valencia, through the COVID-19 Radiography Database)",
+        option="--radiography",
     )
 )
 
@@ -117,6 +139,7 @@ __all__ = [
     "ADULT",
     "COHORTS",
     "Cohort",
+    "RADIOGRAPHY",
     "SOURCE",
     "TABLE1",
     "cohort_column",

@@ -86,17 +86,31 @@ def fetch_sources(
     Every source is attempted even when an earlier one fails, so one unreachable host
     does not hold back the others; the failures are then raised together as one
     :class:`FetchError`. Rerunning resumes partial downloads and skips finished sources.
+    A source to be got by hand (no download address: ``radiography``, ``source-negatives``) is not
+    downloaded: the log says where to get it and where to put it, and it counts as a failure until its
+    folder is there.
     """
     data_dir = Path(data_dir)
     selected = list(remote_sources()) if names is None else list(dict.fromkeys(names))
     urls = dict(urls or {})
-    unknown = sorted((set(selected) | set(urls)) - set(remote_sources()))
+    unknown = sorted((set(selected) - set(SOURCES)) | (set(urls) - set(remote_sources())))
     if unknown:
-        raise FetchError(f"unknown source(s) {', '.join(unknown)}; choose from {', '.join(remote_sources())}")
+        raise FetchError(
+            f"unknown source(s) {', '.join(unknown)}; choose from {', '.join(remote_sources())} "
+            f"(by hand: {', '.join(sorted(set(SOURCES) - set(remote_sources())))})"
+        )
 
     installed: dict[str, Path] = {}
     failures: list[str] = []
-    for name in selected:
+    for name in [name for name in selected if name not in remote_sources()]:
+        target = data_dir / SOURCES[name].folder
+        if target.is_dir() and any(target.iterdir()):
+            logger.info(f"{name}: present at {target} (got by hand)")
+            installed[name] = target
+        else:
+            logger.warning(by_hand_help(SOURCES[name], data_dir))
+            failures.append(f"{name}: cannot be downloaded here; get it by hand (see above)")
+    for name in [name for name in selected if name in remote_sources()]:
         try:
             installed[name] = _fetch_one(remote_sources()[name], data_dir, urls, force=force, timeout=timeout)
         except FetchError as error:
@@ -125,8 +139,20 @@ def missing_data_help(data_dir: Path) -> str:
         f"Behind a mirror, set {BASE_URL_ENV} to a URL serving {archives}.",
         "By hand: put each source's folders at the paths above.",
         *[f"  {spec.name}: {spec.note}." for spec in remote_sources().values() if spec.note],
+        "Optional sources, got by hand (`coronet data fetch --source NAME` says where from): "
+        + ", ".join(f"{spec.folder}/" for name, spec in SOURCES.items() if name not in remote_sources()),
     ]
     return "\n".join(lines)
+
+
+def by_hand_help(source: SourceSpec, data_dir: Path) -> str:
+    """Where to get a source that ``coronet data fetch`` cannot download, and where to put it (several lines)."""
+    lines = [
+        f"{source.name}: {source.title} cannot be downloaded by coronet.",
+        f"  get it from: {source.homepage or 'its authors'}",
+        f"  put it at:   {Path(data_dir) / source.folder}/",
+    ]
+    return "\n".join(lines + ([f"  {source.note}."] if source.note else []))
 
 
 # --------------------------------------------------------------------------- one source

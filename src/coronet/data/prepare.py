@@ -13,6 +13,11 @@ Steps, in order:
    (same patient, or the same film re-uploaded);
 6. assign stratified (grouped) folds and write the dataset directory.
 
+Extra cohorts (:mod:`coronet.data.cohorts`) follow, each through the same decoding, duplicate removal and
+grouping, with folds of their own; a cohort's film that is the same film (exact or near) as any film
+already scanned -- every Table I candidate, selected or not, and the earlier cohorts' films -- is dropped
+and listed in ``duplicates.csv`` (kind ``other-source``), so no film enters twice or crosses folds.
+
 The dataset directory holds ``manifest.csv``, ``images-<size>.npy`` (uint8,
 N x size x size, memory-mappable, row ``cache_index``), ``duplicates.csv``,
 ``skipped.csv``, ``prepare.json`` (resolved config and counts), ``summary.md`` and
@@ -42,6 +47,7 @@ from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES, Datas
 from .cohorts import TABLE1, Cohort, cohort_column, get_cohort
 from .dedup import (
     connected_groups,
+    cross_duplicate_pairs,
     edge_signature,
     near_duplicate_pairs,
     perceptual_hash,
@@ -55,6 +61,11 @@ logger = logging.getLogger(__name__)
 
 #: The paper's Table I (coronet.paper), the default selection.
 PAPER_CLASS_COUNTS = dict(paper.TABLE1)
+#: Films as the duplicate tests see them: ``(rows with path, label and patient_id, 64-bit perceptual hashes,
+#: edge signatures)``, row for row (as :mod:`coronet.data.overlap` reads them from a prepared dataset).
+Fingerprints = tuple[pd.DataFrame, np.ndarray, np.ndarray]
+#: duplicates.csv's kind for a film dropped because another source's film already in the dataset is the same film.
+OTHER_SOURCE = "other-source"
 
 
 @dataclass
@@ -244,6 +255,7 @@ def prepare_dataset(
     logger.info(f"scanning {len(candidates)} candidate images from {', '.join(config.sources)} ...")
     table, scans, skipped = scan_table(candidates, config)
     table["_scan"] = range(len(table))
+    scanned = fingerprints(table, scans)  # every candidate, copies included: what extra cohorts must not repeat
 
     # Exact duplicates: keep the first copy; its patient and the dropped copy's are one person.
     keep, same_person, duplicate_rows = exact_duplicates(table, list(table["pixel_hash"]))
@@ -264,7 +276,7 @@ def prepare_dataset(
 
     selected_scans = [scans[k] for k in scan_rows]
     if config.cohorts:
-        selected, extra_scans, extra_duplicates, extra_skipped = _with_cohorts(selected, data_dir, config)
+        selected, extra_scans, extra_duplicates, extra_skipped = _with_cohorts(selected, data_dir, config, scanned)
         selected_scans += extra_scans
         duplicate_rows += extra_duplicates
         skipped = pd.concat([skipped, extra_skipped], ignore_index=True)
@@ -296,6 +308,8 @@ def prepare_dataset(
         "patients": int(manifest.patient_id.nunique()),
         "exact_duplicates_removed": len(same_person),
         "near_duplicate_pairs": len(pairs),
+        "other_source_duplicates_dropped": int(duplicates.other_path[duplicates.kind == OTHER_SOURCE].nunique()),
+        "duplicates_by_kind": {str(k): int(v) for k, v in duplicates.kind.value_counts().items()},  # extra cohorts too
         "skipped": len(skipped),
         "seconds": round(elapsed, 2),
         "manifest_sha256": DatasetDir(out).manifest_sha256(),
@@ -308,32 +322,36 @@ def prepare_dataset(
     return PreparedDataset(manifest, duplicates, skipped, summary, out)
 
 
-def _with_cohorts(selected: pd.DataFrame, data_dir: Path, config: PrepareConfig):
+def _with_cohorts(selected: pd.DataFrame, data_dir: Path, config: PrepareConfig, scanned: Fingerprints):
     """Table I's rows (cohort ``table1``) followed by each extra cohort's of ``config.cohorts``, with fold groups
-    of their own: ``(rows, the added rows' scans, duplicate rows, skipped)``."""
+    of their own: ``(rows, the added rows' scans, duplicate rows, skipped)``. Each cohort is checked against
+    ``scanned`` (the Table I candidates) and the cohorts added before it."""
     selected = selected.assign(cohort=TABLE1)
     scans: list[dict] = []
     duplicate_rows: list = []
     skipped = []
     for name, folder in config.cohorts.items():
         rows, cohort_scans, cohort_duplicates, cohort_skipped = cohort_rows(
-            get_cohort(name), Path(folder), data_dir, config
+            get_cohort(name), Path(folder), data_dir, config, seen=scanned
         )
         rows["group"] += int(selected["group"].max()) + 1
         selected = pd.concat([selected, rows], ignore_index=True)
         scans += cohort_scans
+        scanned = join_fingerprints(scanned, fingerprints(rows, cohort_scans))
         duplicate_rows += cohort_duplicates
         skipped.append(cohort_skipped)
     return selected, scans, duplicate_rows, pd.concat(skipped, ignore_index=True)
 
 
-def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareConfig):
+def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareConfig, seen: Fingerprints | None = None):
     """An extra cohort's films as manifest rows: ``(rows, scans, duplicate rows, skipped)``.
 
     ``folder`` is the cohort's source folder or a data directory holding it. Labels go through the
     cohort's label map (labels it does not map are not taken; the source's own is kept in
-    ``source_label``); ``config.cohort_per_class`` may sample each label. Unreadable files are
-    skipped, exact copies dropped (their patients merged), near-duplicates and patients grouped,
+    ``source_label``); ``config.cohort_per_class`` may sample each label (before decoding: duplicates
+    among the drawn films are then dropped, so a label may end with fewer). Unreadable files are
+    skipped, exact copies dropped (their patients merged), films that are the same film as one of
+    ``seen`` (another source's, already in the dataset) dropped, near-duplicates and patients grouped,
     and the rows get stratified, grouped folds of their own (``config.folds``, ``config.seed``).
     """
     from .sources import find_source_root
@@ -353,12 +371,58 @@ def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareCon
     table, scans, skipped = scan_table(table, config)
     keep, same_person, duplicates = exact_duplicates(table, list(table["pixel_hash"]))
     table, scans = table.iloc[keep].drop(columns=["pixel_hash"]).reset_index(drop=True), [scans[k] for k in keep]
+    if seen is not None:
+        table, scans, crossed = drop_seen(table, scans, seen)
+        duplicates += crossed
+        if crossed:
+            logger.info(
+                f"cohort {cohort.name!r}: {len({row['other_path'] for row in crossed})} films dropped, each the same "
+                f"film as one of another source already in the dataset (duplicates.csv, kind {OTHER_SOURCE!r})"
+            )
     pairs, near_rows = near_duplicates(table["path"], scans)
     duplicates += near_rows
     table["group"] = person_groups(table["patient_id"], same_person, pairs)
     table["fold"] = assign_folds(table["label"], table["group"], config.folds, config.seed)
     table["cohort"] = cohort.name
     return table, scans, duplicates, skipped
+
+
+def fingerprints(table: pd.DataFrame, scans: list[dict]) -> Fingerprints:
+    """The duplicate tests' view of scanned films (:data:`Fingerprints`), row for row."""
+    signatures = np.stack([s["signature"] for s in scans]) if scans else np.zeros((0, 1), np.float32)
+    return table.reset_index(drop=True), np.array([s["phash"] for s in scans], dtype=np.uint64), signatures
+
+
+def join_fingerprints(first: Fingerprints, second: Fingerprints) -> Fingerprints:
+    """The films of ``first`` followed by those of ``second``."""
+    if not len(second[0]):
+        return first
+    table = pd.concat([first[0], second[0]], ignore_index=True)
+    return table, np.concatenate([first[1], second[1]]), np.concatenate([first[2], second[2]])
+
+
+def drop_seen(table: pd.DataFrame, scans: list[dict], seen: Fingerprints) -> tuple[pd.DataFrame, list[dict], list]:
+    """``table``'s films without those that are the same film (exact or near, as in duplicate removal) as one of
+    ``seen``: ``(kept rows, their scans, duplicates.csv rows of the dropped)``; ``path`` is the film kept (the seen
+    one), ``other_path`` the dropped one."""
+    if not len(table) or not len(seen[0]):
+        return table, scans, []
+    ours = fingerprints(table, scans)
+    pairs = cross_duplicate_pairs(ours[1], ours[2], seen[1], seen[2])
+    rows = [
+        {
+            "kind": OTHER_SOURCE,
+            "path": seen[0]["path"].iloc[b],
+            "other_path": table["path"].iloc[a],
+            "distance": d,
+            "correlation": c,
+            "kept": "path",
+        }
+        for a, b, d, c in sorted(pairs)
+    ]
+    dropped = {a for a, *_ in pairs}
+    keep = [k for k in range(len(table)) if k not in dropped]
+    return table.iloc[keep].reset_index(drop=True), [scans[k] for k in keep], rows
 
 
 def write_cache(path: Path, images: list[np.ndarray]) -> None:
@@ -427,11 +491,13 @@ def summarize(
         f"{manifest.patient_id.nunique()} |" + "".join(f" {folds.get(k, 0)} |" for k in range(1, config.folds + 1))
     )
     exact, near = duplicates[duplicates.kind == "exact"], duplicates[duplicates.kind == "near"]
+    crossed = duplicates[duplicates.kind == OTHER_SOURCE]
     lines += [
         "",
         f"- exact duplicates removed (same pixels): {len(exact)}",
         f"- near-duplicate pairs kept in one fold: {len(near)}"
         + (f" ({int((near.fold != near.other_fold).sum())} split across folds)" if len(near) else ""),
+        f"- extra cohorts' films dropped as the same film as another source's: {crossed.other_path.nunique()}",
         f"- unreadable files skipped: {len(skipped)}",
     ]
     for row in skipped.itertuples():

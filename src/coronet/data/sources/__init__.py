@@ -25,6 +25,7 @@ from .kaggle import parse_kaggle_name, read_kaggle
 from .negatives import read_source_negatives
 from .ozturk import FOLDERS as OZTURK_FOLDERS
 from .ozturk import read_ozturk
+from .radiography import read_radiography
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,20 @@ register_source(
         "see the data directory's README",
     )
 )
+register_source(
+    SourceSpec(
+        "radiography",
+        "radiography",
+        read_radiography,
+        "COVID-19 Radiography Database (Kaggle, tawsifurrahman): its BIMCV-COVID19+ films",
+        "https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database",
+        # no remote: Kaggle downloads need an account, and BIMCV's licence forbids redistributing the films
+        note="Kaggle downloads need an account: download the archive there (browser, or the kaggle CLI with your "
+        "API token) and unpack it so that radiography/COVID-19_Radiography_Dataset/COVID/ exists under the data "
+        "directory (v4 or v5 layout). BIMCV's licence forbids redistributing these films: keep them out of any "
+        "repository",
+    )
+)
 
 
 def source_dir(name: str, data_dir: str | Path) -> Path:
@@ -158,12 +173,15 @@ def get_source(name: str) -> SourceSpec:
 
 
 def find_source_root(name: str, path: str | os.PathLike, markers: tuple[str, ...] = ()) -> Path:
-    """Source ``name``'s own folder, given it (it holds every name in ``markers``) or a data directory holding it."""
+    """Source ``name``'s own folder, given it (it holds every name in ``markers``), a data directory holding it, or
+    one of its marker folders itself (``COVID-19_Radiography_Dataset/``: its parent is the source's folder)."""
     path = Path(path)
     if markers and all((path / marker).is_dir() for marker in markers):
         return path
     if source_dir(name, path).is_dir():
         return source_dir(name, path)
+    if path.name in markers and path.is_dir():
+        return path.parent
     what = f"folders {', '.join(markers)}" if markers else "its files"
     raise FileNotFoundError(
         f"{path}: neither the {name} source ({what}) nor a data directory holding {get_source(name).folder}/"
@@ -210,6 +228,7 @@ __all__ = [
     "read_folder",
     "read_kaggle",
     "read_ozturk",
+    "read_radiography",
     "read_source",
     "read_source_negatives",
     "source_dir",
