@@ -13,7 +13,8 @@ Every module finds its files through these names, so the layout is written down 
     RUN/results.md                   accuracy per fold
     RUN/report/                      coronet report: report.md, report.html, summary.json, <table>.csv, <figure>.png
     RUN/audit/                       coronet audit: audit.json, audit.md, audit.html, predictions-<test>.csv, ...
-    RUN/adult-test/predictions.csv   the adult-negative test
+    RUN/adult-test/predictions.csv   the adult-negative test (likewise source-test/, radiography-test/)
+    RUN/leave-out/predictions.csv    the held-out collection's films (coronet cv --leave-out SOURCE)
     RUN/fold-K/metrics.csv, curves.png, predictions.csv, checkpoints/last.ckpt, model/
     MODEL/model.safetensors + MODEL/model.json   (coronet.models.modeldir)
 
@@ -55,6 +56,8 @@ MODEL_DIR = "model"
 MODEL_CARD = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 ADULT_TEST = "adult-test"
+#: The films of a collection the run left out (``leave_out``), each predicted by its fold's model.
+LEAVE_OUT = "leave-out"
 AUDIT = "audit"
 REPORT = "report"
 REPORT_MD = "report.md"
@@ -327,6 +330,11 @@ class RunDir(_Directory):
         return self.path / test_dir / PREDICTIONS
 
     @property
+    def leave_out(self) -> Path:
+        """The held-out collection's predictions (``leave-out/predictions.csv``), with ``leave_out`` set."""
+        return self.path / LEAVE_OUT / PREDICTIONS
+
+    @property
     def model_card(self) -> Path:
         """An evaluation's copy of the card of the model it ran."""
         return self.path / MODEL_CARD
@@ -542,6 +550,7 @@ __all__ = [
     "AuditDir",
     "DATASET_RECORDS",
     "FOLD_PREFIX",
+    "LEAVE_OUT",
     "REPORT_HTML",
     "REPORT_MD",
     "ReportDir",

@@ -28,17 +28,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data.cohorts import ADULT, COHORTS, SOURCE
+from .data.cohorts import ADULT, COHORTS, RADIOGRAPHY, SOURCE
 from .data.prepare import PAPER_CLASS_COUNTS, PrepareConfig, prepare_dataset
 from .data.sources import find_source_root
 from .evaluation.audit import AuditConfig, overview_blocks
 from .evaluation.audit import audit as run_audit
-from .evaluation.cohorttest import annotate_cards, cohort_test, source_card_entry
+from .evaluation.cohorttest import annotate_cards, cohort_test, leave_out_test, source_card_entry
 from .evaluation.figures import plot_overview
 from .evaluation.pages import Bullets, Figure, Link, Page, Section, Table, Text, write_page
 from .evaluation.report import PAPER, single_label_note, source_display, summary_lines, write_report
 from .evaluation.results import AuditResults, Estimate, RunResults, WorstSource
-from .evaluation.sources import worst_phrase
+from .evaluation.sources import SOURCE_COLUMNS, worst_phrase
 from .layout import ReportDir, ReproduceDir, RunDir, atomic_path
 from .models.modeldir import annotate_card
 from .tasks import FOUR_CLASS, get_task
@@ -75,6 +75,8 @@ def reproduce(
     deconfound: bool = False,
     audit: bool = True,
     audit_retrain: bool = True,
+    radiography: bool = False,
+    radiography_count: int | None = None,
     **overrides,
 ) -> Overview:
     """Run every stage (see the module docstring) for ``profile``; return what the overview reports.
@@ -88,8 +90,12 @@ def reproduce(
         ``coronet data prepare --adult-negatives``), ``adult_per_class`` of each (default all).
     source_negatives: train with the films without COVID-19 of the positives' own collections
         (``source-negatives/``, ``coronet data prepare --source-negatives``).
-    deconfound: the model to use: adult and source negatives, and the training settings
-        :data:`coronet.training.profiles.DECONFOUND` (measured in docs/RECIPES.md) under ``overrides``.
+    deconfound: the model to use: adult and source negatives, the BIMCV films where ``radiography/`` is there,
+        and the training settings :data:`coronet.training.profiles.DECONFOUND` (docs/RECIPES.md) under ``overrides``.
+    radiography: train with the BIMCV-COVID19+ films of the COVID-19 Radiography Database (``radiography/``,
+        ``coronet data prepare --radiography``), a seeded ``radiography_count`` of them (default all).
+    A ``leave_out`` setting (in ``overrides``) trains every stage without that source's films; the 4-class
+        run's fold models then test them (``4class/leave-out/``).
     audit: run the shortcut audit (``coronet audit``) on the 4-class run; ``audit_retrain``: with
         its test 6 (a model retrained on lungs-removed films, one fold).
     overrides: training settings replacing the profile's in every stage (``epochs=1`` ...).
@@ -97,15 +103,19 @@ def reproduce(
     data, root = Path(data), ReproduceDir(out)
     if deconfound:
         adult_negatives = source_negatives = True
+        radiography = radiography or _has_cohort(data, RADIOGRAPHY.name)
         overrides = {**DECONFOUND, **overrides}
+        bimcv = "the BIMCV COVID-19 films of radiography/" if radiography else f"no radiography/ under {data}"
+        logger.info(f"deconfound: adult and source negatives, {bimcv}")
     config = get_profile(profile).with_overrides(**overrides)
     if profile not in FINETUNE_PROFILES:
         raise ValueError(f"profile {profile!r} has no fine-tuning settings; choose from {sorted(FINETUNE_PROFILES)}")
     check_training_config(config)  # e.g. ImageNet weights offline: say so before anything is written
-    trained_cohorts = [c for c, wanted in ((ADULT, adult_negatives), (SOURCE, source_negatives)) if wanted]
+    wanted = ((ADULT, adult_negatives), (SOURCE, source_negatives), (RADIOGRAPHY, radiography))
+    trained_cohorts = [cohort for cohort, chosen in wanted if chosen]
     for cohort in trained_cohorts:
         if not _has_cohort(data, cohort.name):
-            raise FileNotFoundError(f"--{cohort.name}-negatives needs {_folder(cohort.name)}/ under {data}")
+            raise FileNotFoundError(f"{cohort.flag} needs {_folder(cohort.name)}/ under {data}")
     root.path.mkdir(parents=True, exist_ok=True)
     steps = _Steps(data, root, profile, progress)
     if not root.dataset.exists():
@@ -115,11 +125,13 @@ def reproduce(
             seed=seed,
             image_size=config.input_size,
             cohorts={cohort.name: str(data) for cohort in trained_cohorts},
-            cohort_per_class={ADULT.name: adult_per_class},
+            cohort_per_class={ADULT.name: adult_per_class, RADIOGRAPHY.name: radiography_count},
         )
         steps.stage("prepare", lambda: prepare_dataset(data, root.dataset.path, prepare))
     cohorts = {"adult_negatives": adult_negatives, "source_negatives": source_negatives, "deconfound": deconfound}
-    steps.cross_validate(config, cohorts)
+    steps.cross_validate(config, {**cohorts, "radiography": radiography})
+    if config.leave_out:
+        steps.stage("leave-out", lambda: leave_out_test(steps.four.path))
     steps.cohort_tests(dataset2_per_class)
     audited = steps.audit(AuditConfig(retrain=audit_retrain, n_bootstrap=n_bootstrap, seed=seed)) if audit else None
     # the fine-tunes have settings of their own (FINETUNE_PROFILES): only where and how to run carries over
@@ -355,6 +367,7 @@ def _run_record(directory: Path, results: RunResults) -> dict:
         **{key: record[key] for key in ("accuracy", "accuracy_ci", "covid_recall", "covid_recall_ci")},
         "adult": record["adult"],
         "sources": record["sources"],
+        "leave_out": record["leave_out"],
     }
 
 
@@ -489,6 +502,15 @@ def _overview_page(
     if overview.audit is not None:
         sections.append(Section("Is it looking at the lungs?", overview_blocks(overview.audit, audit_page)))
     sections += [Section(name, [Table(table)]) for name, table in tables.items()]
+    held = overview.runs["4-class"].leave_out if "4-class" in overview.runs else None
+    if held:
+        sections.append(
+            Section(
+                f"Held-out collection {held.source}: no 4-class model trained on its films (each predicted by its "
+                "fold's model; 95% CIs over patients)",
+                [Table(source_display(pd.DataFrame(held.rows, columns=SOURCE_COLUMNS)))],
+            )
+        )
     sections += [
         Section("Runs", [Bullets(tuple(Link(name, link) for name, link in links.items()))]),
         Section("Time per stage (s)", [Bullets(tuple(f"{k}: {v}" for k, v in overview.timings.items()))]),

@@ -26,11 +26,13 @@ from ._app import (
     FinetuneProfile,
     FoldCountOption,
     FoldsOption,
+    LeaveOutOption,
     LoggerOption,
     PrecisionOption,
     Profile,
     ProfileOption,
     ProgressOption,
+    RadiographyCountOption,
     ResumeOption,
     RunOutOption,
     Runtime,
@@ -74,15 +76,20 @@ def cv(
     logger: LoggerOption = None,
     settings: SetOption = None,
     config_file: ConfigFileOption = None,
+    leave_out: LeaveOutOption = None,
 ):
     """k-fold cross-validation over the prepared dataset's folds: one model and predictions per fold."""
-    from ..training.fit import run_cv
+    from ..training.fit import global_rank, run_cv
 
-    overrides = training_overrides(context, TRAINING_OPTIONS)
+    overrides = training_overrides(context, (*TRAINING_OPTIONS, "leave_out"))
     config = training_config(profile, overrides)
     fold_list = parse_folds(folds) if folds else None
     quiet_lightning()
     run_cv(dataset, out, config, profile=value(profile), folds=fold_list, resume=resume, progress=progress)
+    if config.leave_out and global_rank() == 0:
+        from ..evaluation.cohorttest import leave_out_test
+
+        typer.echo(f"held-out {config.leave_out} films, each predicted by its fold's model: {leave_out_test(out)}")
 
 
 @app.command("train")
@@ -287,13 +294,23 @@ def reproduce(
             "bacterial, viral, other; Actualmed normal), so that 'ieee8023's look' no longer means COVID-19."
         ),
     ] = False,
+    radiography: Annotated[
+        bool,
+        typer.Option(
+            help="Train with the BIMCV-COVID19+ films of the COVID-19 Radiography Database (radiography/ under "
+            "--data) as COVID-19 rows with folds of their own, so that COVID-19 stops meaning 'ieee8023'."
+        ),
+    ] = False,
+    radiography_count: RadiographyCountOption = None,
     deconfound: Annotated[
         bool,
         typer.Option(
-            help="The model to use: adult and source negatives and the levers against acquisition shortcuts "
-            "chosen by measurement (coronet.training.profiles.DECONFOUND; docs/RECIPES.md)."
+            help="The model to use: adult and source negatives (and the BIMCV films where radiography/ is under "
+            "--data) and the levers against acquisition shortcuts chosen by measurement "
+            "(coronet.training.profiles.DECONFOUND; docs/RECIPES.md)."
         ),
     ] = False,
+    leave_out: LeaveOutOption = None,
     audit_: Annotated[
         bool, typer.Option("--audit/--no-audit", help="Run the shortcut audit on the 4-class run.")
     ] = True,
@@ -316,7 +333,9 @@ def reproduce(
     from ..reproduce import overview_lines
     from ..reproduce import reproduce as run_reproduce
 
-    overrides = training_overrides(context, ("epochs", "weights", "precision", "devices", "accelerator", "logger"))
+    overrides = training_overrides(
+        context, ("epochs", "weights", "precision", "devices", "accelerator", "logger", "leave_out")
+    )
     data_dir = resolve_data_dir(data)
     require_sources(data_dir, ("cohen", "kaggle"))
     counts = parse_counts(count, TABLE1)
@@ -339,6 +358,8 @@ def reproduce(
         deconfound=deconfound,
         audit=audit_,
         audit_retrain=audit_retrain,
+        radiography=radiography,
+        radiography_count=radiography_count,
         **overrides,
     )
     for line in overview_lines(summary):

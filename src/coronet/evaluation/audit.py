@@ -53,6 +53,7 @@ import torch
 
 from ..data.augment import resize_batch
 from ..data.cohorts import table1_rows
+from ..data.leaveout import held_out
 from ..data.prepare import cache_size, load_cache
 from ..deploy.predict import Predictor
 from ..layout import PROB_PREFIX, AuditDir, DatasetDir, RunDir, classes_of, predictions_table, prob_column
@@ -330,7 +331,8 @@ def audit(
     dataset = DatasetDir(Path(record["dataset"]["path"]))  # what run.dataset gives, without reading the config again
     folds = [int(f) for f in record["folds"]]
     everything = run.read_manifest()  # the run's training data, adult negatives included
-    manifest = table1_rows(everything)  # the films every test predicts: Table I rows only
+    # the films every test predicts: the cross-validated Table I rows (a held-out collection is tested apart)
+    manifest = table1_rows(everything[~held_out(everything, train.leave_out)])
     manifest = manifest[manifest["fold"].isin(folds)].reset_index(drop=True)
     intact = table1_rows(pd.read_csv(run.predictions))
     missing = run.folds_without_model(folds)

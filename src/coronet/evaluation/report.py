@@ -15,6 +15,8 @@ one ``prob_<class>`` column per class in class order, ``pred``, maybe more) and 
 * ``ci.csv`` -- 95 % bootstrap intervals (patients resampled, all their images come along) for the
   accuracy and each class's recall and precision;
 * ``auc.csv`` -- one-vs-rest ROC AUC per class; ``summary.json`` -- the returned summary;
+* ``sources.csv`` -- every evaluated film by (source, label): Table I, the extra cohorts and a held-out
+  collection (``RUN/leave-out/predictions.csv``, :mod:`coronet.data.leaveout`), which also gets a section;
 * ``confusion-fold-K.png`` per fold, ``confusion-pooled.png``, ``roc.png``, ``calibration.png``,
   ``samples.png`` (the paper's Fig. 8: validation images with true label and probabilities; drawn
   from the ``path`` column, so only where the images are still readable);
@@ -39,7 +41,7 @@ import pandas as pd
 
 from .. import paper
 from ..data.cohorts import COHORTS, extra_rows, table1_rows
-from ..layout import ReportDir, RunDir, classes_of, prob_column
+from ..layout import ReportDir, RunDir, classes_of, prob_column, read_predictions
 from ..tasks import task_of
 from .bootstrap import bootstrap_ci, bootstrap_cis
 from .figures import (
@@ -68,8 +70,16 @@ from .metrics import (
     task_row,
 )
 from .pages import Figure, Page, Section, Table, Text, write_page
-from .results import CohortResult, Estimate, RunResults
-from .sources import allowed_predictions, called_covid, negative_sources, source_summary, source_table, worst_phrase
+from .results import CohortResult, Estimate, LeaveOutResult, RunResults
+from .sources import (
+    AUC,
+    allowed_predictions,
+    called_covid,
+    negative_sources,
+    source_summary,
+    source_table,
+    worst_phrase,
+)
 
 #: The paper's reported numbers, as the tables compare with them (:mod:`coronet.paper`).
 PAPER = paper.TABLES
@@ -125,11 +135,18 @@ def cohort_predictions(run_dir: str | os.PathLike, predictions: pd.DataFrame | N
 def cohort_summary(
     rows: pd.DataFrame, classes, n: int = 1000, seed: int = 0, trained_with: bool = False, title: str = ""
 ) -> CohortResult:
-    """An extra cohort's figures (its films have no COVID-19): the false COVID-19 rate per label and over all,
-    and ``label_accuracy`` (each film's answer right for its own label, a partial label's classes counting),
-    each with a 95 % interval over the cohort's patients."""
-    stats = {f"false_covid_{label}": false_covid_rate_of(label) for label in sorted(set(rows["label"]))}
-    stats["false_covid_all"] = called_covid
+    """An extra cohort's figures: for its films without COVID-19 the false COVID-19 rate per label and over all,
+    for its COVID-19 films (``radiography``) ``covid_recall``, and ``label_accuracy`` (each film's answer right
+    for its own label, a partial label's classes counting), each with a 95 % interval over the cohort's
+    patients."""
+    negatives = sorted(set(rows["label"]) - {COVID})
+    stats: dict[str, Callable[[pd.DataFrame], float]] = {
+        f"false_covid_{label}": false_covid_rate_of(label) for label in negatives
+    }
+    if negatives:
+        stats["false_covid_all"] = lambda df: called_covid(df[df["label"] != COVID])
+    if (rows["label"] == COVID).any():
+        stats["covid_recall"] = recall_of(COVID)
     right = {label: allowed_predictions(label, classes) for label in set(rows["label"])}
     stats["label_accuracy"] = lambda df: (
         float(np.mean([p in right[label] for label, p in zip(df["label"], df["pred"])])) if len(df) else float("nan")
@@ -158,6 +175,8 @@ def summary_sentence(results: RunResults) -> str:
         parts.append(adult_phrase(results.adult, percent=True))
     if results.sources:
         parts.append(worst_phrase(results.worst, percent=True))
+    if results.leave_out:
+        parts.append(leave_out_phrase(results.leave_out))
     where = f"On {results.n_images} films of {results.n_patients} patients"
     sentence = where + (": " + "; ".join(parts) if parts else "") + ". Intervals: bootstrap over patients."
     return sentence + (f" {single_label_note(results)}" if results.single_label else "")
@@ -193,6 +212,27 @@ def adult_phrase(adult: CohortResult, percent: bool) -> str:
     )
 
 
+def leave_out_phrase(held: LeaveOutResult, percent: bool = True) -> str:
+    """The held-out collection's test in words: its COVID-19 recall, its AUC against the reference negatives, its
+    other films' false COVID-19 rate, each with its 95 % interval."""
+
+    def figure(name: str, estimate: Estimate | None, share: bool) -> str | None:
+        if estimate is None:
+            return None
+        if share and percent:
+            return f"{name} {estimate.value:.1%} (95% CI {estimate.low:.1%}-{estimate.high:.1%})"
+        return f"{name} {estimate.value:.3f} (95% CI {estimate.low:.2f}-{estimate.high:.2f})"
+
+    parts = [
+        figure("COVID-19 recall", held.covid_recall, share=True),
+        figure(AUC.replace("auc", "AUC"), held.auc, share=False),
+        figure("films without COVID-19 called COVID-19", held.false_covid, share=True),
+    ]
+    return f"held-out collection {held.source} ({held.n_images} films no model trained on): " + "; ".join(
+        p for p in parts if p
+    )
+
+
 def summary_lines(results: RunResults, patients: bool = True) -> list[str]:
     """The lines the CLI prints: accuracy and COVID-19 recall with their 95 % intervals (``patients``: naming
     how many patients the bootstrap resampled), the adult films' false COVID-19 rate where the run has an
@@ -208,6 +248,8 @@ def summary_lines(results: RunResults, patients: bool = True) -> list[str]:
         lines.append(adult_phrase(results.adult, percent=False))
     if results.sources:
         lines.append(worst_phrase(results.worst, percent=False))
+    if results.leave_out:
+        lines.append(leave_out_phrase(results.leave_out, percent=False))
     return lines
 
 
@@ -233,10 +275,12 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> R
     out = ReportDir(out) if out is not None else RunDir(run_dir).report
     out.path.mkdir(parents=True, exist_ok=True)
     every = RunDir(run_dir).read_predictions()
-    # the paper's tables are about its Table I data only; extra cohorts (coronet.data.cohorts) get sections of
-    # their own and, with every other film, the per-source table
+    # the paper's tables are about its Table I data only; extra cohorts (coronet.data.cohorts) and a held-out
+    # collection get sections of their own and, with every other film, the per-source table
     predictions = table1_rows(every)
     cohorts = cohort_predictions(run_dir, every)
+    held = RunDir(run_dir).leave_out
+    held_out = read_predictions(held).assign(held_out=True) if held.is_file() else None
     classes = classes_of(predictions)
     task = task_of(classes)
     config = _run_config(run_dir)
@@ -256,8 +300,9 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> R
     cohort_results, cohort_tables = _cohort_results(
         cohorts if COVID in classes else {}, classes, set(extra_rows(every)), n_bootstrap, seed, out
     )
-    # every evaluated film, each by a model that never trained on it: the Table I rows and each cohort's
-    evaluated = pd.concat([predictions, *cohorts.values()], ignore_index=True)
+    # every evaluated film, each by a model that never trained on it: the Table I rows, each cohort's, the held-out
+    evaluated = pd.concat([predictions, *cohorts.values(), *([held_out] if held_out is not None else [])])
+    evaluated = evaluated.reset_index(drop=True)
     by_source = source_table(evaluated, n=n_bootstrap, seed=seed)
     by_source.to_csv(out.table("sources"), index=False)
     negatives = negative_sources(evaluated, n=n_bootstrap, seed=seed)
@@ -282,6 +327,7 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> R
         sources=source_summary(by_source, negatives),
         films_per_label=_films_per_label(predictions, classes),
         title=report_title(run_dir, config),
+        leave_out=leave_out_result(held_out, by_source, n_bootstrap, seed) if held_out is not None else None,
     )
     out.summary.write_text(json.dumps(results.to_json(), indent=2) + "\n")
 
@@ -293,8 +339,43 @@ def write_report(run_dir, out=None, n_bootstrap: int = 1000, seed: int = 0) -> R
         "called COVID-19 and the recall of its own label, 95% CIs over patients; " + worst_phrase(results.worst)
     ] = source_display(by_source)
     tables.update(_cohort_sections(cohort_results, cohort_tables))
+    if results.leave_out:
+        tables[
+            f"Held-out collection {results.leave_out.source}: no fold model trained or validated on its films; each "
+            "was predicted by the model of its own fold (95% CIs over patients)"
+        ] = source_display(pd.DataFrame(results.leave_out.rows, columns=by_source.columns))
     write_page(_report_page(run_dir, results, tables, ci, auc, figures), out.markdown, out.html)
     return results
+
+
+def leave_out_result(held: pd.DataFrame, by_source: pd.DataFrame, n: int = 1000, seed: int = 0) -> LeaveOutResult:
+    """The held-out collection's figures: its rows of the per-source table ``by_source`` (computed with the held
+    films among the evaluated ones, marked ``held out``) and its false COVID-19 rate over its films without
+    COVID-19."""
+    rows = by_source[by_source["held out"].astype(bool)]
+    covid = rows[rows["label"] == COVID]
+
+    def estimate(name: str) -> Estimate | None:
+        if covid.empty or pd.isna(covid[name].iloc[0]):
+            return None
+        row = covid.iloc[0]
+        return Estimate(float(row[name]), float(row[f"{name} low"]), float(row[f"{name} high"]))
+
+    negatives = negative_sources(held, n=n, seed=seed)
+    false_covid = (
+        Estimate(*(float(negatives[c].iloc[0]) for c in ("false covid", "false covid low", "false covid high")))
+        if len(negatives)
+        else None
+    )
+    return LeaveOutResult(
+        source=str(held["source"].iloc[0]) if len(held) else "",
+        n_images=int(len(held)),
+        n_patients=int(held["patient_id"].nunique()),
+        covid_recall=estimate("called covid"),
+        false_covid=false_covid,
+        auc=estimate(AUC),
+        rows=rows.astype(object).where(rows.notna(), None).to_dict("records"),
+    )
 
 
 @dataclass
@@ -363,8 +444,11 @@ def _cohort_results(cohorts, classes, trained_with, n_bootstrap: int, seed: int,
             rows, classes, n=n_bootstrap, seed=seed, trained_with=name in trained_with, title=title
         )
         table = false_covid_table(rows, n=n_bootstrap, seed=seed)
-        tables[name] = table if table is not None else pd.DataFrame()
-        tables[name].to_csv(out.table(f"{name}-false-covid"))
+        if table is not None or not (rows["label"] == COVID).any():
+            tables[name] = table if table is not None else pd.DataFrame()
+            tables[name].to_csv(out.table(f"{name}-false-covid"))
+        else:  # a cohort of COVID-19 films: its recall and AUC, as the per-source table gives them
+            tables[name] = source_display(source_table(rows, n=n_bootstrap, seed=seed))
     return results, tables
 
 
@@ -441,8 +525,9 @@ def _cohort_sections(results: dict[str, CohortResult], tables: dict[str, pd.Data
             else "films none of the models saw in training"
         )
         right = cohort.label_accuracy
+        what = "COVID-19 recall" if cohort.covid_recall else "false COVID-19 rate"
         sections[
-            f"Cohort {name}: {cohort.title}; {how}; false COVID-19 rate "
+            f"Cohort {name}: {cohort.title}; {how}; {what} "
             f"(own-label accuracy {right.value:.3f}, 95% CI {right.low:.3f}-{right.high:.3f})"
         ] = tables[name]
     return sections
@@ -455,9 +540,21 @@ def source_display(by_source: pd.DataFrame) -> pd.DataFrame:
         value, low, high = row[name], row[f"{name} low"], row[f"{name} high"]
         return "" if pd.isna(value) else f"{value:.1%} ({low:.1%}-{high:.1%})"
 
+    def ranked(row) -> str:
+        value = row.get(AUC)
+        if value is None or pd.isna(value):
+            return ""
+        return f"{value:.3f} ({row[f'{AUC} low']:.2f}-{row[f'{AUC} high']:.2f})"
+
     shown = by_source[["source", "label", "cohort", "images", "patients"]].copy()
+    if "held out" in by_source and by_source["held out"].astype(bool).any():
+        shown.insert(3, "held out", ["yes" if held else "" for held in by_source["held out"].astype(bool)])
     shown["called COVID-19 (95% CI)"] = [cell(row, "called covid") for _, row in by_source.iterrows()]
     shown["recall of own label (95% CI)"] = [cell(row, "recall") for _, row in by_source.iterrows()]
+    if AUC in by_source and by_source[AUC].notna().any():
+        shown[f"AUC of prob_covid vs {AUC.removeprefix('auc vs ')} films (95% CI)"] = [
+            ranked(row) for _, row in by_source.iterrows()
+        ]
     return shown.set_index("source")
 
 

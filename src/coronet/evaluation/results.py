@@ -101,8 +101,9 @@ class SourceResults:
 
 @dataclass(frozen=True)
 class CohortResult:
-    """An extra cohort's figures (films without COVID-19): ``false_covid_<label>``, ``false_covid_all`` and
-    ``label_accuracy``, each with its interval, and the films per label."""
+    """An extra cohort's figures: for its films without COVID-19 ``false_covid_<label>`` and ``false_covid_all``,
+    for its COVID-19 films (``radiography``) ``covid_recall``, and ``label_accuracy``, each with its interval, and
+    the films per label."""
 
     n_images: int
     n_patients: int
@@ -118,6 +119,11 @@ class CohortResult:
     @property
     def label_accuracy(self) -> Estimate:
         return self.figures["label_accuracy"]
+
+    @property
+    def covid_recall(self) -> Estimate | None:
+        """Its COVID-19 films called COVID-19 (None for a cohort without them)."""
+        return self.figures.get("covid_recall")
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"n_images": self.n_images, "n_patients": self.n_patients}
@@ -151,6 +157,53 @@ class CohortResult:
         )
 
 
+@dataclass(frozen=True)
+class LeaveOutResult:
+    """The collection a run left out (``leave_out``): no fold model trained or validated on its films, and each
+    was predicted by the model of its own fold. Its rows of the per-source table (plain records) and the
+    headline figures: its COVID-19 films' recall and AUC against the reference negatives, its other films'
+    false COVID-19 rate (None where it has no such films)."""
+
+    source: str
+    n_images: int
+    n_patients: int
+    covid_recall: Estimate | None
+    false_covid: Estimate | None
+    auc: Estimate | None
+    rows: list[dict]
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "n_images": self.n_images,
+            "n_patients": self.n_patients,
+            **{
+                name: figure.to_json() if figure else None
+                for name, figure in (("covid_recall", self.covid_recall), ("false_covid", self.false_covid))
+            },
+            "auc": self.auc.to_json() if self.auc else None,
+            "rows": self.rows,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping | None) -> LeaveOutResult | None:
+        if not data:
+            return None
+
+        def figure(name: str) -> Estimate | None:
+            return Estimate.from_json(data[name]) if data.get(name) else None
+
+        return cls(
+            str(data["source"]),
+            data["n_images"],
+            data["n_patients"],
+            figure("covid_recall"),
+            figure("false_covid"),
+            figure("auc"),
+            list(data.get("rows") or []),
+        )
+
+
 @dataclass
 class RunResults:
     """A run's report (``report/summary.json``): the headline figures with intervals, per-cohort and
@@ -173,6 +226,7 @@ class RunResults:
     sources: SourceResults | None = None
     films_per_label: dict[str, int] = field(default_factory=dict)  #: the Table I films evaluated, per label
     title: str = ""  #: the page's title (not written to summary.json)
+    leave_out: LeaveOutResult | None = None  #: the held-out collection's test, where the run left one out
 
     @property
     def adult(self) -> CohortResult | None:
@@ -210,6 +264,7 @@ class RunResults:
             "adult": adult.to_json() if adult else None,
             "sources": self.sources.to_json() if self.sources else None,
             "films_per_label": self.films_per_label,
+            "leave_out": self.leave_out.to_json() if self.leave_out else None,
         }
 
     @classmethod
@@ -236,6 +291,7 @@ class RunResults:
             sources=SourceResults.from_json(data.get("sources")),
             films_per_label=dict(data.get("films_per_label") or {}),
             title=str(data.get("title", "")),
+            leave_out=LeaveOutResult.from_json(data.get("leave_out")),
         )
 
 
@@ -321,6 +377,7 @@ __all__ = [
     "AuditResults",
     "CohortResult",
     "Estimate",
+    "LeaveOutResult",
     "RunResults",
     "SourceResults",
     "AuditTestResult",

@@ -7,13 +7,20 @@ each negative collection are called COVID-19, and how well each collection's fil
 
 Input is a predictions table (:func:`coronet.layout.read_predictions`) with a ``source`` column
 (tables without one count as one source, ``unknown``); extra cohorts' rows
-(:mod:`coronet.data.cohorts`) are ordinary rows here. Intervals are 95 % bootstrap intervals over
-patients (:mod:`coronet.evaluation.bootstrap`).
+(:mod:`coronet.data.cohorts`) are ordinary rows here, and so are a held-out collection's (a ``held_out``
+column marks them). Intervals are 95 % bootstrap intervals over patients
+(:mod:`coronet.evaluation.bootstrap`).
+
+Each positive collection's COVID-19 films are also ranked against one fixed set of negatives, the
+ieee8023 films without COVID-19 (:data:`REFERENCE_NEGATIVES`): the AUC of ``prob_covid``. ieee8023 is the
+one collection with films of both kinds, so a model that learnt its look ranks its own negatives high
+(AUC near 0.5 for ieee8023's positives) however well it separates collections.
 """
 
 from __future__ import annotations
 
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from ..data.cohorts import cohort_column
 from ..layout import classes_of, prob_column
@@ -22,11 +29,16 @@ from .bootstrap import bootstrap_cis
 from .metrics import COVID
 from .results import Estimate, SourceResults, WorstSource
 
+#: The source whose films without COVID-19 every collection's COVID-19 films are ranked against (the AUC column).
+REFERENCE_NEGATIVES = "cohen"
+#: The AUC column of :func:`source_table` (and its interval, `` low`` and `` high``).
+AUC = f"auc vs {REFERENCE_NEGATIVES} non-covid"
 #: Columns of :func:`source_table`.
 SOURCE_COLUMNS = [
     "source",
     "label",
     "cohort",
+    "held out",
     "images",
     "patients",
     "called covid",
@@ -35,6 +47,9 @@ SOURCE_COLUMNS = [
     "recall",
     "recall low",
     "recall high",
+    AUC,
+    f"{AUC} low",
+    f"{AUC} high",
 ]
 
 
@@ -73,19 +88,24 @@ def source_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -> pd.
 
     ``called covid``: the share called COVID-19 (for COVID-19 films, their recall); ``recall``: the
     share given a right answer for their own label (a partial label's allowed classes count as
-    right). Each with its 95 % interval over the cohort's patients. Rows are ordered by source,
-    COVID-19 first within a source.
+    right); for COVID-19 films, :data:`AUC`: the AUC of ``prob_covid`` between them and the
+    :data:`REFERENCE_NEGATIVES` films without COVID-19 among ``predictions`` (empty without such films).
+    Each with its 95 % interval over patients. ``held out``: the films are a collection the run left
+    out (rows with ``held_out`` true). Rows are ordered by source, COVID-19 first within a source.
     """
     classes = classes_of(predictions)
     table = predictions.assign(_source=_sources(predictions), _cohort=cohort_column(predictions))
+    reference = table[(table["_source"] == REFERENCE_NEGATIVES) & (table["label"] != COVID)]
     rows = []
     for (source, label), part in table.groupby(["_source", "label"], sort=True):
         cis = bootstrap_cis(part, {"covid": called_covid, "recall": _recall_of(label, classes)}, n=n, seed=seed)
+        auc = covid_auc(part, reference, n=n, seed=seed) if label == COVID else (float("nan"),) * 3
         rows.append(
             {
                 "source": source,
                 "label": label,
                 "cohort": ", ".join(sorted(set(part["_cohort"]))),
+                "held out": bool(part["held_out"].fillna(False).astype(bool).any()) if "held_out" in part else False,
                 "images": len(part),
                 "patients": int(part["patient_id"].nunique()),
                 "called covid": cis["covid"][0],
@@ -94,10 +114,27 @@ def source_table(predictions: pd.DataFrame, n: int = 1000, seed: int = 0) -> pd.
                 "recall": cis["recall"][0],
                 "recall low": cis["recall"][1],
                 "recall high": cis["recall"][2],
+                AUC: auc[0],
+                f"{AUC} low": auc[1],
+                f"{AUC} high": auc[2],
             }
         )
     frame = pd.DataFrame(rows, columns=SOURCE_COLUMNS)
     return frame.sort_values(["source", "label"], key=_covid_first, kind="stable").reset_index(drop=True)
+
+
+def covid_auc(positives: pd.DataFrame, negatives: pd.DataFrame, n: int = 1000, seed: int = 0) -> tuple:
+    """``(AUC, low, high)`` of ``prob_covid`` ranking ``positives`` above ``negatives``, its interval by bootstrap
+    over the patients of both; nan when either is empty or the table has no ``prob_covid``."""
+    if positives.empty or negatives.empty or prob_column(COVID) not in positives:
+        return (float("nan"),) * 3
+    both = pd.concat([positives.assign(_positive=True), negatives.assign(_positive=False)], ignore_index=True)
+
+    def auc(df: pd.DataFrame) -> float:
+        truth = df["_positive"].to_numpy(dtype=bool)
+        return float(roc_auc_score(truth, df[prob_column(COVID)])) if 0 < truth.sum() < len(truth) else float("nan")
+
+    return bootstrap_cis(both, {"auc": auc}, n=n, seed=seed)["auc"]
 
 
 def _covid_first(column: pd.Series) -> pd.Series:
@@ -168,9 +205,12 @@ def worst_phrase(worst: WorstSource | None, percent: bool = True) -> str:
 
 
 __all__ = [
+    "AUC",
+    "REFERENCE_NEGATIVES",
     "SOURCE_COLUMNS",
     "allowed_predictions",
     "called_covid",
+    "covid_auc",
     "negative_sources",
     "source_summary",
     "source_table",

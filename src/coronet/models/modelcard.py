@@ -146,11 +146,23 @@ def _per_source(card: dict) -> list[str]:
         if worst:
             lines += ["", f"Worst negative source: **{worst['source']}, {_pct(worst['rate'], worst.get('ci'))}**."]
     for name, test in (card.get("cohort_tests") or {}).items():
+        lines.append(f"- Cohort `{name}` ({test.get('data')}): {_cohort_figures(test)} (never trained on).")
+    held = card.get("leave_out_test")
+    if held:
         lines.append(
-            f"- Cohort `{name}` ({test.get('data')}): {_pct(test.get('false_covid_rate'))} of "
-            f"{test.get('films')} films called COVID-19 (never trained on)."
+            f"- Held-out collection `{held.get('source')}` (no fold model trained on it): {_cohort_figures(held)}."
         )
     return lines
+
+
+def _cohort_figures(test: dict) -> str:
+    """A cohort test's figures in words: its COVID-19 films' recall and its other films' false COVID-19 rate."""
+    parts = []
+    if test.get("covid_recall") is not None:
+        parts.append(f"COVID-19 recall {_pct(test['covid_recall'])}")
+    if test.get("false_covid_rate") is not None:
+        parts.append(f"{_pct(test['false_covid_rate'])} of its films without COVID-19 called COVID-19")
+    return "; ".join(parts or ["no figures"]) + f" ({test.get('films')} films)"
 
 
 def _audit(card: dict) -> list[str]:

@@ -149,6 +149,9 @@ def finetune(
     else:
         if task != "3class":
             raise ValueError("dataset-2 has 3 classes: use --task 3class with --data")
+        # dataset-2 is an experiment of its own (Table VI, its own folds): the 4-class run's held-out collection
+        # means nothing there, and its films that the 4-class models saw are set apart as overlap instead
+        config = config.with_overrides(leave_out=None)
         dataset_dir, manifest = _dataset2_rows(
             run, data, source, source_dataset, source_manifest.fold.nunique(), task, data_per_class
         )

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from ..data.augment import resize_batch
 from ..data.cohorts import ADULT, extra_rows
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
+from ..data.leaveout import held_out, not_trained_on
 from ..data.prepare import cache_size, load_cache
 from ..layout import (
     PROB_PREFIX,
@@ -382,11 +383,19 @@ def _fold_parts(
     names, masks = label_targets(config.classes, manifest.label)
     class_index = {name: k for k, name in enumerate(names)}
     cache = load_cache(dataset_dir, cache_size(dataset_dir, config.input_size))
-    train_rows = stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed)
-    val_rows = manifest[manifest.fold == fold]
+    train_rows = training_rows(manifest, fold, config)
+    val_rows = manifest[(manifest.fold == fold) & ~held_out(manifest, config.leave_out)]
     if train_rows.empty or (val_rows.empty and fold is not None):
         raise ValueError(f"fold {fold}: empty training or validation part (folds: {sorted(manifest.fold.unique())})")
     return cache, train_rows, val_rows, class_index, masks
+
+
+def training_rows(manifest: pd.DataFrame, fold: int | None, config: TrainConfig) -> pd.DataFrame:
+    """The rows fold ``fold``'s model trains on: the other folds' (every row for ``None``), without the films of
+    ``config.leave_out`` and those linked to them (:func:`coronet.data.leaveout.not_trained_on`), then
+    ``config.train_per_class`` of each label."""
+    part = manifest[(manifest.fold != fold) & ~not_trained_on(manifest, config.leave_out)]
+    return stratified_subset(part, config.train_per_class, config.seed)
 
 
 def _network_module(
@@ -722,6 +731,7 @@ def run_cv(
     if initial_model is None:
         check_training_config(config)
     manifest = load_manifest(dataset_dir, config.classes, manifest)
+    _log_leave_out(manifest, config.leave_out)
     all_folds = sorted(int(f) for f in manifest.fold.unique())
     folds = folds or all_folds
     missing = sorted(set(folds) - set(all_folds))
@@ -774,6 +784,24 @@ def run_cv(
     return combined
 
 
+def _log_leave_out(manifest: pd.DataFrame, source: str | None) -> None:
+    """Say what leaving ``source`` out takes from training (a ``ValueError`` when the data has none of it)."""
+    if source is None:
+        return
+    excluded, films = not_trained_on(manifest, source), held_out(manifest, source)
+    linked = int((excluded & ~films).sum())
+    logger.info(
+        f"leave out {source}: its {int(films.sum())} films are in no fold's training or validation"
+        + (
+            f"; {linked} films of other sources share a patient or duplicate chain with them and are not trained on"
+            if linked
+            else ""
+        )
+    )
+    for label in sorted(set(manifest.label) - set(manifest.label[~excluded])):
+        logger.warning(f"leave out {source}: no {label} film is left to train on")
+
+
 def global_rank() -> int:
     """This process's rank as the launcher (Lightning's DDP re-run, torchrun, SLURM) set it; 0 when alone."""
     from lightning.fabric.utilities.rank_zero import _get_rank
@@ -799,7 +827,7 @@ def _overall_bar(run: RunDir, manifest: pd.DataFrame, config: TrainConfig, folds
 
     total = done = 0
     for fold in folds:
-        images = len(stratified_subset(manifest[manifest.fold != fold], config.train_per_class, config.seed))
+        images = len(training_rows(manifest, fold, config))
         total += images * config.epochs
         epochs_done = config.epochs if fold in finished else len(_read_rows(run.fold(fold).metrics))
         done += images * min(epochs_done, config.epochs)

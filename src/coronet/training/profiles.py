@@ -98,6 +98,8 @@ class TrainConfig:
     #                              0 off, 1 every group weighs the same (ieee8023's few non-COVID films count)
     # -- data and loop
     train_per_class: int | None = None  # stratified subset of each fold's training part (quick runs)
+    leave_out: str | None = None  # a source (the manifest's `source`: cohen, radiography, actualmed ...) no fold
+    #                               trains or validates on; its films are tested apart (coronet.data.leaveout)
     val_every: int = 1  # validate every N epochs (the last epoch always)
     accelerator: str = "auto"
     devices: str = "1"  # Lightning devices: "1", "2", "auto", "0,1"
