@@ -49,3 +49,30 @@ def test_only_labels_with_two_sources_contribute():
 def test_the_reversal_weight_ramps_up_from_zero():
     assert ramp(0.0) == 0.0 and ramp(1.0) == pytest.approx(1.0, abs=1e-4)
     assert 0 < ramp(0.1) < ramp(0.3) < 1
+
+
+def test_bimcv_films_give_the_adversary_and_the_balance_a_second_source_of_covid(caplog):
+    """Until BIMCV's films, every COVID-19 film was ieee8023's: the adversary had nothing to contrast within
+    COVID-19. With them, covid is cohen vs radiography for both levers."""
+    import logging
+
+    import pandas as pd
+
+    from coronet.training.fit import adversary_sources
+    from coronet.training.module import group_weights
+
+    rows = pd.DataFrame(
+        {
+            "source": ["cohen", "cohen", "cohen", "radiography", "kaggle", "cohen"],
+            "label": ["covid", "covid", "covid", "covid", "bacterial", "bacterial"],
+        }
+    )
+    caplog.set_level(logging.INFO, logger="coronet")
+    codes, pairs = adversary_sources(rows, {"covid": 0, "normal": 1, "bacterial": 2, "viral": 3})
+    assert codes.tolist() == [0, 0, 0, 1, 2, 0]  # cohen, radiography, kaggle
+    assert pairs[0].tolist() == [True, True, False] and pairs[2].tolist() == [True, False, True]
+    assert not pairs[1].any() and not pairs[3].any()
+    assert "source adversary: covid from cohen, radiography; bacterial from cohen, kaggle" in caplog.text
+    weights = group_weights(list(zip(rows.source, rows.label)), 1.0)
+    # (radiography, covid) is a group of its own: its one film weighs as much as ieee8023's three together
+    assert weights[3] == pytest.approx(3 * weights[0])

@@ -6,7 +6,8 @@ film's source (``cohen``, ``kaggle``, ``ozturk``, ``actualmed`` ...), and since 
 correlated (every COVID-19 film is ieee8023's), the classifier is conditioned on the label (Li et
 al., ECCV 2018): one softmax over sources per label, and only labels with two or more sources in the
 training data contribute. Bacterial films from ieee8023 and from Kermany et al. teach the backbone
-to drop what tells the two collections apart; the COVID-19 label, with one source, is left alone,
+to drop what tells the two collections apart. The COVID-19 label contributes once a second collection
+of positives trains (``radiography``: BIMCV films beside ieee8023's); with one source it is left alone,
 so label information is not removed.
 """
 
