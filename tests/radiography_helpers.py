@@ -91,3 +91,24 @@ def synthetic_data(data: Path, kaggle: bool = False) -> Path:
             save(train / "PNEUMONIA" / f"person{k}_bacteria_{k}.jpeg", film(3000 + k, size=64))
             save(train / "PNEUMONIA" / f"person{100 + k}_virus_{k}.jpeg", film(4000 + k, size=64))
     return data
+
+
+def with_negatives(data: Path) -> Path:
+    """Add what ``--deconfound`` also needs: dataset-2's adult folders (four films each) and the source negatives
+    (two ieee8023 films of each kind, two Actualmed normals), in their own layouts."""
+    for folder, seed in (("Covid-19", 5000), ("No_findings", 6000), ("Pneumonia", 7000)):
+        for k in range(4):
+            save(data / "ozturk-dataset2" / folder / f"{seed // 1000:04d}{k:04d}_000.png", film(seed + k, size=64))
+    negatives = data / "source-negatives"
+    rows = []
+    for n, label in enumerate(("bacterial", "viral", "other")):
+        for k in range(2):
+            save(negatives / "cohen" / label / f"{label}-{k}.png", film(8000 + 10 * n + k, size=64))
+            rows.append({"filename": f"{label}/{label}-{k}.png", "patientid": f"9{n}{k}", "view": "PA"})
+    pd.DataFrame(rows).to_csv(negatives / "cohen" / "metadata.csv", index=False)
+    for k in range(2):
+        save(negatives / "actualmed" / "normal" / f"normal-{k}.png", film(9000 + k, size=64))
+    pd.DataFrame({"filename": [f"normal-{k}.png" for k in range(2)], "patientid": ["a0", "a1"]}).to_csv(
+        negatives / "actualmed" / "metadata.csv", index=False
+    )
+    return data

@@ -9,7 +9,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from coronet.cli import app
-from radiography_helpers import synthetic_data
+from radiography_helpers import synthetic_data, with_negatives
 
 
 def test_reproduce_with_the_bimcv_films_held_out(tmp_path):
@@ -36,3 +36,29 @@ def test_reproduce_with_the_bimcv_films_held_out(tmp_path):
     assert "leave-out" in json.loads((out / "timings.json").read_text())
     assert "Held-out collection radiography" in (out / "report.md").read_text()
     assert "4-class: held-out collection radiography (12 films no model trained on): COVID-19 recall" in result.output
+
+
+def test_a_bimcv_count_without_the_bimcv_films_is_a_one_line_error(tmp_path):
+    data = synthetic_data(tmp_path / "data", kaggle=True)
+    args = ["reproduce", "--profile", "tiny", "--data", str(data), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, [*args, "--radiography-count", "5"])
+    assert result.exit_code == 2 and "--radiography-count needs --radiography" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_deconfound_takes_the_bimcv_films_when_the_data_has_them_and_says_so(tmp_path):
+    data = with_negatives(synthetic_data(tmp_path / "data", kaggle=True))
+    out = tmp_path / "deconfound"
+    args = ["reproduce", "--profile", "tiny", "--data", str(data), "--out", str(out), "--folds", "2", "--epochs", "1"]
+    args += ["--deconfound", "--no-audit", "--no-dataset2", "--bootstrap", "20", "--no-progress"]
+    args += ["--set", "batch_size=64"]  # one batch: a last batch of one film would stop BatchNorm
+    args += ["--radiography-count", "8", *[f"--count={label}=6" for label in ("covid", "normal", "bacterial", "viral")]]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "deconfound: adult and source negatives, the BIMCV COVID-19 films of radiography/" in result.output
+    manifest = pd.read_csv(out / "dataset" / "manifest.csv")
+    assert set(manifest.cohort) == {"table1", "adult", "source", "radiography"}
+    assert 6 <= (manifest.cohort == "radiography").sum() <= 8  # 8 drawn, any copy of an ieee8023 film dropped
+    assert json.loads((out / "4class" / "config.json").read_text())["radiography"] is True
+    card = json.loads((out / "4class" / "fold-1" / "model" / "model.json").read_text())
+    assert card["training"]["extra_cohorts"]["radiography"] > 0

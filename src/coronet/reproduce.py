@@ -107,6 +107,8 @@ def reproduce(
         overrides = {**DECONFOUND, **overrides}
         bimcv = "the BIMCV COVID-19 films of radiography/" if radiography else f"no radiography/ under {data}"
         logger.info(f"deconfound: adult and source negatives, {bimcv}")
+    if radiography_count is not None and not radiography:
+        raise ValueError(f"--radiography-count needs --radiography (or --deconfound with radiography/ under {data})")
     config = get_profile(profile).with_overrides(**overrides)
     if profile not in FINETUNE_PROFILES:
         raise ValueError(f"profile {profile!r} has no fine-tuning settings; choose from {sorted(FINETUNE_PROFILES)}")
