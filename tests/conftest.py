@@ -11,6 +11,19 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("CORONET_DATA") or REPO.parent / "shared" / "data").resolve()
+#: The user's own coronet cache (where `make weights` puts Keras's ImageNet Xception), read before every test is
+#: given an empty one of its own: a test never depends on what this machine happens to have imported.
+USER_CACHE = Path(
+    os.environ.get("CORONET_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "coronet"
+)
+
+
+@pytest.fixture(autouse=True)
+def empty_coronet_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test sees an empty coronet cache (``$CORONET_CACHE``): ``--weights imagenet`` finds nothing imported."""
+    cache = tmp_path_factory.mktemp("coronet-cache")
+    monkeypatch.setenv("CORONET_CACHE", str(cache))
+    return cache
 
 
 @pytest.fixture(scope="session")

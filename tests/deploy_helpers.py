@@ -105,12 +105,26 @@ def dicom_without_pixels() -> bytes:
     return buffer.getvalue()
 
 
+def png_with_bad_crc() -> bytes:
+    """A small grey PNG whose image data chunk (IDAT) has a wrong CRC: its pixels still decode, as Pillow does not
+    check that CRC, but the file is damaged."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 40), dtype=np.uint8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"IDAT")
+    crc = at + 4 + struct.unpack(">I", data[at - 4 : at])[0]
+    data[crc] ^= 0xFF
+    return bytes(data)
+
+
 def bad_files() -> dict[str, tuple[str, bytes]]:
     """Name -> (file name, content) of files no reader should accept."""
     return {
         "zero bytes": ("empty.png", b""),
         "truncated JPEG": ("cut.jpg", jpeg_bytes()[:400]),
         "text renamed .png": ("notes.png", b"patient list, not an image\n" * 20),
+        "random bytes named .dcm": ("noise.dcm", np.random.default_rng(7).bytes(3000)),
+        "PNG with a bad CRC": ("damaged.png", png_with_bad_crc()),
         "20000x20000 PNG header": ("bomb.png", png_header_only(20000, 20000)),
         "DICOM without pixels": ("meta.dcm", dicom_without_pixels()),
     }

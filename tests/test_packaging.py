@@ -114,9 +114,11 @@ def test_every_import_of_the_tests_and_benchmarks_is_in_the_dev_extra():
 
 def test_dev_brings_every_other_extra_and_reproduce_needs_no_test_tool():
     assert extra_closure("dev") == set(PROJECT["optional-dependencies"])
-    assert not {"playwright", "pytest", "ruff", "mypy"} & set(requirements("", *extra_closure("dicom")))
+    run_extras = extra_closure("dicom") | extra_closure("weights")
+    assert not {"playwright", "pytest", "ruff", "mypy"} & set(requirements("", *run_extras))
     makefile = (ROOT / "Makefile").read_text()
-    assert "reproduce: setup-run" in makefile and "-e '.[dicom]'" in makefile and "-e '.[dev]'" in makefile
+    assert "reproduce: setup-run" in makefile and "-e '.[dicom,weights]'" in makefile and "-e '.[dev]'" in makefile
+    assert "weights: setup-run" in makefile  # `make weights` needs h5py only, not the test tools
 
 
 def test_constraints_pin_every_declared_package_inside_its_range():

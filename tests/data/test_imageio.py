@@ -17,7 +17,7 @@ from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 
-from coronet.data.imageio import ImageReadError, read_image, sniff_format
+from coronet.data.imageio import ImageReadError, UnrecognisedImage, read_image, sniff_format
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,6 +279,39 @@ def test_bad_input_raises_one_clear_error(tmp_path, case):
     assert expected in message
     assert err.path == str(path)
     assert message == f"{err.path}: {err.problem}"
+
+
+def _with_bad_crc(png: bytes, kind: bytes) -> bytes:
+    """``png`` with the CRC of its first ``kind`` chunk flipped."""
+    data = bytearray(png)
+    at = data.index(kind)
+    data[at + 4 + struct.unpack(">I", data[at - 4 : at])[0]] ^= 0xFF
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind", [b"IHDR", b"IDAT", b"IEND"])
+def test_a_png_whose_crc_fails_is_refused(kind):
+    """Pillow checks the CRCs of the chunks before the image data only; a damaged IDAT or IEND decoded silently."""
+    png = _encode(Image.fromarray(_rgb(24, 32)), "PNG")
+    assert read_image(png, name="good.png").shape == (24, 32)
+    with pytest.raises(ImageReadError) as info:
+        read_image(_with_bad_crc(png, kind), name="damaged.png")
+    assert not isinstance(info.value, UnrecognisedImage)  # an image, damaged: not "not an image"
+    problem = info.value.problem
+    at = png.index(kind) - 4
+    assert problem == f"corrupt PNG (CRC mismatch in the {kind.decode()} chunk at byte {at}: damaged file)"
+
+
+def test_bytes_that_are_no_image_raise_unrecognised_image_whatever_the_name():
+    noise = np.random.default_rng(5).bytes(3000)
+    for name in ("noise.dcm", "noise.png", "noise", "noise.dicom"):
+        with pytest.raises(UnrecognisedImage, match="not an image"):
+            read_image(noise, name=name)
+    with pytest.raises(ImageReadError) as info:  # a DICOM, damaged: not "unrecognised"
+        read_image(_dicom_bytes(_dicom(None)), name="meta_only.dcm")
+    assert not isinstance(info.value, UnrecognisedImage)
+    error = UnrecognisedImage("x.dcm")
+    assert pickle.loads(pickle.dumps(error)).problem == error.problem
 
 
 def test_bomb_message_reports_size_and_limit(tmp_path):

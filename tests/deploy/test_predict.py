@@ -87,6 +87,7 @@ def test_bad_files_fail_one_line_each_and_the_rest_are_predicted(predictor, film
     assert "0 bytes" in failures["empty.png"].problem and "truncated" in failures["cut.jpg"].problem
     assert "decompression bomb" in failures["bomb.png"].problem
     assert "no pixel data" in failures["meta.dcm"].problem and "not an image" in failures["notes.png"].problem
+    assert "not an image" in failures["noise.dcm"].problem and "CRC mismatch" in failures["damaged.png"].problem
     predictions = [r for r in results if isinstance(r, Prediction)]
     assert len(predictions) == 7 and all(abs(sum(p.probabilities) - 1) < 1e-5 for p in predictions)
 
@@ -214,7 +215,7 @@ def test_cli_predict_folder_table_csv_and_exit_status(tiny_model_dir, film_folde
     assert len(table) == 7
     for name, _ in bad_files().values():
         assert sum(line.startswith(str(film_folder / "sub" / name) + ": ") for line in lines) == 1
-    assert "7 predicted, 5 failed" in result.output
+    assert "7 predicted, 7 failed" in result.output
 
 
 def test_cli_predict_all_good_exits_zero_and_writes_json(tiny_model_dir, xray_paths, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,7 +23,13 @@ from PIL import Image
 
 from coronet.data.imageio import read_image
 from coronet.deploy.predict import Predictor
-from coronet.deploy.serve import GuardedH11Protocol, create_app, server_options
+from coronet.deploy.serve import (
+    GuardedH11Protocol,
+    create_app,
+    default_max_concurrency,
+    default_model_threads,
+    server_options,
+)
 from deploy_helpers import LiveServer, bad_files, jpeg_bytes
 
 LIMIT = 1024 * 1024  # the tests' upload cap: the shared films are well under it
@@ -118,6 +126,10 @@ def test_health_model_card_docs_and_page(client, predictor):
         "runtime_choice": {"requested": "torch", "record": None, "reason": "as requested"},
         "classes": list(predictor.classes),
         "max_upload_bytes": LIMIT,
+        "uploads_in_progress": 0,
+        "max_uploads": 64,
+        "predictions_in_progress": 0,
+        "max_concurrency": default_max_concurrency(default_model_threads()),
         "training_data": predictor.info["training_data"],
         "adult_false_covid_rate": None,
         "adult_test_films": None,
@@ -146,15 +158,44 @@ def test_bad_files_are_refused_cleanly(client, predictor, xray_paths, kind):
     response = upload(client, name, content, content_type="image/png")  # the declared type is not trusted
     assert 400 <= response.status_code < 500, response.text
     error = response.json()["error"]
-    expected = {
-        "zero bytes": "0 bytes",
-        "truncated JPEG": "truncated",
-        "text renamed .png": "not a PNG, JPEG or DICOM",
-        "20000x20000 PNG header": "decompression bomb",
-        "DICOM without pixels": "no pixel data",
+    status, expected = {
+        "zero bytes": (400, "0 bytes"),
+        "truncated JPEG": (422, "truncated"),
+        "text renamed .png": (415, "not a PNG, JPEG or DICOM"),
+        "random bytes named .dcm": (415, "not a PNG, JPEG or DICOM"),  # as any other bytes that are no image
+        "PNG with a bad CRC": (422, "corrupt PNG (CRC mismatch in the IDAT chunk"),
+        "20000x20000 PNG header": (422, "decompression bomb"),
+        "DICOM without pixels": (422, "no pixel data"),
     }[kind]
-    assert error.startswith(name + ": ") and expected in error
+    assert response.status_code == status and error.startswith(name + ": ") and expected in error
     assert_healthy(client, predictor, xray_paths[0])
+
+
+def test_bytes_that_are_no_image_get_415_whatever_their_name(client):
+    noise = np.random.default_rng(11).bytes(5000)
+    for name in ("noise.dcm", "noise.dicom", "noise.png", "noise.jpg", "noise"):
+        response = upload(client, name, noise)
+        assert response.status_code == 415, (name, response.text)
+        assert response.json()["error"] == (
+            f"{name}: not a PNG, JPEG or DICOM image (unrecognised content; the format is read from the bytes)"
+        )
+
+
+def test_multipart_parser_messages_go_through_the_service_log(client, caplog):
+    """python-multipart logs a warning beside the 400 for a malformed body: it reaches the log as one line of the
+    service's logger, not as a bare line of its own."""
+    with caplog.at_level(logging.INFO):
+        response = client.post(
+            "/v1/predict",
+            content=b"--x\r\nnot a header line\r\n\r\nabc\r\n--x--\r\n",
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
+    assert response.status_code == 400
+    parser = [r for r in caplog.records if "multipart parser" in r.getMessage()]
+    assert parser and all(r.name == "coronet.serve" for r in parser), caplog.records
+    assert all(r.getMessage().startswith("coronet serve: multipart parser: ") for r in parser)
+    assert all("\n" not in r.getMessage() and r.exc_info is None for r in parser)
+    assert not logging.getLogger("python_multipart").propagate  # nor on their own, past the service's prefix
 
 
 def test_requests_that_are_not_a_good_upload(client, predictor, xray_paths):
@@ -331,57 +372,125 @@ def test_load_200_requests_from_8_clients(live, predictor, xray_paths):
     assert httpx.get(live + "/v1/health").json()["status"] == "ok"
 
 
-def test_coronet_serve_command(tiny_model_dir, xray_paths, tmp_path):
-    """`coronet serve --model DIR --host 127.0.0.1 --port N`, as other tools start it."""
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"  # a file, not a pipe: nobody reads a pipe while the server runs, and a full one blocks
+        return probe.getsockname()[1]
+
+
+def _start_coronet_serve(log: Path, port: int, *arguments: str, code: str = "from coronet.cli import app; app()"):
+    """``coronet serve ARGUMENTS --port PORT`` as its own process, logging to ``log`` (a file, not a pipe: nobody
+    reads a pipe while the server runs, and a full one blocks); returns once /v1/health answers."""
     with open(log, "wb") as stderr:
         server = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from coronet.cli import app; app()",
-                "serve",
-                "--model",
-                str(tiny_model_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--max-concurrency",
-                "8",
-                "--max-pixels",
-                "20000000",
-            ],
+            [sys.executable, "-c", code, *arguments, "--host", "127.0.0.1", "--port", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
+    for _ in range(1200):  # up to two minutes for imports and the warm-up on a busy machine
+        if server.poll() is not None:
+            pytest.fail(f"coronet serve exited ({server.returncode}): {log.read_text(errors='replace')[-2000:]}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5)
+            return server
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.kill()
+    pytest.fail("coronet serve did not answer within two minutes")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.kill()
+        server.wait(30)
+
+
+def test_coronet_serve_command(tiny_model_dir, xray_paths, tmp_path):
+    """`coronet serve --model DIR --host 127.0.0.1 --port N`, as other tools start it, with its limits; SIGTERM
+    stops it with exit status 0 and one line in the log."""
+    port, log = _free_port(), tmp_path / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    options = ["--max-concurrency", "8", "--max-uploads", "5", "--max-pixels", "20000000"]
+    server = _start_coronet_serve(log, port, "serve", "--model", str(tiny_model_dir), *options)
     try:
-        health = None
-        for _ in range(1200):  # up to two minutes for imports and the warm-up on a busy machine
-            if server.poll() is not None:
-                pytest.fail(f"coronet serve exited ({server.returncode}): {log.read_text(errors='replace')[-2000:]}")
-            try:
-                health = httpx.get(url + "/v1/health", timeout=5).json()
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert health and health["status"] == "ok" and health["model"] == "coronet-test_resnet"
+        health = httpx.get(url + "/v1/health", timeout=30).json()
+        assert health["status"] == "ok" and health["model"] == "coronet-test_resnet"
+        assert (health["max_concurrency"], health["max_uploads"]) == (8, 5)
         film = xray_paths[3]
         response = httpx.post(url + "/v1/predict", files={"file": (film.name, film.read_bytes())}, timeout=60)
         assert response.status_code == 200 and response.json()["file"] == film.name
+        malformed = httpx.post(
+            url + "/v1/predict",
+            content=b"\x00\x90 not multipart",
+            headers={"content-type": "multipart/form-data; boundary=x"},
+            timeout=30,
+        )
+        assert malformed.status_code == 400
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0  # a graceful shutdown exits 0, not by the signal (-15 / 143)
+    finally:
+        _stop(server)
+    text = log.read_text(errors="replace")
+    # the library's log lines reach stderr through the command line's handler, each once
+    shutdown = "coronet serve: shutting down; requests in progress were finished (exit status 0)"
+    assert text.count(shutdown) == 1 and "Traceback" not in text, text[-2000:]
+    # the multipart parser's warning about the malformed body: through the service's logger, not bare
+    parser = [line for line in text.splitlines() if "Expected boundary character" in line]
+    assert parser == ["coronet serve: multipart parser: Expected boundary character 45, got 0 at index 2"], text
 
-        # SIGTERM while a prediction is in flight: the server stops accepting, finishes it, and exits 0.
+
+#: `coronet serve` whose predictions wait while the file named by the first argument exists (and say so by
+#: touching FILE.started), so that SIGTERM finds a prediction in flight.
+_HELD_SERVE = """
+import pathlib, sys, time
+from coronet.deploy.predict import Predictor
+
+hold, plain = pathlib.Path(sys.argv[1]), Predictor.probabilities
+
+def held(self, images):
+    if hold.exists():
+        hold.with_suffix(".started").touch()
+        for _ in range(600):
+            if not hold.exists():
+                break
+            time.sleep(0.1)
+    return plain(self, images)
+
+Predictor.probabilities = held
+from coronet.cli import app
+app(args=sys.argv[2:], prog_name="coronet")
+"""
+
+
+def test_sigterm_answers_a_stalled_upload_503_and_finishes_the_prediction_in_flight(
+    tiny_model_dir, xray_paths, tmp_path
+):
+    """SIGTERM with one upload stalled mid-body and one prediction in flight: the upload gets a JSON 503 at once
+    ("server shutting down"), the server stops accepting, the prediction is finished and answered 200, the log has
+    no traceback, and the exit status is 0."""
+    port, log, hold = _free_port(), tmp_path / "serve.log", tmp_path / "hold"
+    url = f"http://127.0.0.1:{port}"
+    server = _start_coronet_serve(log, port, str(hold), "serve", "--model", str(tiny_model_dir), code=_HELD_SERVE)
+    stalled = _stalled_upload(url)
+    try:
+        film = xray_paths[3]
         head, body = _multipart_request(film.name, film.read_bytes())
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
-            connection.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert _read_answer(connection)[0].startswith("HTTP/1.1 200")  # this connection is being served
-            connection.sendall(head + body[: len(body) // 2])  # the request is in progress, half its body in
-            time.sleep(1)
+        hold.touch()
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as predicting:
+            predicting.sendall(head + body)
+            for _ in range(600):
+                if hold.with_suffix(".started").exists():
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the prediction never started")
+            health = httpx.get(url + "/v1/health", timeout=30).json()
+            assert (health["uploads_in_progress"], health["predictions_in_progress"]) == (1, 1)
+
             server.send_signal(signal.SIGTERM)
+            status, answer = _read_answer(stalled)
+            assert status.startswith("HTTP/1.1 503"), (status, answer)
+            assert json.loads(answer) == {"error": "server shutting down: the upload was not complete; send it again"}
             for _ in range(300):  # the listening socket closes: the shutdown has begun
                 try:
                     httpx.get(url + "/v1/health", timeout=5)
@@ -390,20 +499,50 @@ def test_coronet_serve_command(tiny_model_dir, xray_paths, tmp_path):
                 time.sleep(0.1)
             else:
                 pytest.fail("still accepting connections 30 s after SIGTERM")
-            assert server.poll() is None  # still running: the request in progress holds the shutdown
-            connection.sendall(body[len(body) // 2 :])
-            status, answer = _read_answer(connection)
+            assert server.poll() is None  # the prediction in flight holds the shutdown
+            hold.unlink()
+            status, answer = _read_answer(predicting)
         assert status.startswith("HTTP/1.1 200"), (status, answer)
         assert json.loads(answer)["file"] == film.name
-        assert server.wait(30) == 0  # a graceful shutdown exits 0, not by the signal (-15 / 143)
+        assert server.wait(30) == 0
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(30)
+        stalled.close()
+        _stop(server)
     text = log.read_text(errors="replace")
-    # the library's log lines reach stderr through the command line's handler, each once
-    shutdown = "coronet serve: shutting down; requests in progress were finished (exit status 0)"
-    assert text.count(shutdown) == 1, text[-2000:]
+    assert "Traceback" not in text and "CancelledError" not in text, text[-3000:]
+    assert text.count("coronet serve: shutting down; requests in progress were finished (exit status 0)") == 1
+
+
+def test_predict_and_serve_share_one_pixel_limit(client, tiny_model_dir, tmp_path):
+    """A 7000 x 7000 16-bit PNG (49 million pixels: under Pillow's 89.5 million, over the shared 40 million) is
+    refused by both, in the same words; both --helps state the one default, and the command line's defaults are
+    the library's."""
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from coronet.cli import app
+    from coronet.cli.deploy import serve as serve_command
+    from coronet.data.imageio import DEFAULT_MAX_PIXELS
+    from coronet.deploy.serve import DEFAULT_MAX_UPLOADS, DEFAULT_UPLOAD_TIMEOUT
+
+    big = tmp_path / "big16.png"
+    Image.new("I;16", (7000, 7000)).save(big)
+    problem = "image too large (49000000 pixels, limit 40000000): possible decompression bomb"
+    assert upload(client, big.name, big.read_bytes()).json() == {"error": f"{big.name}: {problem}"}
+    result = CliRunner().invoke(app, ["predict", str(big), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 1 and f"{big}: {problem}" in result.output.splitlines(), result.output
+    assert DEFAULT_MAX_PIXELS == 40_000_000
+    for command in ("predict", "serve"):
+        shown = CliRunner().invoke(app, [command, "--help"]).output
+        text = " ".join(shown.replace("\u2502", " ").split())  # rich's box sides between wrapped lines
+        assert f"the same default for coronet predict and coronet serve ({DEFAULT_MAX_PIXELS})" in text, text
+    defaults = {name: p.default for name, p in inspect.signature(serve_command).parameters.items()}
+    assert (defaults["max_pixels"], defaults["max_uploads"], defaults["upload_timeout"]) == (
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_MAX_UPLOADS,
+        DEFAULT_UPLOAD_TIMEOUT,
+    )
 
 
 def _multipart_request(name: str, content: bytes) -> tuple[bytes, bytes]:
@@ -462,6 +601,7 @@ def test_coronet_serve_refuses_a_bad_model_dir_and_bad_limits(tmp_path, tiny_mod
         ("--max-upload-mb", "0"),
         ("--max-upload-mb", "0.5"),
         ("--max-concurrency", "0"),
+        ("--max-uploads", "0"),
         ("--model-threads", "0"),
     ):
         result = CliRunner().invoke(app, ["serve", "--model", str(tiny_model_dir), option, value])
@@ -484,14 +624,14 @@ def test_serve_sets_the_concurrency_limit_and_shares_the_cpus(tiny_model_dir, mo
     try:
         serve_module.serve(tiny_model_dir, model_threads=4)
         assert torch.get_num_threads() == 2
-        serve_module.serve(tiny_model_dir, model_threads=3, max_concurrency=5)
+        serve_module.serve(tiny_model_dir, model_threads=3, max_concurrency=5, max_uploads=10)
         assert torch.get_num_threads() == 2  # 8 // 3
         serve_module.serve(tiny_model_dir)  # default: 8 model threads on 8 CPUs
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    # uvicorn's connection cap stands behind the prediction slots: four times their number plus 32
-    assert [c.limit_concurrency for c in calls] == [4 * (4 * 4 + 8) + 32, 4 * 5 + 32, 4 * (4 * 8 + 8) + 32]
+    # uvicorn's connection cap stands behind the upload and prediction slots: their numbers plus 32
+    assert [c.limit_concurrency for c in calls] == [64 + (4 * 4 + 8) + 32, 10 + 5 + 32, 64 + (4 * 8 + 8) + 32]
     # the guarded protocol, with the upload timeout as the deadline for a request's headers
     assert all(issubclass(c.http, GuardedH11Protocol) and c.http.header_timeout == 30 for c in calls)
     assert all(c.timeout_graceful_shutdown == 5 for c in calls)
@@ -552,7 +692,7 @@ def test_a_flood_of_idle_connections_cannot_lock_out_health(predictor):
     """100 connections that send nothing or unfinished headers, against a cap of 64 open connections: /v1/health
     still answers 200 (uvicorn alone answers 503 once ~64 are open), and the server closes the idle connections
     beyond the cap, the oldest first, those with part of a request answered 503 first."""
-    options = server_options(8, upload_timeout=30)
+    options = server_options(8, upload_timeout=30, max_uploads=24)
     assert options["limit_concurrency"] == 64
     with LiveServer(create_app(predictor=predictor, max_upload_bytes=LIMIT, warm_up=False), **options) as url:
         flood = []
@@ -666,36 +806,137 @@ def _stalled_upload(url: str) -> socket.socket:
     return client
 
 
-def test_stalled_uploads_time_out_and_health_still_answers(predictor):
-    """15 stalled uploads fill every prediction slot: health answers, a 16th prediction gets a JSON 503, and
-    the stalled ones are refused (408) once the upload timeout passes, freeing the slots."""
-    app = create_app(predictor=predictor, max_upload_bytes=LIMIT, max_concurrency=15, upload_timeout=1.5, warm_up=False)
-    with LiveServer(app, **server_options(15, upload_timeout=1.5)) as url:
-        stalled = [_stalled_upload(url) for _ in range(15)]
+def _health_once(url: str, key: str, value) -> dict:
+    """/v1/health once its ``key`` says ``value`` (the server reads a new connection's request when its event loop
+    gets to it: on a busy machine that can take a moment)."""
+    for _ in range(200):
+        health = httpx.get(url + "/v1/health", timeout=10).json()
+        if health[key] == value:
+            return health
+        time.sleep(0.05)
+    pytest.fail(f"/v1/health never said {key} = {value}: {health}")
+
+
+def _answers_until_closed(clients: list[socket.socket]) -> list[str]:
+    answers = []
+    for client in clients:
+        client.settimeout(20)
+        answer = b""
+        while chunk := client.recv(4096):  # the server closes the connection after its answer
+            answer += chunk
+        answers.append(answer.decode("latin-1"))
+    return answers
+
+
+def test_stalled_uploads_hold_no_prediction_slot(predictor, xray_paths):
+    """Two prediction slots and six uploads stalled mid-body: the uploads hold upload slots only, so a good film is
+    predicted (200) while they wait, and they are still waiting afterwards."""
+    app = create_app(predictor=predictor, max_upload_bytes=LIMIT, max_concurrency=2, max_uploads=8, warm_up=False)
+    with LiveServer(app, **server_options(2, max_uploads=8)) as url:
+        stalled = [_stalled_upload(url) for _ in range(6)]
         try:
-            health = httpx.get(url + "/v1/health", timeout=10)
-            assert health.status_code == 200 and health.json()["status"] == "ok"
-            # the stalled uploads take their slots as soon as the server has read their headers: on a busy
-            # machine that can take a moment, so ask until the answer is "busy" (bounded)
-            for _ in range(20):
-                busy = httpx.post(url + "/v1/predict", files={"file": ("x.png", b"\x89PNG")}, timeout=10)
-                if busy.status_code == 503:
-                    break
-                time.sleep(0.05)
-            assert busy.status_code == 503 and "server busy" in busy.json()["error"]
-            answers = []
-            for client in stalled:
-                client.settimeout(20)
-                answer = b""
-                while chunk := client.recv(4096):  # the server closes the connection after its answer
-                    answer += chunk
-                answers.append(answer.decode("latin-1"))
-            assert all(a.startswith("HTTP/1.1 408") and "upload stalled" in a for a in answers), answers[:3]
+            health = _health_once(url, "uploads_in_progress", 6)
+            assert health["predictions_in_progress"] == 0 and health["max_concurrency"] == 2
+            film = xray_paths[0]
+            response = httpx.post(url + "/v1/predict", files={"file": (film.name, film.read_bytes())}, timeout=60)
+            assert response.status_code == 200, response.text
+            assert response.json()["file"] == film.name
+            assert httpx.get(url + "/v1/health", timeout=10).json()["uploads_in_progress"] == 6
+            assert all(_closed_by_server(client) is None for client in stalled)  # still open, still waiting
         finally:
             for client in stalled:
                 client.close()
-        after = httpx.post(url + "/v1/predict", files={"file": ("x.png", b"not an image")}, timeout=10)
-        assert after.status_code == 415  # a slot is free again: the request is looked at
+
+
+def test_uploads_past_max_uploads_get_503_and_stalled_ones_time_out(predictor, xray_paths):
+    """--max-uploads 3: three stalled uploads fill it, and a fourth upload gets a JSON 503 with Retry-After while
+    health answers; the stalled ones get their 408 at the upload timeout (3 s here), and uploads are taken again."""
+    app = create_app(predictor=predictor, max_upload_bytes=LIMIT, max_uploads=3, upload_timeout=3, warm_up=False)
+    film = (xray_paths[0].name, xray_paths[0].read_bytes())
+    with LiveServer(app, **server_options(16, upload_timeout=3, max_uploads=3)) as url:
+        stalled = [_stalled_upload(url) for _ in range(3)]
+        try:
+            assert _health_once(url, "uploads_in_progress", 3)["max_uploads"] == 3
+            fourth = httpx.post(url + "/v1/predict", files={"file": film}, timeout=10)
+            assert fourth.status_code == 503 and fourth.headers["retry-after"] == "1"
+            assert fourth.headers["content-type"] == "application/json"
+            assert fourth.json() == {"error": "server busy: 3 uploads being received (limit 3); try again shortly"}
+            answers = _answers_until_closed(stalled)
+            assert all(a.startswith("HTTP/1.1 408") and "upload stalled: no data for 3 s" in a for a in answers)
+        finally:
+            for client in stalled:
+                client.close()
+        after = httpx.post(url + "/v1/predict", files={"file": film}, timeout=60)
+        assert after.status_code == 200, after.text
+        assert httpx.get(url + "/v1/health", timeout=10).json()["uploads_in_progress"] == 0
+
+
+class _HeldPredictor(Predictor):
+    """A Predictor whose predictions, once ``hold`` is set, wait until the test releases them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hold, self.held, self.release = threading.Event(), threading.Event(), threading.Event()
+
+    def probabilities(self, images):
+        if self.hold.is_set():
+            self.held.set()
+            assert self.release.wait(60)
+        return super().probabilities(images)
+
+
+def test_full_prediction_slots_answer_503_at_once(tiny_model_dir, xray_paths):
+    """One prediction slot, taken by a prediction in progress: the next film is answered with a JSON 503 at once
+    (not queued behind it), and the first is answered 200 once it finishes."""
+    held = _HeldPredictor(tiny_model_dir)
+    film = (xray_paths[1].name, xray_paths[1].read_bytes())
+    app = create_app(predictor=held, max_upload_bytes=LIMIT, model_threads=2, max_concurrency=1, warm_up=False)
+    with LiveServer(app) as url, ThreadPoolExecutor(1) as pool:
+        held.hold.set()
+        first = pool.submit(httpx.post, url + "/v1/predict", files={"file": film}, timeout=120)
+        try:
+            assert held.held.wait(60)
+            health = httpx.get(url + "/v1/health", timeout=10).json()
+            assert health["predictions_in_progress"] == 1 and health["uploads_in_progress"] == 0
+            busy = httpx.post(url + "/v1/predict", files={"file": film}, timeout=30)
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert busy.json() == {"error": "server busy: 1 predictions in progress (limit 1); try again shortly"}
+        finally:
+            held.release.set()
+        assert first.result().status_code == 200 and first.result().json()["file"] == film[0]
+
+
+def test_a_request_cancelled_at_the_end_of_the_grace_period_gets_a_json_503():
+    """uvicorn cancels what still runs when the shutdown's grace period ends; the request is answered 503 in JSON
+    and the cancellation ends there, instead of uvicorn's plain 500 and a traceback in the log."""
+    import asyncio
+
+    from coronet.deploy.serve.app import RequestsInFlight
+
+    counts = {"in_progress": 0, "cancelled": 0}
+    sent: list[dict] = []
+
+    async def never_done(scope, receive, send):
+        await asyncio.sleep(60)
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    async def cancel_midway():
+        scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": []}
+        task = asyncio.create_task(RequestsInFlight(never_done, counts)(scope, receive, send))
+        await asyncio.sleep(0.05)
+        assert counts["in_progress"] == 1
+        task.cancel()
+        await task  # returns: no CancelledError for uvicorn to log
+
+    asyncio.run(cancel_midway())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"])["error"].startswith("server shutting down")
+    assert counts == {"in_progress": 0, "cancelled": 1}
 
 
 def test_the_worst_source_false_covid_rate_decides_the_warning(tiny_model_dir):

@@ -9,13 +9,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from PIL import Image
 
+from ..data.imageio import DEFAULT_MAX_PIXELS
 from ._app import ModelOption, Runtime, RuntimeOption, app, fail, value
 
 #: Lists at least this long get a progress bar (on a terminal).
 PROGRESS_FROM = 50
 #: Images per predicted class in the --cam grid (the paper's Fig. 8 shows a few per class).
 GRID_PER_CLASS = 4
+#: predict's and serve's --max-pixels: one limit, one text, so that a film one accepts the other does too.
+MAX_PIXELS_HELP = (
+    "Largest accepted image, in pixels (width x height), checked from the header before decoding; the same default "
+    f"for coronet predict and coronet serve ({DEFAULT_MAX_PIXELS}), never above Pillow's limit "
+    f"({Image.MAX_IMAGE_PIXELS})."
+)
 
 
 @app.command("predict")
@@ -35,6 +43,7 @@ def predict(
             "--verbose", "-v", help="Also report what the decoder warned about in files that were read (one line each)."
         ),
     ] = False,
+    max_pixels: Annotated[int, typer.Option(min=1, help=MAX_PIXELS_HELP)] = DEFAULT_MAX_PIXELS,
 ):
     """Classify chest X-rays: a table of file, predicted class and class probabilities.
 
@@ -63,7 +72,9 @@ def predict(
             fail(f"{cam}: cannot create the --cam folder ({error.strerror or error})")
 
     overlays = _CamWriter(cam) if cam is not None else None
-    predictions, failures = _print_predictions(predictor, files, empty, batch_size, overlays, progress, verbose)
+    predictions, failures = _print_predictions(
+        predictor, files, empty, batch_size, overlays, progress, verbose, max_pixels
+    )
     if out is not None:
         from ..deploy.predict import write_results
 
@@ -86,7 +97,9 @@ def predict(
         raise typer.Exit(1)
 
 
-def _print_predictions(predictor, files, empty, batch_size: int, overlays, progress: bool, verbose: bool):
+def _print_predictions(
+    predictor, files, empty, batch_size: int, overlays, progress: bool, verbose: bool, max_pixels: int
+):
     """Predict ``files``; print a table line per film (stdout) and a line per failure (stderr) as they come,
     under a progress bar on a terminal. Returns (predictions without their arrays, failures)."""
     from tqdm import tqdm
@@ -100,7 +113,9 @@ def _print_predictions(predictor, files, empty, batch_size: int, overlays, progr
         typer.echo(str(failure), err=True)
     show_bar = progress and len(files) >= PROGRESS_FROM and sys.stderr.isatty()  # no bar redraws in logs
     bar = tqdm(total=len(files), unit="image", disable=not show_bar, file=sys.stderr)
-    for result in predictor.predict_files(files, batch_size=batch_size, cam=overlays is not None):
+    for result in predictor.predict_files(
+        files, batch_size=batch_size, cam=overlays is not None, max_pixels=max_pixels
+    ):
         if isinstance(result, Failure):
             failures.append(result)
             bar.write(str(result), file=sys.stderr)
@@ -297,9 +312,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     runtime: RuntimeOption = Runtime.auto,
     max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest accepted upload, in MiB (at least 1).")] = 32,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Largest accepted image, in pixels (width x height), checked before decoding.")
-    ] = 40_000_000,
+    max_pixels: Annotated[int, typer.Option(min=1, help=MAX_PIXELS_HELP)] = DEFAULT_MAX_PIXELS,
     model_threads: Annotated[
         Optional[int], typer.Option(min=1, help="Concurrent model computations (default: CPUs, 2 to 8).")
     ] = None,
@@ -307,10 +320,18 @@ def serve(
         Optional[int],
         typer.Option(
             min=1,
-            help="Prediction requests in progress at most; beyond it new ones get a JSON 503 at once "
-            "(default: 4 x model threads + 8). /v1/health and the page are not counted.",
+            help="Predictions in progress at most, each from its decoded film to its answer (an upload still "
+            "arriving holds none); beyond it new ones get a JSON 503 at once (default: 4 x model threads + 8). "
+            "/v1/health and the page are not counted.",
         ),
     ] = None,
+    max_uploads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Uploads being received (and decoded) at most; beyond it new ones get a JSON 503 at once.",
+        ),
+    ] = 64,
     upload_timeout: Annotated[
         float,
         typer.Option(
@@ -322,7 +343,8 @@ def serve(
 ):
     """Serve the model: JSON API (/v1/predict, /v1/health, /v1/model, /docs) and a web page at /.
 
-    Stops on SIGTERM or Ctrl-C: the requests in progress are finished (up to 5 s), then exit status 0.
+    Stops on SIGTERM or Ctrl-C: uploads still arriving get a JSON 503, the predictions in progress are finished (up
+    to 5 s), then exit status 0.
     """
     from ..deploy.serve import serve as run_server
     from ..models.modeldir import ModelLoadError
@@ -337,6 +359,7 @@ def serve(
             max_pixels=max_pixels,
             model_threads=model_threads,
             max_concurrency=max_concurrency,
+            max_uploads=max_uploads,
             upload_timeout=upload_timeout,
         )
     except (ModelLoadError, ValueError) as error:

@@ -263,9 +263,9 @@ def reproduce(
     profile: Annotated[
         Profile,
         typer.Option(
-            help="fast (a working CoroNet from scratch on a CPU), paper (the paper's "
-            "protocol, ImageNet weights), quick (a few minutes' pipeline check) "
-            "or tiny (tests)."
+            help="fast (a working CoroNet from scratch on a CPU), imagenet (fine-tuned from Keras's ImageNet "
+            "Xception on a CPU; `make weights` first), paper (the paper's protocol, ImageNet weights), quick "
+            "(a few minutes' pipeline check) or tiny (tests)."
         ),
     ] = Profile.fast,
     data: DataOption = None,

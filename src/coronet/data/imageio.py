@@ -15,7 +15,10 @@ ends in ``.dcm`` / ``.dicom``.
 
 Raster formats (PNG, JPEG, GIF, BMP, TIFF, WebP) are decoded by Pillow, with
 its decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) left in force and
-its warning tier escalated to an error.  EXIF orientation is applied.
+its warning tier escalated to an error.  EXIF orientation is applied.  Every
+PNG chunk's CRC is checked before decoding: Pillow checks those before the
+image data only, so a film damaged in its pixels' chunks would be decoded,
+wrong, without a word.
 Grayscale conversion:
 
 * ``L`` is returned exactly as decoded, so results equal Pillow's
@@ -41,7 +44,10 @@ Colour DICOM (RGB, YBR, PALETTE COLOR) is converted to RGB and then to luma.
 Every unreadable input -- missing, empty, unrecognised, truncated, corrupt,
 too large, compressed with a codec that is not installed -- raises
 :class:`ImageReadError` with a one-line message; no other exception type
-escapes for bad input.
+escapes for bad input. Bytes that are no image at all (no format's magic
+bytes, and no DICOM pixel data when the name says DICOM) raise its subclass
+:class:`UnrecognisedImage`, so that a caller can tell "not an image" from "a
+damaged image".
 
 Decoder warnings (Pillow's "Corrupt EXIF data" or "Tag data larger than file",
 pydicom's "check that the transfer syntax has been set correctly", ...) never
@@ -63,6 +69,7 @@ import re
 import stat
 import threading
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -72,7 +79,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import CoronetError
 
-__all__ = ["ImageReadError", "read_image", "sniff_format"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageReadError", "UnrecognisedImage", "read_image", "sniff_format"]
+
+#: The pixel limit of a film to predict, shared by ``coronet predict`` and ``coronet serve`` (their
+#: ``--max-pixels``). A large CR/DX film is ~4300 x 3500 (15 million pixels); a 16-bit one takes several bytes per
+#: pixel while it is decoded. Reading for a dataset keeps Pillow's ``MAX_IMAGE_PIXELS`` (89.5 million) alone.
+DEFAULT_MAX_PIXELS = 40_000_000
 
 #: Extensions under which a DICOM file without preamble is still accepted.
 _DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -111,6 +123,14 @@ class ImageReadError(CoronetError, ValueError):
 
     def __str__(self) -> str:
         return f"{_one_line(self.path)}: {_one_line(self.problem)}"
+
+
+class UnrecognisedImage(ImageReadError):
+    """Bytes that are no image of any format the reader knows (``problem``: "not an image (unrecognised
+    format)")."""
+
+    def __init__(self, path: str, problem: str = "not an image (unrecognised format)") -> None:
+        super().__init__(path, problem)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -178,7 +198,7 @@ def read_image(
         except ImageReadError as error:
             if not caught:
                 raise
-            raise ImageReadError(label, f"{error.problem}; {_warned(caught)}") from error.__cause__
+            raise type(error)(label, f"{error.problem}; {_warned(caught)}") from error.__cause__
     if caught:
         log.debug("%s: %s", label, _warned(caught))
         if warned is not None:
@@ -194,7 +214,7 @@ def _decode(data: bytes, label: str, max_pixels: int | None) -> np.ndarray:
         return _decode_pillow(data, label, fmt, max_pixels)
     if label.lower().endswith(_DICOM_SUFFIXES):
         return _decode_dicom(data, label, force=True, max_pixels=max_pixels)
-    raise ImageReadError(label, "not an image (unrecognised format)")
+    raise UnrecognisedImage(label)
 
 
 # --------------------------------------------------------------------------
@@ -379,6 +399,8 @@ def _to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None)
 
 def _decode_pillow(data: bytes, label: str, fmt: str, max_pixels: int | None = None) -> np.ndarray:
     plugin = _PILLOW_FORMATS[fmt]
+    if fmt == "png":
+        _check_png_checksums(data, label)
     try:
         # (read_image has made Pillow's bomb warning an error, see _decoder_warnings.)
         # `formats` pins the plugin we sniffed, so content that merely
@@ -408,6 +430,25 @@ def _decode_pillow(data: bytes, label: str, fmt: str, max_pixels: int | None = N
             problem = f"corrupt {plugin} ({type(exc).__name__}: {_detail(exc)})"
         # Chained so a traceback still shows the decoder's own error.
         raise ImageReadError(label, problem) from exc
+
+
+def _check_png_checksums(data: bytes, label: str) -> None:
+    """Raise ImageReadError at the first chunk whose CRC does not match its bytes (a damaged file).
+
+    A chunk that runs past the end of the data stops the walk: truncation is the decoder's to report.
+    """
+    view, pos = memoryview(data), 8
+    while pos + 12 <= len(data):
+        end = pos + 8 + int.from_bytes(view[pos : pos + 4], "big")
+        if end + 4 > len(data):
+            return
+        kind = bytes(view[pos + 4 : pos + 8])
+        if zlib.crc32(view[pos + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
+            name = "".join(chr(c) if chr(c).isalnum() else "?" for c in kind)
+            raise ImageReadError(label, f"corrupt PNG (CRC mismatch in the {name} chunk at byte {pos}: damaged file)")
+        if kind == b"IEND":
+            return
+        pos = end + 4
 
 
 def _pillow_to_gray(img: Image.Image, label: str) -> np.ndarray:
@@ -468,7 +509,7 @@ def _dicom_to_gray(data: bytes, label: str, force: bool, max_pixels: int | None 
         # A forced parse "succeeds" on almost any bytes, so without pixel data
         # there is no evidence that a preamble-less file was DICOM at all.
         if force:
-            raise ImageReadError(label, "not an image (unrecognised format)")
+            raise UnrecognisedImage(label)
         raise ImageReadError(label, "DICOM has no pixel data")
 
     if "TransferSyntaxUID" not in ds.file_meta:

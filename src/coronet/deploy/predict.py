@@ -371,9 +371,18 @@ class Predictor:
     # ------------------------------------------------------------------- files
 
     def predict_files(
-        self, paths: Iterable[str | os.PathLike], *, batch_size: int = 16, cam: bool = False
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        batch_size: int = 16,
+        cam: bool = False,
+        max_pixels: int | None = None,
     ) -> Iterator[Prediction | Failure]:
         """One :class:`Prediction` or :class:`Failure` per path, in order, ``batch_size`` films per forward pass.
+
+        ``max_pixels`` lowers the reader's pixel limit (``coronet predict`` passes its ``--max-pixels``, by
+        default :data:`coronet.data.imageio.DEFAULT_MAX_PIXELS`, as ``coronet serve`` does); None: Pillow's
+        ``MAX_IMAGE_PIXELS`` alone.
 
         With ``cam``, each prediction also carries its decoded film and the Grad-CAM heat map
         of its predicted class: full-size arrays, so a caller that keeps many results should
@@ -387,7 +396,9 @@ class Predictor:
             label = os.fspath(path)
             warned: list[str] = []
             try:
-                pending.append((label, read_image(path, name=label, warned=warned), tuple(warned)))
+                pending.append(
+                    (label, read_image(path, name=label, max_pixels=max_pixels, warned=warned), tuple(warned))
+                )
                 loaded += 1
             except ImageReadError as error:
                 pending.append((label, error.problem, ()))

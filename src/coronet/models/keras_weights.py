@@ -369,7 +369,8 @@ def import_keras(source: str | os.PathLike, out: str | os.PathLike) -> dict:
     save_file(
         {k: v.contiguous() for k, v in sorted(imported.state_dict.items())},
         str(partial),
-        metadata={"format": "pt", "backbone": "keras_xception", "source": "keras"},
+        # one metadata entry: safetensors writes several in hash order, and the same source must give the same bytes
+        metadata={"format": "pt"},
     )
     os.replace(partial, out)
     card = {

@@ -178,7 +178,7 @@ def _closing(card: dict) -> list[str]:
         "- Each label of the paper's data comes from one collection: accuracy on it measures source and age as "
         "much as disease (see the per-source rates above and the run's audit).",
         "- Small test sets: read the intervals, not only the point estimates.",
-        "- Trained from scratch on about a thousand films; the paper started from ImageNet weights.",
+        _start_line(card),
         "",
         "## How to use",
         "",
@@ -192,6 +192,18 @@ def _closing(card: dict) -> list[str]:
         f"The model reproduces {PAPER}.",
         "",
     ]
+
+
+def _start_line(card: dict) -> str:
+    """What the network started from (the card's ``training.initial_weights``)."""
+    training = card.get("training") or {}
+    initial = training.get("initial_weights") or "none"
+    if initial == "none":
+        return "- Trained from scratch on a few thousand films at most; the paper started from ImageNet weights."
+    if initial == "imagenet":
+        source = training.get("initial_weights_source") or "ImageNet"
+        return f"- Fine-tuned from ImageNet weights ({source}), as the paper was."
+    return f"- Started from the weights in `{initial}`."
 
 
 def write(card: dict, directory: str | os.PathLike) -> Path:

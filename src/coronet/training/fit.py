@@ -48,7 +48,7 @@ from ..layout import (
     predictions_table,
 )
 from ..models.coronet import CoroNet, count_parameters, create_backbone, set_trainable
-from ..models.imagenet import imagenet_provenance
+from ..models.imagenet import imagenet_provenance, imported_weights
 from ..models.modeldir import save_model_dir
 from ..tasks import label_targets
 from .adversary import source_pairs
@@ -170,6 +170,8 @@ def _check_backbone(backbone: str, weights: str) -> None:
             f"unknown backbone {backbone!r}: not a timm model name (e.g. legacy_xception, resnet50, "
             "densenet121; timm.list_models() lists them)"
         )
+    if weights == "imagenet" and imported_weights(backbone) is not None:
+        return  # offline and checked: no need to build the network twice
     if weights not in ("none", "", None):
         create_backbone(backbone, weights)  # raises WeightsError with what to do instead
 
