@@ -1,10 +1,10 @@
 # The two entry points the README opens with:
-#   make reproduce   set up .venv and run the main job on the real data
+#   make reproduce   set up .venv, import Keras's ImageNet Xception (make weights) and run the main job on the real data
 #   make test        set up .venv and run the test suite (what CI runs)
 PYTHON ?= python3
 VENV   ?= .venv
 DATA   ?= ../shared/data
-PROFILE ?= fast
+PROFILE ?= imagenet
 OUT    ?= runs/$(PROFILE)
 BIN     = $(VENV)/bin
 
@@ -49,7 +49,8 @@ browser: $(CHROMIUM)
 weights: setup-run
 	$(BIN)/coronet weights fetch
 
-reproduce: setup-run
+# The profiles that start from ImageNet need the import first; fast, quick and tiny train from scratch.
+reproduce: setup-run $(if $(filter imagenet paper,$(PROFILE)),weights)
 	$(BIN)/coronet reproduce --profile $(PROFILE) --data $(DATA) --out $(OUT)
 
 # ruff (lint and format check) and mypy on src/; CI runs it before the tests

@@ -142,6 +142,17 @@ def test_every_command_turns_bad_arguments_into_one_line(
     assert not any((tmp_path / d / "config.json").exists() for d in "abcdefg")  # nothing stamped
 
 
+def test_reproduce_from_imagenet_without_the_import_names_make_weights(data_dir, tmp_path, monkeypatch):
+    """--weights imagenet picks the imagenet profile; with nothing imported and the hub offline it stops at once,
+    before writing anything, with one line naming `make weights`."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = invoke("reproduce", "--data", data_dir, "--out", tmp_path / "run", "--weights", "imagenet")
+    assert result.exit_code == 2, result.output
+    said = [line for line in result.output.splitlines() if "make weights" in line]  # beside torch.hub's own line
+    assert len(said) == 1 and "no ImageNet weights for 'keras_xception'" in said[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_fetch_from_a_local_archive(tmp_path):
     """`coronet data fetch` wiring, with a file:// archive in the Ozturk repository's layout."""
     archive = tmp_path / "ozturk.zip"

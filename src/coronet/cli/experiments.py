@@ -261,13 +261,13 @@ def reproduce(
     context: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory for every stage and the overview report.")],
     profile: Annotated[
-        Profile,
+        Optional[Profile],
         typer.Option(
             help="fast (a working CoroNet from scratch on a CPU), imagenet (fine-tuned from Keras's ImageNet "
             "Xception on a CPU; `make weights` first), paper (the paper's protocol, ImageNet weights), quick "
-            "(a few minutes' pipeline check) or tiny (tests)."
+            "(a few minutes' pipeline check) or tiny (tests). Default: imagenet with --weights imagenet, else fast."
         ),
-    ] = Profile.fast,
+    ] = None,
     data: DataOption = None,
     count: CountOption = None,
     folds: FoldCountOption = 4,
@@ -343,7 +343,7 @@ def reproduce(
     summary = run_reproduce(
         data_dir,
         out,
-        profile=value(profile),
+        profile=value(profile) if profile else ("imagenet" if weights == "imagenet" else "fast"),
         counts=counts,
         folds=folds,
         seed=seed,
