@@ -7,6 +7,7 @@ Speed is never asserted: the tests replace the timing with fixed figures, so the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from coronet.deploy.runtimes import (
     QUANTIZED_OPS,
     RECORD_NAME,
     accuracy_check,
+    choice,
     choose_runtime,
     measure_runtimes,
     quantize_int8,
@@ -48,7 +50,7 @@ def calm_down(patch: pytest.MonkeyPatch) -> None:
             self.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
     patch.setattr(ort, "SessionOptions", OneThread)
-    patch.setattr(runtimes, "measure_speed", fake_speed)
+    patch.setattr(choice, "measure_speed", fake_speed)
 
 
 @pytest.fixture(autouse=True)
@@ -180,7 +182,7 @@ def test_a_broken_int8_quantisation_is_refused(tiny_model_dir, dataset, tmp_path
         break_int8(path)
         return path
 
-    monkeypatch.setattr(runtimes, "quantize_int8", broken)
+    monkeypatch.setattr(choice, "quantize_int8", broken)
     widened = measure_runtimes(model_dir, dataset, 1, runtimes=some, tolerance=10.0)
     int8 = widened["candidates"]["onnx-int8"]
     assert int8["check"]["change_points"] < -10 and not int8["eligible"] and widened["chosen"] == "onnx"
@@ -444,7 +446,7 @@ def test_bf16_computes_the_backbone_in_bfloat16_and_grad_cam_stays_float32(tiny_
     films = [read_image(p) for p in xray_paths]
     bf16, reference = Predictor(tiny_model_dir, runtime="torch-bf16"), Predictor(tiny_model_dir)
     seen = []
-    network = bf16._forward
+    network = bf16._runner.forward
     inner = network.model if hasattr(network, "model") else network
     hook = inner.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
     got = bf16.probabilities(films)
@@ -474,7 +476,7 @@ def test_the_record_is_written_atomically(measured, tmp_path, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runtimes.os, "fsync", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left"):
         runtimes.write_record(model_dir, {"format": runtimes.FORMAT})
     assert (model_dir / RECORD_NAME).read_text() == before  # the old record intact ...
