@@ -71,7 +71,7 @@ def export_onnx(
     ``out`` defaults to ``MODEL_DIR/model.onnx``; the export record is written beside it
     (:func:`record_path`). Both are written to temporary names first and then renamed, so a
     failed export never leaves a half-written model (or a temporary file) behind. ``model`` is
-    the directory's network already loaded with :func:`coronet.modelio.load_model_dir`, to
+    the directory's network already loaded with :func:`coronet.models.modeldir.load_model_dir`, to
     spare loading it again; by default it is loaded here.
     """
     if model is None:
@@ -173,7 +173,7 @@ def onnx_parity(
     """Largest absolute difference between PyTorch's and ONNX Runtime's probabilities on ``batch``.
 
     ``batch`` is the model input, ``(N, 1, S, S)`` float32 in [0, 1]. ``model`` (the directory's
-    network, from :func:`coronet.modelio.load_model_dir`) and ``session`` (from :func:`open_session`)
+    network, from :func:`coronet.models.modeldir.load_model_dir`) and ``session`` (from :func:`open_session`)
     may be passed in to reuse them across calls; by default each is loaded or opened here.
     """
     if model is None:

@@ -304,7 +304,7 @@ class Predictor:
 
     @property
     def grad_cam(self):
-        """The :class:`coronet.explain.GradCam` of this model, built on first use."""
+        """The :class:`coronet.deploy.explain.GradCam` of this model, built on first use."""
         with self._grad_cam_lock:
             if self._grad_cam is None:
                 from .explain import GradCam
