@@ -251,7 +251,8 @@ def runtimes(
     Runtimes: torch (float32, the reference), torch-bf16 (on a CPU with native bf16), onnx (ONNX Runtime; the
     export is made when missing), onnx-int8 (static int8, calibrated on the fold's training films). Each
     low-precision runtime must keep the 4-class accuracy on the fold's validation films within 0.5 points of
-    torch. `coronet predict` and `coronet serve` then run the fastest that passed (--runtime auto).
+    torch, and change at most 1 % of the answers. `coronet predict` and `coronet serve` then run the fastest that
+    passed (--runtime auto).
     """
     from ..deploy.runtimes import RECORD_NAME, format_record, measure_runtimes
     from ..models.modeldir import ModelLoadError, read_card

@@ -13,8 +13,10 @@ runtime of :data:`RUNTIMES` on this machine:
 
 For each it measures the latency of one film and the images/s at batch 32 (:func:`measure_speed`) and, with a
 dataset, the accuracy check (:func:`accuracy_check`): on the fold's validation films, the 4-class accuracy
-may change by at most :data:`TOLERANCE_POINTS` points against ``torch``; the largest probability difference
-is recorded and printed. The fastest runtime that may be chosen is the choice.
+may change by at most :data:`TOLERANCE_POINTS` points against ``torch``, and at most :data:`MAX_CHANGED_PERCENT`
+percent of the films may change their answer (answers changed both ways cancel in the accuracy); the answers
+changed and the largest probability difference are recorded and printed. The fastest runtime that may be
+chosen is the choice.
 
 The record, ``MODEL_DIR/runtimes.json`` (written atomically, :data:`FORMAT`), holds every candidate's
 figures, check and eligibility, the ranking and the choice, tied to the weights' SHA-256, to this machine
@@ -30,7 +32,15 @@ the eligibility, the ranking). :class:`coronet.deploy.predict.Predictor` runs on
 :func:`choose_runtime`; nothing here imports the predictor.
 """
 
-from .choice import LOW_PRECISION, ONNX_PARITY, TOLERANCE_POINTS, accuracy_check, format_record, measure_runtimes
+from .choice import (
+    LOW_PRECISION,
+    MAX_CHANGED_PERCENT,
+    ONNX_PARITY,
+    TOLERANCE_POINTS,
+    accuracy_check,
+    format_record,
+    measure_runtimes,
+)
 from .cpu import MACHINE_KEYS, machine, native_bf16
 from .int8 import QUANTIZED_OPS, quantize_int8
 from .measure import THROUGHPUT_BATCH, CheckFilms, fold_films, measure_speed
@@ -52,6 +62,7 @@ __all__ = [
     "INT8_NAME",
     "LOW_PRECISION",
     "MACHINE_KEYS",
+    "MAX_CHANGED_PERCENT",
     "ONNX_PARITY",
     "QUANTIZED_OPS",
     "RECORD_NAME",

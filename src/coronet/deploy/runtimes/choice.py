@@ -30,25 +30,32 @@ logger = logging.getLogger(__name__)
 
 #: The largest change of the 4-class accuracy (percentage points) a low-precision runtime may make.
 TOLERANCE_POINTS = 0.5
+#: The largest share of the check films (percent) whose predicted class a low-precision runtime may change. The
+#: accuracy alone misses answers changed both ways (a right answer lost, a wrong one righted): they cancel in it.
+MAX_CHANGED_PERCENT = 1.0
 #: The runtimes whose answers may differ from float32 PyTorch's beyond rounding: each needs a passed check.
 LOW_PRECISION = ("torch-bf16", "onnx-int8")
 #: The export's parity with PyTorch (random inputs) that makes ``onnx`` eligible without a dataset.
 ONNX_PARITY = 1e-4
 RULE = (
     "the lowest latency for one film (then the most images/s at batch 32) among the runtimes that passed their "
-    "accuracy check (4-class accuracy within {tolerance} points of float32 PyTorch on the fold's validation films); "
-    "without a check, float32 runtimes only"
+    "accuracy check (4-class accuracy within {tolerance} points of float32 PyTorch, and at most {max_changed} % of "
+    "the answers changed, on the fold's validation films); without a check, float32 runtimes only"
 )
 
 
 def accuracy_check(
-    reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray, tolerance: float = TOLERANCE_POINTS
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    labels: np.ndarray,
+    tolerance: float = TOLERANCE_POINTS,
+    max_changed: float = MAX_CHANGED_PERCENT,
 ) -> dict:
     """Does ``candidate`` (probabilities, ``(N, classes)``) answer as ``reference`` does on films labelled ``labels``?
 
-    It passes when its accuracy differs from the reference's by at most ``tolerance`` percentage points
-    and every probability is finite. Also reported: how many films change their predicted class and the
-    largest absolute probability difference.
+    It passes when its accuracy differs from the reference's by at most ``tolerance`` percentage points, at
+    most ``max_changed`` percent of the films change their predicted class, and every probability is finite.
+    Also reported: how many films changed their predicted class, and the largest absolute probability difference.
     """
     reference, candidate = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
     labels = np.asarray(labels)
@@ -58,17 +65,21 @@ def accuracy_check(
     right_reference = int((reference.argmax(1) == labels).sum())
     right = int((candidate.argmax(1) == labels).sum())
     finite = bool(np.isfinite(candidate).all())
+    changed = int((candidate.argmax(1) != reference.argmax(1)).sum())
     # in whole films, so that 1 film in 200 (exactly 0.5 points) is not lost to rounding
     within = abs(right - right_reference) * 100 <= tolerance * films + 1e-9
+    few_changed = changed * 100 <= max_changed * films + 1e-9
     return {
         "films": films,
         "reference_accuracy": 100 * right_reference / films,
         "accuracy": 100 * right / films,
         "change_points": 100 * (right - right_reference) / films,
-        "changed_predictions": int((candidate.argmax(1) != reference.argmax(1)).sum()),
+        "changed_predictions": changed,
+        "changed_percent": 100 * changed / films,
         "max_probability_difference": float(np.abs(candidate - reference).max()) if finite else float("inf"),
         "tolerance_points": tolerance,
-        "passed": finite and within,
+        "max_changed_percent": max_changed,
+        "passed": finite and within and few_changed,
     }
 
 
@@ -88,6 +99,7 @@ class _Bench:
     speed_input: np.ndarray  # the films timed
     repeats: int
     tolerance: float
+    max_changed: float
 
 
 def measure_runtimes(
@@ -100,6 +112,7 @@ def measure_runtimes(
     calibration: np.ndarray | None = None,
     runtimes: Sequence[str] = RUNTIMES,
     tolerance: float = TOLERANCE_POINTS,
+    max_changed: float = MAX_CHANGED_PERCENT,
     write: bool = True,
 ) -> dict:
     """Measure (and with ``dataset`` and ``fold``, check) each runtime of ``runtimes`` on this machine, choose,
@@ -107,8 +120,9 @@ def measure_runtimes(
 
     Without a dataset the int8 model can still be built from ``calibration`` (ready model input; the
     benchmark's real films), but with no check it is not eligible, like ``torch-bf16``. ``tolerance``: the
-    accuracy change allowed, in points (default :data:`TOLERANCE_POINTS`; the command line keeps it);
-    ``repeats``: timed runs per figure (:func:`measure_speed`).
+    accuracy change allowed, in points (default :data:`TOLERANCE_POINTS`); ``max_changed``: the share of the
+    check films whose answer may change, in percent (default :data:`MAX_CHANGED_PERCENT`); the command line
+    keeps both. ``repeats``: timed runs per figure (:func:`measure_speed`).
     """
     directory = read_card(model_dir)[1]
     unknown = [r for r in runtimes if r not in RUNTIMES]
@@ -116,7 +130,7 @@ def measure_runtimes(
         raise ValueError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
     if (dataset is None) != (fold is None):
         raise ValueError("the accuracy check needs both a dataset and a fold")
-    bench = _bench(directory, dataset, fold, calibration_films, calibration, runtimes, repeats, tolerance)
+    bench = _bench(directory, dataset, fold, calibration_films, calibration, runtimes, repeats, tolerance, max_changed)
     candidates = {runtime: _measure_candidate(runtime, bench) for runtime in runtimes}
     ranking = sorted(
         (r for r, e in candidates.items() if e.get("eligible")),
@@ -132,7 +146,7 @@ def measure_runtimes(
         "check": _check_record(bench),
         "onnx_export": bench.export,
         "candidates": candidates,
-        "rule": RULE.format(tolerance=tolerance),
+        "rule": RULE.format(tolerance=tolerance, max_changed=max_changed),
         "ranking": ranking,
         "chosen": ranking[0],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -151,6 +165,7 @@ def _bench(
     runtimes: Sequence[str],
     repeats: int,
     tolerance: float,
+    max_changed: float,
 ) -> _Bench:
     """The reference loaded, the check films read (with a dataset) and answered by it, the export made if needed."""
     model, card, network = load_for_inference(directory)
@@ -187,6 +202,7 @@ def _bench(
         speed_input=speed_input,
         repeats=repeats,
         tolerance=tolerance,
+        max_changed=max_changed,
     )
 
 
@@ -228,7 +244,7 @@ def _measure_candidate(runtime: str, bench: _Bench) -> dict:
         entry.update(file=onnx_file(runtime), sha256=recorded_sha256(bench.directory, runtime))
     if bench.films is not None and bench.expected is not None:
         got = bench.expected if runtime == REFERENCE else probabilities(runner.run, bench.films.images)
-        entry["check"] = accuracy_check(bench.expected, got, bench.films.labels, bench.tolerance)
+        entry["check"] = accuracy_check(bench.expected, got, bench.films.labels, bench.tolerance, bench.max_changed)
     entry.update(measure_speed(runner.run, bench.speed_input, bench.repeats))
     entry["eligible"], entry["reason"] = _eligibility(runtime, entry, bench.export)
     logger.info(_line(runtime, entry))
@@ -247,7 +263,7 @@ def _build(runtime: str, bench: _Bench) -> Runner:
 
 
 def _check_record(bench: _Bench) -> dict | None:
-    """The record's ``check``: which films, the reference's accuracy on them, the tolerance (None: no check)."""
+    """The record's ``check``: which films, the reference's accuracy on them, the bounds (None: no check)."""
     films, expected = bench.films, bench.expected
     if films is None or expected is None:
         return None
@@ -259,6 +275,7 @@ def _check_record(bench: _Bench) -> dict | None:
         "reference": REFERENCE,
         "reference_accuracy": 100 * float(np.mean(expected.argmax(1) == films.labels)),
         "tolerance_points": bench.tolerance,
+        "max_changed_percent": bench.max_changed,
     }
 
 
@@ -281,8 +298,9 @@ def _eligibility(runtime: str, entry: dict, export: dict | None) -> tuple[bool, 
     if check is not None and not check["passed"]:
         return False, (
             f"failed its accuracy check: accuracy {check['change_points']:+.2f} points "
-            f"(tolerance {check['tolerance_points']}), largest probability difference "
-            f"{check['max_probability_difference']:.2e}"
+            f"(tolerance {check['tolerance_points']}), {check['changed_predictions']} of {check['films']} answers "
+            f"changed ({check['changed_percent']:.2f} %, at most {check['max_changed_percent']} %), largest "
+            f"probability difference {check['max_probability_difference']:.2e}"
         )
     if runtime == "onnx" and export is not None and export.get("parity_random_inputs", 1.0) > ONNX_PARITY:
         return False, f"the export differs from PyTorch by {export['parity_random_inputs']:.2e} (> {ONNX_PARITY})"
@@ -303,7 +321,7 @@ def _line(runtime: str, entry: dict) -> str:
         text += (
             f"   accuracy {check['accuracy']:6.2f} % ({check['change_points']:+.2f})"
             f"   max |dp| {check['max_probability_difference']:.2e}"
-            f"   {check['changed_predictions']:>3} changed"
+            f"   {check['changed_predictions']:>3} changed ({check['changed_percent']:.2f} %)"
         )
     return text + f"   {'eligible' if entry['eligible'] else 'NOT eligible'}: {entry['reason']}"
 
@@ -313,13 +331,14 @@ def format_record(record: dict) -> str:
     check = record.get("check")
     lines = [
         f"{'runtime':<11} {'1 film':>10} {'batch 32':>14}"
-        + ("   accuracy on the check films (change), largest probability difference" if check else "")
+        + ("   accuracy on the check films (change), largest probability difference, answers changed" if check else "")
     ]
     lines += [_line(runtime, entry) for runtime, entry in record["candidates"].items()]
     if check:
         lines.append(
             f"check: {check['films']} validation films of fold {check['fold']} ({check['dataset']}), "
-            f"float32 PyTorch {check['reference_accuracy']:.2f} %, tolerance {check['tolerance_points']} points"
+            f"float32 PyTorch {check['reference_accuracy']:.2f} %, tolerance {check['tolerance_points']} points, "
+            f"at most {check['max_changed_percent']} % of the answers changed"
         )
     else:
         lines.append("no accuracy check (no --dataset and --fold): only float32 runtimes are eligible")

@@ -14,7 +14,8 @@ from .cpu import MACHINE_KEYS, machine
 from .runners import REFERENCE, RUNTIMES, measure_hint, onnx_file
 
 RECORD_NAME = "runtimes.json"
-FORMAT = "coronet-runtimes/1"
+#: /2: the check also bounds the answers changed; a /1 record, checked without that bound, is not trusted.
+FORMAT = "coronet-runtimes/2"
 
 
 def read_record(model_dir: str | os.PathLike) -> dict | None:
