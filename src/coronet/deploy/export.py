@@ -102,26 +102,31 @@ def export_onnx(
                 verbose=False,
             )
         os.replace(tmp, out)
-        record = {
-            "format": FORMAT,
-            "onnx_sha256": file_sha256(out),
-            "weights_sha256": card["weights_sha256"],
-            "name": card.get("name"),
-            "classes": card["classes"],
-            "input_size": size,
-            "tta": card_tta(card),
-            "input": INPUT,
-            "outputs": list(OUTPUTS),
-            "opset": opset,
-            "torch": torch.__version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        tmp_record.write_text(json.dumps(record, indent=2) + "\n")
+        tmp_record.write_text(json.dumps(_export_record(out, card, opset), indent=2) + "\n")
         os.replace(tmp_record, record_path(out))
     finally:
         tmp.unlink(missing_ok=True)  # both gone already after a successful export
         tmp_record.unlink(missing_ok=True)
     return out
+
+
+def _export_record(onnx_path: Path, card: dict, opset: int) -> dict:
+    """The export record: the ONNX file's SHA-256 and the weights' it was exported from, what the graph takes and
+    gives, and the exporter."""
+    return {
+        "format": FORMAT,
+        "onnx_sha256": file_sha256(onnx_path),
+        "weights_sha256": card["weights_sha256"],
+        "name": card.get("name"),
+        "classes": card["classes"],
+        "input_size": int(card["input_size"]),
+        "tta": card_tta(card),
+        "input": INPUT,
+        "outputs": list(OUTPUTS),
+        "opset": opset,
+        "torch": torch.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def open_session(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None, *, hint: str | None = None):
