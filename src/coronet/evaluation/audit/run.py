@@ -1,5 +1,4 @@
-"""The audit of a cross-validation run (six tests) and of an external evaluation (tests 1, 2 and 5): run, summarise,
-write."""
+"""The audit run end to end: six tests on a cross-validation run, or tests 1, 2 and 5 on an external evaluation."""
 
 from __future__ import annotations
 
