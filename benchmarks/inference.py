@@ -11,9 +11,9 @@ temporary copy of the model directory (nothing is written beside the original):
 * latency of one film: the model call alone (input already preprocessed), median of ``--repeats``;
 * images/s at batch 32: the model call alone, best of ``max(3, --repeats / 2)`` batches;
 * with ``--dataset`` and ``--fold``: the accuracy check of each runtime on the fold's validation films (change of
-  the 4-class accuracy against float32 PyTorch, largest probability difference) and the int8 calibration on its
-  training films. Without them the int8 model is calibrated on the real films below, unchecked (its figures are
-  speed only: an untrained model's accuracy means nothing);
+  the 4-class accuracy against float32 PyTorch, answers changed, largest probability difference) and the int8
+  calibration on its training films. Without them the int8 model is calibrated on the real films below,
+  unchecked (its figures are speed only: an untrained model's accuracy means nothing);
 * end to end: ``Predictor.predict_files`` on ``--files`` real films (decode + resize + model, batch 32), images/s,
   when the shared data is there, and the largest |p - p_torch| on those films.
 

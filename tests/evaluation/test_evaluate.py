@@ -117,7 +117,8 @@ def test_external_report_is_not_laid_out_as_a_cross_validation(tiny_cv_run, oztu
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "--training-dataset" in result.output  # the card names its training data: the user is told to check
+    # the card names its training data: the user is told to check, on stderr like every warning
+    assert "--training-dataset" in result.stderr and "--training-dataset" not in result.stdout
     page = (tmp_path / "r" / "report" / "report.html").read_text()
     assert "External evaluation on" in page and "<h2>Table" not in page  # no Table III/IV/V section
     assert "for reference only" in page and "not comparable" in page
@@ -159,6 +160,29 @@ def test_training_dataset_overlap_is_left_out(tiny_cv_run, data_dir, tmp_path, c
         DatasetDir(training).manifest_sha256()
         == json.loads((tiny_cv_run / "fold-2" / "model" / "model.json").read_text())["training"]["dataset_sha256"]
     )
+
+
+def test_the_overlap_warning_is_a_warning_on_stderr(tiny_model_dir, tmp_path, caplog):
+    """A card that names its training data: evaluate warns (level WARNING, so the CLI prints it on stderr, not
+    among the results on stdout) that the films may overlap it."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    card = json.loads((model / "model.json").read_text())
+    card["training"] = {"dataset_path": "/runs/x/dataset", "dataset_sha256": "ab" * 32}
+    (model / "model.json").write_text(json.dumps(card))
+    for k, label in enumerate(("covid", "normal")):
+        write_xray(tmp_path / "films" / label / f"{label}.png", seed=k, size=(48, 40))
+    caplog.set_level(logging.INFO, logger="coronet")
+    evaluate(model, tmp_path / "films", "folder", tmp_path / "run")
+    warned = [r for r in caplog.records if "--training-dataset" in r.getMessage()]
+    assert [r.levelno for r in warned] == [logging.WARNING] and "/runs/x/dataset" in warned[0].getMessage()
+    arguments = ["--model", str(model), "--data", str(tmp_path / "films"), "--out", str(tmp_path / "cli")]
+    result = CliRunner().invoke(app, ["evaluate", *arguments, "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert "warning: this model was trained on /runs/x/dataset" in result.stderr
+    assert "--training-dataset" not in result.stdout and "2 images, accuracy" in result.stdout
 
 
 def test_partial_label_films_are_kept_apart_from_the_accuracy(tiny_model_dir, tmp_path):

@@ -65,23 +65,12 @@ def predict(
         fail(f"no image files found in {', '.join(map(str, paths))}", 1)
     # a folder named on the command line that holds no image still gets its line (and counts as failed)
     empty = [Failure(str(p), "folder holds no image files") for p in paths if p.is_dir() and not find_images([p])]
-    if cam is not None:
-        try:
-            cam.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            fail(f"{cam}: cannot create the --cam folder ({error.strerror or error})")
-
-    overlays = _CamWriter(cam) if cam is not None else None
+    overlays = _CamWriter.into(cam) if cam is not None else None
     predictions, failures = _print_predictions(
         predictor, files, empty, batch_size, overlays, progress, verbose, max_pixels
     )
     if out is not None:
-        from ..deploy.predict import write_results
-
-        try:
-            write_results(out, predictions, failures, predictor.info)
-        except OSError as error:
-            fail(f"{out}: cannot write the results ({error.strerror or error})")
+        _write_results(out, predictions, failures, predictor.info)
     if overlays is not None and predictions:
         grid = overlays.grid(predictor.classes)
         typer.echo(
@@ -134,6 +123,16 @@ def _print_predictions(
     return predictions, failures
 
 
+def _write_results(out: Path, predictions, failures, info: dict) -> None:
+    """``--out``: the results as CSV or JSON (one line and exit status 2 when it cannot be written)."""
+    from ..deploy.predict import write_results
+
+    try:
+        write_results(out, predictions, failures, info)
+    except OSError as error:
+        fail(f"{out}: cannot write the results ({error.strerror or error})")
+
+
 def _say_runtime(predictor) -> None:
     """One stderr line when a ``runtimes.json`` decided the runtime (or was there and ignored); none otherwise."""
     choice = predictor.runtime_choice
@@ -163,6 +162,15 @@ class _CamWriter:
         self.folder = folder
         self.names: set[str] = set()
         self.kept: dict[str, list] = {}
+
+    @classmethod
+    def into(cls, folder: Path) -> _CamWriter:
+        """A writer into ``folder``, created now (one line and exit status 2 when it cannot be)."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            fail(f"{folder}: cannot create the --cam folder ({error.strerror or error})")
+        return cls(folder)
 
     def add(self, prediction) -> Path:
         from ..deploy.explain import fit, overlay, png_bytes
@@ -266,7 +274,8 @@ def runtimes(
     Runtimes: torch (float32, the reference), torch-bf16 (on a CPU with native bf16), onnx (ONNX Runtime; the
     export is made when missing), onnx-int8 (static int8, calibrated on the fold's training films). Each
     low-precision runtime must keep the 4-class accuracy on the fold's validation films within 0.5 points of
-    torch. `coronet predict` and `coronet serve` then run the fastest that passed (--runtime auto).
+    torch, and change at most 1 % of the answers. `coronet predict` and `coronet serve` then run the fastest that
+    passed (--runtime auto).
     """
     from ..deploy.runtimes import RECORD_NAME, format_record, measure_runtimes
     from ..models.modeldir import ModelLoadError, read_card
@@ -277,18 +286,8 @@ def runtimes(
         fail(str(error))
     if dataset is None and fold is not None:
         fail("--fold needs --dataset (the films of the check)")
-    if dataset is not None and fold is None:
-        fold = (card.get("training") or {}).get("fold") if isinstance(card.get("training"), dict) else None
-        if not isinstance(fold, int):
-            fail(f"{directory}: the model card names no validation fold; give --fold")
-        typer.echo(f"fold {fold}: the model's validation fold (model card)", err=True)
-    trained_fold = card.get("training", {}).get("fold") if isinstance(card.get("training"), dict) else None
-    if dataset is not None and isinstance(trained_fold, int) and fold != trained_fold:
-        typer.echo(
-            f"note: the model was validated on fold {trained_fold}; fold {fold}'s validation films were among its "
-            "training films (the check still compares the runtimes with each other)",
-            err=True,
-        )
+    if dataset is not None:
+        fold = _check_fold(card, directory, fold)
     try:
         record = measure_runtimes(
             directory,
@@ -303,6 +302,24 @@ def runtimes(
         fail(f"{directory}: cannot write ({error.strerror or error})")
     typer.echo(format_record(record))
     typer.echo(f"wrote {directory / RECORD_NAME}")
+
+
+def _check_fold(card: dict, directory: Path, fold: Optional[int]) -> int:
+    """The fold of the check: ``--fold``, else the one the model card says the model was validated on; a note on
+    stderr when it is another fold (its validation films were among the model's training films)."""
+    trained_fold = card.get("training", {}).get("fold") if isinstance(card.get("training"), dict) else None
+    if fold is None:
+        if not isinstance(trained_fold, int):
+            fail(f"{directory}: the model card names no validation fold; give --fold")
+        typer.echo(f"fold {trained_fold}: the model's validation fold (model card)", err=True)
+        return trained_fold
+    if isinstance(trained_fold, int) and fold != trained_fold:
+        typer.echo(
+            f"note: the model was validated on fold {trained_fold}; fold {fold}'s validation films were among its "
+            "training films (the check still compares the runtimes with each other)",
+            err=True,
+        )
+    return fold
 
 
 @app.command("serve")

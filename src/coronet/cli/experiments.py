@@ -248,12 +248,17 @@ def evaluate(
         for line in summary_lines(summary):
             typer.echo(line)
     if audit_:
-        from ..evaluation.audit import audit_external
+        _audit_evaluation(out, model if model.is_dir() else model.parent)
 
-        audited = audit_external(out, model if model.is_dir() else model.parent)
-        typer.echo(f"audit: {RunDir(out).audit.html.resolve()}")
-        for text in audited.verdicts.values():
-            typer.echo(f"- {text}")
+
+def _audit_evaluation(out: Path, model_dir: Path) -> None:
+    """``evaluate --audit``: tests 1, 2 and 5 of the audit on the evaluated films; the page and the verdicts."""
+    from ..evaluation.audit import audit_external
+
+    audited = audit_external(out, model_dir)
+    typer.echo(f"audit: {RunDir(out).audit.html.resolve()}")
+    for text in audited.verdicts.values():
+        typer.echo(f"- {text}")
 
 
 @app.command("reproduce")

@@ -71,7 +71,7 @@ def export_onnx(
     ``out`` defaults to ``MODEL_DIR/model.onnx``; the export record is written beside it
     (:func:`record_path`). Both are written to temporary names first and then renamed, so a
     failed export never leaves a half-written model (or a temporary file) behind. ``model`` is
-    the directory's network already loaded with :func:`coronet.modelio.load_model_dir`, to
+    the directory's network already loaded with :func:`coronet.models.modeldir.load_model_dir`, to
     spare loading it again; by default it is loaded here.
     """
     if model is None:
@@ -102,26 +102,31 @@ def export_onnx(
                 verbose=False,
             )
         os.replace(tmp, out)
-        record = {
-            "format": FORMAT,
-            "onnx_sha256": file_sha256(out),
-            "weights_sha256": card["weights_sha256"],
-            "name": card.get("name"),
-            "classes": card["classes"],
-            "input_size": size,
-            "tta": card_tta(card),
-            "input": INPUT,
-            "outputs": list(OUTPUTS),
-            "opset": opset,
-            "torch": torch.__version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        tmp_record.write_text(json.dumps(record, indent=2) + "\n")
+        tmp_record.write_text(json.dumps(_export_record(out, card, opset), indent=2) + "\n")
         os.replace(tmp_record, record_path(out))
     finally:
         tmp.unlink(missing_ok=True)  # both gone already after a successful export
         tmp_record.unlink(missing_ok=True)
     return out
+
+
+def _export_record(onnx_path: Path, card: dict, opset: int) -> dict:
+    """The export record: the ONNX file's SHA-256 and the weights' it was exported from, what the graph takes and
+    gives, and the exporter."""
+    return {
+        "format": FORMAT,
+        "onnx_sha256": file_sha256(onnx_path),
+        "weights_sha256": card["weights_sha256"],
+        "name": card.get("name"),
+        "classes": card["classes"],
+        "input_size": int(card["input_size"]),
+        "tta": card_tta(card),
+        "input": INPUT,
+        "outputs": list(OUTPUTS),
+        "opset": opset,
+        "torch": torch.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def open_session(model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None, *, hint: str | None = None):
@@ -173,7 +178,7 @@ def onnx_parity(
     """Largest absolute difference between PyTorch's and ONNX Runtime's probabilities on ``batch``.
 
     ``batch`` is the model input, ``(N, 1, S, S)`` float32 in [0, 1]. ``model`` (the directory's
-    network, from :func:`coronet.modelio.load_model_dir`) and ``session`` (from :func:`open_session`)
+    network, from :func:`coronet.models.modeldir.load_model_dir`) and ``session`` (from :func:`open_session`)
     may be passed in to reuse them across calls; by default each is loaded or opened here.
     """
     if model is None:

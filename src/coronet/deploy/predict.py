@@ -1,8 +1,8 @@
 """Predict with a saved model: files and folders in, one row per image out.
 
 Preprocessing is the training pipeline's, by construction: the one reader
-(:func:`coronet.imageio.read_image`), the one resize
-(:func:`coronet.imageio.resize_square` to the card's ``input_size``), pixels
+(:func:`coronet.data.imageio.read_image`), the one resize
+(:func:`coronet.data.imageio.resize_square` to the card's ``input_size``), pixels
 divided by 255 into a float32 ``(N, 1, S, S)`` batch. The network normalises
 its input itself, so nothing else happens here, whatever the runtime.
 
@@ -10,8 +10,8 @@ A :class:`Predictor` loads a model directory once and is then shared between
 threads (the web service does). The model side is safe for that: PyTorch runs
 under ``torch.inference_mode`` without touching any shared state, ONNX Runtime
 sessions are thread-safe, and Grad-CAM works on its own copy of the network
-behind a lock (:class:`coronet.explain.GradCam`). Decoding is too:
-:func:`coronet.imageio.read_image` sets the process-global warning filters
+behind a lock (:class:`coronet.deploy.explain.GradCam`). Decoding is too:
+:func:`coronet.data.imageio.read_image` sets the process-global warning filters
 once for all the threads decoding at a time (Pillow's decompression-bomb
 warning an error, each decoder warning collected for the thread that raised
 it) and restores them when the last one finishes; code elsewhere that changes
@@ -39,12 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..data.imageio import ImageReadError, read_image, resize_square, sniff_format
+from ..data.imageio import ImageReadError, read_image, sniff_format
 from ..data.sources.base import IMAGE_SUFFIXES as SOURCE_IMAGE_SUFFIXES
 from ..layout import prob_column
-from ..models.modeldir import card_tta, inference_model, load_model_dir, read_card
+from ..models.modeldir import ModelLoadError, card_tta, read_card
+from .runtimes.record import choose_runtime
+from .runtimes.runners import RUNTIMES, Runner, bf16_network, load_for_inference, load_runner, model_input
 
 __all__ = [
     "training_facts",
@@ -60,9 +61,6 @@ __all__ = [
     "write_results",
 ]
 
-#: The runtimes a :class:`Predictor` runs on: PyTorch in float32 (the reference) or bfloat16, ONNX Runtime
-#: on the float32 export or on its static int8 quantisation (:mod:`coronet.deploy.runtimes`).
-RUNTIMES = ("torch", "torch-bf16", "onnx", "onnx-int8")
 #: ``runtime="auto"``: the choice recorded beside the model (``runtimes.json``), else ``torch``.
 AUTO = "auto"
 
@@ -217,35 +215,6 @@ def training_facts(card: dict) -> dict:
     }
 
 
-def model_input(images: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """The model input for decoded 2-D uint8 films of any size: ``(N, 1, size, size)`` float32 in [0, 1]."""
-    square = [resize_square(np.asarray(image, dtype=np.uint8), size) for image in images]
-    if not square:
-        return np.zeros((0, 1, size, size), dtype=np.float32)
-    return (np.stack(square)[:, None] / np.float32(255.0)).astype(np.float32)
-
-
-def bf16_network(model: torch.nn.Module, card: dict) -> torch.nn.Module:
-    """A bfloat16 copy of the network for the ``torch-bf16`` runtime (the card's test-time augmentation included).
-
-    Only the backbone and the head compute in bfloat16, from weights converted once; the film's
-    preprocessing (equalisation, crop) and normalisation stay in float32, and the logits come back as
-    float32. Fast only on a CPU with native bf16 (AVX512-BF16 or AMX); its accuracy is checked by
-    :func:`coronet.deploy.runtimes.measure_runtimes` before the automatic choice may pick it.
-    """
-    import copy
-
-    network = copy.deepcopy(model)
-    backbone, head = network.get_submodule("backbone"), network.get_submodule("head")
-    backbone.to(torch.bfloat16)
-    head.to(torch.bfloat16)
-    backbone.register_forward_pre_hook(
-        lambda module, args: (args[0].to(torch.bfloat16, memory_format=torch.channels_last), *args[1:])
-    )
-    head.register_forward_hook(lambda module, args, output: output.float())
-    return inference_model(network, card)
-
-
 class Predictor:
     """A model directory loaded once; probabilities (and Grad-CAM) for decoded images or files.
 
@@ -266,49 +235,29 @@ class Predictor:
     ):
         if runtime != AUTO and runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join((AUTO, *RUNTIMES))}")
-        self.model, self.card = load_model_dir(model_dir)
-        # channels_last: ~1.5x faster convolutions on the CPU (measured, benchmarks/inference.py), as in training.
-        self.model = self.model.to(memory_format=torch.channels_last)
-        self.network = inference_model(self.model, self.card)  # with the card's test-time augmentation
+        self.model, self.card, self.network = load_for_inference(model_dir)  # network: with the card's TTA
         self.model_dir = read_card(model_dir)[1]
         self.classes = tuple(self.card["classes"])
         self.input_size = int(self.card["input_size"])
-        self.runtime = "torch"
-        self._session = None
-        self._forward = self.network
         self._grad_cam = None
         self._grad_cam_lock = threading.Lock()
         if runtime == AUTO:
             self.runtime_choice = self._load_choice()
         else:
-            self._load_runtime(runtime, onnx_path)
+            self._use(load_runner(runtime, self.model_dir, self.model, self.card, self.network, onnx_path))
             self.runtime_choice = {"requested": runtime, "record": None, "reason": "as requested"}
 
-    def _load_runtime(self, runtime: str, onnx_path: str | os.PathLike | None = None) -> None:
-        session, forward = None, self.network
-        if runtime in ("onnx", "onnx-int8"):
-            from .export import open_session
-
-            hint = None
-            if runtime == "onnx-int8" and onnx_path is None:
-                from .runtimes import INT8_NAME, measure_hint
-
-                onnx_path, hint = self.model_dir / INT8_NAME, measure_hint(self.model_dir)
-            session = open_session(self.model_dir, onnx_path, hint=hint)
-        elif runtime == "torch-bf16":
-            forward = bf16_network(self.model, self.card)
-        self.runtime, self._session, self._forward = runtime, session, forward
+    def _use(self, runner: Runner) -> None:
+        self._runner = runner
+        self.runtime = runner.runtime
 
     def _load_choice(self) -> dict:
         """Load the runtime ``runtimes.json`` chose (or the next that loads); say which and why."""
-        from ..models.modeldir import ModelLoadError
-        from .runtimes import choose_runtime
-
         choice = choose_runtime(self.model_dir, self.card)
         reason, skipped = choice.reason, []
         for runtime in choice.ranking:
             try:
-                self._load_runtime(runtime)
+                self._use(load_runner(runtime, self.model_dir, self.model, self.card, self.network))
             except (ModelLoadError, ImportError, OSError) as error:
                 skipped.append(f"{runtime} could not be loaded ({' '.join(str(error).split())})")
                 continue
@@ -347,12 +296,7 @@ class Predictor:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities for a ready model input ``(N, 1, S, S)`` float32 in [0, 1]."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self._session is not None:
-            return self._session.run(["probabilities"], {"image": batch})[0]
-        with torch.inference_mode():
-            tensor = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
-            return torch.softmax(self._forward(tensor).float(), dim=1).numpy()
+        return self._runner.run(batch)
 
     def heatmaps(self, images: Sequence[np.ndarray], classes: Sequence[int]) -> np.ndarray:
         """Grad-CAM heat maps ``(N, S, S)`` in [0, 1] for decoded films, film ``i`` explaining class ``classes[i]``."""
@@ -360,7 +304,7 @@ class Predictor:
 
     @property
     def grad_cam(self):
-        """The :class:`coronet.explain.GradCam` of this model, built on first use."""
+        """The :class:`coronet.deploy.explain.GradCam` of this model, built on first use."""
         with self._grad_cam_lock:
             if self._grad_cam is None:
                 from .explain import GradCam

@@ -143,7 +143,7 @@ def _without_training_overlap(table: pd.DataFrame, training_dataset: Path, card:
     training = card.get("training") or {}
     overlap = training_overlap(table, training_dataset)
     if training.get("dataset_sha256") and _dataset_hash(training_dataset) != training["dataset_sha256"]:
-        logger.info(
+        logger.warning(
             f"warning: {training_dataset} is not the dataset this model's card names "
             f"(manifest SHA-256 {training['dataset_sha256'][:12]}...); the overlap is with it all the same"
         )
@@ -163,7 +163,7 @@ def _warn_of_possible_overlap(card: dict) -> None:
     training = card.get("training") or {}
     if training.get("dataset_path") or training.get("dataset_sha256"):
         where = training.get("dataset_path") or "its training dataset"
-        logger.info(
+        logger.warning(
             f"warning: this model was trained on {where} (manifest SHA-256 "
             f"{str(training.get('dataset_sha256'))[:12]}...); if these films may overlap it, pass "
             "--training-dataset DIR to leave out the same films and patients"

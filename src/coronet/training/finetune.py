@@ -1,7 +1,7 @@
 """``coronet finetune``: the paper's 3-class and binary models, and dataset-2, derived from a 4-class run.
 
 For each fold the trained 4-class model of that fold gets a new last layer for the
-task's classes (:func:`coronet.model.replace_classifier`); the rest of the network
+task's classes (:func:`coronet.models.coronet.replace_classifier`); the rest of the network
 keeps its weights. It is fine-tuned on the fold's training part and predicts the
 fold's validation part, so the 4-class run's folds -- patient-grouped -- carry over and
 no fine-tuned model has seen its validation images, either time.
