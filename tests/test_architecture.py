@@ -131,14 +131,9 @@ def circles(graph: dict[str, set[str]]) -> list[set[str]]:
     return found
 
 
-#: Circles known and left to their owner: models.coronet builds ImageNet backbones through models.imagenet, which
-#: raises models.coronet's WeightsError and loads through its load_backbone_weights (both imports lazy).
-KNOWN_CIRCLES = [{"coronet.models.coronet", "coronet.models.imagenet"}]
-
-
 def test_no_import_circle():
-    unexpected = [circle for circle in circles(import_graph()) if circle not in KNOWN_CIRCLES]
-    assert not unexpected, "import circles: " + "; ".join(" <-> ".join(sorted(c)) for c in unexpected)
+    found = circles(import_graph())
+    assert not found, "import circles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
 
 
 def test_the_circle_check_finds_a_circle():

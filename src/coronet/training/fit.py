@@ -179,7 +179,7 @@ def _check_backbone(backbone: str, weights: str) -> None:
 def check_training_config(config: TrainConfig) -> None:
     """Refuse settings that cannot train, before anything is written: an unknown backbone, weights
     that cannot be had (ImageNet offline, a missing or unfitting file). Raises ``ValueError`` or
-    :class:`coronet.model.WeightsError` with a one-line message."""
+    :class:`coronet.models.weightfiles.WeightsError` with a one-line message."""
     _check_backbone(config.backbone, config.weights)
 
 
