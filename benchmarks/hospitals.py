@@ -74,7 +74,7 @@ def run(datasets: Path, out: Path, names: list[str], profile: str, fold: int, lo
             log(f"{name}: done, skipped")
             continue
         description, dataset, settings = EXPERIMENTS[name]
-        config = get_profile(profile).with_overrides(**DECONFOUND, **settings)
+        config = get_profile(profile).with_overrides(**{**DECONFOUND, **settings})
         log(f"{name}: {description}")
         started = time.perf_counter()
         dataset_dir = datasets / DATASETS[dataset]
