@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from ..data.cache import cache_size, load_cache
 from ..data.dataset import CachedXrays, EpochShuffleSampler, ShardSampler, stratified_subset
 from ..data.leaveout import held_out, not_trained_on
-from ..data.prepare import cache_size, load_cache
 from ..layout import DatasetDir
 from ..tasks import label_targets
 from .profiles import TrainConfig
