@@ -145,11 +145,24 @@ def test_the_circle_check_finds_a_circle():
     assert [c for c in circles(graph) if {"coronet.deploy.predict", "coronet.deploy.runtimes"} <= c]
 
 
-#: Packages held to the size limits (modules of at most MODULE_LINES lines, functions of at most FUNCTION_LINES):
-#: for now the packages split out of long modules (issue 28); to be widened to all of src/.
-LIMITED = ("evaluation/audit", "deploy/runtimes")
+#: Packages and modules held to the size limits (modules of at most MODULE_LINES lines, functions of at most
+#: FUNCTION_LINES): for now those split out of long modules (issue 28); to be widened to all of src/.
+LIMITED = (
+    "evaluation/audit",
+    "deploy/runtimes",
+    "training",
+    "reproduce",
+    "data/prepare.py",
+    "data/scan.py",
+    "data/cache.py",
+    "cli/experiments.py",
+    "cli/data.py",
+    "cli/_app.py",
+)
 MODULE_LINES, FUNCTION_LINES = 500, 60
-LIMITED_MODULES = sorted(p for package in LIMITED for p in (SRC / package).glob("*.py"))
+LIMITED_MODULES = sorted(
+    p for entry in LIMITED for p in ((SRC / entry).glob("*.py") if (SRC / entry).is_dir() else [SRC / entry])
+)
 
 
 @pytest.mark.parametrize("path", LIMITED_MODULES, ids=[str(p.relative_to(SRC)) for p in LIMITED_MODULES])

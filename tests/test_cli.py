@@ -153,6 +153,28 @@ def test_reproduce_from_imagenet_without_the_import_names_make_weights(data_dir,
     assert not (tmp_path / "run").exists()
 
 
+def test_reproduce_hands_its_own_options_and_the_training_settings_apart(data_dir, tmp_path, monkeypatch):
+    """reproduce's own options become one ReproduceOptions record and the training settings go beside it, so
+    --set seed=N is the training seed next to --seed (the selection's), not a second value for one parameter."""
+    import coronet.reproduce as package
+
+    calls = []
+    monkeypatch.setattr(package, "reproduce", lambda data, out, options, **given: calls.append((options, given)))
+    monkeypatch.setattr(package, "overview_lines", lambda overview: ["done"])
+    out = tmp_path / "run"
+    result = invoke(
+        "reproduce", "--data", data_dir, "--out", out, "--seed", 5, "--set", "seed=3", "--epochs", 2,
+        "--no-audit", "--bootstrap", 7, "--count", "covid=9", "--final", "--dataset2-per-class", 4,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "done"
+    ((options, overrides),) = calls
+    assert overrides == {"seed": 3, "epochs": 2}
+    assert (options.profile, options.seed, options.n_bootstrap) == ("fast", 5, 7)
+    assert not options.audit and options.final and options.progress
+    assert options.counts["covid"] == 9 and options.dataset2_per_class == 4
+
+
 def test_fetch_from_a_local_archive(tmp_path):
     """`coronet data fetch` wiring, with a file:// archive in the Ozturk repository's layout."""
     archive = tmp_path / "ozturk.zip"

@@ -14,9 +14,11 @@ from torch.utils.data import TensorDataset
 
 from coronet.layout import FoldDir
 from coronet.models.coronet import build_model
-from coronet.training.fit import _fit, _fold_trainer, _Loaders, fit_head_on_features
+from coronet.training.features import fit_head_on_features
+from coronet.training.loaders import FoldLoaders
 from coronet.training.module import FeatureHeadModule
 from coronet.training.profiles import TrainConfig, get_profile
+from coronet.training.trainer import fit_then_validate, fold_trainer
 
 CLASSES = ("covid", "normal")
 
@@ -35,9 +37,9 @@ def train_head(out, config: TrainConfig, train_set, val_set, max_epochs=None, re
     head = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
     task = FeatureHeadModule(config, head, predictions_path=out / "val-outputs.csv")
     epochs = min(max_epochs or config.epochs, config.epochs)
-    trainer = _fold_trainer(config, FoldDir(out), epochs, len(train_set), True, False, (), "32-true")
+    trainer = fold_trainer(config, FoldDir(out), epochs, len(train_set), True, False, (), "32-true")
     ckpt = out / "checkpoints" / "last.ckpt"
-    _fit(trainer, task, _Loaders(train_set, val_set, config), ckpt if resume else None, True)
+    fit_then_validate(trainer, task, FoldLoaders(train_set, val_set, config), ckpt if resume else None, True)
     return head
 
 

@@ -349,13 +349,13 @@ def test_settings_parse_by_field_type():
 
 def test_an_unknown_logger_is_refused_and_csv_writes_lightnings_log(tmp_path):
     from coronet.layout import FoldDir
-    from coronet.training.fit import _logger
     from coronet.training.profiles import TrainConfig
+    from coronet.training.trainer import lightning_logger
 
     with pytest.raises(ValueError, match="logger must be one of none, csv, tensorboard"):
         TrainConfig(logger="wandb")
-    assert _logger(TrainConfig(), FoldDir(tmp_path).logs) is False
-    logger = _logger(TrainConfig(logger="csv"), FoldDir(tmp_path).logs)
+    assert lightning_logger(TrainConfig(), FoldDir(tmp_path).logs) is False
+    logger = lightning_logger(TrainConfig(logger="csv"), FoldDir(tmp_path).logs)
     logger.log_metrics({"val_acc": 0.5}, step=0)
     logger.save()
     assert "val_acc" in (tmp_path / "logs" / "metrics.csv").read_text()

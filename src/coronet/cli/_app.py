@@ -203,6 +203,80 @@ LeaveOutOption = Annotated[
 ]
 ProfileOption = Annotated[Profile, typer.Option(help="Settings profile (coronet.training.profiles).")]
 
+# The options of `reproduce` alone: what it runs besides the training settings (coronet.reproduce.ReproduceOptions).
+ReproduceProfileOption = Annotated[
+    Optional[Profile],
+    typer.Option(
+        help="fast (a working CoroNet from scratch on a CPU), imagenet (fine-tuned from Keras's ImageNet "
+        "Xception on a CPU; `make weights` first), paper (the paper's protocol, ImageNet weights), quick "
+        "(a few minutes' pipeline check) or tiny (tests). Default: imagenet with --weights imagenet, else fast."
+    ),
+]
+Dataset2Option = Annotated[bool, typer.Option(help="Include dataset-2 (Table VI) when the data holds it.")]
+Dataset2PerClassOption = Annotated[
+    Optional[int], typer.Option(help="Use this many dataset-2 images per class (default: all).")
+]
+FinalOption = Annotated[
+    bool, typer.Option(help="Also train one 4-class model on every image, for deployment (OUT/final/model).")
+]
+AdultNegativesFlag = Annotated[
+    bool,
+    typer.Option(
+        help="Train with dataset-2's adult ChestX-ray8 films as extra rows (normal; pneumonia as bacterial-or-"
+        "viral), so that 'adult' no longer means COVID-19."
+    ),
+]
+SourceNegativesFlag = Annotated[
+    bool,
+    typer.Option(
+        help="Train with films without COVID-19 from the positives' own collections (source-negatives/: ieee8023 "
+        "bacterial, viral, other; Actualmed normal), so that 'ieee8023's look' no longer means COVID-19."
+    ),
+]
+RadiographyFlag = Annotated[
+    bool,
+    typer.Option(
+        help="Train with the BIMCV-COVID19+ films of the COVID-19 Radiography Database (radiography/ under "
+        "--data) as COVID-19 rows with folds of their own, so that COVID-19 stops meaning 'ieee8023'."
+    ),
+]
+DeconfoundOption = Annotated[
+    bool,
+    typer.Option(
+        help="The model to use: adult and source negatives (and the BIMCV films where radiography/ is under "
+        "--data) and the levers against acquisition shortcuts chosen by measurement "
+        "(coronet.training.profiles.DECONFOUND; docs/RECIPES.md)."
+    ),
+]
+AuditFlag = Annotated[bool, typer.Option("--audit/--no-audit", help="Run the shortcut audit on the 4-class run.")]
+AuditRetrainOption = Annotated[bool, typer.Option(help="The audit's test 6: retrain one fold on lungs-removed films.")]
+StageProgressOption = Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")]
+
+# The options of `data prepare` alone: the extra cohorts' folders (coronet.data.cohorts).
+AdultNegativesDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Add dataset-2's adult ChestX-ray8 films (its folder, or a data directory holding it) as training "
+        "rows with folds of their own: No_findings -> normal, Pneumonia -> pneumonia (bacterial or viral)."
+    ),
+]
+SourceNegativesDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Add films without COVID-19 from the positives' own collections (source-negatives/, or a data "
+        "directory holding it) as training rows with folds of their own: ieee8023 bacterial, viral and other "
+        "(not COVID-19: a partial label), Actualmed normal."
+    ),
+]
+RadiographyDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Add the BIMCV-COVID19+ films of the COVID-19 Radiography Database (a folder holding "
+        "COVID-19_Radiography_Dataset/, that folder itself, or a data directory holding radiography/) as "
+        "COVID-19 rows with folds of their own; films that repeat another source's are dropped."
+    ),
+]
+
 # Options that several commands declare alike.
 DatasetOption = Annotated[Path, typer.Option(help="Prepared dataset directory (coronet data prepare).")]
 RunOutOption = Annotated[Path, typer.Option(help="Run directory to write.")]

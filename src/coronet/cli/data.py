@@ -9,12 +9,15 @@ import typer
 
 from ..config import resolve_data_dir
 from ._app import (
+    AdultNegativesDir,
     AdultPerClassOption,
     CountOption,
     DataOption,
     FoldCountOption,
     RadiographyCountOption,
+    RadiographyDir,
     SourceName,
+    SourceNegativesDir,
     Split,
     data_app,
     fail,
@@ -38,30 +41,10 @@ def data_prepare(
     source: Annotated[Optional[list[SourceName]], typer.Option(help="Sources to read (repeatable).")] = None,
     count: CountOption = None,
     workers: Annotated[int, typer.Option(help="Decoding processes.")] = 2,
-    adult_negatives: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Add dataset-2's adult ChestX-ray8 films (its folder, or a data directory holding it) as training "
-            "rows with folds of their own: No_findings -> normal, Pneumonia -> pneumonia (bacterial or viral)."
-        ),
-    ] = None,
+    adult_negatives: AdultNegativesDir = None,
     adult_per_class: AdultPerClassOption = None,
-    source_negatives: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Add films without COVID-19 from the positives' own collections (source-negatives/, or a data "
-            "directory holding it) as training rows with folds of their own: ieee8023 bacterial, viral and other "
-            "(not COVID-19: a partial label), Actualmed normal."
-        ),
-    ] = None,
-    radiography: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Add the BIMCV-COVID19+ films of the COVID-19 Radiography Database (a folder holding "
-            "COVID-19_Radiography_Dataset/, that folder itself, or a data directory holding radiography/) as "
-            "COVID-19 rows with folds of their own; films that repeat another source's are dropped."
-        ),
-    ] = None,
+    source_negatives: SourceNegativesDir = None,
+    radiography: RadiographyDir = None,
     radiography_count: RadiographyCountOption = None,
 ):
     """Select the paper's dataset (Table I), remove duplicates, assign folds, and cache decoded images."""

@@ -13,16 +13,23 @@ from ..layout import PREDICTIONS, AuditDir, RunDir
 from ._app import (
     TRAINING_OPTIONS,
     AcceleratorOption,
+    AdultNegativesFlag,
     AdultPerClassOption,
+    AuditFlag,
+    AuditRetrainOption,
     BackboneOption,
     BatchSizeOption,
     BootstrapOption,
     ConfigFileOption,
     CountOption,
     DataOption,
+    Dataset2Option,
+    Dataset2PerClassOption,
     DatasetOption,
+    DeconfoundOption,
     DevicesOption,
     EpochsOption,
+    FinalOption,
     FinetuneProfile,
     FoldCountOption,
     FoldsOption,
@@ -33,12 +40,16 @@ from ._app import (
     ProfileOption,
     ProgressOption,
     RadiographyCountOption,
+    RadiographyFlag,
+    ReproduceProfileOption,
     ResumeOption,
     RunOutOption,
     Runtime,
     SeedOption,
     SetOption,
     SourceName,
+    SourceNegativesFlag,
+    StageProgressOption,
     StrategyOption,
     TaskName,
     TrainLayersOption,
@@ -265,65 +276,25 @@ def _audit_evaluation(out: Path, model_dir: Path) -> None:
 def reproduce(
     context: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory for every stage and the overview report.")],
-    profile: Annotated[
-        Optional[Profile],
-        typer.Option(
-            help="fast (a working CoroNet from scratch on a CPU), imagenet (fine-tuned from Keras's ImageNet "
-            "Xception on a CPU; `make weights` first), paper (the paper's protocol, ImageNet weights), quick "
-            "(a few minutes' pipeline check) or tiny (tests). Default: imagenet with --weights imagenet, else fast."
-        ),
-    ] = None,
+    profile: ReproduceProfileOption = None,
     data: DataOption = None,
     count: CountOption = None,
     folds: FoldCountOption = 4,
     seed: Annotated[int, typer.Option(help="Seed for selection, folds and training.")] = 0,
-    dataset2: Annotated[bool, typer.Option(help="Include dataset-2 (Table VI) when the data holds it.")] = True,
-    dataset2_per_class: Annotated[
-        Optional[int], typer.Option(help="Use this many dataset-2 images per class (default: all).")
-    ] = None,
-    final: Annotated[
-        bool, typer.Option(help="Also train one 4-class model on every image, for deployment (OUT/final/model).")
-    ] = False,
-    adult_negatives: Annotated[
-        bool,
-        typer.Option(
-            help="Train with dataset-2's adult ChestX-ray8 films as extra rows (normal; pneumonia as bacterial-or-"
-            "viral), so that 'adult' no longer means COVID-19."
-        ),
-    ] = False,
+    dataset2: Dataset2Option = True,
+    dataset2_per_class: Dataset2PerClassOption = None,
+    final: FinalOption = False,
+    adult_negatives: AdultNegativesFlag = False,
     adult_per_class: AdultPerClassOption = None,
-    source_negatives: Annotated[
-        bool,
-        typer.Option(
-            help="Train with films without COVID-19 from the positives' own collections (source-negatives/: ieee8023 "
-            "bacterial, viral, other; Actualmed normal), so that 'ieee8023's look' no longer means COVID-19."
-        ),
-    ] = False,
-    radiography: Annotated[
-        bool,
-        typer.Option(
-            help="Train with the BIMCV-COVID19+ films of the COVID-19 Radiography Database (radiography/ under "
-            "--data) as COVID-19 rows with folds of their own, so that COVID-19 stops meaning 'ieee8023'."
-        ),
-    ] = False,
+    source_negatives: SourceNegativesFlag = False,
+    radiography: RadiographyFlag = False,
     radiography_count: RadiographyCountOption = None,
-    deconfound: Annotated[
-        bool,
-        typer.Option(
-            help="The model to use: adult and source negatives (and the BIMCV films where radiography/ is under "
-            "--data) and the levers against acquisition shortcuts chosen by measurement "
-            "(coronet.training.profiles.DECONFOUND; docs/RECIPES.md)."
-        ),
-    ] = False,
+    deconfound: DeconfoundOption = False,
     leave_out: LeaveOutOption = None,
-    audit_: Annotated[
-        bool, typer.Option("--audit/--no-audit", help="Run the shortcut audit on the 4-class run.")
-    ] = True,
-    audit_retrain: Annotated[
-        bool, typer.Option(help="The audit's test 6: retrain one fold on lungs-removed films.")
-    ] = True,
+    audit_: AuditFlag = True,
+    audit_retrain: AuditRetrainOption = True,
     bootstrap: BootstrapOption = 1000,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar with an ETA for each training stage.")] = True,
+    progress: StageProgressOption = True,
     epochs: EpochsOption = None,
     weights: WeightsOption = None,
     precision: PrecisionOption = None,
@@ -334,7 +305,6 @@ def reproduce(
     config_file: ConfigFileOption = None,
 ):
     """The paper end to end: prepare, 4-class CV, 3-class and binary fine-tunes, dataset-2, one report."""
-    from ..paper import TABLE1
     from ..reproduce import overview_lines
     from ..reproduce import reproduce as run_reproduce
 
@@ -343,32 +313,38 @@ def reproduce(
     )
     data_dir = resolve_data_dir(data)
     require_sources(data_dir, ("cohen", "kaggle"))
-    counts = parse_counts(count, TABLE1)
+    options = _reproduce_options(context.params)
     quiet_lightning()
-    summary = run_reproduce(
-        data_dir,
-        out,
-        profile=value(profile) if profile else ("imagenet" if weights == "imagenet" else "fast"),
-        counts=counts,
-        folds=folds,
-        seed=seed,
-        dataset2=dataset2,
-        dataset2_per_class=dataset2_per_class,
-        n_bootstrap=bootstrap,
-        progress=progress,
-        final=final,
-        adult_negatives=adult_negatives,
-        adult_per_class=adult_per_class,
-        source_negatives=source_negatives,
-        deconfound=deconfound,
-        audit=audit_,
-        audit_retrain=audit_retrain,
-        radiography=radiography,
-        radiography_count=radiography_count,
-        **overrides,
-    )
-    for line in overview_lines(summary):
+    for line in overview_lines(run_reproduce(data_dir, out, options, **overrides)):
         typer.echo(line)
+
+
+def _reproduce_options(params: dict):
+    """``reproduce``'s options (its parameters ``params``) as the library's record; the training settings go apart
+    (:func:`training_overrides`). Without ``--profile``: imagenet with ``--weights imagenet``, else fast."""
+    from ..paper import TABLE1
+    from ..reproduce import ReproduceOptions
+
+    profile = params["profile"]
+    return ReproduceOptions(
+        profile=value(profile) if profile else ("imagenet" if params["weights"] == "imagenet" else "fast"),
+        counts=parse_counts(params["count"], TABLE1),
+        folds=params["folds"],
+        seed=params["seed"],
+        dataset2=params["dataset2"],
+        dataset2_per_class=params["dataset2_per_class"],
+        n_bootstrap=params["bootstrap"],
+        progress=params["progress"],
+        final=params["final"],
+        adult_negatives=params["adult_negatives"],
+        adult_per_class=params["adult_per_class"],
+        source_negatives=params["source_negatives"],
+        deconfound=params["deconfound"],
+        audit=params["audit_"],
+        audit_retrain=params["audit_retrain"],
+        radiography=params["radiography"],
+        radiography_count=params["radiography_count"],
+    )
 
 
 @app.command("audit")

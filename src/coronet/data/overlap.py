@@ -18,7 +18,7 @@ import pandas as pd
 from ..layout import MANIFEST, SIGNATURES
 from .dedup import cross_duplicate_pairs, edge_signature
 from .imageio import read_image
-from .prepare import scan_images
+from .scan import scan_images
 
 Fingerprints = tuple[pd.DataFrame, np.ndarray, np.ndarray]
 

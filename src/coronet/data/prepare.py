@@ -2,7 +2,7 @@
 
 Steps, in order:
 
-1. read the chosen sources into one table (:mod:`coronet.sources`);
+1. read the chosen sources into one table (:mod:`coronet.data.sources`);
 2. decode every candidate once (2 processes): file SHA-256, pixel hash, perceptual
    hash, edge signature and the resized uint8 image for the cache; unreadable files
    are listed and skipped;
@@ -22,19 +22,21 @@ The dataset directory holds ``manifest.csv``, ``images-<size>.npy`` (uint8,
 N x size x size, memory-mappable, row ``cache_index``), ``duplicates.csv``,
 ``skipped.csv``, ``prepare.json`` (resolved config and counts), ``summary.md`` and
 ``signatures.npy`` (edge signatures, for :mod:`coronet.data.overlap` with another dataset).
+
+Decoding is :mod:`coronet.data.scan`'s; the image cache's reading and writing is :mod:`coronet.data.cache`'s
+(``cache_size``, ``load_cache`` and ``write_cache`` are importable from here too).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import platform
 import time
 import warnings
+from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,27 +45,17 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import __version__, paper
-from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES, DatasetDir, atomic_path
+from ..layout import CACHE_TEMPLATE, MANIFEST, PREPARE_RECORD, SIGNATURES, DatasetDir
+from .cache import cache_size, load_cache, write_cache
 from .cohorts import TABLE1, Cohort, cohort_column, get_cohort
-from .dedup import (
-    connected_groups,
-    cross_duplicate_pairs,
-    edge_signature,
-    near_duplicate_pairs,
-    perceptual_hash,
-    person_groups,
-    pixel_hash,
-)
-from .imageio import ImageReadError, read_image, resize_square
+from .dedup import connected_groups, cross_duplicate_pairs, near_duplicate_pairs, person_groups
+from .scan import Fingerprints, fingerprints, join_fingerprints, scan_table
 from .sources import LABELS, read_source, reader_options, source_dir
 
 logger = logging.getLogger(__name__)
 
 #: The paper's Table I (coronet.paper), the default selection.
 PAPER_CLASS_COUNTS = dict(paper.TABLE1)
-#: Films as the duplicate tests see them: ``(rows with path, label and patient_id, 64-bit perceptual hashes,
-#: edge signatures)``, row for row (as :mod:`coronet.data.overlap` reads them from a prepared dataset).
-Fingerprints = tuple[pd.DataFrame, np.ndarray, np.ndarray]
 #: duplicates.csv's kind for a film dropped because another source's film already in the dataset is the same film.
 OTHER_SOURCE = "other-source"
 
@@ -117,58 +109,6 @@ def collect_candidates(data_dir: Path, config: PrepareConfig) -> pd.DataFrame:
     root = data_dir.resolve()
     table["relpath"] = [os.path.relpath(p, root) for p in table["path"]]
     return table.sort_values(["source", "relpath"], kind="stable").reset_index(drop=True)
-
-
-def _scan_one(args: tuple[str, int]) -> dict:
-    """Decode one file and compute everything preparation needs from it (runs in a worker)."""
-    path, size = args
-    try:
-        data = Path(path).read_bytes()
-        image = read_image(data, name=path)
-    except ImageReadError as error:
-        return {"error": error.problem}
-    except OSError as error:
-        return {"error": f"cannot read file ({error.strerror or error})"}
-    resized = resize_square(image, size)
-    return {
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "pixel_hash": pixel_hash(image),
-        "phash": perceptual_hash(image),
-        "signature": edge_signature(image),
-        "height": image.shape[0],
-        "width": image.shape[1],
-        "cached": resized,
-    }
-
-
-def scan_images(paths: list[str], size: int, workers: int) -> list[dict]:
-    """:func:`_scan_one` over ``paths``, in order, in ``workers`` processes."""
-    jobs = [(p, size) for p in paths]
-    if workers <= 1 or len(jobs) < 64:
-        return [_scan_one(job) for job in jobs]
-    with ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_scan_one, jobs, chunksize=32))
-
-
-def scan_table(table: pd.DataFrame, config: PrepareConfig) -> tuple[pd.DataFrame, list[dict], pd.DataFrame]:
-    """Decode every film of ``table`` once (:func:`scan_images`): ``(readable rows, their scans, skipped)``.
-
-    The readable rows gain ``sha256``, ``pixel_hash``, ``height``, ``width`` and ``phash`` (hex); each
-    unreadable file is logged in one line and listed in ``skipped`` (``path, problem``).
-    """
-    scans = scan_images(list(table["path"]), config.image_size, config.workers)
-    skipped = pd.DataFrame(
-        [{"path": p, "problem": s["error"]} for p, s in zip(table["path"], scans) if "error" in s],
-        columns=["path", "problem"],
-    )
-    for row in skipped.itertuples():
-        logger.info(f"skipped {row.path}: {row.problem}")
-    readable = [k for k, s in enumerate(scans) if "error" not in s]
-    table, scans = table.iloc[readable].reset_index(drop=True), [scans[k] for k in readable]
-    for key in ("sha256", "pixel_hash", "height", "width"):
-        table[key] = [s[key] for s in scans]
-    table["phash"] = [f"{s['phash']:016x}" for s in scans]
-    return table, scans, skipped
 
 
 def undersample(table: pd.DataFrame, class_counts: Mapping[str, int | None], seed: int) -> pd.DataFrame:
@@ -242,6 +182,16 @@ def assign_folds(labels, groups, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+@dataclass
+class Selection:
+    """Films chosen for the dataset so far, row for row with their scans, and what choosing them found."""
+
+    rows: pd.DataFrame  #: manifest rows with ``group`` and ``fold``
+    scans: list[dict]  #: :func:`coronet.data.scan.scan_table`'s, row for row
+    duplicate_rows: list[dict]  #: duplicates.csv rows
+    skipped: pd.DataFrame  #: skipped.csv rows: unreadable files
+
+
 def prepare_dataset(
     data_dir: str | os.PathLike, out: str | os.PathLike, config: PrepareConfig | None = None
 ) -> PreparedDataset:
@@ -249,55 +199,12 @@ def prepare_dataset(
     config = config or PrepareConfig()
     started = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out)
-
-    candidates = collect_candidates(data_dir, config)
-    candidates = candidates[candidates["label"].isin(config.class_counts)].reset_index(drop=True)
-    logger.info(f"scanning {len(candidates)} candidate images from {', '.join(config.sources)} ...")
-    table, scans, skipped = scan_table(candidates, config)
-    table["_scan"] = range(len(table))
-    scanned = fingerprints(table, scans)  # every candidate, copies included: what extra cohorts must not repeat
-
-    # Exact duplicates: keep the first copy; its patient and the dropped copy's are one person.
-    keep, same_person, duplicate_rows = exact_duplicates(table, list(table["pixel_hash"]))
-    table = table.iloc[keep].reset_index(drop=True)
-
-    selected = undersample(table, config.class_counts, config.seed)
-    scan_rows = selected["_scan"].to_numpy()
-    pairs, near_rows = near_duplicates(selected["path"], [scans[k] for k in scan_rows])
-    duplicate_rows += near_rows
-
-    # Fold groups: near-duplicate films always; for split=patient also patients, merged through every chain of
-    # exact copies (the copies' patients are one person).
-    if config.split == "patient":
-        selected["group"] = person_groups(selected["patient_id"], same_person, pairs)
-    else:
-        selected["group"] = connected_groups(len(selected), pairs)
-    selected["fold"] = assign_folds(selected["label"], selected["group"], config.folds, config.seed)
-
-    selected_scans = [scans[k] for k in scan_rows]
+    candidates, selection, scanned = select_table1(data_dir, config)
+    table1_kinds = Counter(row["kind"] for row in selection.duplicate_rows)  # prepare.json counts Table I's alone
     if config.cohorts:
-        selected, extra_scans, extra_duplicates, extra_skipped = _with_cohorts(selected, data_dir, config, scanned)
-        selected_scans += extra_scans
-        duplicate_rows += extra_duplicates
-        skipped = pd.concat([skipped, extra_skipped], ignore_index=True)
-    images = [scan["cached"] for scan in selected_scans]
-    signatures = [scan["signature"] for scan in selected_scans]
-
-    selected["cache_index"] = np.arange(len(selected))
-    out.mkdir(parents=True, exist_ok=True)
-    write_cache(out / CACHE_TEMPLATE.format(size=config.image_size), images)
-    # kept for overlap checks against other datasets (coronet finetune --data): 8 KiB per image
-    np.save(out / SIGNATURES, np.stack(signatures).astype(np.float16))
-    manifest = selected.drop(columns=["_scan", "pixel_hash"])
-    manifest.to_csv(out / MANIFEST, index=False)
-    duplicates = pd.DataFrame(duplicate_rows, columns=["kind", "path", "other_path", "distance", "correlation", "kept"])
-    fold_of = dict(zip(manifest.path, manifest.fold))
-    duplicates["fold"] = duplicates.path.map(fold_of).astype("Int64")
-    duplicates["other_fold"] = duplicates.other_path.map(fold_of).astype("Int64")
-    duplicates.to_csv(out / "duplicates.csv", index=False)
-    skipped.to_csv(out / "skipped.csv", index=False)
-
-    summary = summarize(candidates, manifest, duplicates, skipped, config)
+        selection = _with_cohorts(selection, data_dir, config, scanned)
+    manifest, duplicates = _write_dataset(out, selection, config.image_size)
+    summary = summarize(candidates, manifest, duplicates, selection.skipped, config)
     (out / "summary.md").write_text(summary)
     elapsed = time.perf_counter() - started
     record = {
@@ -306,11 +213,11 @@ def prepare_dataset(
         "counts": {k: int(v) for k, v in manifest.label.value_counts().items()},
         "images": len(manifest),
         "patients": int(manifest.patient_id.nunique()),
-        "exact_duplicates_removed": len(same_person),
-        "near_duplicate_pairs": len(pairs),
+        "exact_duplicates_removed": table1_kinds["exact"],
+        "near_duplicate_pairs": table1_kinds["near"],
         "other_source_duplicates_dropped": int(duplicates.other_path[duplicates.kind == OTHER_SOURCE].nunique()),
         "duplicates_by_kind": {str(k): int(v) for k, v in duplicates.kind.value_counts().items()},  # extra cohorts too
-        "skipped": len(skipped),
+        "skipped": len(selection.skipped),
         "seconds": round(elapsed, 2),
         "manifest_sha256": DatasetDir(out).manifest_sha256(),
         "coronet": __version__,
@@ -319,17 +226,65 @@ def prepare_dataset(
     (out / PREPARE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     logger.info(summary)
     logger.info(f"prepared {len(manifest)} images in {elapsed:.1f} s -> {out}")
-    return PreparedDataset(manifest, duplicates, skipped, summary, out)
+    return PreparedDataset(manifest, duplicates, selection.skipped, summary, out)
 
 
-def _with_cohorts(selected: pd.DataFrame, data_dir: Path, config: PrepareConfig, scanned: Fingerprints):
+def select_table1(data_dir: Path, config: PrepareConfig) -> tuple[pd.DataFrame, Selection, Fingerprints]:
+    """Steps 1 to 6 of the module docstring for the configured sources, up to the folds: ``(every candidate, the
+    selection, the fingerprints of every readable candidate)``; copies included, they are what extra cohorts must
+    not repeat."""
+    candidates = collect_candidates(data_dir, config)
+    candidates = candidates[candidates["label"].isin(config.class_counts)].reset_index(drop=True)
+    logger.info(f"scanning {len(candidates)} candidate images from {', '.join(config.sources)} ...")
+    table, scans, skipped = scan_table(candidates, config.image_size, config.workers)
+    table["_scan"] = range(len(table))
+    scanned = fingerprints(table, scans)
+
+    # Exact duplicates: keep the first copy; its patient and the dropped copy's are one person.
+    keep, same_person, duplicate_rows = exact_duplicates(table, list(table["pixel_hash"]))
+    table = table.iloc[keep].reset_index(drop=True)
+
+    selected = undersample(table, config.class_counts, config.seed)
+    selected_scans = [scans[k] for k in selected["_scan"].to_numpy()]
+    pairs, near_rows = near_duplicates(selected["path"], selected_scans)
+
+    # Fold groups: near-duplicate films always; for split=patient also patients, merged through every chain of
+    # exact copies (the copies' patients are one person).
+    if config.split == "patient":
+        selected["group"] = person_groups(selected["patient_id"], same_person, pairs)
+    else:
+        selected["group"] = connected_groups(len(selected), pairs)
+    selected["fold"] = assign_folds(selected["label"], selected["group"], config.folds, config.seed)
+    selected = selected.drop(columns=["_scan", "pixel_hash"])
+    return candidates, Selection(selected, selected_scans, duplicate_rows + near_rows, skipped), scanned
+
+
+def _write_dataset(out: Path, selection: Selection, image_size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The dataset directory's image cache, ``signatures.npy``, ``manifest.csv``, ``duplicates.csv`` (with each
+    film's fold) and ``skipped.csv``: ``(manifest, duplicates)``."""
+    manifest = selection.rows.assign(cache_index=np.arange(len(selection.rows)))
+    out.mkdir(parents=True, exist_ok=True)
+    write_cache(out / CACHE_TEMPLATE.format(size=image_size), [scan["cached"] for scan in selection.scans])
+    # kept for overlap checks against other datasets (coronet finetune --data): 8 KiB per image
+    np.save(out / SIGNATURES, np.stack([scan["signature"] for scan in selection.scans]).astype(np.float16))
+    manifest.to_csv(out / MANIFEST, index=False)
+    duplicates = pd.DataFrame(
+        selection.duplicate_rows, columns=["kind", "path", "other_path", "distance", "correlation", "kept"]
+    )
+    fold_of = dict(zip(manifest.path, manifest.fold))
+    duplicates["fold"] = duplicates.path.map(fold_of).astype("Int64")
+    duplicates["other_fold"] = duplicates.other_path.map(fold_of).astype("Int64")
+    duplicates.to_csv(out / "duplicates.csv", index=False)
+    selection.skipped.to_csv(out / "skipped.csv", index=False)
+    return manifest, duplicates
+
+
+def _with_cohorts(selection: Selection, data_dir: Path, config: PrepareConfig, scanned: Fingerprints) -> Selection:
     """Table I's rows (cohort ``table1``) followed by each extra cohort's of ``config.cohorts``, with fold groups
-    of their own: ``(rows, the added rows' scans, duplicate rows, skipped)``. Each cohort is checked against
-    ``scanned`` (the Table I candidates) and the cohorts added before it."""
-    selected = selected.assign(cohort=TABLE1)
-    scans: list[dict] = []
-    duplicate_rows: list = []
-    skipped = []
+    of their own. Each cohort is checked against ``scanned`` (the Table I candidates) and the cohorts added before
+    it."""
+    selected = selection.rows.assign(cohort=TABLE1)
+    scans, duplicate_rows, skipped = list(selection.scans), list(selection.duplicate_rows), [selection.skipped]
     for name, folder in config.cohorts.items():
         rows, cohort_scans, cohort_duplicates, cohort_skipped = cohort_rows(
             get_cohort(name), Path(folder), data_dir, config, seen=scanned
@@ -340,7 +295,7 @@ def _with_cohorts(selected: pd.DataFrame, data_dir: Path, config: PrepareConfig,
         scanned = join_fingerprints(scanned, fingerprints(rows, cohort_scans))
         duplicate_rows += cohort_duplicates
         skipped.append(cohort_skipped)
-    return selected, scans, duplicate_rows, pd.concat(skipped, ignore_index=True)
+    return Selection(selected, scans, duplicate_rows, pd.concat(skipped, ignore_index=True))
 
 
 def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareConfig, seen: Fingerprints | None = None):
@@ -368,7 +323,7 @@ def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareCon
     if per_class is not None:
         table = undersample(table, dict.fromkeys(dict.fromkeys(table["label"]), per_class), config.seed)
     logger.info(f"scanning {len(table)} films of cohort {cohort.name!r} ({cohort.title}) ...")
-    table, scans, skipped = scan_table(table, config)
+    table, scans, skipped = scan_table(table, config.image_size, config.workers)
     keep, same_person, duplicates = exact_duplicates(table, list(table["pixel_hash"]))
     table, scans = table.iloc[keep].drop(columns=["pixel_hash"]).reset_index(drop=True), [scans[k] for k in keep]
     if seen is not None:
@@ -385,20 +340,6 @@ def cohort_rows(cohort: Cohort, folder: Path, data_dir: Path, config: PrepareCon
     table["fold"] = assign_folds(table["label"], table["group"], config.folds, config.seed)
     table["cohort"] = cohort.name
     return table, scans, duplicates, skipped
-
-
-def fingerprints(table: pd.DataFrame, scans: list[dict]) -> Fingerprints:
-    """The duplicate tests' view of scanned films (:data:`Fingerprints`), row for row."""
-    signatures = np.stack([s["signature"] for s in scans]) if scans else np.zeros((0, 1), np.float32)
-    return table.reset_index(drop=True), np.array([s["phash"] for s in scans], dtype=np.uint64), signatures
-
-
-def join_fingerprints(first: Fingerprints, second: Fingerprints) -> Fingerprints:
-    """The films of ``first`` followed by those of ``second``."""
-    if not len(second[0]):
-        return first
-    table = pd.concat([first[0], second[0]], ignore_index=True)
-    return table, np.concatenate([first[1], second[1]]), np.concatenate([first[2], second[2]])
 
 
 def drop_seen(table: pd.DataFrame, scans: list[dict], seen: Fingerprints) -> tuple[pd.DataFrame, list[dict], list]:
@@ -423,34 +364,6 @@ def drop_seen(table: pd.DataFrame, scans: list[dict], seen: Fingerprints) -> tup
     dropped = {a for a, *_ in pairs}
     keep = [k for k in range(len(table)) if k not in dropped]
     return table.iloc[keep].reset_index(drop=True), [scans[k] for k in keep], rows
-
-
-def write_cache(path: Path, images: list[np.ndarray]) -> None:
-    """Write ``images`` (equal-sized uint8 arrays) as one ``.npy`` file, atomically."""
-    with atomic_path(path) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(images), *images[0].shape))
-        for k, image in enumerate(images):
-            array[k] = image
-        array.flush()
-        del array
-
-
-def cache_size(dataset_dir: str | os.PathLike, input_size: int) -> int:
-    """The image cache to read for a model of ``input_size``: that size if the dataset has it, else its own."""
-    if (Path(dataset_dir) / CACHE_TEMPLATE.format(size=input_size)).is_file():
-        return input_size
-    try:
-        return int(json.loads((Path(dataset_dir) / PREPARE_RECORD).read_text())["config"]["image_size"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{dataset_dir}: not a prepared dataset (no readable {PREPARE_RECORD})") from error
-
-
-def load_cache(dataset_dir: str | os.PathLike, size: int = 150) -> np.ndarray:
-    """The dataset's decoded image cache, memory-mapped read-only (row = manifest ``cache_index``)."""
-    path = Path(dataset_dir) / CACHE_TEMPLATE.format(size=size)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no {size}x{size} image cache; run `coronet data prepare --image-size {size}`")
-    return np.load(path, mmap_mode="r")
 
 
 def summarize(
@@ -506,3 +419,25 @@ def summarize(
         leaked = manifest.groupby("patient_id").fold.nunique().gt(1).sum()
         lines.append(f"- patients in more than one fold: {leaked}")
     return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "OTHER_SOURCE",
+    "PAPER_CLASS_COUNTS",
+    "PrepareConfig",
+    "PreparedDataset",
+    "Selection",
+    "assign_folds",
+    "cache_size",
+    "cohort_rows",
+    "collect_candidates",
+    "drop_seen",
+    "exact_duplicates",
+    "load_cache",
+    "near_duplicates",
+    "prepare_dataset",
+    "select_table1",
+    "summarize",
+    "undersample",
+    "write_cache",
+]

@@ -4,7 +4,7 @@ DarkCovidNet is DarkNet-19 cut down to 17 convolutions: ``conv-BN-LeakyReLU`` un
 five max-pools, "triple" units (3x3 widen, 1x1 squeeze, 3x3 widen) and a last
 convolution down to a few channels, about 1.1M parameters in all. It is registered
 with timm as ``darkcovidnet`` so every command takes it like any other backbone
-(``--backbone darkcovidnet``); with ``num_classes=0`` (how :mod:`coronet.model` builds
+(``--backbone darkcovidnet``); with ``num_classes=0`` (how :mod:`coronet.models.coronet` builds
 backbones) it returns its last feature map, which CoroNet's dense head then classifies,
 as the original's Flatten + Linear does.
 """

@@ -123,7 +123,7 @@ def _check_card_matches_weights(card: dict, normalisation: dict, metadata: dict,
     except (KeyError, json.JSONDecodeError):
         raise ModelLoadError(
             f"{weights}: carries no network description (written by another tool or an older "
-            "coronet); re-save it with coronet.modelio.save_model_dir"
+            "coronet); re-save it with coronet.models.modeldir.save_model_dir"
         ) from None
     stated = {key: card[key] for key in ("classes", "backbone", "input_size", "hidden", "dropout")}
     stated.update(mean=normalisation.get("mean", 0.0), std=normalisation.get("std", 1.0), tta=card_tta(card))

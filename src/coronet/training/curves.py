@@ -1,6 +1,6 @@
 """The training curves (the paper's Fig. 4), drawn from a fold's ``metrics.csv`` after every epoch.
 
-The figure is drawn during training (by :class:`coronet.training.fit.EpochLog`), so it lives in the training
+The figure is drawn during training (by :class:`coronet.training.callbacks.EpochLog`), so it lives in the training
 layer, which may not import :mod:`coronet.evaluation`; :mod:`coronet.evaluation.figures` re-exports it beside
 the report's figures. Drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot, no global backend).
 """

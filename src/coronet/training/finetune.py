@@ -121,42 +121,25 @@ def finetune(
     Returns the per-image predictions (all images, also for dataset-2).
     """
     source_run, out = Path(source_run), Path(out)
-    source_files, run = RunDir(source_run), RunDir(out)
+    run = RunDir(out)
     record, source = read_source_run(source_run)
     classes = task_classes(task)
     config = finetune_config(source, profile, classes, **overrides)
     source_dataset = Path(record["dataset"]["path"])
-    info = {
-        "source_run": str(source_run.resolve()),
-        "task": task,
-        "finetune_profile": profile,
-        "card": {"finetuned_from": {"run": str(source_run.resolve()), "task": "4class"}},
-    }
+    info = _run_info(source_run, task, profile)
     out.mkdir(parents=True, exist_ok=True)
-    source_manifest = source_files.read_manifest()
-    trained = [int(f) for f in record["folds"] if source_files.fold(int(f)).has_model()]
-    if not trained:
-        raise FileNotFoundError(f"{source_run}: no finished fold (fold-K/model/) to fine-tune")
-
+    source_manifest = RunDir(source_run).read_manifest()
+    trained = _trained_folds(source_run, record)
     if data is None:
-        dataset_dir = source_dataset
-        manifest = relabel(source_manifest, task)
-        fold_of_model = {f: f for f in trained}
-        folds = folds or trained
-        missing = sorted(set(folds) - set(trained))
-        if missing:
-            raise ValueError(f"{source_run}: folds {missing} have no trained 4-class model")
+        dataset_dir, manifest = source_dataset, relabel(source_manifest, task)
+        fold_of_model, folds = _own_folds(source_run, trained, folds)
     else:
-        if task != "3class":
-            raise ValueError("dataset-2 has 3 classes: use --task 3class with --data")
         # dataset-2 is an experiment of its own (Table VI, its own folds): the 4-class run's held-out collection
         # means nothing there, and its films that the 4-class models saw are set apart as overlap instead
         config = config.with_overrides(leave_out=None)
-        dataset_dir, manifest = _dataset2_rows(
-            run, data, source, source_dataset, source_manifest.fold.nunique(), task, data_per_class
+        dataset_dir, manifest, fold_of_model = _on_dataset2(
+            run, data, source, source_dataset, source_manifest, task, data_per_class, trained
         )
-        # any fold's 4-class model will do (dataset-2 is new data); cycle through the trained ones
-        fold_of_model = {int(f): trained[(int(f) - 1) % len(trained)] for f in sorted(manifest.fold.unique())}
         info.update(paper_table="table6", dataset2=str(ozturk_root(data)))
 
     run.source_run.write_text(json.dumps({**info, "fold_models": fold_of_model}, indent=2) + "\n")
@@ -175,6 +158,58 @@ def finetune(
     if data is not None:
         write_no_overlap_run(out, predictions)
     return predictions
+
+
+def _run_info(source_run: Path, task: str, profile: str) -> dict:
+    """What the fine-tuned run records of where it came from (``source-run.json``, and ``config.json`` beside its
+    settings); ``card`` goes into every fold's model card."""
+    return {
+        "source_run": str(source_run.resolve()),
+        "task": task,
+        "finetune_profile": profile,
+        "card": {"finetuned_from": {"run": str(source_run.resolve()), "task": "4class"}},
+    }
+
+
+def _trained_folds(source_run: Path, record: dict) -> list[int]:
+    """The folds of the run ``source_run`` (its ``config.json`` ``record``) with a trained model; an error when none
+    has one."""
+    trained = [int(f) for f in record["folds"] if RunDir(source_run).fold(int(f)).has_model()]
+    if not trained:
+        raise FileNotFoundError(f"{source_run}: no finished fold (fold-K/model/) to fine-tune")
+    return trained
+
+
+def _own_folds(source_run: Path, trained: list[int], folds: list[int] | None) -> tuple[dict[int, int], list[int]]:
+    """Fine-tuning on the source run's own images: ``(fold -> the 4-class fold model it starts from, the folds to
+    run)``, each fold from its own model; ``folds`` (default: every trained one) must all have one."""
+    folds = folds or trained
+    missing = sorted(set(folds) - set(trained))
+    if missing:
+        raise ValueError(f"{source_run}: folds {missing} have no trained 4-class model")
+    return {f: f for f in trained}, folds
+
+
+def _on_dataset2(
+    run: RunDir,
+    data: str | os.PathLike,
+    source: TrainConfig,
+    source_dataset: Path,
+    source_manifest: pd.DataFrame,
+    task: str,
+    per_class: int | None,
+    trained: list[int],
+) -> tuple[Path, pd.DataFrame, dict[int, int]]:
+    """Fine-tuning on dataset-2 (``--data``): ``(its dataset prepared in the run, its rows for ``task`` marked with
+    their overlap, fold -> the trained 4-class fold model it starts from)`` (:func:`_dataset2_rows`)."""
+    if task != "3class":
+        raise ValueError("dataset-2 has 3 classes: use --task 3class with --data")
+    dataset_dir, manifest = _dataset2_rows(
+        run, data, source, source_dataset, source_manifest.fold.nunique(), task, per_class
+    )
+    # any fold's 4-class model will do (dataset-2 is new data); cycle through the trained ones
+    fold_of_model = {int(f): trained[(int(f) - 1) % len(trained)] for f in sorted(manifest.fold.unique())}
+    return dataset_dir, manifest, fold_of_model
 
 
 def _dataset2_rows(
