@@ -1,6 +1,7 @@
-"""The typed paths of the on-disk contract: each directory class declares the files it holds as data
-(:class:`File`, :class:`Sub`), and makes the decisions that need only what is on disk (which folds are finished,
-whether a config may be resumed)."""
+"""The typed paths of the on-disk contract: each directory class declares the files it holds as data.
+
+The declarations are :class:`File` and :class:`Sub`; the classes also make the decisions that need only what is
+on disk (which folds are finished, whether a config may be resumed)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The predictions table every writer writes and every reader checks: ``path, patient_id, fold, label``, one
-``prob_<class>`` per class, ``pred``, then the columns carried over from the rows."""
+"""The predictions table every writer writes and every reader checks.
+
+``path, patient_id, fold, label``, one ``prob_<class>`` per class, ``pred``, then the columns carried over from
+the rows."""
 
 from __future__ import annotations
 

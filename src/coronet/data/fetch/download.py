@@ -1,6 +1,7 @@
-"""An archive downloaded into ``DATA/.downloads/``, resumed where an earlier run stopped (``Range``, guarded by
-``If-Range``), checked against its sha256 and recorded (``<name>.json``), so a finished archive is never fetched
-twice."""
+"""An archive downloaded into ``DATA/.downloads/``: resumed, checked against its sha256 and recorded.
+
+An interrupted download resumes (``Range``, guarded by ``If-Range``); ``<name>.json`` records a finished one, so
+it is never fetched twice."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""A downloaded archive installed: only the members the readers need, every name checked (no zip-slip), extracted
-beside the target and renamed into place, so a failed run never leaves a half-installed source."""
+"""A downloaded archive installed: the members the readers need, checked, extracted, renamed into place.
+
+Every member name is checked (no zip-slip); extraction goes beside the target and is renamed into place, so a
+failed run never leaves a half-installed source."""
 
 from __future__ import annotations
 

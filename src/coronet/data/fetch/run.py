@@ -1,5 +1,4 @@
-"""``fetch_sources``: each named source skipped when installed, else downloaded and installed, and the words for
-sources that are missing or got by hand."""
+"""``fetch_sources``: each source skipped when installed, else downloaded and installed; the help texts."""
 
 from __future__ import annotations
 

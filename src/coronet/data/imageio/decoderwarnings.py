@@ -1,5 +1,6 @@
-"""The decoders' warnings about one file, collected for that file alone (per thread) instead of shown as Python
-warnings; Pillow's decompression-bomb warning made an error."""
+"""The decoders' warnings about a file, collected for that file alone (per thread), never shown as warnings.
+
+Pillow's decompression-bomb warning is made an error meanwhile."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""DICOM decoded by pydicom (first frame only), in the order the standard defines for display: modality LUT, VOI
-LUT or window, scaling to 0..255, MONOCHROME1 inverted; colour converted to RGB and then to luma."""
+"""DICOM decoded by pydicom (first frame only) in the standard's display order, to the canonical gray array.
+
+Modality LUT, VOI LUT or window, scaling to 0..255, MONOCHROME1 inverted; colour converted to RGB and then to
+luma."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The reader's errors, one line each: :class:`ImageReadError` for every input it cannot read, and its subclass
-:class:`UnrecognisedImage` for bytes that are no image at all."""
+"""The reader's one-line errors: ImageReadError for any unreadable input, UnrecognisedImage for no image."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""What the reader refuses before decoding: files that are no regular file or too large, images over the pixel
-limit, and decompression bombs."""
+"""What the reader refuses before decoding: no regular file, too many bytes, too many pixels, bombs."""
 
 from __future__ import annotations
 

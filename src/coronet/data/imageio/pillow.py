@@ -1,5 +1,7 @@
-"""PNG, JPEG, GIF, BMP, TIFF and WebP decoded by Pillow, with the plugin that was sniffed, every PNG chunk's CRC
-checked first, EXIF orientation applied, and any mode converted to gray."""
+"""PNG, JPEG, GIF, BMP, TIFF and WebP decoded by Pillow, to the canonical gray array.
+
+With the plugin that was sniffed, every PNG chunk's CRC checked first, EXIF orientation applied, any mode
+converted to gray."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""``read_image``: any supported file to the canonical array, its format recognised from its content
-(:func:`sniff_format`), its decoder's warnings collected for it alone."""
+"""``read_image``: any supported file to the canonical array, its format recognised from its content.
+
+The format by :func:`sniff_format`, the decoder's warnings collected for the file alone."""
 
 from __future__ import annotations
 

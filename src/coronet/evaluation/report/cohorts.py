@@ -1,5 +1,7 @@
-"""The report's extra cohorts (:mod:`coronet.data.cohorts`): each cohort's films of a run, its figures with 95 %
-intervals over its patients, its table (``<cohort>-false-covid.csv``) and its section."""
+"""The report's extra cohorts (:mod:`coronet.data.cohorts`): their films, figures, tables and sections.
+
+Each cohort's films of a run, its figures with 95 % intervals over its patients, its table
+(``<cohort>-false-covid.csv``) and its section."""
 
 from __future__ import annotations
 

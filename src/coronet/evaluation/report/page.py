@@ -1,5 +1,4 @@
-"""The report as a page (:mod:`coronet.evaluation.pages`): its title, its tables in order under their titles, the
-intervals, AUC and calibration, the figures and the training record."""
+"""The report as a page: its title, its tables in order, intervals, AUC, calibration, figures, training."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The per-source table in the report (:mod:`coronet.evaluation.sources`): written over every evaluated film
-(``sources.csv``, ``negative-sources.csv``), shown as a reader sees it, and the held-out collection's figures read
-from it."""
+"""The per-source table in the report: written as CSV, shown to a reader, the held-out rows read from it.
+
+The table (:mod:`coronet.evaluation.sources`) covers every evaluated film (``sources.csv``,
+``negative-sources.csv``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The report's tables of the run's Table I films, each written as CSV: the paper's Tables III-VI beside ours, the
-95 % intervals, the AUC and the false COVID-19 rate."""
+"""The report's Table I tables, written as CSV: Tables III-VI, intervals, AUC, the false COVID-19 rate.
+
+The paper's values stand beside ours where they compare (:mod:`coronet.paper`)."""
 
 from __future__ import annotations
 

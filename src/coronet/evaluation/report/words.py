@@ -1,4 +1,4 @@
-"""A run's results in words: the report's summary sentence, the lines the CLI prints, and the phrases both use."""
+"""A run's results in words: the report's summary sentence, the CLI's lines, and the phrases both use."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""``write_report``: a run's report computed and written, its films read, its tables, figures, ``summary.json``
-and page."""
+"""``write_report``: a run's report computed and written: its films, tables, figures, summary.json, page."""
 
 from __future__ import annotations
 
