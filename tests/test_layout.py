@@ -8,7 +8,18 @@ import json
 import pandas as pd
 import pytest
 
-from coronet.layout import AuditDir, DatasetDir, FoldDir, ReportDir, ReproduceDir, RunDir, file_sha256, runtime_of
+from coronet.layout import (
+    AuditDir,
+    DatasetDir,
+    File,
+    FoldDir,
+    ReportDir,
+    ReproduceDir,
+    RunDir,
+    Sub,
+    file_sha256,
+    runtime_of,
+)
 
 RUNTIME = ("precision", "devices", "num_workers")
 
@@ -57,6 +68,69 @@ def test_the_file_names_are_the_documented_ones(tmp_path):
     assert out.run("4class").fold(1).model == tmp_path / "4class" / "fold-1" / "model"
     assert out.final.model == tmp_path / "final" / "model" and out.dataset.path == tmp_path / "dataset"
     assert out.report.html == tmp_path / "report.html" and out.timings == tmp_path / "timings.json"
+
+
+#: Every file and directory the directory classes declare (File, Sub), as a path below the directory: a new
+#: declaration is added here, and a changed name fails.
+DECLARED = {
+    DatasetDir: {"manifest": "manifest.csv", "signatures": "signatures.npy", "record": "prepare.json"},
+    FoldDir: {
+        "model": "model",
+        "model_card": "model/model.json",
+        "metrics": "metrics.csv",
+        "curves": "curves.png",
+        "predictions": "predictions.csv",
+        "checkpoints": "checkpoints",
+        "last_checkpoint": "checkpoints/last.ckpt",
+        "raw_predictions": "val-outputs.csv",
+        "logs": "logs",
+    },
+    ReportDir: {"markdown": "report.md", "html": "report.html", "summary": "summary.json"},
+    AuditDir: {
+        "markdown": "audit.md",
+        "html": "audit.html",
+        "summary": "audit.json",
+        "gradcam_mass": "gradcam-mass.csv",
+        "gradcam_examples": "gradcam-examples.png",
+        "acquisition_features": "acquisition-features.csv",
+        "occluded_dataset": "lungs-removed-dataset",
+    },
+    RunDir: {
+        "config": "config.json",
+        "manifest": "manifest.csv",
+        "predictions": "predictions.csv",
+        "results": "results.md",
+        "report": "report",
+        "audit": "audit",
+        "adult_test": "adult-test/predictions.csv",
+        "leave_out": "leave-out/predictions.csv",
+        "model_card": "model.json",
+        "overlap": "overlap.csv",
+        "skipped": "skipped.csv",
+        "source_run": "source-run.json",
+        "own_dataset": "dataset",
+    },
+    ReproduceDir: {"dataset": "dataset", "final": "final", "timings": "timings.json", "report": "."},
+}
+
+
+@pytest.mark.parametrize("kind", list(DECLARED), ids=lambda kind: kind.__name__)
+def test_every_declared_file_has_its_documented_path_and_type(kind, tmp_path):
+    declared = {
+        name
+        for klass in kind.__mro__
+        for name, value in vars(klass).items()
+        if isinstance(value, (File, Sub)) and getattr(kind, name) is value  # a subclass's own wins
+    }
+    assert declared == set(DECLARED[kind])
+    directory = kind(tmp_path)
+    for name, relative in DECLARED[kind].items():
+        found = getattr(directory, name)
+        declaration = getattr(kind, name)
+        if isinstance(declaration, Sub):
+            assert type(found) is declaration.kind and found.path == tmp_path / relative, name
+        else:
+            assert type(found) is type(tmp_path) and found == tmp_path / relative, name
 
 
 def test_finished_folds_need_a_model_and_predictions(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import re
 import shutil
@@ -22,7 +23,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from coronet.data import fetch
 from coronet.data.fetch import BASE_URL_ENV, FetchError, fetch_sources, missing_data_help, remote_sources
 from coronet.data.sources import SOURCES
 
@@ -223,7 +223,7 @@ def test_fetches_all_three_into_the_layout_the_readers_expect(tmp_path, server, 
     ]
     for name, body in archives.items():
         assert (data / ".downloads" / f"{name}.zip").read_bytes() == body
-        record = fetch._read_json(data / ".downloads" / f"{name}.json")
+        record = json.loads((data / ".downloads" / f"{name}.json").read_text())
         assert record["sha256"] == hashlib.sha256(body).hexdigest()
         assert record["size"] == len(body) and record["url"].endswith(f"/{name}.zip")
         assert record["verified"] is False and record["date"]
@@ -236,7 +236,7 @@ def test_known_checksum_is_verified(tmp_path, server, archives, monkeypatch, cap
     caplog.set_level(logging.INFO, logger="coronet")
     _with_sha256(monkeypatch, "cohen", hashlib.sha256(archives["cohen"]).hexdigest())
     _fetch(tmp_path, server, ["cohen"])
-    assert fetch._read_json(tmp_path / ".downloads/cohen.json")["verified"] is True
+    assert json.loads((tmp_path / ".downloads/cohen.json").read_text())["verified"] is True
     assert any("verified" in line for line in caplog.messages)
     assert (tmp_path / "cohen-covid/images/x.png").exists()
 

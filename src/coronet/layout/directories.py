@@ -1,31 +1,7 @@
-"""The on-disk contract: what a prepared dataset directory and a run directory hold, and the predictions table.
+"""The typed paths of the on-disk contract: each directory class declares the files it holds as data.
 
-Every module finds its files through these names, so the layout is written down once::
-
-    DATASET/manifest.csv             one row per image: path, label, source, patient_id, fold, cache_index, ...
-    DATASET/images-<size>.npy        the decoded, resized uint8 films (row = cache_index), memory-mappable
-    DATASET/signatures.npy           edge signatures (overlap checks against other datasets)
-    DATASET/prepare.json, summary.md, duplicates.csv, skipped.csv
-
-    RUN/config.json                  resolved settings, dataset hash, versions, machine
-    RUN/manifest.csv                 the dataset with its folds (+ dataset-prepare.json, dataset-summary.md, ...)
-    RUN/predictions.csv              path, patient_id, fold, label, prob_<class>..., pred, ...
-    RUN/results.md                   accuracy per fold
-    RUN/report/                      coronet report: report.md, report.html, summary.json, <table>.csv, <figure>.png
-    RUN/audit/                       coronet audit: audit.json, audit.md, audit.html, predictions-<test>.csv, ...
-    RUN/adult-test/predictions.csv   the adult-negative test (likewise source-test/, radiography-test/)
-    RUN/leave-out/predictions.csv    the held-out collection's films (coronet cv --leave-out SOURCE)
-    RUN/fold-K/metrics.csv, curves.png, predictions.csv, checkpoints/last.ckpt, model/
-    MODEL/model.safetensors + MODEL/model.json   (coronet.models.modeldir)
-
-    OUT/dataset/, OUT/4class/, OUT/3class/, OUT/binary/, OUT/dataset2/, OUT/final/   coronet reproduce: one
-    dataset, a run per task, a final model, and the overview report (report.md, report.html, summary.json,
-    <table>.csv, overview.png, timings.json) at the top
-
-The typed paths :class:`DatasetDir`, :class:`RunDir` (its :class:`FoldDir`, :class:`ReportDir`, :class:`AuditDir`)
-and :class:`ReproduceDir` are the API: code asks them for a file, and for the run-level decisions that depend
-only on what is on disk (which folds are finished, whether a config may be resumed).
-"""
+The declarations are :class:`File` and :class:`Sub`; the classes also make the decisions that need only what is
+on disk (which folds are finished, whether a config may be resumed)."""
 
 from __future__ import annotations
 
@@ -36,8 +12,11 @@ import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Generic, TypeVar, overload
 
 import pandas as pd
+
+from .predictions import read_predictions
 
 MANIFEST = "manifest.csv"
 CACHE_TEMPLATE = "images-{size}.npy"
@@ -75,9 +54,6 @@ REPRODUCE_DATASET = "dataset"
 REPRODUCE_FINAL = "final"
 #: A fine-tune on dataset-2 keeps a run of the films no 4-class model saw here (Table VI, right half).
 NO_OVERLAP = "no-overlap"
-PROB_PREFIX = "prob_"
-#: The columns every predictions table has, before one ``prob_<class>`` per class.
-PREDICTION_COLUMNS = ("path", "patient_id", "fold", "label")
 
 
 @contextmanager
@@ -103,23 +79,9 @@ def fold_model(run: str | os.PathLike, fold: int) -> Path:
     return fold_dir(run, fold) / MODEL_DIR
 
 
-def prob_column(cls: str) -> str:
-    """The predictions column holding the probability of class ``cls``."""
-    return PROB_PREFIX + cls
-
-
-def prob_columns(table: pd.DataFrame) -> list[str]:
-    """The ``prob_<class>`` columns of a predictions table, in order."""
-    return [c for c in table.columns if str(c).startswith(PROB_PREFIX)]
-
-
-def classes_of(table: pd.DataFrame) -> list[str]:
-    """The classes of a predictions table, from its ``prob_<class>`` columns, in order."""
-    return [c[len(PROB_PREFIX) :] for c in prob_columns(table)]
-
-
 class _Directory:
-    """A directory of the on-disk contract: its ``path`` and properties naming the files it holds."""
+    """A directory of the on-disk contract: its ``path``, and the files it holds declared as :class:`File` and
+    :class:`Sub` class attributes."""
 
     __slots__ = ("path",)
 
@@ -136,23 +98,61 @@ class _Directory:
         return hash((type(self).__name__, self.path))
 
 
+class File:
+    """A file (or folder) a directory class holds, declared as data: ``predictions = File(PREDICTIONS)`` on the
+    class makes ``directory.predictions`` the ``Path`` ``directory.path / "predictions.csv"``; several parts name
+    a file further down (``File(MODEL_DIR, MODEL_CARD)``)."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __repr__(self) -> str:
+        return f"File({'/'.join(self.parts)!r})"
+
+    @overload
+    def __get__(self, directory: None, owner: type) -> File: ...
+
+    @overload
+    def __get__(self, directory: _Directory, owner: type) -> Path: ...
+
+    def __get__(self, directory: _Directory | None, owner: type) -> File | Path:
+        # On the class, the declaration itself (what documentation tools and a reader inspect).
+        return self if directory is None else directory.path.joinpath(*self.parts)
+
+
+D = TypeVar("D", bound=_Directory)
+
+
+class Sub(Generic[D]):
+    """A directory of the contract inside a directory class, declared as data: ``report = Sub(ReportDir, REPORT)``
+    makes ``run.report`` the ``ReportDir`` of ``run.path / "report"`` (no parts: the directory itself)."""
+
+    def __init__(self, kind: type[D], *parts: str) -> None:
+        self.kind = kind
+        self.parts = parts
+
+    def __repr__(self) -> str:
+        return f"Sub({self.kind.__name__}, {'/'.join(self.parts)!r})"
+
+    @overload
+    def __get__(self, directory: None, owner: type) -> Sub[D]: ...
+
+    @overload
+    def __get__(self, directory: _Directory, owner: type) -> D: ...
+
+    def __get__(self, directory: _Directory | None, owner: type) -> Sub[D] | D:
+        return self if directory is None else self.kind(directory.path.joinpath(*self.parts))
+
+
 class DatasetDir(_Directory):
     """A prepared dataset (``coronet data prepare``)."""
 
-    @property
-    def manifest(self) -> Path:
-        return self.path / MANIFEST
+    manifest = File(MANIFEST)
+    signatures = File(SIGNATURES)
+    record = File(PREPARE_RECORD)
 
     def cache(self, size: int) -> Path:
         return self.path / CACHE_TEMPLATE.format(size=size)
-
-    @property
-    def signatures(self) -> Path:
-        return self.path / SIGNATURES
-
-    @property
-    def record(self) -> Path:
-        return self.path / PREPARE_RECORD
 
     def exists(self) -> bool:
         return self.manifest.is_file()
@@ -183,42 +183,16 @@ def file_sha256(path: str | os.PathLike) -> str:
 class FoldDir(_Directory):
     """One fold of a run (or the final model's directory): its training record, predictions and model."""
 
-    @property
-    def model(self) -> Path:
-        return self.path / MODEL_DIR
-
-    @property
-    def model_card(self) -> Path:
-        return self.model / MODEL_CARD
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / METRICS
-
-    @property
-    def curves(self) -> Path:
-        return self.path / CURVES
-
-    @property
-    def predictions(self) -> Path:
-        return self.path / PREDICTIONS
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / CHECKPOINTS
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.checkpoints / LAST_CHECKPOINT
-
-    @property
-    def raw_predictions(self) -> Path:
-        return self.path / RAW_PREDICTIONS
-
-    @property
-    def logs(self) -> Path:
-        """Where an optional Lightning logger (CSV, TensorBoard) writes."""
-        return self.path / LOGS
+    model = File(MODEL_DIR)
+    model_card = File(MODEL_DIR, MODEL_CARD)
+    metrics = File(METRICS)
+    curves = File(CURVES)
+    predictions = File(PREDICTIONS)
+    checkpoints = File(CHECKPOINTS)
+    last_checkpoint = File(CHECKPOINTS, LAST_CHECKPOINT)
+    raw_predictions = File(RAW_PREDICTIONS)
+    #: Where an optional Lightning logger (CSV, TensorBoard) writes.
+    logs = File(LOGS)
 
     def has_model(self) -> bool:
         """The fold's model directory is written (its card is written last)."""
@@ -232,19 +206,9 @@ class FoldDir(_Directory):
 class _PageDir(_Directory):
     """A directory whose results are one page, as Markdown and as HTML, and a JSON summary."""
 
-    MARKDOWN, HTML, SUMMARY = REPORT_MD, REPORT_HTML, SUMMARY
-
-    @property
-    def markdown(self) -> Path:
-        return self.path / self.MARKDOWN
-
-    @property
-    def html(self) -> Path:
-        return self.path / self.HTML
-
-    @property
-    def summary(self) -> Path:
-        return self.path / self.SUMMARY
+    markdown = File(REPORT_MD)
+    html = File(REPORT_HTML)
+    summary = File(SUMMARY)
 
 
 class ReportDir(_PageDir):
@@ -262,28 +226,18 @@ class ReportDir(_PageDir):
 class AuditDir(_PageDir):
     """``coronet audit``'s files (:mod:`coronet.evaluation.audit`): ``audit.md``, ``audit.html``, ``audit.json``."""
 
-    MARKDOWN, HTML, SUMMARY = AUDIT_MD, AUDIT_HTML, AUDIT_JSON
+    markdown = File(AUDIT_MD)
+    html = File(AUDIT_HTML)
+    summary = File(AUDIT_JSON)
+    gradcam_mass = File("gradcam-mass.csv")
+    gradcam_examples = File("gradcam-examples.png")
+    acquisition_features = File("acquisition-features.csv")
+    #: The run's training films with the lungs removed (test 6 trains on it).
+    occluded_dataset = Sub(DatasetDir, "lungs-removed-dataset")
 
     def predictions(self, test: str) -> Path:
         """Test ``test``'s predictions (``predictions-<test>.csv``, the usual predictions layout)."""
         return self.path / f"predictions-{test}.csv"
-
-    @property
-    def gradcam_mass(self) -> Path:
-        return self.path / "gradcam-mass.csv"
-
-    @property
-    def gradcam_examples(self) -> Path:
-        return self.path / "gradcam-examples.png"
-
-    @property
-    def acquisition_features(self) -> Path:
-        return self.path / "acquisition-features.csv"
-
-    @property
-    def occluded_dataset(self) -> DatasetDir:
-        """The run's training films with the lungs removed (test 6 trains on it)."""
-        return DatasetDir(self.path / "lungs-removed-dataset")
 
     def retrained(self, fold: int) -> FoldDir:
         """Fold ``fold`` of the model retrained on the lungs-removed films."""
@@ -297,71 +251,35 @@ class AuditDir(_PageDir):
 class RunDir(_Directory):
     """A run: cross-validation, fine-tune, external evaluation."""
 
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG
-
-    @property
-    def manifest(self) -> Path:
-        return self.path / MANIFEST
-
-    @property
-    def predictions(self) -> Path:
-        return self.path / PREDICTIONS
-
-    @property
-    def results(self) -> Path:
-        return self.path / RESULTS
-
-    @property
-    def report(self) -> ReportDir:
-        return ReportDir(self.path / REPORT)
-
-    @property
-    def audit(self) -> AuditDir:
-        return AuditDir(self.path / AUDIT)
-
-    @property
-    def adult_test(self) -> Path:
-        return self.cohort_test(ADULT_TEST)
+    config = File(CONFIG)
+    manifest = File(MANIFEST)
+    predictions = File(PREDICTIONS)
+    results = File(RESULTS)
+    report = Sub(ReportDir, REPORT)
+    audit = Sub(AuditDir, AUDIT)
+    #: The adult-negative test's predictions (:meth:`cohort_test` of ``adult-test``).
+    adult_test = File(ADULT_TEST, PREDICTIONS)
+    #: The held-out collection's predictions (``leave-out/predictions.csv``), with ``leave_out`` set.
+    leave_out = File(LEAVE_OUT, PREDICTIONS)
+    #: An evaluation's copy of the card of the model it ran.
+    model_card = File(MODEL_CARD)
+    #: Films of the run's data that another dataset (the 4-class one, a model's training data) also has.
+    overlap = File("overlap.csv")
+    #: Films an evaluation could not read.
+    skipped = File("skipped.csv")
+    #: A fine-tune's record of the run it started from (``source-run.json``).
+    source_run = File("source-run.json")
+    #: A dataset the run prepared for itself (dataset-2 for a fine-tune on it).
+    own_dataset = Sub(DatasetDir, REPRODUCE_DATASET)
 
     def cohort_test(self, test_dir: str) -> Path:
         """The predictions of a cohort test (``<test_dir>/predictions.csv``, :mod:`coronet.evaluation.cohorttest`)."""
         return self.path / test_dir / PREDICTIONS
 
     @property
-    def leave_out(self) -> Path:
-        """The held-out collection's predictions (``leave-out/predictions.csv``), with ``leave_out`` set."""
-        return self.path / LEAVE_OUT / PREDICTIONS
-
-    @property
-    def model_card(self) -> Path:
-        """An evaluation's copy of the card of the model it ran."""
-        return self.path / MODEL_CARD
-
-    @property
-    def overlap(self) -> Path:
-        """Films of the run's data that another dataset (the 4-class one, a model's training data) also has."""
-        return self.path / "overlap.csv"
-
-    @property
-    def skipped(self) -> Path:
-        """Films an evaluation could not read."""
-        return self.path / "skipped.csv"
-
-    @property
-    def source_run(self) -> Path:
-        """A fine-tune's record of the run it started from (``source-run.json``)."""
-        return self.path / "source-run.json"
-
-    @property
-    def own_dataset(self) -> DatasetDir:
-        """A dataset the run prepared for itself (dataset-2 for a fine-tune on it)."""
-        return DatasetDir(self.path / REPRODUCE_DATASET)
-
-    @property
     def no_overlap(self) -> RunDir:
         """The run restricted to the films no source model saw (:data:`NO_OVERLAP`)."""
+        # A property, not a Sub: the class is not yet defined where its attributes are declared.
         return RunDir(self.path / NO_OVERLAP)
 
     def fold(self, k: int) -> FoldDir:
@@ -464,128 +382,13 @@ def runtime_of(record: dict, runtime_fields: Iterable[str]) -> dict:
 class ReproduceDir(_Directory):
     """``coronet reproduce``'s directory: the dataset, a run per task, the final model, the overview report."""
 
-    @property
-    def dataset(self) -> DatasetDir:
-        return DatasetDir(self.path / REPRODUCE_DATASET)
+    dataset = Sub(DatasetDir, REPRODUCE_DATASET)
+    #: The model trained on every image (``final=True``).
+    final = Sub(FoldDir, REPRODUCE_FINAL)
+    timings = File(TIMINGS)
+    #: The overview report, written at the top of the directory.
+    report = Sub(ReportDir)
 
     def run(self, name: str) -> RunDir:
         """The run of task ``name`` (``4class``, ``3class``, ``binary``, ``dataset2``)."""
         return RunDir(self.path / name)
-
-    @property
-    def final(self) -> FoldDir:
-        """The model trained on every image (``final=True``)."""
-        return FoldDir(self.path / REPRODUCE_FINAL)
-
-    @property
-    def timings(self) -> Path:
-        return self.path / TIMINGS
-
-    @property
-    def report(self) -> ReportDir:
-        """The overview report, written at the top of the directory."""
-        return ReportDir(self.path)
-
-
-#: Columns a predictions table carries over from its rows where they have them.
-CARRIED_COLUMNS = ("source", "relpath", "source_label", "cohort", "overlap", "overlap_kind")
-
-
-def predictions_table(rows: pd.DataFrame, probabilities, classes, fold=None) -> pd.DataFrame:
-    """The predictions table every writer writes: ``path, patient_id, fold, label``, one ``prob_<class>`` per class
-    (rounded to 6 decimals), ``pred`` (the most probable class), then :data:`CARRIED_COLUMNS` found in ``rows``.
-
-    rows: the films, in the order of ``probabilities`` ((N, len(classes)) array); fold: every row's fold
-    (default: the rows' own ``fold`` column).
-    """
-    import numpy as np
-
-    rows = rows.reset_index(drop=True)
-    probabilities = np.asarray(probabilities, dtype=float)
-    if probabilities.shape != (len(rows), len(classes)):
-        raise ValueError(f"{probabilities.shape} probabilities for {len(rows)} films and {len(classes)} classes")
-    table = rows[["path", "patient_id"]].copy()
-    table["fold"] = rows["fold"] if fold is None else fold
-    table["label"] = rows["label"]
-    for k, cls in enumerate(classes):
-        table[prob_column(cls)] = probabilities[:, k].round(6)
-    table["pred"] = [classes[k] for k in probabilities.argmax(axis=1)] if len(rows) else []
-    for column in CARRIED_COLUMNS:
-        if column in rows:
-            table[column] = rows[column].to_numpy()
-    return table
-
-
-def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """A ``predictions.csv`` checked for the documented columns (``path, patient_id, fold, label``, one
-    ``prob_<class>`` per class); ``pred`` is derived from the probabilities when absent.
-
-    A missing column is a one-line ``ValueError`` naming it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no predictions file (run `coronet cv` or `coronet evaluate` first)")
-    try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a readable CSV ({' '.join(str(error).split())[:120]})") from None
-    missing = [c for c in PREDICTION_COLUMNS if c not in table]
-    probabilities = prob_columns(table)
-    if missing or not probabilities:
-        raise ValueError(
-            f"{path}: missing column(s) {', '.join(missing + ([] if probabilities else ['prob_<class>']))}"
-            f" (expected {', '.join(PREDICTION_COLUMNS)}, prob_<class>...)"
-        )
-    if "pred" not in table:
-        table["pred"] = [c[len(PROB_PREFIX) :] for c in table[probabilities].idxmax(axis=1)]
-    return table
-
-
-__all__ = [
-    "ADULT_TEST",
-    "AUDIT",
-    "AUDIT_HTML",
-    "AUDIT_JSON",
-    "AUDIT_MD",
-    "AuditDir",
-    "DATASET_RECORDS",
-    "FOLD_PREFIX",
-    "LEAVE_OUT",
-    "REPORT_HTML",
-    "REPORT_MD",
-    "ReportDir",
-    "ReproduceDir",
-    "SUMMARY",
-    "TIMINGS",
-    "file_sha256",
-    "runtime_of",
-    "CACHE_TEMPLATE",
-    "CHECKPOINTS",
-    "CONFIG",
-    "CURVES",
-    "DatasetDir",
-    "FoldDir",
-    "LAST_CHECKPOINT",
-    "MANIFEST",
-    "METRICS",
-    "MODEL_CARD",
-    "MODEL_DIR",
-    "MODEL_WEIGHTS",
-    "NO_OVERLAP",
-    "PREDICTIONS",
-    "PREDICTION_COLUMNS",
-    "PREPARE_RECORD",
-    "PROB_PREFIX",
-    "REPORT",
-    "RESULTS",
-    "RunDir",
-    "SIGNATURES",
-    "atomic_path",
-    "classes_of",
-    "fold_dir",
-    "fold_model",
-    "prob_column",
-    "prob_columns",
-    "predictions_table",
-    "read_predictions",
-]
