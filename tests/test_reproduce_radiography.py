@@ -62,3 +62,19 @@ def test_deconfound_takes_the_bimcv_films_when_the_data_has_them_and_says_so(tmp
     assert json.loads((out / "4class" / "config.json").read_text())["radiography"] is True
     card = json.loads((out / "4class" / "fold-1" / "model" / "model.json").read_text())
     assert card["training"]["extra_cohorts"]["radiography"] > 0
+
+
+def test_deconfound_draws_table_one_s_share_of_bimcv_films_unless_told_otherwise(tmp_path):
+    from coronet.reproduce.stages import ReproduceOptions, _deconfounded
+    from coronet.training.profiles import DECONFOUND_RADIOGRAPHY_COUNT
+
+    data = with_negatives(synthetic_data(tmp_path / "data", kaggle=True))
+    chosen, overrides = _deconfounded(ReproduceOptions(profile="tiny"), {}, data)
+    assert chosen.radiography and chosen.radiography_count == DECONFOUND_RADIOGRAPHY_COUNT == 311
+    assert overrides["source_balance"] == 0.5
+    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny", radiography_count=8), {}, data)
+    assert chosen.radiography_count == 8
+    without = tmp_path / "without"
+    (without / "kaggle").mkdir(parents=True)
+    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny"), {}, without)
+    assert not chosen.radiography and chosen.radiography_count is None

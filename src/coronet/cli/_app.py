@@ -190,7 +190,8 @@ RadiographyCountOption = Annotated[
     Optional[int],
     typer.Option(
         help="With --radiography: a seeded sample of this many BIMCV films, drawn before duplicates are dropped "
-        "(default: all), e.g. to keep Table I's share of COVID-19 films."
+        "(default: all; reproduce --deconfound draws 311, which keeps Table I's share of COVID-19 films beside all "
+        "adult and source negatives)."
     ),
 ]
 LeaveOutOption = Annotated[

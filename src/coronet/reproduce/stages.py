@@ -24,7 +24,14 @@ from ..models.modeldir import annotate_card
 from ..tasks import FOUR_CLASS, get_task
 from ..training.finetune import finetune, ozturk_root
 from ..training.fit import check_training_config, fit_final, run_cv
-from ..training.profiles import DECONFOUND, FINETUNE_PROFILES, RUNTIME_FIELDS, TrainConfig, get_profile
+from ..training.profiles import (
+    DECONFOUND,
+    DECONFOUND_RADIOGRAPHY_COUNT,
+    FINETUNE_PROFILES,
+    RUNTIME_FIELDS,
+    TrainConfig,
+    get_profile,
+)
 from .overview import Overview, write_overview
 
 logger = logging.getLogger(__name__)
@@ -128,9 +135,15 @@ def _deconfounded(options: ReproduceOptions, overrides: dict, data: Path) -> tup
     """``--deconfound``: adult and source negatives, the BIMCV films where ``radiography/`` is under ``data``, and
     the training settings :data:`DECONFOUND` under the given ``overrides``."""
     radiography = options.radiography or _has_cohort(data, RADIOGRAPHY.name)
-    bimcv = "the BIMCV COVID-19 films of radiography/" if radiography else f"no radiography/ under {data}"
+    count = options.radiography_count
+    if radiography and count is None:
+        count = DECONFOUND_RADIOGRAPHY_COUNT
+    drawn = "every one" if count is None else f"{count} drawn; --radiography-count N for another number"
+    bimcv = f"the BIMCV COVID-19 films of radiography/ ({drawn})" if radiography else f"no radiography/ under {data}"
     logger.info(f"deconfound: adult and source negatives, {bimcv}")
-    chosen = replace(options, adult_negatives=True, source_negatives=True, radiography=radiography)
+    chosen = replace(
+        options, adult_negatives=True, source_negatives=True, radiography=radiography, radiography_count=count
+    )
     return chosen, {**DECONFOUND, **overrides}
 
 
