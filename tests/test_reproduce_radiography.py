@@ -46,16 +46,16 @@ def test_a_bimcv_count_without_the_bimcv_films_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_deconfound_takes_the_bimcv_films_when_the_data_has_them_and_says_so(tmp_path):
+def test_deconfound_with_radiography_takes_the_bimcv_films_and_says_so(tmp_path):
     data = with_negatives(synthetic_data(tmp_path / "data", kaggle=True))
     out = tmp_path / "deconfound"
     args = ["reproduce", "--profile", "tiny", "--data", str(data), "--out", str(out), "--folds", "2", "--epochs", "1"]
-    args += ["--deconfound", "--no-audit", "--no-dataset2", "--bootstrap", "20", "--no-progress"]
+    args += ["--deconfound", "--radiography", "--no-audit", "--no-dataset2", "--bootstrap", "20", "--no-progress"]
     args += ["--set", "batch_size=64"]  # one batch: a last batch of one film would stop BatchNorm
     args += ["--radiography-count", "8", *[f"--count={label}=6" for label in ("covid", "normal", "bacterial", "viral")]]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "deconfound: adult and source negatives, the BIMCV COVID-19 films of radiography/" in result.output
+    assert "deconfound: adult and source negatives, the BIMCV COVID-19 films of radiography/ (8 drawn" in result.output
     manifest = pd.read_csv(out / "dataset" / "manifest.csv")
     assert set(manifest.cohort) == {"table1", "adult", "source", "radiography"}
     assert 6 <= (manifest.cohort == "radiography").sum() <= 8  # 8 drawn, any copy of an ieee8023 film dropped
@@ -64,17 +64,15 @@ def test_deconfound_takes_the_bimcv_films_when_the_data_has_them_and_says_so(tmp
     assert card["training"]["extra_cohorts"]["radiography"] > 0
 
 
-def test_deconfound_draws_table_one_s_share_of_bimcv_films_unless_told_otherwise(tmp_path):
+def test_deconfound_leaves_the_bimcv_films_out_unless_asked_and_then_draws_table_one_s_share(tmp_path):
     from coronet.reproduce.stages import ReproduceOptions, _deconfounded
     from coronet.training.profiles import DECONFOUND_RADIOGRAPHY_COUNT
 
     data = with_negatives(synthetic_data(tmp_path / "data", kaggle=True))
     chosen, overrides = _deconfounded(ReproduceOptions(profile="tiny"), {}, data)
+    assert chosen.adult_negatives and chosen.source_negatives and overrides["source_balance"] == 0.5
+    assert not chosen.radiography and chosen.radiography_count is None  # radiography/ is there, but not asked for
+    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny", radiography=True), {}, data)
     assert chosen.radiography and chosen.radiography_count == DECONFOUND_RADIOGRAPHY_COUNT == 311
-    assert overrides["source_balance"] == 0.5
-    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny", radiography_count=8), {}, data)
+    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny", radiography=True, radiography_count=8), {}, data)
     assert chosen.radiography_count == 8
-    without = tmp_path / "without"
-    (without / "kaggle").mkdir(parents=True)
-    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny"), {}, without)
-    assert not chosen.radiography and chosen.radiography_count is None

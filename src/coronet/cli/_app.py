@@ -190,8 +190,8 @@ RadiographyCountOption = Annotated[
     Optional[int],
     typer.Option(
         help="With --radiography: a seeded sample of this many BIMCV films, drawn before duplicates are dropped "
-        "(default: all; reproduce --deconfound draws 311, which keeps Table I's share of COVID-19 films beside all "
-        "adult and source negatives)."
+        "(default: all; reproduce --deconfound --radiography draws 311, which keeps Table I's share of COVID-19 "
+        "films beside all adult and source negatives)."
     ),
 ]
 LeaveOutOption = Annotated[

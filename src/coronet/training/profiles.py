@@ -240,10 +240,11 @@ PROFILES: dict[str, TrainConfig] = {
 #: COVID-19, crop + equalisation gave the best Table I accuracy and COVID-19 recall; the adversary and the
 #: acquisition augmentation did not help there.
 DECONFOUND: dict[str, object] = {"crop": "lungs", "equalize": True, "source_balance": 0.5}
-#: ... and, where the COVID-19 Radiography Database is under the data, this many of its BIMCV files drawn (before
-#: duplicates go): with Table I and all of ../shared/data's adult and source negatives, COVID-19 keeps Table I's
-#: share (308 films, 22.6 %). Fold 1 (benchmarks/hospitals.py, docs/RECIPES.md "More hospitals"): every BIMCV
-#: film (COVID-19 then half of the films) called more of each negative source COVID-19 than this sample did.
+#: ... and with ``--radiography``, this many of the Database's BIMCV files drawn (before duplicates go): with Table I
+#: and all of ../shared/data's adult and source negatives, COVID-19 keeps Table I's share (308 films, 22.6 %).
+#: Fold 1 (benchmarks/hospitals.py, docs/RECIPES.md "More hospitals"): every BIMCV film (COVID-19 then half of the
+#: films) called more of each negative source COVID-19 than this sample did; on 4 folds even this sample did
+#: against none, so --deconfound leaves them out unless asked.
 DECONFOUND_RADIOGRAPHY_COUNT = 311
 
 
