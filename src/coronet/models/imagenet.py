@@ -24,7 +24,8 @@ from pathlib import Path
 import timm
 from torch import nn
 
-from .keras_weights import file_sha256, import_keras
+from ..layout import file_sha256
+from .keras_weights import import_keras
 from .weightfiles import WeightsError, load_backbone_weights
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ top, optimizer slots) are not read.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import CoronetError
+from ..layout import atomic_path, file_sha256
 
 #: The Keras layer every Xception starts with: how a backbone is recognised inside a larger model.
 FIRST_LAYER = "block1_conv1"
@@ -340,12 +340,6 @@ def read_keras_backbone(path: str | os.PathLike) -> ImportedBackbone:
 
 
 # --------------------------------------------------------------------------- writing
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def count_values(state: dict[str, torch.Tensor]) -> int:
@@ -365,14 +359,13 @@ def import_keras(source: str | os.PathLike, out: str | os.PathLike) -> dict:
     source, out = Path(source), Path(out)
     imported = read_keras_backbone(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    save_file(
-        {k: v.contiguous() for k, v in sorted(imported.state_dict.items())},
-        str(partial),
-        # one metadata entry: safetensors writes several in hash order, and the same source must give the same bytes
-        metadata={"format": "pt"},
-    )
-    os.replace(partial, out)
+    with atomic_path(out) as partial:
+        save_file(
+            {k: v.contiguous() for k, v in sorted(imported.state_dict.items())},
+            str(partial),
+            # one metadata entry: safetensors writes several in hash order; the same source must give the same bytes
+            metadata={"format": "pt"},
+        )
     card = {
         "backbone": "keras_xception",
         "weights": "imagenet (Keras applications Xception, include_top=False)",

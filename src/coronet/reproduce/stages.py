@@ -100,7 +100,7 @@ def reproduce(
     options = options or ReproduceOptions()
     data, root = Path(data), ReproduceDir(out)
     if options.deconfound:
-        options, overrides = _deconfounded(options, overrides, data)
+        options, overrides = _deconfounded(options, overrides)
     config = _checked_config(options, overrides, data)
     root.path.mkdir(parents=True, exist_ok=True)
     steps = _Steps(data, root, options.profile, options.progress)
@@ -131,21 +131,17 @@ def reproduce(
     )
 
 
-def _deconfounded(options: ReproduceOptions, overrides: dict, data: Path) -> tuple[ReproduceOptions, dict]:
+def _deconfounded(options: ReproduceOptions, overrides: dict) -> tuple[ReproduceOptions, dict]:
     """``--deconfound``: adult and source negatives, with ``--radiography`` a Table I share of BIMCV films, and the
     training settings :data:`DECONFOUND` under the given ``overrides``."""
-    radiography = options.radiography
     count = options.radiography_count
-    if radiography and count is None:
-        count = DECONFOUND_RADIOGRAPHY_COUNT
-    drawn = "every one" if count is None else f"{count} drawn; --radiography-count N for another number"
-    bimcv = f"the BIMCV COVID-19 films of radiography/ ({drawn})"
-    if not radiography:  # 4 folds measured them raising every negative source's false-COVID rate (RECIPES.md)
+    if not options.radiography:  # 4 folds measured them raising every negative source's false-COVID rate (RECIPES.md)
         bimcv = "no BIMCV films (--radiography adds them)"
+    else:
+        count = DECONFOUND_RADIOGRAPHY_COUNT if count is None else count
+        bimcv = f"the BIMCV COVID-19 films of radiography/ ({count} drawn; --radiography-count N for another number)"
     logger.info(f"deconfound: adult and source negatives, {bimcv}")
-    chosen = replace(
-        options, adult_negatives=True, source_negatives=True, radiography=radiography, radiography_count=count
-    )
+    chosen = replace(options, adult_negatives=True, source_negatives=True, radiography_count=count)
     return chosen, {**DECONFOUND, **overrides}
 
 
